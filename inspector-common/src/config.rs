@@ -1,0 +1,80 @@
+//! Load-time configuration of the tc programs: one read-only global (`INSPECTOR_CONFIG`) set
+//! by userspace before load, so the verifier sees constants and prunes what is switched off.
+
+/// Name of the read-only global holding a [`Config`].
+pub const CONFIG_GLOBAL: &str = "INSPECTOR_CONFIG";
+
+/// Bit in [`Config::flags`]: emit a ring-buffer event per matching packet.
+pub const FLAG_EVENTS: u8 = 1;
+/// Bit in [`Config::flags`]: the `off_*` fields are valid; read each packet's namespace inode.
+pub const FLAG_NETNS: u8 = 2;
+/// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
+/// the verifier must reject it. Never set outside the test of verifier-error reporting.
+pub const FLAG_FAULT_VERIFIER: u8 = 0x80;
+
+/// Which packets produce events. Zero fields match anything. Flow counters ignore the filter:
+/// they always count every packet on every hook, so per-interface totals stay exact.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address (network part) that source or destination must fall in, if `host_family != 0`.
+    pub host: [u8; 16],
+    /// Mask applied to an address before comparing with `host`.
+    pub host_mask: [u8; 16],
+    /// Only this network namespace (inode), 0 = any.
+    pub netns: u32,
+    /// Only this interface (ifindex in `netns`), 0 = any.
+    pub ifindex: u32,
+    /// Kernel struct offsets (from BTF): `sk_buff.dev`, `net_device.nd_net.net`,
+    /// `net.ns.inum`. The programs cannot relocate these themselves (no CO-RE in Rust).
+    pub off_skb_dev: u32,
+    pub off_dev_net: u32,
+    pub off_net_inum: u32,
+    /// Source or destination port, 0 = any.
+    pub port: u16,
+    /// IP protocol number, 0 = any.
+    pub proto: u8,
+    /// 0 = no address filter, 4 = IPv4 CIDR, 6 = IPv6 CIDR.
+    pub host_family: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 60);
+
+impl Config {
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            host: [0; 16],
+            host_mask: [0; 16],
+            netns: 0,
+            ifindex: 0,
+            off_skb_dev: 0,
+            off_dev_net: 0,
+            off_net_inum: 0,
+            port: 0,
+            proto: 0,
+            host_family: 0,
+            flags: 0,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Whether an address of `family` (4 or 6) falls inside the configured CIDR.
+    #[must_use]
+    #[inline(always)]
+    pub fn host_matches(&self, family: u8, addr: &[u8; 16]) -> bool {
+        if family != self.host_family {
+            return false;
+        }
+        let mut i = 0;
+        while i < 16 {
+            if addr[i] & self.host_mask[i] != self.host[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+}

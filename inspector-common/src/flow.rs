@@ -1,0 +1,176 @@
+//! Flow keys, per-flow counters and per-packet events: the records the tc programs write and
+//! userspace reads. All `#[repr(C)]` with explicit padding and a size assertion each.
+
+/// Which way a packet crossed the hook.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// tc ingress: the packet arrived on the interface.
+    Ingress = 0,
+    /// tc egress: the packet is being sent out of the interface.
+    Egress = 1,
+}
+
+impl Direction {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Self {
+        if v == 0 { Self::Ingress } else { Self::Egress }
+    }
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// Key of the per-flow counter map: one flow at one hook.
+///
+/// Addresses are 16 bytes; IPv4 (and ARP's protocol addresses) use the first four and leave the
+/// rest zero, `ethertype` says which family. For ICMP/ICMPv6 `sport` carries the echo identifier
+/// (0 for other types) and `dport` is `type << 8 | code`. For ARP `dport` is the ARP opcode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Inode of the network namespace of the device (`dev->nd_net->ns.inum`), 0 if unknown.
+    pub netns: u32,
+    pub ifindex: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// EtherType of the L3 payload after any VLAN tags (host byte order).
+    pub ethertype: u16,
+    /// Outer VLAN id (0 = untagged).
+    pub vlan: u16,
+    /// IP protocol number (0 for non-IP).
+    pub proto: u8,
+    /// [`Direction`] as u8.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 52);
+
+impl FlowKey {
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            src: [0; 16],
+            dst: [0; 16],
+            netns: 0,
+            ifindex: 0,
+            sport: 0,
+            dport: 0,
+            ethertype: 0,
+            vlan: 0,
+            proto: 0,
+            direction: 0,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Counters of one flow at one hook, per CPU (userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    /// Sum of `skb->len` as the hook saw it: the whole frame from the Ethernet header on.
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and the latest packet.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// OR of every TCP flags byte seen.
+    pub tcp_flags: u8,
+    /// OR of every parser status bit seen (see [`crate::parse::status`]).
+    pub status: u8,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 40);
+
+/// Bytes of each packet copied into a [`PacketEvent`] (headers, for display and pcap).
+pub const SNAP_LEN: usize = 128;
+
+/// One packet at one hook, sent over the ring buffer when per-packet events are on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketEvent {
+    pub ts_ns: u64,
+    pub key: FlowKey,
+    /// `skb->len` at the hook.
+    pub len: u32,
+    /// `skb->mark`.
+    pub mark: u32,
+    /// How many bytes of `snap` are valid.
+    pub snap_len: u16,
+    pub tcp_flags: u8,
+    pub status: u8,
+    pub snap: [u8; SNAP_LEN],
+}
+const _: () = assert!(core::mem::size_of::<PacketEvent>() == 72 + SNAP_LEN);
+
+/// Slots of the per-CPU statistics array (`inspector_stats`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Packets whose headers ended early.
+    Truncated = 0,
+    /// Packets with an impossible header field.
+    Malformed = 1,
+    /// Non-first IP fragments (no L4 header).
+    Fragment = 2,
+    /// Packets that are neither IPv4 nor IPv6 (counted by EtherType in the flow map).
+    NonIp = 3,
+    /// Events written to the ring buffer.
+    EventsSent = 4,
+    /// Events lost because the ring buffer was full.
+    EventsLost = 5,
+    /// Flow-map updates the kernel refused (the packet is then missing from flow counts).
+    FlowUpdateFailed = 6,
+    /// IPv6 packets with more extension headers than the parser follows.
+    ExtLimit = 7,
+}
+
+/// Number of slots in `inspector_stats`.
+pub const STAT_SLOTS: u32 = 8;
+
+impl Stat {
+    pub const ALL: [Self; STAT_SLOTS as usize] = [
+        Self::Truncated,
+        Self::Malformed,
+        Self::Fragment,
+        Self::NonIp,
+        Self::EventsSent,
+        Self::EventsLost,
+        Self::FlowUpdateFailed,
+        Self::ExtLimit,
+    ];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::Malformed => "malformed",
+            Self::Fragment => "fragment",
+            Self::NonIp => "non_ip",
+            Self::EventsSent => "events_sent",
+            Self::EventsLost => "events_lost",
+            Self::FlowUpdateFailed => "flow_update_failed",
+            Self::ExtLimit => "ipv6_ext_limit",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, repr(C), every bit pattern valid, explicit padding.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PacketEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::config::Config {}
+}

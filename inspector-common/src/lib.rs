@@ -1,0 +1,10 @@
+//! Types shared by the kernel programs (inspector-ebpf) and userspace (inspector), and the
+//! packet parser both sides run. This crate is the single source of truth for every struct
+//! that crosses the kernel/user boundary; nothing here may be redefined elsewhere.
+#![no_std]
+
+pub mod config;
+pub mod flow;
+pub mod parse;
+
+pub use flow::{Direction, FlowKey, FlowStats, PacketEvent, Stat};

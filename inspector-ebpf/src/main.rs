@@ -1,0 +1,18 @@
+//! inspector's kernel programs. One file per hook; the packet parser is shared with userspace
+//! (inspector-common::parse). Every program only observes: its verdict is always "continue".
+#![no_std]
+#![no_main]
+
+mod config;
+mod maps;
+mod observe;
+mod skb;
+mod tc_egress;
+mod tc_ingress;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: the verifier rejects any program that could reach a panic; this is never called.
+    unsafe { core::hint::unreachable_unchecked() }
+}

@@ -1,0 +1,204 @@
+//! What both tc hooks do with a packet: parse it, count it in its flow, and (only when events
+//! are switched on and the packet passes the load-time filter) copy it to the ring buffer.
+//! The verdict is always `TC_ACT_UNSPEC` ("continue"; `TCX_NEXT` under TCX): the inspector
+//! never drops, redirects or rewrites a packet, and never short-cuts other tc programs.
+use aya_ebpf::{
+    bindings::{BPF_ANY, TC_ACT_UNSPEC},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_skb_load_bytes},
+    programs::TcContext,
+};
+use core::ffi::c_void;
+use inspector_common::{
+    Direction, FlowKey, FlowStats, PacketEvent, Stat,
+    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_NETNS},
+    flow::SNAP_LEN,
+    parse::{self, Parsed, status},
+};
+
+use crate::{
+    config::conf,
+    maps::{EVENTS, FLOWS, bump},
+    skb::Skb,
+};
+
+#[inline(always)]
+pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
+    if conf!(flags) & FLAG_FAULT_VERIFIER != 0 {
+        // Deliberately invalid (reads far past the end of __sk_buff) so the verifier rejects
+        // the program; only ever switched on by the test of verifier-error reporting.
+        // SAFETY: never executed: the verifier refuses to load a program containing it.
+        let bad = unsafe { core::ptr::read_volatile(ctx.skb.skb.cast::<u8>().add(4000)) };
+        if bad == 0 {
+            return TC_ACT_UNSPEC;
+        }
+    }
+    let p = parse::parse(&Skb(ctx));
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: reading fields of the program's own __sk_buff.
+    let (ifindex, vlan_present, vlan_tci, len, mark) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.ifindex, skb.vlan_present, skb.vlan_tci, skb.len, skb.mark)
+    };
+    let mut key = FlowKey::zeroed();
+    key.netns = netns_of(ctx);
+    key.src = p.src;
+    key.dst = p.dst;
+    key.ifindex = ifindex;
+    key.sport = p.sport;
+    key.dport = p.dport;
+    key.ethertype = p.ethertype;
+    // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
+    key.vlan = if p.vlan == 0 && vlan_present != 0 { (vlan_tci & 0x0fff) as u16 } else { p.vlan };
+    key.proto = p.proto;
+    key.direction = dir as u8;
+
+    count_status(p.status);
+    count_flow(&key, &p, len, now);
+
+    if conf!(flags) & FLAG_EVENTS != 0 && wanted(&key, &p) {
+        emit(ctx, &key, &p, len, mark, now);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Inode of the namespace of the device the packet is on: `skb->dev->nd_net.net->ns.inum`,
+/// with offsets from the kernel's BTF (see userspace `probe::btf`). `bpf_get_netns_cookie`
+/// cannot do this in tc: it reports the namespace of the packet's socket, or the host's.
+#[inline(always)]
+fn netns_of(ctx: &TcContext) -> u32 {
+    if conf!(flags) & FLAG_NETNS == 0 {
+        return 0;
+    }
+    let skb = ctx.skb.skb.cast::<u8>();
+    let (off_dev, off_net, off_inum) = (conf!(off_skb_dev), conf!(off_dev_net), conf!(off_net_inum));
+    // SAFETY: bpf_probe_read_kernel never faults; a bad pointer just yields an error.
+    unsafe {
+        let Ok(dev) = bpf_probe_read_kernel(skb.add(off_dev as usize).cast::<u64>()) else {
+            return 0;
+        };
+        if dev == 0 {
+            return 0;
+        }
+        let Ok(net) = bpf_probe_read_kernel((dev + u64::from(off_net)) as *const u64) else {
+            return 0;
+        };
+        if net == 0 {
+            return 0;
+        }
+        bpf_probe_read_kernel((net + u64::from(off_inum)) as *const u32).unwrap_or(0)
+    }
+}
+
+#[inline(always)]
+fn count_status(st: u8) {
+    if st == 0 {
+        return;
+    }
+    if st & status::TRUNCATED != 0 {
+        bump(Stat::Truncated);
+    }
+    if st & status::MALFORMED != 0 {
+        bump(Stat::Malformed);
+    }
+    if st & status::FRAGMENT != 0 {
+        bump(Stat::Fragment);
+    }
+    if st & status::NON_IP != 0 {
+        bump(Stat::NonIp);
+    }
+    if st & status::EXT_LIMIT != 0 {
+        bump(Stat::ExtLimit);
+    }
+}
+
+#[inline(always)]
+fn count_flow(key: &FlowKey, p: &Parsed, len: u32, now: u64) {
+    if let Some(v) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU value; tc runs with BH disabled, so no other
+        // writer can interleave on this CPU, and other CPUs have slots of their own.
+        unsafe {
+            (*v).packets += 1;
+            (*v).bytes += u64::from(len);
+            (*v).last_ns = now;
+            (*v).tcp_flags |= p.tcp_flags;
+            (*v).status |= p.status;
+        }
+        return;
+    }
+    let v = FlowStats {
+        packets: 1,
+        bytes: u64::from(len),
+        first_ns: now,
+        last_ns: now,
+        tcp_flags: p.tcp_flags,
+        status: p.status,
+        _pad: [0; 6],
+    };
+    // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
+    if FLOWS.insert(key, &v, u64::from(BPF_ANY)).is_err() {
+        bump(Stat::FlowUpdateFailed);
+    }
+}
+
+/// The load-time event filter. Zero fields match anything.
+#[inline(always)]
+fn wanted(key: &FlowKey, p: &Parsed) -> bool {
+    let want_ns = conf!(netns);
+    if want_ns != 0 && want_ns != key.netns {
+        return false;
+    }
+    let want_if = conf!(ifindex);
+    if want_if != 0 && want_if != key.ifindex {
+        return false;
+    }
+    let want_proto = conf!(proto);
+    if want_proto != 0 && want_proto != key.proto {
+        return false;
+    }
+    let want_port = conf!(port);
+    if want_port != 0 && want_port != key.sport && want_port != key.dport {
+        return false;
+    }
+    if conf!(host_family) != 0 {
+        let cfg = crate::config::get();
+        let fam = p.ip_family();
+        if !cfg.host_matches(fam, &key.src) && !cfg.host_matches(fam, &key.dst) {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+        bump(Stat::EventsLost);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let snap = if len < SNAP_LEN as u32 { len } else { SNAP_LEN as u32 };
+    // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size.
+    unsafe {
+        (*ev).ts_ns = now;
+        (*ev).key = *key;
+        (*ev).len = len;
+        (*ev).mark = mark;
+        (*ev).tcp_flags = p.tcp_flags;
+        (*ev).status = p.status;
+        let mut copied = 0u16;
+        if snap > 0
+            && bpf_skb_load_bytes(
+                ctx.skb.skb.cast::<c_void>(),
+                0,
+                (&raw mut (*ev).snap).cast::<c_void>(),
+                snap,
+            ) == 0
+        {
+            copied = snap as u16;
+        }
+        (*ev).snap_len = copied;
+    }
+    entry.submit(0);
+    bump(Stat::EventsSent);
+}

@@ -1,0 +1,8 @@
+//! tc/TCX egress hook: every packet leaving an attached interface.
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use inspector_common::Direction;
+
+#[classifier]
+pub fn insp_tc_egress(ctx: TcContext) -> i32 {
+    crate::observe::observe(&ctx, Direction::Egress)
+}

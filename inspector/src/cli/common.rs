@@ -1,0 +1,258 @@
+//! What trace and flows share: the filter flags, their validation against the live node, the
+//! start-up sequence (checks, load, attach, ready file) and signal handling.
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use inspector_common::config::{Config, FLAG_FAULT_VERIFIER};
+
+use crate::{
+    flows::filter::{self, Cidr, Filter, Proto},
+    probe::{
+        Probe, ProbeOptions,
+        follow::{Follower, Selection},
+        preflight,
+    },
+    topology::{self, Netns},
+};
+
+/// Filters and attach scope shared by `trace` and `flows`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only this network namespace: inode, `ip netns` name, docker:<sandbox>, "host", or a
+    /// path such as /proc/PID/ns/net. Repeatable.
+    #[arg(long = "netns", value_name = "NS")]
+    pub netns: Vec<String>,
+    /// Only this interface name (any kind, lo included). Repeatable.
+    #[arg(short = 'i', long = "interface", value_name = "IFNAME")]
+    pub interface: Vec<String>,
+    /// Protocol: tcp, udp, icmp, icmp6, sctp, udplite, dccp, arp, a number, or ether/0xNNNN.
+    #[arg(long)]
+    pub proto: Option<String>,
+    /// Source or destination address or CIDR.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Source or destination port.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Also attach to loopback devices.
+    #[arg(long)]
+    pub lo: bool,
+    /// Also attach to physical (and other kind-less) devices.
+    #[arg(long)]
+    pub devices: bool,
+    /// Attach to every interface of every selected namespace.
+    #[arg(long)]
+    pub all_interfaces: bool,
+    /// Write this file once every program is attached (for scripts and tests).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// How often to rescan for new or vanished namespaces and links (milliseconds).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub rescan_ms: u64,
+    /// Do not log attach/detach changes on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// Validated filter settings.
+pub struct Settings {
+    pub filter: Filter,
+    pub selection: Selection,
+}
+
+/// Parses the packet filter; no kernel access, so it can fail before anything happens.
+pub fn parse_filter(a: &FilterArgs) -> anyhow::Result<Filter> {
+    Ok(Filter {
+        proto: a.proto.as_deref().map(Proto::parse).transpose()?,
+        host: a.host.as_deref().map(Cidr::parse).transpose()?,
+        port: a.port.as_deref().map(filter::parse_port).transpose()?,
+    })
+}
+
+/// Resolves a `--netns` value to a namespace on this node.
+pub fn resolve_netns<'a>(spec: &str, all: &'a [Netns]) -> anyhow::Result<&'a Netns> {
+    let found = if let Ok(ino) = spec.parse::<u64>() {
+        all.iter().find(|n| n.inode == ino)
+    } else if spec.starts_with('/') {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = std::fs::metadata(spec).map(|m| m.ino()).ok();
+        all.iter().find(|n| Some(n.inode) == ino)
+    } else {
+        all.iter().find(|n| n.name == spec).or_else(|| {
+            // A docker sandbox by id (or unique prefix), with or without "docker:".
+            let id = spec.strip_prefix("docker:").unwrap_or(spec);
+            let mut m = all.iter().filter(|n| {
+                n.kind == topology::NetnsKind::Docker
+                    && id.len() >= 4
+                    && n.name.trim_start_matches("docker:").starts_with(id)
+            });
+            match (m.next(), m.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        })
+    };
+    found.with_context(|| {
+        format!(
+            "unknown network namespace '{spec}': no namespace on this node has that inode, name \
+             or path (list them with `inspector topology`)"
+        )
+    })
+}
+
+/// Checks privileges, validates every filter against the live node, loads and attaches.
+/// Nothing is attached if any check fails.
+pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings)> {
+    let filter = parse_filter(a)?;
+    // Fault injection for the test of verifier-error reporting only.
+    let fault_verifier = std::env::var("INSPECTOR_FAULT").as_deref() == Ok("verifier");
+    preflight::privileges()?;
+    let all = topology::netns::discover();
+    let mut selection = Selection {
+        netns: Vec::new(),
+        interfaces: a.interface.clone(),
+        lo: a.lo,
+        devices: a.devices,
+        all: a.all_interfaces,
+    };
+    for spec in &a.netns {
+        selection.netns.push(resolve_netns(spec, &all)?.inode);
+    }
+    let mut cfg = Config::zeroed();
+    if !a.interface.is_empty() {
+        let mut found = std::collections::HashSet::new();
+        for ns in all.iter().filter(|n| selection.wants_ns(n.inode)) {
+            if let Ok(view) = topology::scan_ns(ns) {
+                for l in &view.links {
+                    if a.interface.contains(&l.name) {
+                        found.insert(l.name.clone());
+                    }
+                }
+            }
+        }
+        if let Some(missing) = a.interface.iter().find(|i| !found.contains(*i)) {
+            bail!(
+                "unknown interface '{missing}': no such interface in {} (list them with \
+                 `inspector topology`)",
+                if a.netns.is_empty() { "any namespace" } else { "the selected namespaces" }
+            );
+        }
+    }
+    if selection.netns.len() == 1 {
+        cfg.netns = u32::try_from(selection.netns[0]).unwrap_or(0);
+    }
+    preflight::btf()?;
+    let off = crate::probe::btf::netns_offsets(&preflight::btf_path())?;
+    cfg.off_skb_dev = off.skb_dev;
+    cfg.off_dev_net = off.dev_net;
+    cfg.off_net_inum = off.net_inum;
+    cfg.flags |= inspector_common::config::FLAG_NETNS;
+    filter.apply_to(&mut cfg);
+    if events {
+        cfg.flags |= inspector_common::config::FLAG_EVENTS;
+    }
+    if fault_verifier {
+        cfg.flags |= FLAG_FAULT_VERIFIER;
+    }
+    let probe = Probe::load(&ProbeOptions { config: cfg, ..ProbeOptions::default() })?;
+    let mut follower = Follower::new(probe, selection.clone());
+    let changes = follower.reconcile();
+    log_changes(a, &changes);
+    if let Some(p) = &a.ready_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the ready file {}", p.display()))?;
+    }
+    Ok((follower, Settings { filter, selection }))
+}
+
+pub fn log_changes(a: &FilterArgs, changes: &[crate::probe::follow::Change]) {
+    if a.quiet {
+        return;
+    }
+    for c in changes {
+        eprintln!("inspector: {c}");
+    }
+}
+
+/// SIGINT/SIGTERM/SIGHUP set a flag the main loops poll; the loops then detach and exit.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// Drives a loop until `duration` passes or a stop signal arrives, rescanning on schedule.
+pub struct Clock {
+    pub started: Instant,
+    pub deadline: Option<Instant>,
+    next_rescan: Instant,
+    rescan: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl Clock {
+    pub fn new(duration: Option<f64>, rescan_ms: u64) -> anyhow::Result<Self> {
+        let now = Instant::now();
+        let rescan = Duration::from_millis(rescan_ms.max(50));
+        Ok(Self {
+            started: now,
+            deadline: duration.map(|d| now + Duration::from_secs_f64(d.max(0.0))),
+            next_rescan: now + rescan,
+            rescan,
+            stop: stop_flag()?,
+        })
+    }
+
+    #[must_use]
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether a rescan is due (and schedules the next).
+    pub fn rescan_due(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.next_rescan {
+            self.next_rescan = now + self.rescan;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Parses a `--duration` value in seconds.
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+/// Offset that turns a `bpf_ktime_get_ns` value into Unix time in nanoseconds.
+#[must_use]
+pub fn mono_to_unix_offset() -> i128 {
+    let mut mono = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut mono) };
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mono_ns = i128::from(mono.tv_sec) * 1_000_000_000 + i128::from(mono.tv_nsec);
+    unix.as_nanos() as i128 - mono_ns
+}
+
+/// Monotonic clock now, in the same unit as `bpf_ktime_get_ns`.
+#[must_use]
+pub fn mono_now_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+}

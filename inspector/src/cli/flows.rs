@@ -1,0 +1,132 @@
+//! `inspector flows`: per-flow, per-hop counters, refreshed like `top`, or printed once after
+//! `--duration` (or when interrupted).
+use std::time::{Duration, Instant};
+
+use super::common::{self, Clock, FilterArgs};
+use crate::{
+    flows::{FlowRecord, filter::Filter},
+    output::{self, Format, Table},
+    probe::follow::Follower,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Print once after this many seconds (or when interrupted) instead of refreshing.
+    #[arg(long, value_parser = common::parse_secs)]
+    pub duration: Option<f64>,
+    /// Refresh interval in seconds (refreshing mode).
+    #[arg(long, default_value_t = 1.0, value_parser = common::parse_secs)]
+    pub interval: f64,
+    /// Show at most this many flows per refresh (busiest first; 0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top: usize,
+}
+
+pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+    let (mut f, settings) = common::start(&a.filter, false)?;
+    let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;
+    let interval = Duration::from_secs_f64(a.interval);
+    let mut next_print = Instant::now() + interval;
+    let once = a.duration.is_some();
+    while !clock.stopped() {
+        std::thread::sleep(Duration::from_millis(50));
+        if clock.rescan_due() {
+            let changes = f.reconcile();
+            common::log_changes(&a.filter, &changes);
+        }
+        if !once && Instant::now() >= next_print {
+            next_print += interval;
+            print(&f, &settings.filter, fmt, a.top, true)?;
+        }
+    }
+    // Final snapshot: in --duration mode this is the result; interrupted refreshes get one too.
+    print(&f, &settings.filter, fmt, a.top, false)?;
+    print_stats(&f, fmt)?;
+    Ok(())
+}
+
+/// Current records that pass the filter, busiest first.
+pub fn records(f: &Follower, filter: &Filter) -> anyhow::Result<Vec<FlowRecord>> {
+    let mut v: Vec<FlowRecord> = f
+        .probe
+        .flows()?
+        .iter()
+        .filter(|(k, s)| s.packets > 0 && filter.matches(k))
+        .map(|(k, s)| FlowRecord::new(k, s, &f.names))
+        .collect();
+    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.first_ns.cmp(&b.first_ns)));
+    Ok(v)
+}
+
+fn print(f: &Follower, filter: &Filter, fmt: Format, top: usize, refresh: bool) -> anyhow::Result<()> {
+    let mut recs = records(f, filter)?;
+    if top > 0 {
+        recs.truncate(top);
+    }
+    match fmt {
+        Format::Json => {
+            for r in &recs {
+                output::json_line(&Line { kind: "flow", rec: r })?;
+            }
+        }
+        Format::Table => {
+            let mut t = Table::new(&["NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "PACKETS", "BYTES", "FLAGS"]);
+            for r in &recs {
+                t.row(vec![
+                    r.netns_name.clone(),
+                    r.ifname.clone(),
+                    r.direction.into(),
+                    r.proto.clone(),
+                    r.src_str(),
+                    r.dst_str(),
+                    r.packets.to_string(),
+                    r.bytes.to_string(),
+                    [r.tcp_flags.as_str(), r.anomalies.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" "),
+                ]);
+            }
+            if refresh && is_tty() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", t.render());
+            if refresh {
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    rec: &'a FlowRecord,
+}
+
+/// Kernel-side counters (lost events, parse anomalies) and attach count.
+pub fn print_stats(f: &Follower, fmt: Format) -> anyhow::Result<()> {
+    let stats = f.probe.stats()?;
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), "stats".into());
+    m.insert("attached_interfaces".into(), f.probe.attached().count().into());
+    for s in inspector_common::Stat::ALL {
+        m.insert(s.name().into(), stats[s as usize].into());
+    }
+    match fmt {
+        Format::Json => output::json_line(&m)?,
+        Format::Table => {
+            let parts: Vec<String> =
+                m.iter().filter(|(k, _)| *k != "type").map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!("inspector: {}", parts.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(1) == 1 }
+}

@@ -1,0 +1,49 @@
+//! Command-line interface: flag definitions (clap) and dispatch, one file per subcommand.
+//! Raw flags become validated settings in `common` before anything touches the kernel.
+mod bench;
+mod common;
+mod demo;
+mod flows;
+mod topology;
+mod trace;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(name = "inspector", version, about = "eBPF container network inspector: who talks to whom, through which hops")]
+pub struct Cli {
+    /// Output format: aligned table, or one JSON object per line.
+    #[arg(short = 'o', long = "output", value_enum, global = true, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Live per-packet events, hop by hop.
+    Trace(trace::Args),
+    /// Per-flow counters at every hop: refreshed, or once after --duration.
+    Flows(flows::Args),
+    /// Namespaces, links, veth pairs, bridges and addresses on this node.
+    Topology(topology::Args),
+    /// Build the embedded demo lab, drive bounded traffic through it, show each flow's path,
+    /// and remove everything.
+    Demo(demo::Args),
+    /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
+    Bench(bench::Args),
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Trace(a) => trace::run(&a, cli.output),
+        Command::Flows(a) => flows::run(&a, cli.output),
+        Command::Topology(a) => topology::run(&a, cli.output),
+        Command::Demo(a) => demo::run(&a, cli.output),
+        Command::Bench(a) => bench::run(&a, cli.output),
+    }
+}

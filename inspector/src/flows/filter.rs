@@ -1,0 +1,222 @@
+//! The packet filter users give (`--proto`, `--host`, `--port`): parsed and validated once,
+//! then applied in the kernel (as the load-time `Config`) for events and in userspace for flows.
+use std::net::IpAddr;
+
+use inspector_common::{
+    FlowKey,
+    config::Config,
+    parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
+};
+
+/// A protocol as the user names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// An IP protocol number (any IP version unless `v` is set).
+    Ip { proto: u8, v: Option<u16> },
+    /// A non-IP EtherType.
+    Ether(u16),
+}
+
+/// An address or network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub proto: Option<Proto>,
+    pub host: Option<Cidr>,
+    pub port: Option<u16>,
+}
+
+/// A filter the user typed that makes no sense; the message names it and says what is allowed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error(
+        "unknown protocol '{0}': use tcp, udp, icmp, icmp6, sctp, udplite, dccp, arp, an IP \
+         protocol number (0-255) or ether/0xNNNN"
+    )]
+    Proto(String),
+    #[error("bad address '{0}': use an IPv4/IPv6 address or CIDR such as 198.18.0.0/15")]
+    Host(String),
+    #[error("bad port '{0}': use a number from 1 to 65535")]
+    Port(String),
+}
+
+impl Proto {
+    pub fn parse(s: &str) -> Result<Self, FilterError> {
+        let err = || FilterError::Proto(s.to_owned());
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "tcp" => Self::Ip { proto: 6, v: None },
+            "udp" => Self::Ip { proto: 17, v: None },
+            "icmp" => Self::Ip { proto: 1, v: Some(ETH_P_IP) },
+            "icmp6" | "icmpv6" => Self::Ip { proto: 58, v: Some(ETH_P_IPV6) },
+            "sctp" => Self::Ip { proto: 132, v: None },
+            "udplite" => Self::Ip { proto: 136, v: None },
+            "dccp" => Self::Ip { proto: 33, v: None },
+            "arp" => Self::Ether(ETH_P_ARP),
+            other => {
+                if let Some(hex) = other.strip_prefix("ether/0x") {
+                    Self::Ether(u16::from_str_radix(hex, 16).map_err(|_| err())?)
+                } else {
+                    let n: u8 = other.parse().map_err(|_| err())?;
+                    if n == 0 {
+                        return Err(err());
+                    }
+                    Self::Ip { proto: n, v: None }
+                }
+            }
+        })
+    }
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Self, FilterError> {
+        let err = || FilterError::Host(s.to_owned());
+        let (a, p) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = a.parse().map_err(|_| err())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// (family 4/6, network bytes, mask bytes) in the 16-byte layout of `FlowKey`.
+    #[must_use]
+    pub fn to_bytes(&self) -> (u8, [u8; 16], [u8; 16]) {
+        let (fam, raw, bits): (u8, [u8; 16], u32) = match self.addr {
+            IpAddr::V4(a) => {
+                let mut b = [0; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (4, b, 32)
+            }
+            IpAddr::V6(a) => (6, a.octets(), 128),
+        };
+        let mut mask = [0u8; 16];
+        let prefix = u32::from(self.prefix).min(bits);
+        for (i, m) in mask.iter_mut().enumerate() {
+            let start = (i as u32) * 8;
+            if prefix >= start + 8 {
+                *m = 0xff;
+            } else if prefix > start {
+                *m = 0xffu8 << (8 - (prefix - start));
+            }
+        }
+        let mut net = [0u8; 16];
+        for i in 0..16 {
+            net[i] = raw[i] & mask[i];
+        }
+        (fam, net, mask)
+    }
+}
+
+impl Cidr {
+    /// Sets the address part of a kernel `Config` to this network.
+    pub fn apply_to(&self, cfg: &mut Config) {
+        let (fam, net, mask) = self.to_bytes();
+        cfg.host_family = fam;
+        cfg.host = net;
+        cfg.host_mask = mask;
+    }
+}
+
+pub fn parse_port(s: &str) -> Result<u16, FilterError> {
+    s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| FilterError::Port(s.to_owned()))
+}
+
+impl Filter {
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.proto.is_none() && self.host.is_none() && self.port.is_none()
+    }
+
+    /// Writes the kernel-side part of the filter into the load-time configuration. Parts the
+    /// kernel cannot express (a non-IP EtherType) are left to [`Filter::matches`].
+    pub fn apply_to(&self, cfg: &mut Config) {
+        if let Some(Proto::Ip { proto, .. }) = self.proto {
+            cfg.proto = proto;
+        }
+        if let Some(port) = self.port {
+            cfg.port = port;
+        }
+        if let Some(c) = self.host {
+            c.apply_to(cfg);
+        }
+    }
+
+    /// Whether a flow key passes the whole filter.
+    #[must_use]
+    pub fn matches(&self, k: &FlowKey) -> bool {
+        let is_ip = k.ethertype == ETH_P_IP || k.ethertype == ETH_P_IPV6;
+        match self.proto {
+            Some(Proto::Ip { proto, v }) => {
+                if !is_ip || k.proto != proto || v.is_some_and(|v| v != k.ethertype) {
+                    return false;
+                }
+            }
+            Some(Proto::Ether(e)) => {
+                if k.ethertype != e {
+                    return false;
+                }
+            }
+            None => {}
+        }
+        if let Some(port) = self.port {
+            let has_ports = is_ip && matches!(k.proto, 6 | 17 | 33 | 132 | 136);
+            if !has_ports || (k.sport != port && k.dport != port) {
+                return false;
+            }
+        }
+        if let Some(c) = self.host {
+            let mut cfg = Config::zeroed();
+            c.apply_to(&mut cfg);
+            let fam = match k.ethertype {
+                ETH_P_IP | ETH_P_ARP => 4,
+                ETH_P_IPV6 => 6,
+                _ => 0,
+            };
+            if !cfg.host_matches(fam, &k.src) && !cfg.host_matches(fam, &k.dst) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_masks_partial_bytes() {
+        let (fam, net, mask) = Cidr::parse("198.18.3.77/15").unwrap().to_bytes();
+        assert_eq!(fam, 4);
+        assert_eq!(&net[..4], &[198, 18, 0, 0]);
+        assert_eq!(&mask[..4], &[255, 254, 0, 0]);
+        assert_eq!(&mask[4..], &[0; 12]);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        assert_eq!(Proto::parse("tcpp"), Err(FilterError::Proto("tcpp".into())));
+        assert_eq!(Cidr::parse("198.18.0.0/33"), Err(FilterError::Host("198.18.0.0/33".into())));
+        assert_eq!(parse_port("0"), Err(FilterError::Port("0".into())));
+        assert_eq!(parse_port("70000"), Err(FilterError::Port("70000".into())));
+    }
+
+    #[test]
+    fn host_filter_matches_either_end() {
+        let f = Filter { host: Some(Cidr::parse("198.18.1.0/24").unwrap()), ..Filter::default() };
+        let mut k = FlowKey::zeroed();
+        k.ethertype = ETH_P_IP;
+        k.src[..4].copy_from_slice(&[198, 18, 0, 5]);
+        k.dst[..4].copy_from_slice(&[198, 18, 1, 9]);
+        assert!(f.matches(&k));
+        k.dst[..4].copy_from_slice(&[198, 18, 2, 9]);
+        assert!(!f.matches(&k));
+    }
+}

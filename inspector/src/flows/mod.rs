@@ -1,0 +1,159 @@
+//! From raw kernel records to what users read: decoded addresses and protocols, names for
+//! namespaces and interfaces, and flows stitched across hops into the path they took.
+pub mod filter;
+pub mod path;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use inspector_common::{
+    Direction, FlowKey, FlowStats,
+    parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
+};
+use serde::Serialize;
+
+use crate::topology::names::Names;
+
+/// One flow at one hook, ready to print (`inspector flows` line).
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowRecord {
+    /// Namespace inode (0 if the kernel could not tell).
+    pub netns: u64,
+    pub netns_name: String,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub direction: &'static str,
+    pub proto: String,
+    pub ethertype: String,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub tcp_flags: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub anomalies: String,
+    #[serde(skip)]
+    pub key: FlowKey,
+}
+
+/// Protocol name for an EtherType / IP protocol pair.
+#[must_use]
+pub fn proto_name(ethertype: u16, proto: u8) -> String {
+    match (ethertype, proto) {
+        (ETH_P_ARP, _) => "arp".into(),
+        (ETH_P_IP | ETH_P_IPV6, 6) => "tcp".into(),
+        (ETH_P_IP | ETH_P_IPV6, 17) => "udp".into(),
+        (ETH_P_IP, 1) => "icmp".into(),
+        (ETH_P_IPV6, 58) => "icmp6".into(),
+        (ETH_P_IP | ETH_P_IPV6, 132) => "sctp".into(),
+        (ETH_P_IP | ETH_P_IPV6, 136) => "udplite".into(),
+        (ETH_P_IP | ETH_P_IPV6, 33) => "dccp".into(),
+        (ETH_P_IP, p) => format!("ip/{p}"),
+        (ETH_P_IPV6, p) => format!("ip6/{p}"),
+        (e, _) => format!("ether/0x{e:04x}"),
+    }
+}
+
+/// `SYN|ACK`-style rendering of a TCP flags byte ("" if none).
+#[must_use]
+pub fn tcp_flags(f: u8) -> String {
+    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    NAMES.iter().enumerate().filter(|(i, _)| f & (1 << i) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("|")
+}
+
+/// Names of parser status bits ("" if none).
+#[must_use]
+pub fn anomalies(st: u8) -> String {
+    use inspector_common::parse::status;
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (status::TRUNCATED, "truncated"),
+        (status::MALFORMED, "malformed"),
+        (status::FRAGMENT, "fragment"),
+        (status::EXT_LIMIT, "ipv6-ext-limit"),
+        (status::VLAN_LIMIT, "vlan-limit"),
+    ] {
+        if st & bit != 0 {
+            v.push(name);
+        }
+    }
+    v.join(",")
+}
+
+/// The source and destination addresses of a key, if it has an address family.
+#[must_use]
+pub fn addrs(k: &FlowKey) -> (Option<IpAddr>, Option<IpAddr>) {
+    let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+    match k.ethertype {
+        ETH_P_IP | ETH_P_ARP => (Some(v4(&k.src)), Some(v4(&k.dst))),
+        ETH_P_IPV6 => (Some(IpAddr::V6(Ipv6Addr::from(k.src))), Some(IpAddr::V6(Ipv6Addr::from(k.dst)))),
+        _ => (None, None),
+    }
+}
+
+impl FlowRecord {
+    #[must_use]
+    pub fn new(k: &FlowKey, s: &FlowStats, names: &Names) -> Self {
+        let inode = u64::from(k.netns);
+        let (src, dst) = addrs(k);
+        let is_ip = matches!(k.ethertype, ETH_P_IP | ETH_P_IPV6);
+        let icmp = is_ip && matches!((k.ethertype, k.proto), (ETH_P_IP, 1) | (ETH_P_IPV6, 58));
+        let ports = is_ip && matches!(k.proto, 6 | 17 | 33 | 132 | 136);
+        Self {
+            netns: inode,
+            netns_name: names.netns_name(inode).map_or_else(|| format!("netns:{inode}"), str::to_owned),
+            ifindex: k.ifindex,
+            ifname: names.ifname((inode, k.ifindex)).map_or_else(|| format!("if{}", k.ifindex), str::to_owned),
+            direction: Direction::from_u8(k.direction).as_str(),
+            proto: proto_name(k.ethertype, k.proto),
+            ethertype: format!("0x{:04x}", k.ethertype),
+            src,
+            dst,
+            sport: ports.then_some(k.sport),
+            dport: ports.then_some(k.dport),
+            icmp_type: icmp.then_some((k.dport >> 8) as u8),
+            icmp_code: icmp.then_some((k.dport & 0xff) as u8),
+            icmp_id: (icmp && k.sport != 0).then_some(k.sport),
+            vlan: (k.vlan != 0).then_some(k.vlan),
+            packets: s.packets,
+            bytes: s.bytes,
+            first_ns: s.first_ns,
+            last_ns: s.last_ns,
+            tcp_flags: tcp_flags(s.tcp_flags),
+            anomalies: anomalies(s.status),
+            key: *k,
+        }
+    }
+
+    /// "198.18.0.2:41234" / "198.18.0.2" / "-".
+    #[must_use]
+    pub fn src_str(&self) -> String {
+        endpoint(self.src, self.sport)
+    }
+
+    #[must_use]
+    pub fn dst_str(&self) -> String {
+        endpoint(self.dst, self.dport)
+    }
+}
+
+#[must_use]
+pub fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
+    match (ip, port) {
+        (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "-".into(),
+    }
+}

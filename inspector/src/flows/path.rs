@@ -1,0 +1,79 @@
+//! Stitching: the same packets seen at several hooks (a veth end, its peer, a bridge port, ...)
+//! share one 5-tuple; grouping records by it and ordering the hooks by when each first saw the
+//! flow gives the path the flow took through the node.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::FlowRecord;
+
+/// One hook on a flow's path.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hop {
+    pub netns: u64,
+    pub netns_name: String,
+    pub ifname: String,
+    pub ifindex: u32,
+    pub direction: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+}
+
+/// One direction of one flow, with every hook it crossed in order.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowPath {
+    pub proto: String,
+    pub src: String,
+    pub dst: String,
+    pub hops: Vec<Hop>,
+}
+
+impl FlowPath {
+    /// `a/eth0 > host/veth-a > ...` with `>` for egress-then-ingress hand-offs.
+    #[must_use]
+    pub fn render(&self) -> String {
+        self.hops
+            .iter()
+            .map(|h| format!("{}/{}({})", h.netns_name, h.ifname, if h.direction == "ingress" { "in" } else { "out" }))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
+}
+
+/// Groups per-hook records into paths, ordered by when each flow was first seen.
+#[must_use]
+pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {
+    let mut groups: BTreeMap<(String, String, String), Vec<&FlowRecord>> = BTreeMap::new();
+    for r in records {
+        groups.entry((r.proto.clone(), r.src_str(), r.dst_str())).or_default().push(r);
+    }
+    let mut paths: Vec<FlowPath> = groups
+        .into_iter()
+        .map(|((proto, src, dst), mut rs)| {
+            // Same first-seen time (one clock read per hook, so ties are rare): egress before
+            // ingress, which is the order a packet crosses a veth pair.
+            rs.sort_by_key(|r| (r.first_ns, r.direction == "ingress"));
+            FlowPath {
+                proto,
+                src,
+                dst,
+                hops: rs
+                    .iter()
+                    .map(|r| Hop {
+                        netns: r.netns,
+                        netns_name: r.netns_name.clone(),
+                        ifname: r.ifname.clone(),
+                        ifindex: r.ifindex,
+                        direction: r.direction,
+                        packets: r.packets,
+                        bytes: r.bytes,
+                        first_ns: r.first_ns,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    paths.sort_by_key(|p| p.hops.first().map_or(0, |h| h.first_ns));
+    paths
+}

@@ -1,0 +1,9 @@
+//! inspector: live container/pod network tracing on tc/TCX, with names for every hop.
+//! See docs/architecture.md for how the parts fit together.
+pub mod cli;
+pub mod flows;
+pub mod lab;
+pub mod output;
+pub mod probe;
+pub mod topology;
+pub mod traffic;

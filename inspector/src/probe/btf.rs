@@ -1,0 +1,185 @@
+//! Kernel struct offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux).
+//!
+//! Rust eBPF programs get no CO-RE relocations, so the few kernel fields the programs read
+//! (the namespace of the device a packet is on) are located here at start-up and handed to the
+//! programs as load-time constants. A small reader of the BTF type section: enough to find a
+//! member of a struct by name, looking through anonymous structs/unions and typedefs.
+use std::{collections::HashMap, path::Path};
+
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0} is not a BTF blob")]
+    Format(String),
+    #[error("kernel BTF has no member {0}")]
+    Missing(String),
+}
+
+struct Member {
+    name: u32,
+    ty: u32,
+    bit_offset: u32,
+}
+
+struct Type {
+    name: u32,
+    kind: u32,
+    /// For modifiers and typedefs: the referenced type.
+    ty: u32,
+    members: Vec<Member>,
+}
+
+/// Parsed BTF types and strings.
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+    by_name: HashMap<String, Vec<u32>>,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+impl Btf {
+    pub fn load(path: &Path) -> Result<Self, BtfError> {
+        let data = std::fs::read(path)
+            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&data).ok_or_else(|| BtfError::Format(path.display().to_string()))
+    }
+
+    fn parse(b: &[u8]) -> Option<Self> {
+        if b.get(0..2)? != [0x9f, 0xeb] {
+            return None;
+        }
+        let hdr_len = u32_at(b, 4)? as usize;
+        let type_off = hdr_len + u32_at(b, 8)? as usize;
+        let type_len = u32_at(b, 12)? as usize;
+        let str_off = hdr_len + u32_at(b, 16)? as usize;
+        let str_len = u32_at(b, 20)? as usize;
+        let strings = b.get(str_off..str_off + str_len)?.to_vec();
+        let tb = b.get(type_off..type_off + type_len)?;
+        // Type id 0 is "void"; real ids start at 1.
+        let mut types = vec![Type { name: 0, kind: 0, ty: 0, members: Vec::new() }];
+        let mut off = 0;
+        while off + 12 <= tb.len() {
+            let name = u32_at(tb, off)?;
+            let info = u32_at(tb, off + 4)?;
+            let size_or_type = u32_at(tb, off + 8)?;
+            off += 12;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kflag = info >> 31 == 1;
+            let mut members = Vec::new();
+            let extra = match kind {
+                1 | 14 | 17 => 4,
+                3 => 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = off + i * 12;
+                        let raw = u32_at(tb, m + 8)?;
+                        members.push(Member {
+                            name: u32_at(tb, m)?,
+                            ty: u32_at(tb, m + 4)?,
+                            bit_offset: if kflag { raw & 0x00ff_ffff } else { raw },
+                        });
+                    }
+                    vlen * 12
+                }
+                6 | 13 => vlen * 8,
+                15 | 19 => vlen * 12,
+                _ => 0,
+            };
+            off += extra;
+            types.push(Type { name, kind, ty: size_or_type, members });
+        }
+        let mut btf = Self { types, strings, by_name: HashMap::new() };
+        for (id, t) in btf.types.iter().enumerate() {
+            if matches!(t.kind, KIND_STRUCT | KIND_UNION) && t.name != 0 {
+                let n = btf.str_at(t.name).to_owned();
+                btf.by_name.entry(n).or_default().push(id as u32);
+            }
+        }
+        Some(btf)
+    }
+
+    fn str_at(&self, off: u32) -> &str {
+        let s = self.strings.get(off as usize..).unwrap_or_default();
+        let end = s.iter().position(|c| *c == 0).unwrap_or(s.len());
+        std::str::from_utf8(&s[..end]).unwrap_or("")
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type id.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.types.get(id as usize) {
+                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => id = t.ty,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// Bit offset and type of `member` in struct/union `id`, searching anonymous members.
+    fn find(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
+        let t = self.types.get(self.resolve(id) as usize)?;
+        if depth > 8 || !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        for m in &t.members {
+            if m.name != 0 && self.str_at(m.name) == member {
+                return Some((m.bit_offset, m.ty));
+            }
+        }
+        for m in t.members.iter().filter(|m| m.name == 0) {
+            if let Some((off, ty)) = self.find(m.ty, member, depth + 1) {
+                return Some((m.bit_offset + off, ty));
+            }
+        }
+        None
+    }
+
+    /// Byte offset of a dotted member path in a named struct, e.g. ("net", "ns.inum").
+    pub fn offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        let missing = || BtfError::Missing(format!("{strukt}.{path}"));
+        let mut ids = self.by_name.get(strukt).ok_or_else(missing)?.iter();
+        // Prefer the definition that has members (not a forward declaration).
+        let mut id = *ids.find(|i| !self.types[**i as usize].members.is_empty()).ok_or_else(missing)?;
+        let mut bits = 0;
+        for part in path.split('.') {
+            let (off, ty) = self.find(id, part, 0).ok_or_else(missing)?;
+            bits += off;
+            id = ty;
+        }
+        if bits % 8 != 0 {
+            return Err(missing());
+        }
+        Ok(bits / 8)
+    }
+}
+
+/// The offsets the tc programs need to find a packet's network namespace:
+/// `skb->dev`, `dev->nd_net.net`, `net->ns.inum`.
+#[derive(Clone, Copy, Debug)]
+pub struct NetnsOffsets {
+    pub skb_dev: u32,
+    pub dev_net: u32,
+    pub net_inum: u32,
+}
+
+pub fn netns_offsets(path: &Path) -> Result<NetnsOffsets, BtfError> {
+    let btf = Btf::load(path)?;
+    Ok(NetnsOffsets {
+        skb_dev: btf.offset("sk_buff", "dev")?,
+        dev_net: btf.offset("net_device", "nd_net.net")?,
+        net_inum: btf.offset("net", "ns.inum")?,
+    })
+}

@@ -1,0 +1,129 @@
+//! Keeping the attachments in step with the node: every rescan attaches to interfaces that
+//! appeared (new namespaces, new veths) and lets go of ones that vanished, without a restart.
+use std::collections::HashSet;
+
+use super::{AttachKey, Probe, ProbeError};
+use crate::topology::{self, Link, LinkKind, NsView, NsidCache, Topology, names::Names};
+
+/// Which interfaces to attach to.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Only these namespaces (inodes); empty = all.
+    pub netns: Vec<u64>,
+    /// Only interfaces with these names (any kind); empty = by kind (below).
+    pub interfaces: Vec<String>,
+    /// Also loopback devices.
+    pub lo: bool,
+    /// Also devices with no rtnetlink kind (physical NICs).
+    pub devices: bool,
+    /// Every interface, whatever its kind.
+    pub all: bool,
+}
+
+impl Selection {
+    #[must_use]
+    pub fn wants_ns(&self, inode: u64) -> bool {
+        self.netns.is_empty() || self.netns.contains(&inode)
+    }
+
+    /// Default: veths, bridges and bridge ports; `lo`/devices/everything when asked; named
+    /// interfaces (any kind) when `interfaces` is set.
+    #[must_use]
+    pub fn wants_link(&self, ns: &NsView, l: &Link) -> bool {
+        if !self.interfaces.is_empty() {
+            return self.interfaces.iter().any(|n| *n == l.name);
+        }
+        if self.all {
+            return true;
+        }
+        let is_bridge_port = l.master.is_some_and(|m| {
+            ns.links.iter().any(|b| b.ifindex == m && b.kind == LinkKind::Bridge)
+        });
+        match &l.kind {
+            LinkKind::Veth | LinkKind::Bridge => true,
+            LinkKind::Loopback => self.lo,
+            LinkKind::Device => self.devices || is_bridge_port,
+            LinkKind::Other(_) => is_bridge_port,
+        }
+    }
+}
+
+/// One change made by a reconcile, for the log.
+#[derive(Debug)]
+pub enum Change {
+    Attached { netns: String, ifname: String, ifindex: u32 },
+    Detached { netns: String, ifname: String, ifindex: u32 },
+    Failed(ProbeError),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Attached { netns, ifname, ifindex } => {
+                write!(f, "attached {netns}/{ifname} (ifindex {ifindex}) ingress+egress")
+            }
+            Self::Detached { netns, ifname, ifindex } => {
+                write!(f, "detached {netns}/{ifname} (ifindex {ifindex}): gone")
+            }
+            Self::Failed(e) => write!(f, "warning: {e}"),
+        }
+    }
+}
+
+/// The probe plus what it follows.
+pub struct Follower {
+    pub probe: Probe,
+    pub selection: Selection,
+    pub names: Names,
+    pub topology: Topology,
+    cache: NsidCache,
+}
+
+impl Follower {
+    #[must_use]
+    pub fn new(probe: Probe, selection: Selection) -> Self {
+        Self { probe, selection, names: Names::default(), topology: Topology::default(), cache: NsidCache::default() }
+    }
+
+    /// Rescans the node and brings the attachments in line with it.
+    pub fn reconcile(&mut self) -> Vec<Change> {
+        let namespaces: Vec<NsView> = topology::netns::discover()
+            .iter()
+            .filter(|ns| self.selection.wants_ns(ns.inode))
+            .filter_map(|ns| topology::scan_ns(ns).ok())
+            .collect();
+        let peers = topology::resolve_peers(&namespaces, &mut self.cache);
+        let topo = Topology { namespaces, peers };
+        self.names.learn(&topo);
+
+        let mut changes = Vec::new();
+        let mut wanted: HashSet<AttachKey> = HashSet::new();
+        for ns in &topo.namespaces {
+            let links: Vec<&Link> =
+                ns.links.iter().filter(|l| self.selection.wants_link(ns, l)).collect();
+            wanted.extend(links.iter().map(|l| (ns.netns.inode, l.ifindex)));
+            for r in self.probe.attach_links(ns, &links) {
+                changes.push(match r {
+                    Ok(key) => Change::Attached {
+                        netns: ns.netns.name.clone(),
+                        ifname: self.names.ifname(key).unwrap_or("?").to_owned(),
+                        ifindex: key.1,
+                    },
+                    Err(e) => Change::Failed(e),
+                });
+            }
+        }
+        let gone: Vec<AttachKey> =
+            self.probe.attached().filter(|k| !wanted.contains(k)).copied().collect();
+        for key in gone {
+            self.probe.detach(key);
+            changes.push(Change::Detached {
+                netns: self.names.netns_name(key.0).unwrap_or("?").to_owned(),
+                ifname: self.names.ifname(key).unwrap_or("?").to_owned(),
+                ifindex: key.1,
+            });
+        }
+        self.topology = topo;
+        changes
+    }
+}

@@ -1,0 +1,199 @@
+//! The only code that touches aya: load the kernel programs with their configuration, attach
+//! them to interfaces in any namespace, read the maps and the ring buffer, and detach.
+//!
+//! [`Probe`] owns the loaded object and every link. Attachments are TCX links held as file
+//! descriptors, so they vanish with the process however it ends (even SIGKILL), and dropping
+//! the `Probe` detaches everything.
+mod attach;
+pub mod btf;
+pub mod follow;
+pub mod preflight;
+
+use std::{collections::HashMap, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{ProgramError, SchedClassifier},
+};
+use inspector_common::{
+    FlowKey, FlowStats,
+    config::{CONFIG_GLOBAL, Config},
+    flow::STAT_SLOTS,
+};
+
+pub use attach::AttachKey;
+
+/// Names of the two tc programs in the object.
+pub const PROG_INGRESS: &str = "insp_tc_ingress";
+pub const PROG_EGRESS: &str = "insp_tc_egress";
+pub const MAP_FLOWS: &str = "inspector_flows";
+pub const MAP_EVENTS: &str = "inspector_evts";
+pub const MAP_STATS: &str = "inspector_stats";
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
+
+/// What can go wrong in the probe; each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "insufficient privileges (missing {0}): run as root, or grant CAP_BPF, CAP_PERFMON, \
+         CAP_NET_ADMIN and CAP_SYS_ADMIN"
+    )]
+    NotPrivileged(String),
+    #[error(
+        "kernel has no BTF at {}: the inspector needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        .0.display()
+    )]
+    NoBtf(PathBuf),
+    #[error(
+        "kernel {0} has no TCX (needs Linux 6.6+): the legacy tc attach mode would leave filters \
+         behind if the inspector were killed, so it is not used"
+    )]
+    NoTcx(String),
+    #[error("{0}")]
+    Kernel(String),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error(
+        "the kernel verifier rejected program {program} ({errno}); its log follows\n{log}"
+    )]
+    Verifier { program: &'static str, errno: std::io::Error, log: String },
+    #[error(
+        "program {program} needs bpf_probe_read_kernel() to tell namespaces apart, which this \
+         kernel refuses (lockdown=confidentiality?): run without kernel lockdown"
+    )]
+    NoProbeRead { program: &'static str },
+    #[error("{0}: the inspector cannot locate the namespace of a packet's device on this kernel")]
+    Btf(#[from] btf::BtfError),
+    #[error("program {program}: {source}")]
+    Program { program: &'static str, source: ProgramError },
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("attaching to {ifname} in namespace {netns}: {source}")]
+    Attach { ifname: String, netns: String, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// How to load the programs.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Load-time filter and flags (events on/off, fault injection).
+    pub config: Config,
+    /// Ring buffer size in bytes (power of two, multiple of the page size). Used only when
+    /// events are on; otherwise one page.
+    pub ring_bytes: u32,
+    /// Capacity of the flow map.
+    pub flow_entries: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self { config: Config::zeroed(), ring_bytes: 8 << 20, flow_entries: 65536 }
+    }
+}
+
+/// The loaded programs and their attachments.
+pub struct Probe {
+    ebpf: Ebpf,
+    links: HashMap<AttachKey, attach::Pair>,
+}
+
+impl Probe {
+    /// Checks privileges and kernel features, then loads (but does not attach) the programs.
+    pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        preflight::privileges()?;
+        preflight::btf()?;
+        preflight::tcx()?;
+        let events = opts.config.flags & inspector_common::config::FLAG_EVENTS != 0;
+        let ring = if events { opts.ring_bytes } else { 4096 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(CONFIG_GLOBAL, &opts.config, true)
+            .map_max_entries(MAP_EVENTS, ring)
+            .map_max_entries(MAP_FLOWS, opts.flow_entries)
+            .load(OBJECT)?;
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| ProbeError::Kernel(format!("program {name} missing from object")))?
+                .try_into()
+                .map_err(|source| ProbeError::Program { program: name, source })?;
+            prog.load().map_err(|e| load_error(name, e))?;
+        }
+        Ok(Self { ebpf, links: HashMap::new() })
+    }
+
+    /// Every (namespace, ifindex) both programs are attached to.
+    pub fn attached(&self) -> impl Iterator<Item = &AttachKey> {
+        self.links.keys()
+    }
+
+    /// Summed per-CPU flow counters, one entry per (flow, hook).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, ProbeError> {
+        let map = self.ebpf.map(MAP_FLOWS).ok_or(ProbeError::Map {
+            map: MAP_FLOWS,
+            source: aya::maps::MapError::InvalidName { name: MAP_FLOWS.into() },
+        })?;
+        let map: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map { map: MAP_FLOWS, source })?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            // An entry evicted between get_next_key and lookup is simply skipped.
+            let Ok((k, per_cpu)) = item else { continue };
+            out.push((k, sum(per_cpu.iter())));
+        }
+        Ok(out)
+    }
+
+    /// The kernel-side counters, indexed like `inspector_common::Stat`.
+    pub fn stats(&self) -> Result<[u64; STAT_SLOTS as usize], ProbeError> {
+        let err = |source| ProbeError::Map { map: MAP_STATS, source };
+        let map = self.ebpf.map(MAP_STATS).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName { name: MAP_STATS.into() })
+        })?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
+        let mut out = [0u64; STAT_SLOTS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = arr.get(&(i as u32), 0).map_err(err)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Takes the ring buffer of per-packet events (present only once).
+    pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::Map {
+            map: MAP_EVENTS,
+            source: aya::maps::MapError::InvalidName { name: MAP_EVENTS.into() },
+        })?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: MAP_EVENTS, source })
+    }
+}
+
+fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>) -> FlowStats {
+    let mut s = FlowStats::default();
+    for v in vals {
+        if v.packets == 0 {
+            continue;
+        }
+        s.packets += v.packets;
+        s.bytes += v.bytes;
+        s.first_ns = if s.first_ns == 0 { v.first_ns } else { s.first_ns.min(v.first_ns) };
+        s.last_ns = s.last_ns.max(v.last_ns);
+        s.tcp_flags |= v.tcp_flags;
+        s.status |= v.status;
+    }
+    s
+}
+
+fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            if log.contains("bpf_probe_read_kernel") {
+                ProbeError::NoProbeRead { program }
+            } else {
+                ProbeError::Verifier { program, errno: io_error, log }
+            }
+        }
+        source => ProbeError::Program { program, source },
+    }
+}

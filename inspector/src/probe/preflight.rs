@@ -1,0 +1,68 @@
+//! Checks made before anything is loaded, so that a missing privilege or kernel feature gets a
+//! one-line explanation instead of an errno from deep inside a syscall.
+use std::path::PathBuf;
+
+use super::ProbeError;
+
+/// Where the kernel exposes its BTF. Overridable (`INSPECTOR_BTF_PATH`) only so the test of the
+/// "no BTF" message can point it at a missing file.
+pub fn btf_path() -> PathBuf {
+    std::env::var_os("INSPECTOR_BTF_PATH").map_or_else(|| "/sys/kernel/btf/vmlinux".into(), PathBuf::from)
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+const CAP_PERFMON: u32 = 38;
+
+fn effective_caps() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// Privileges: loading needs CAP_BPF (+CAP_PERFMON for the helpers we use), attaching tc
+/// needs CAP_NET_ADMIN, entering other namespaces needs CAP_SYS_ADMIN.
+pub fn privileges() -> Result<(), ProbeError> {
+    let caps = effective_caps();
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_SYS_ADMIN");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ProbeError::NotPrivileged(missing.join(", ")))
+    }
+}
+
+/// BTF: needed for the tracepoint programs' kernel-struct offsets and by the loader.
+pub fn btf() -> Result<(), ProbeError> {
+    let p = btf_path();
+    if p.exists() { Ok(()) } else { Err(ProbeError::NoBtf(p)) }
+}
+
+/// TCX (Linux 6.6): the only tc attach mode whose attachments die with the process. The
+/// legacy netlink mode would leave filters behind after a SIGKILL, so we refuse it.
+pub fn tcx() -> Result<(), ProbeError> {
+    let v = aya::util::KernelVersion::current()
+        .map_err(|e| ProbeError::Kernel(format!("cannot read the kernel version: {e}")))?;
+    if v >= aya::util::KernelVersion::new(6, 6, 0) {
+        Ok(())
+    } else {
+        Err(ProbeError::NoTcx(format!("{v:?}")))
+    }
+}

@@ -1,0 +1,211 @@
+//! Links and addresses of the namespace the calling thread is in, read over rtnetlink.
+//! Call it from inside `netns::run_in`; the netlink socket lives only for the call.
+use std::{fs::File, net::IpAddr, os::fd::AsRawFd, path::Path};
+
+use futures::TryStreamExt as _;
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    address::AddressAttribute,
+    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
+    nsid::{NsidAttribute, NsidMessage},
+};
+use futures::StreamExt as _;
+
+/// What sort of device a link is, as far as attaching is concerned.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    Veth,
+    Bridge,
+    Loopback,
+    /// No rtnetlink kind: a physical NIC (or a driver that does not say).
+    Device,
+    /// Any other virtual kind (vxlan, macvlan, tun, ...), named as the kernel names it.
+    Other(String),
+}
+
+/// Interface counters as the kernel keeps them (`IFLA_STATS64`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// One interface address.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Addr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One link in one namespace.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Link {
+    pub ifindex: u32,
+    pub name: String,
+    pub kind: LinkKind,
+    /// ifindex of the bridge (or other controller) this link is a port of.
+    pub master: Option<u32>,
+    /// For veth: the peer's ifindex, in the namespace `peer_netnsid` names (or this one).
+    #[serde(skip)]
+    pub peer_ifindex: Option<u32>,
+    #[serde(skip)]
+    pub peer_netnsid: Option<i32>,
+    pub up: bool,
+    pub oper_state: String,
+    pub mtu: u32,
+    pub mac: Option<String>,
+    pub addrs: Vec<Addr>,
+    pub stats: LinkStats,
+}
+
+/// Reads every link (with addresses and counters) of the current namespace.
+pub fn list() -> std::io::Result<Vec<Link>> {
+    runtime()?.block_on(list_async())
+}
+
+/// The nsid the current namespace uses for the namespace at `other`, if one is assigned.
+pub fn nsid_of(other: &Path) -> std::io::Result<Option<i32>> {
+    let file = File::open(other)?;
+    runtime()?.block_on(async move {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        let task = tokio::spawn(conn);
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(file.as_raw_fd() as u32));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut out = None;
+        let mut responses =
+            handle.clone().request(req).map_err(|e| std::io::Error::other(e.to_string()))?;
+        while let Some(resp) = responses.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) = resp.payload {
+                for a in m.attributes {
+                    if let NsidAttribute::Id(id) = a {
+                        if id >= 0 {
+                            out = Some(id);
+                        }
+                    }
+                }
+            }
+        }
+        drop(handle);
+        task.abort();
+        Ok(out)
+    })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_io().build()
+}
+
+async fn list_async() -> std::io::Result<Vec<Link>> {
+    let nl = |e: rtnetlink::Error| std::io::Error::other(e.to_string());
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    let task = tokio::spawn(conn);
+    let msgs: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(nl)?;
+    let mut links: Vec<Link> = msgs.into_iter().map(from_message).collect();
+    let addrs: Vec<_> = handle.address().get().execute().try_collect().await.map_err(nl)?;
+    for a in addrs {
+        let ip = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Local(ip) => Some(ip.to_owned()),
+            _ => None,
+        });
+        let ip = ip.or_else(|| {
+            a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(ip.to_owned()),
+                _ => None,
+            })
+        });
+        if let (Some(ip), Some(l)) = (ip, links.iter_mut().find(|l| l.ifindex == a.header.index))
+        {
+            l.addrs.push(Addr { addr: ip, prefix: a.header.prefix_len });
+        }
+    }
+    drop(handle);
+    task.abort();
+    links.sort_by_key(|l| l.ifindex);
+    Ok(links)
+}
+
+fn from_message(m: LinkMessage) -> Link {
+    let mut l = Link {
+        ifindex: m.header.index,
+        name: String::new(),
+        kind: if m.header.flags.contains(LinkFlags::Loopback) {
+            LinkKind::Loopback
+        } else {
+            LinkKind::Device
+        },
+        master: None,
+        peer_ifindex: None,
+        peer_netnsid: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        oper_state: String::new(),
+        mtu: 0,
+        mac: None,
+        addrs: Vec::new(),
+        stats: LinkStats::default(),
+    };
+    for a in m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n,
+            LinkAttribute::Controller(i) => l.master = Some(i),
+            LinkAttribute::Link(i) => l.peer_ifindex = Some(i),
+            LinkAttribute::LinkNetNsId(i) => l.peer_netnsid = Some(i),
+            LinkAttribute::Mtu(mtu) => l.mtu = mtu,
+            LinkAttribute::Address(mac) if mac.len() == 6 => {
+                l.mac = Some(
+                    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                );
+            }
+            LinkAttribute::OperState(s) => l.oper_state = state_name(s).to_owned(),
+            LinkAttribute::Stats64(s) => {
+                l.stats = LinkStats {
+                    rx_packets: s.rx_packets,
+                    rx_bytes: s.rx_bytes,
+                    tx_packets: s.tx_packets,
+                    tx_bytes: s.tx_bytes,
+                };
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = match k {
+                            InfoKind::Veth => LinkKind::Veth,
+                            InfoKind::Bridge => LinkKind::Bridge,
+                            other => LinkKind::Other(other.to_string()),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if l.kind != LinkKind::Veth {
+        // IFLA_LINK means "peer" only for veth; for others it is a lower device.
+        l.peer_ifindex = None;
+        l.peer_netnsid = None;
+    }
+    l
+}
+
+const fn state_name(s: State) -> &'static str {
+    match s {
+        State::Up => "up",
+        State::Down => "down",
+        State::LowerLayerDown => "lowerlayerdown",
+        State::Dormant => "dormant",
+        State::Testing => "testing",
+        State::NotPresent => "notpresent",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,139 @@
+//! Network namespaces on this node: where they are found, what to call them, and how to run
+//! code inside one.
+//!
+//! Sources, in order of preference for naming: the namespace of PID 1 ("host"), bind mounts in
+//! /var/run/netns (`ip netns` names), Docker sandboxes in /var/run/docker/netns, and any other
+//! namespace some process lives in (/proc/PID/ns/net). Deduplicated by (device, inode).
+//!
+//! We never keep a namespace file or a socket inside a namespace open between scans: holding
+//! either would keep a deleted namespace (and its veth peers) alive, which would change the
+//! node we are only meant to observe.
+use std::{
+    collections::HashMap,
+    fs,
+    io,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+/// Where named namespaces (`ip netns add`) are bind-mounted.
+pub const NAMED_DIR: &str = "/var/run/netns";
+/// Where Docker bind-mounts its sandboxes.
+pub const DOCKER_DIR: &str = "/var/run/docker/netns";
+
+/// How a namespace was found, which also says how it is named.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetnsKind {
+    /// The namespace of PID 1.
+    Host,
+    /// `ip netns` name in /var/run/netns.
+    Named,
+    /// Docker sandbox in /var/run/docker/netns.
+    Docker,
+    /// Only known through a process.
+    Process,
+}
+
+/// One network namespace.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Netns {
+    /// Inode of the namespace (what `ls -l /proc/PID/ns/net` shows); its identity.
+    pub inode: u64,
+    #[serde(skip)]
+    pub dev: u64,
+    /// A path that opens it (a bind mount, or /proc/PID/ns/net).
+    pub path: PathBuf,
+    /// Human name: "host", the `ip netns` name, "docker:<sandbox>", or "pid:<pid>(<comm>)".
+    pub name: String,
+    pub kind: NetnsKind,
+}
+
+fn ns_id(path: &Path) -> Option<(u64, u64)> {
+    let md = fs::metadata(path).ok()?;
+    Some((md.dev(), md.ino()))
+}
+
+fn comm(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm")).map_or_else(|_| String::new(), |s| s.trim().to_owned())
+}
+
+fn add(found: &mut HashMap<(u64, u64), Netns>, path: PathBuf, name: String, kind: NetnsKind) {
+    let Some((dev, inode)) = ns_id(&path) else { return };
+    let better = found.get(&(dev, inode)).is_none_or(|e| kind < e.kind);
+    if better {
+        found.insert((dev, inode), Netns { inode, dev, path, name, kind });
+    }
+}
+
+/// Every network namespace visible from here.
+#[must_use]
+pub fn discover() -> Vec<Netns> {
+    let mut found: HashMap<(u64, u64), Netns> = HashMap::new();
+    add(&mut found, PathBuf::from("/proc/1/ns/net"), "host".into(), NetnsKind::Host);
+    for (dir, kind) in [(NAMED_DIR, NetnsKind::Named), (DOCKER_DIR, NetnsKind::Docker)] {
+        let Ok(rd) = fs::read_dir(dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let name = if kind == NetnsKind::Docker { format!("docker:{name}") } else { name };
+            add(&mut found, e.path(), name, kind.clone());
+        }
+    }
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            let Some(id) = ns_id(&path) else { continue };
+            if found.contains_key(&id) {
+                continue;
+            }
+            add(&mut found, path, format!("pid:{pid}({})", comm(pid)), NetnsKind::Process);
+        }
+    }
+    let mut v: Vec<Netns> = found.into_values().collect();
+    v.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    v
+}
+
+/// The inode of the namespace this thread is in.
+pub fn current_inode() -> io::Result<u64> {
+    Ok(fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
+/// Runs `f` on a fresh thread that has entered the namespace at `path`, and returns its result.
+/// The calling thread never changes namespace.
+pub fn run_in<R: Send>(path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+    let file = fs::File::open(path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this thread only (CLONE_NEWNET is per-thread); `file` is open.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            drop(file);
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("thread inside the network namespace panicked"))?
+    })
+}
+
+/// Like [`run_in`] but returns at once; `f` runs on its own thread inside the namespace.
+pub fn spawn_in<R: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<io::Result<R>>> {
+    let file = fs::File::open(path)?;
+    Ok(std::thread::spawn(move || {
+        // SAFETY: setns on this new thread only; `file` is open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        drop(file);
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(f())
+    }))
+}
