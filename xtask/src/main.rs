@@ -1,1 +1,103 @@
-fn main() {}
+//! `cargo xtask setup | demo | test | bench | ci`: everything that needs more than `cargo`.
+//! `setup` installs what the project needs, idempotently, one line per step; `demo`, `test`
+//! and `bench` run it first, so each works on a fresh machine of this kind.
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <setup|demo|test|bench [overhead ...]|ci>\n\
+     \x20 setup   install apt packages, bpf-linker (LLVM 22) and nightly rust-src (idempotent)\n\
+     \x20 demo    set up, build, and run the embedded lab demo (needs root)\n\
+     \x20 test    set up, then run every test: unit tests and privileged end-to-end tests\n\
+     \x20 bench   set up, build release, run `inspector bench <args>` (e.g. `bench overhead`)\n\
+     \x20 ci      clippy + rustfmt check + test"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Run from the workspace root whatever directory cargo was called from.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let Err(e) = std::env::set_current_dir(&root) {
+        eprintln!("xtask: error: cannot enter {}: {e}", root.display());
+        return ExitCode::FAILURE;
+    }
+    let res = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("demo") => demo(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("ci") => ci(),
+        _ => {
+            eprintln!("{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command, failing with its name if it does not succeed.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("{what} needs root (it attaches eBPF programs and creates network namespaces): run it with sudo");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn demo(extra: &[String]) -> anyhow::Result<()> {
+    require_root("the demo")?;
+    setup::run()?;
+    run(cargo().args(["build", "--release", "-p", "inspector"]))?;
+    run(Command::new("target/release/inspector").arg("demo").args(extra))
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    require_root("the test suite")?;
+    setup::run()?;
+    // Unit tests (unprivileged) and the privileged end-to-end tests (marked #[ignore] so a
+    // plain `cargo test` never needs root). Two test threads: this machine has two cores.
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast", "--", "--include-ignored", "--test-threads=2"])
+        .args(extra))
+}
+
+fn bench(extra: &[String]) -> anyhow::Result<()> {
+    require_root("the benchmarks")?;
+    setup::run()?;
+    run(cargo().args(["build", "--release", "-p", "inspector"]))?;
+    run(Command::new("target/release/inspector").arg("bench").args(extra))
+}
+
+fn ci() -> anyhow::Result<()> {
+    setup::run()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    test(&[])
+}

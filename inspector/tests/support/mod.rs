@@ -1,0 +1,320 @@
+//! Helpers for the privileged end-to-end tests: namespaces and links made with iproute2 (an
+//! implementation independent of the inspector's own netlink code), kernel interface counters
+//! read with `ip -s -j link` (the oracle), and the inspector binary run as a user would.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// A unique short prefix for this test process (interface names are limited to 15 bytes).
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{}{n}", std::process::id() % 10000)
+}
+
+/// Runs a command and panics with its stderr if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ip netns exec NS ...`.
+pub fn in_ns(ns: &str, args: &[&str]) -> String {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v)
+}
+
+/// A named namespace (`ip netns add`), deleted on drop, even when the test panics. IPv6 is
+/// switched off before any link exists, so no router or neighbour solicitations appear.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Self {
+        sh(&["ip", "netns", "add", name]);
+        let ns = Self { name: name.to_owned() };
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn exec(&self, args: &[&str]) -> String {
+        in_ns(&self.name, args)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.name)
+    }
+
+    pub fn inode(&self) -> u64 {
+        std::fs::metadata(self.path()).expect("netns path").ino()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Three workload namespaces (a, b, c) on a bridge that lives in a fourth ("br"), all
+/// addresses in 198.18.0.0/24: br0 .1, a .2, b .3, c .4.
+pub struct BridgeLab {
+    pub br: Netns,
+    pub a: Netns,
+    pub b: Netns,
+    pub c: Netns,
+    pub prefix: String,
+}
+
+impl BridgeLab {
+    pub fn new(tag: &str) -> Self {
+        let prefix = unique(tag);
+        let br = Netns::new(&format!("{prefix}br"));
+        let a = Netns::new(&format!("{prefix}a"));
+        let b = Netns::new(&format!("{prefix}b"));
+        let c = Netns::new(&format!("{prefix}c"));
+        br.exec(&["ip", "link", "add", "br0", "type", "bridge"]);
+        br.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "br0"]);
+        br.exec(&["ip", "link", "set", "br0", "up"]);
+        for (i, ns) in [&a, &b, &c].into_iter().enumerate() {
+            let host = format!("v{}", ["a", "b", "c"][i]);
+            br.exec(&["ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+            br.exec(&["ip", "link", "set", &host, "master", "br0", "up"]);
+            ns.exec(&["ip", "addr", "add", &format!("198.18.0.{}/24", i + 2), "dev", "eth0"]);
+            ns.exec(&["ip", "link", "set", "eth0", "up"]);
+            ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.1"]);
+        }
+        Self { br, a, b, c, prefix }
+    }
+
+    pub fn all(&self) -> [&Netns; 4] {
+        [&self.br, &self.a, &self.b, &self.c]
+    }
+}
+
+/// Kernel counters of one interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// Every interface's counters in a namespace, by name, from `ip -s -j link show`.
+pub fn counters(ns: &Netns) -> HashMap<String, Counters> {
+    let out = ns.exec(&["ip", "-s", "-j", "link", "show"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+    let mut m = HashMap::new();
+    for l in v.as_array().expect("array") {
+        let name = l["ifname"].as_str().unwrap_or_default().to_owned();
+        let s = &l["stats64"];
+        m.insert(
+            name,
+            Counters {
+                rx_packets: s["rx"]["packets"].as_u64().unwrap_or(0),
+                rx_bytes: s["rx"]["bytes"].as_u64().unwrap_or(0),
+                tx_packets: s["tx"]["packets"].as_u64().unwrap_or(0),
+                tx_bytes: s["tx"]["bytes"].as_u64().unwrap_or(0),
+            },
+        );
+    }
+    m
+}
+
+/// Waits (bounded) until the counters of all namespaces stop changing for `quiet`.
+pub fn wait_quiet(nss: &[&Netns], quiet: Duration) -> Vec<HashMap<String, Counters>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last: Vec<_> = nss.iter().map(|n| counters(n)).collect();
+    loop {
+        std::thread::sleep(quiet);
+        let now: Vec<_> = nss.iter().map(|n| counters(n)).collect();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "interfaces never went quiet");
+        last = now;
+    }
+}
+
+/// The inspector binary, started with `--ready-file`; killed on drop.
+pub struct Inspector {
+    child: Option<Child>,
+    ready: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_inspector")
+}
+
+impl Inspector {
+    /// Starts `inspector ARGS --ready-file F` and waits (bounded) until F exists.
+    pub fn start(args: &[&str]) -> Self {
+        let ready = std::env::temp_dir().join(format!("{}.ready", unique("insp")));
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new(bin())
+            .args(args)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn inspector");
+        let mut me = Self { child: Some(child), ready };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !me.ready.exists() {
+            if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let mut err = String::new();
+                let _ = me.child.as_mut().and_then(|c| c.stderr.take()).map(|mut e| e.read_to_string(&mut err));
+                panic!("inspector exited before ready ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "inspector not ready after 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `sig` and collects the output (bounded wait).
+    pub fn signal(mut self, sig: i32) -> Output {
+        let child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        wait_bounded(child, Duration::from_secs(30))
+    }
+
+    /// SIGINT, as a user pressing Ctrl-C.
+    pub fn interrupt(self) -> Output {
+        self.signal(libc::SIGINT)
+    }
+}
+
+impl Drop for Inspector {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.ready);
+    }
+}
+
+/// Waits for a child with a timeout (killing it then) and returns its output.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut s);
+        }
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+}
+
+/// Runs the inspector to completion (bounded) and returns its output.
+pub fn run_inspector(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let child = Command::new(bin())
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inspector");
+    wait_bounded(child, Duration::from_secs(60))
+}
+
+/// Parses JSON lines, keeping objects of the given "type".
+pub fn json_lines(out: &[u8], kind: &str) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+/// Programs, links and maps the kernel holds now, by id (from bpftool, an independent view).
+#[derive(Debug, Default, Clone)]
+pub struct BpfObjects {
+    pub progs: HashMap<u64, String>,
+    pub links: HashMap<u64, u64>,
+    pub maps: HashMap<u64, String>,
+}
+
+pub fn bpf_objects() -> BpfObjects {
+    let parse = |what: &str| -> Vec<serde_json::Value> {
+        let out = sh(&["bpftool", "-j", what, "show"]);
+        serde_json::from_str::<serde_json::Value>(&out).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    };
+    let mut o = BpfObjects::default();
+    for p in parse("prog") {
+        o.progs.insert(p["id"].as_u64().unwrap_or(0), p["name"].as_str().unwrap_or_default().to_owned());
+    }
+    for l in parse("link") {
+        o.links.insert(l["id"].as_u64().unwrap_or(0), l["prog_id"].as_u64().unwrap_or(0));
+    }
+    for m in parse("map") {
+        o.maps.insert(m["id"].as_u64().unwrap_or(0), m["name"].as_str().unwrap_or_default().to_owned());
+    }
+    o
+}
+
+/// Ids of the maps a program uses (`bpftool prog show id N` lists them).
+pub fn prog_map_ids(id: u64) -> Vec<u64> {
+    let out = sh(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["map_ids"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+}
+
+/// Polls `cond` until true or the limit passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}

@@ -1,0 +1,135 @@
+//! `cargo xtask setup`: installs everything the project needs, idempotently. One line per
+//! step; a failure names the step. Nothing is assumed to be installed by hand.
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages: the LLVM 22 libraries bpf-linker links against, and the tools the tests,
+/// the demo and the benchmarks use.
+const APT_PACKAGES: &[&str] = &[
+    // bpf-linker must link the LLVM that nightly rustc uses (22).
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "libxml2-dev",
+    // Networking tools the tests use as independent oracles, and that labs rely on.
+    "iproute2",
+    "iptables",
+    "nftables",
+    "conntrack",
+    "bpftool",
+    "iputils-ping",
+    "procps",
+    // Benchmarks.
+    "iperf3",
+    "sockperf",
+    "tcpdump",
+    // CRI client code generation (later issues).
+    "protobuf-compiler",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn step(name: &str, f: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<()> {
+    match f() {
+        Ok(msg) => {
+            println!("setup: {name:<22} {msg}");
+            Ok(())
+        }
+        Err(e) => bail!("setup step '{name}' failed: {e:#}"),
+    }
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect()
+}
+
+fn apt() -> anyhow::Result<String> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(format!("ok ({} packages already installed)", APT_PACKAGES.len()));
+    }
+    crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+    crate::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(" "));
+    }
+    Ok(format!("installed {}", missing.join(" ")))
+}
+
+fn nightly() -> anyhow::Result<String> {
+    let list = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !list.lines().any(|l| l.starts_with("nightly")) {
+        crate::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        return Ok("installed nightly".into());
+    }
+    let v = output(Command::new("rustc").args(["+nightly", "--version"]))?;
+    Ok(format!("ok ({})", v.trim()))
+}
+
+fn rust_src() -> anyhow::Result<String> {
+    let have = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    if have.lines().any(|l| l.trim() == "rust-src") {
+        return Ok("ok (already installed)".into());
+    }
+    crate::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    Ok("installed".into())
+}
+
+/// bpf-linker, linked against LLVM 22 (checked with ldd: a bpf-linker built against another
+/// LLVM would accept the object and then miscompile or fail to read it).
+fn bpf_linker() -> anyhow::Result<String> {
+    let bin = std::env::var("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?
+        .join("bin/bpf-linker");
+    if bin.exists() {
+        let version = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+        let libs = output(Command::new("ldd").arg(&bin)).unwrap_or_default();
+        if version.contains(BPF_LINKER_VERSION) && libs.contains("libLLVM.so.22") {
+            return Ok(format!("ok ({}, LLVM 22)", version.trim()));
+        }
+    }
+    crate::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .args(["install", "bpf-linker", "--force", "--locked", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"]),
+    )?;
+    Ok(format!("installed bpf-linker {BPF_LINKER_VERSION} (LLVM 22)"))
+}
+
+pub fn run() -> anyhow::Result<()> {
+    step("apt packages", apt)?;
+    step("nightly toolchain", nightly)?;
+    step("nightly rust-src", rust_src)?;
+    step("bpf-linker", bpf_linker)?;
+    Ok(())
+}
