@@ -36,9 +36,19 @@ pub enum Command {
     Bench(bench::Args),
 }
 
-/// Parses the command line and runs the chosen command.
+/// Parses the command line and runs the chosen command. Usage errors become one line
+/// (`inspector: error: ...`) and exit code 2; --help and --version print as usual.
 pub fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("inspector: error: {first} (see `inspector --help`)");
+            std::process::exit(2);
+        }
+    };
     match cli.command {
         Command::Trace(a) => trace::run(&a, cli.output),
         Command::Flows(a) => flows::run(&a, cli.output),

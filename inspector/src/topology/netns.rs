@@ -66,11 +66,24 @@ fn add(found: &mut HashMap<(u64, u64), Netns>, path: PathBuf, name: String, kind
     }
 }
 
+/// A path to the host's (initial) namespace. Kernel threads always live there, so kthreadd
+/// (PID 2) is the most reliable witness; PID 1 may be unreadable (a hardened init), and our
+/// own namespace is the last resort.
+fn host_path() -> PathBuf {
+    if comm(2) == "kthreadd" && ns_id(Path::new("/proc/2/ns/net")).is_some() {
+        return PathBuf::from("/proc/2/ns/net");
+    }
+    if ns_id(Path::new("/proc/1/ns/net")).is_some() {
+        return PathBuf::from("/proc/1/ns/net");
+    }
+    PathBuf::from("/proc/self/ns/net")
+}
+
 /// Every network namespace visible from here.
 #[must_use]
 pub fn discover() -> Vec<Netns> {
     let mut found: HashMap<(u64, u64), Netns> = HashMap::new();
-    add(&mut found, PathBuf::from("/proc/1/ns/net"), "host".into(), NetnsKind::Host);
+    add(&mut found, host_path(), "host".into(), NetnsKind::Host);
     for (dir, kind) in [(NAMED_DIR, NetnsKind::Named), (DOCKER_DIR, NetnsKind::Docker)] {
         let Ok(rd) = fs::read_dir(dir) else { continue };
         for e in rd.flatten() {

@@ -5,11 +5,14 @@
 
 use std::{
     collections::HashMap,
-    io::Read as _,
+    io::{BufRead as _, BufReader, Read as _},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -150,10 +153,13 @@ pub fn wait_quiet(nss: &[&Netns], quiet: Duration) -> Vec<HashMap<String, Counte
     }
 }
 
-/// The inspector binary, started with `--ready-file`; killed on drop.
+/// The inspector binary, started with `--ready-file`; killed on drop. Its stderr is read
+/// line by line as it runs, so tests can wait for "attached ..." messages.
 pub struct Inspector {
     child: Option<Child>,
     ready: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 pub fn bin() -> &'static str {
@@ -165,7 +171,7 @@ impl Inspector {
     pub fn start(args: &[&str]) -> Self {
         let ready = std::env::temp_dir().join(format!("{}.ready", unique("insp")));
         let _ = std::fs::remove_file(&ready);
-        let child = Command::new(bin())
+        let mut child = Command::new(bin())
             .args(args)
             .arg("--ready-file")
             .arg(&ready)
@@ -173,13 +179,22 @@ impl Inspector {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn inspector");
-        let mut me = Self { child: Some(child), ready };
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&lines);
+        let stderr_thread = std::thread::spawn(move || {
+            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(l);
+            }
+        });
+        let mut me = Self { child: Some(child), ready, stderr: lines, stderr_thread: Some(stderr_thread) };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !me.ready.exists() {
             if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let mut err = String::new();
-                let _ = me.child.as_mut().and_then(|c| c.stderr.take()).map(|mut e| e.read_to_string(&mut err));
-                panic!("inspector exited before ready ({status}): {err}");
+                if let Some(t) = me.stderr_thread.take() {
+                    let _ = t.join();
+                }
+                panic!("inspector exited before ready ({status}): {}", me.stderr_text());
             }
             assert!(Instant::now() < deadline, "inspector not ready after 60 s");
             std::thread::sleep(Duration::from_millis(20));
@@ -191,12 +206,26 @@ impl Inspector {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) -> bool {
+        eventually(limit, || self.stderr.lock().expect("lock").iter().any(|l| l.contains(needle)))
+    }
+
     /// Sends `sig` and collects the output (bounded wait).
     pub fn signal(mut self, sig: i32) -> Output {
         let child = self.child.take().expect("running");
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
-        wait_bounded(child, Duration::from_secs(30))
+        let mut out = wait_bounded(child, Duration::from_secs(30));
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        out.stderr = self.stderr_text().into_bytes();
+        out
     }
 
     /// SIGINT, as a user pressing Ctrl-C.
@@ -317,4 +346,32 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Ids of the BPF programs, maps and links a process holds, from /proc/PID/fdinfo: the
+/// kernel's own account, independent of anything the inspector prints.
+#[derive(Debug, Default)]
+pub struct HeldObjects {
+    pub progs: Vec<u64>,
+    pub maps: Vec<u64>,
+    pub links: Vec<u64>,
+}
+
+pub fn held_objects(pid: i32) -> HeldObjects {
+    let mut h = HeldObjects::default();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return h };
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let field = |k: &str| {
+            text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(id) = field("link_id:") {
+            h.links.push(id);
+        } else if let Some(id) = field("prog_id:") {
+            h.progs.push(id);
+        } else if let Some(id) = field("map_id:") {
+            h.maps.push(id);
+        }
+    }
+    h
 }
