@@ -102,8 +102,60 @@ const fn be16(b: [u8; 2]) -> u16 {
 }
 
 /// Parses one frame that starts with an Ethernet header.
+///
+/// Most packets on a container node are untagged IPv4 without options and not fragmented;
+/// they take a short path with one bounds check for Ethernet + IPv4 + the first 8 bytes of
+/// L4. Everything else (and anything odd about those) goes through the general parser, which
+/// gives the same result for the common case (a unit test checks the two agree).
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Parsed {
+    if let Some(h) = pkt.read::<42>(0) {
+        // EtherType IPv4, version 4 + IHL 5, total length >= 20, no fragment offset.
+        if h[12] == 0x08
+            && h[13] == 0x00
+            && h[14] == 0x45
+            && be16([h[16], h[17]]) >= 20
+            && h[20] & 0x1f == 0
+            && h[21] == 0
+        {
+            let mut out = Parsed { ethertype: ETH_P_IP, proto: h[23], l3_off: 14, l4_off: 34, ..Parsed::default() };
+            out.src[..4].copy_from_slice(&h[26..30]);
+            out.dst[..4].copy_from_slice(&h[30..34]);
+            match out.proto {
+                IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP => {
+                    out.sport = be16([h[34], h[35]]);
+                    out.dport = be16([h[36], h[37]]);
+                    return out;
+                }
+                IPPROTO_ICMP => {
+                    out.dport = (u16::from(h[34]) << 8) | u16::from(h[35]);
+                    if matches!(h[34], 0 | 8 | 13 | 14) {
+                        out.sport = be16([h[38], h[39]]);
+                    }
+                    return out;
+                }
+                IPPROTO_TCP => {
+                    if let Some(t) = pkt.read::<8>(46) {
+                        out.sport = be16([h[34], h[35]]);
+                        out.dport = be16([h[36], h[37]]);
+                        out.tcp_flags = t[1];
+                        if t[0] >> 4 < 5 {
+                            out.status |= status::MALFORMED;
+                        }
+                        return out;
+                    }
+                }
+                _ => return out,
+            }
+        }
+    }
+    parse_general(pkt)
+}
+
+/// The general parser: every layer and every odd case. Public so tests can check that the
+/// fast path in [`parse`] agrees with it.
+#[inline(always)]
+pub fn parse_general<P: Packet + ?Sized>(pkt: &P) -> Parsed {
     let mut out = Parsed::default();
     let Some(eth) = pkt.read::<14>(0) else {
         out.status |= status::TRUNCATED;
@@ -272,10 +324,13 @@ fn parse_l4<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
             }
         }
         IPPROTO_UDP | IPPROTO_UDPLITE => {
-            if pkt.read::<8>(off).is_none() {
+            if let Some(udp) = pkt.read::<8>(off) {
+                out.sport = be16([udp[0], udp[1]]);
+                out.dport = be16([udp[2], udp[3]]);
+            } else {
                 out.status |= status::TRUNCATED;
+                read_ports(pkt, off, out);
             }
-            read_ports(pkt, off, out);
         }
         IPPROTO_SCTP | IPPROTO_DCCP => read_ports(pkt, off, out),
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {

@@ -291,3 +291,44 @@ fn random_garbage_never_panics() {
         assert!(usize::from(r.l4_off) <= len.max(14 + 60 + 6 * 2048), "offset beyond reason");
     }
 }
+
+/// The fast path (untagged IPv4 without options) must give exactly what the general parser
+/// gives, for every protocol and for cut or odd packets near its edges.
+#[test]
+fn fast_path_agrees_with_general_parser() {
+    let mut seed: u64 = 0x1234_5678_9abc_def1;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut fast_hits = 0;
+    for i in 0..40_000u32 {
+        let proto = [6u8, 17, 1, 132, 33, 136, 47, 6, 17][(i % 9) as usize];
+        let l4: Vec<u8> = match proto {
+            6 => tcp(next() as u16, next() as u16, next() as u8),
+            17 | 136 => udp(next() as u16, next() as u16, (next() % 40) as usize),
+            1 => icmp([0u8, 8, 3, 11, 13][(next() % 5) as usize], next() as u8, next() as u16),
+            _ => (0..(next() % 30)).map(|_| next() as u8).collect(),
+        };
+        let frag = [0u16, 0x4000, 0x2000, 0x0001, 0x2010][(next() % 5) as usize];
+        let mut pkt = eth(0x0800, &ipv4(proto, &[], frag, &l4));
+        // Sometimes corrupt one header byte or cut the packet short.
+        if next() % 4 == 0 {
+            let at = (next() as usize) % pkt.len();
+            pkt[at] = next() as u8;
+        }
+        if next() % 4 == 0 {
+            let keep = (next() as usize) % (pkt.len() + 1);
+            pkt.truncate(keep);
+        }
+        let fast = parse::parse(&pkt[..]);
+        let general = parse::parse_general(&pkt[..]);
+        assert_eq!(fast, general, "packet {i}: {pkt:02x?}");
+        if pkt.len() >= 42 && pkt[12..15] == [0x08, 0x00, 0x45] {
+            fast_hits += 1;
+        }
+    }
+    assert!(fast_hits > 10_000, "the fast path was barely exercised ({fast_hits})");
+}

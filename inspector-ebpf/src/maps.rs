@@ -2,18 +2,33 @@
 //! whose they are; sizes here are defaults that userspace may override at load.
 use aya_ebpf::{
     macros::map,
-    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use inspector_common::{FlowKey, FlowStats, flow::STAT_SLOTS};
+use inspector_common::{
+    FlowKey, FlowKey4, FlowStats,
+    flow::{IFNS_SLOTS, STAT_SLOTS},
+};
 
 /// Per-flow, per-hook counters. LRU so a busy node evicts idle flows instead of failing.
 #[map(name = "inspector_flows")]
 pub(crate) static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
     LruPerCpuHashMap::with_max_entries(65536, 0);
 
+/// The same for IPv4 flows, under a compact key (see `FlowKey4`).
+#[map(name = "inspector_flow4")]
+pub(crate) static FLOWS4: LruPerCpuHashMap<FlowKey4, FlowStats> =
+    LruPerCpuHashMap::with_max_entries(65536, 0);
+
 /// Per-packet events (only written when events are switched on). Resized by userspace.
 #[map(name = "inspector_evts")]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// ifindex -> inode of the namespace of the one attached interface with that ifindex, or 0
+/// when two attached namespaces share the ifindex (then the program reads it from the device).
+/// Userspace writes it before attaching, so a non-zero entry is never wrong. An array lookup is
+/// inlined by the verifier: this is what keeps the namespace lookup off the per-packet bill.
+#[map(name = "inspector_ifns")]
+pub(crate) static IFNS: Array<u32> = Array::with_max_entries(IFNS_SLOTS, 0);
 
 /// Counters of what the programs saw or lost, one slot per `inspector_common::Stat`.
 #[map(name = "inspector_stats")]

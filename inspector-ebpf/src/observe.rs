@@ -4,20 +4,24 @@
 //! never drops, redirects or rewrites a packet, and never short-cuts other tc programs.
 use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_skb_load_bytes},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
+    },
     programs::TcContext,
 };
 use core::ffi::c_void;
+use aya_ebpf::maps::LruPerCpuHashMap;
 use inspector_common::{
-    Direction, FlowKey, FlowStats, PacketEvent, Stat,
+    Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
     config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_NETNS},
-    flow::SNAP_LEN,
-    parse::{self, Parsed, status},
+    flow::{IFNS_SLOTS, SNAP_LEN},
+    parse::{self, ETH_P_IP, Parsed, status},
 };
 
 use crate::{
     config::conf,
-    maps::{EVENTS, FLOWS, bump},
+    maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump},
     skb::Skb,
 };
 
@@ -32,43 +36,73 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             return TC_ACT_UNSPEC;
         }
     }
-    let p = parse::parse(&Skb(ctx));
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let p = parse::parse(&Skb::new(ctx));
     // SAFETY: reading fields of the program's own __sk_buff.
     let (ifindex, vlan_present, vlan_tci, len, mark) = unsafe {
         let skb = &*ctx.skb.skb;
         (skb.ifindex, skb.vlan_present, skb.vlan_tci, skb.len, skb.mark)
     };
-    let mut key = FlowKey::zeroed();
-    key.netns = netns_of(ctx);
-    key.src = p.src;
-    key.dst = p.dst;
-    key.ifindex = ifindex;
-    key.sport = p.sport;
-    key.dport = p.dport;
-    key.ethertype = p.ethertype;
-    // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
-    key.vlan = if p.vlan == 0 && vlan_present != 0 { (vlan_tci & 0x0fff) as u16 } else { p.vlan };
-    key.proto = p.proto;
-    key.direction = dir as u8;
-
+    let hook = Hook {
+        netns: netns_of(ctx, ifindex),
+        ifindex,
+        // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
+        vlan: if p.vlan == 0 && vlan_present != 0 { (vlan_tci & 0x0fff) as u16 } else { p.vlan },
+        direction: dir as u8,
+    };
     count_status(p.status);
-    count_flow(&key, &p, len, now);
-
-    if conf!(flags) & FLAG_EVENTS != 0 && wanted(&key, &p) {
-        emit(ctx, &key, &p, len, mark, now);
+    count_flow(&p, &hook, len);
+    if conf!(flags) & FLAG_EVENTS != 0 {
+        let key = full_key(&p, &hook);
+        if wanted(&key, &p) {
+            // SAFETY: plain helper call.
+            let now = unsafe { bpf_ktime_get_ns() };
+            emit(ctx, &key, &p, len, mark, now);
+        }
     }
     TC_ACT_UNSPEC
+}
+
+/// Where a packet was seen.
+struct Hook {
+    netns: u32,
+    ifindex: u32,
+    vlan: u16,
+    direction: u8,
+}
+
+/// The full flow key. Built field by field: zero-initialising the struct first would make
+/// LLVM call a (slow, out-of-line) memset on every packet.
+#[inline(always)]
+fn full_key(p: &Parsed, h: &Hook) -> FlowKey {
+    FlowKey {
+        src: p.src,
+        dst: p.dst,
+        netns: h.netns,
+        ifindex: h.ifindex,
+        sport: p.sport,
+        dport: p.dport,
+        ethertype: p.ethertype,
+        vlan: h.vlan,
+        proto: p.proto,
+        direction: h.direction,
+        _pad: [0; 2],
+    }
 }
 
 /// Inode of the namespace of the device the packet is on: `skb->dev->nd_net.net->ns.inum`,
 /// with offsets from the kernel's BTF (see userspace `probe::btf`). `bpf_get_netns_cookie`
 /// cannot do this in tc: it reports the namespace of the packet's socket, or the host's.
 #[inline(always)]
-fn netns_of(ctx: &TcContext) -> u32 {
+fn netns_of(ctx: &TcContext, ifindex: u32) -> u32 {
     if conf!(flags) & FLAG_NETNS == 0 {
         return 0;
+    }
+    if ifindex < IFNS_SLOTS {
+        if let Some(ns) = IFNS.get(ifindex) {
+            if *ns != 0 {
+                return *ns;
+            }
+        }
     }
     let skb = ctx.skb.skb.cast::<u8>();
     let (off_dev, off_net, off_inum) = (conf!(off_skb_dev), conf!(off_dev_net), conf!(off_net_inum));
@@ -112,12 +146,41 @@ fn count_status(st: u8) {
     }
 }
 
+/// Updates the flow's counters: IPv4 flows under the compact key, the rest under the full
+/// key. `last_ns` uses the coarse clock (a few ms of resolution, a fraction of the precise
+/// clock's cost); `first_ns`, which orders hops along a path, is precise.
 #[inline(always)]
-fn count_flow(key: &FlowKey, p: &Parsed, len: u32, now: u64) {
-    if let Some(v) = FLOWS.get_ptr_mut(key) {
+fn count_flow(p: &Parsed, h: &Hook, len: u32) {
+    if p.ethertype == ETH_P_IP {
+        let k4 = FlowKey4 {
+            src: [p.src[0], p.src[1], p.src[2], p.src[3]],
+            dst: [p.dst[0], p.dst[1], p.dst[2], p.dst[3]],
+            netns: h.netns,
+            ifindex: h.ifindex,
+            sport: p.sport,
+            dport: p.dport,
+            vlan: h.vlan,
+            proto: p.proto,
+            direction: h.direction,
+        };
+        update(&FLOWS4, &k4, p, len);
+    } else {
+        update(&FLOWS, &full_key(p, h), p, len);
+    }
+}
+
+#[inline(always)]
+fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, p: &Parsed, len: u32) {
+    if let Some(v) = map.get_ptr_mut(key) {
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         // SAFETY: this CPU's slot of a per-CPU value; tc runs with BH disabled, so no other
         // writer can interleave on this CPU, and other CPUs have slots of their own.
         unsafe {
+            if (*v).packets == 0 {
+                // First packet of this flow on this CPU (another CPU created the entry).
+                (*v).first_ns = bpf_ktime_get_ns();
+            }
             (*v).packets += 1;
             (*v).bytes += u64::from(len);
             (*v).last_ns = now;
@@ -126,6 +189,8 @@ fn count_flow(key: &FlowKey, p: &Parsed, len: u32, now: u64) {
         }
         return;
     }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
     let v = FlowStats {
         packets: 1,
         bytes: u64::from(len),
@@ -136,7 +201,7 @@ fn count_flow(key: &FlowKey, p: &Parsed, len: u32, now: u64) {
         _pad: [0; 6],
     };
     // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
-    if FLOWS.insert(key, &v, u64::from(BPF_ANY)).is_err() {
+    if map.insert(key, &v, u64::from(BPF_ANY)).is_err() {
         bump(Stat::FlowUpdateFailed);
     }
 }

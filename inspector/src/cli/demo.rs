@@ -42,7 +42,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let lab = Lab::up(&spec).context("building the demo lab")?;
     eprintln!("inspector: demo lab up: namespaces {}", lab.ns_names().join(", "));
     let args = FilterArgs { netns: lab.ns_names().to_vec(), quiet: true, ..FilterArgs::default() };
-    let (mut f, _) = common::start(&args, false)?;
+    let (f, _) = common::start(&args, false)?;
     eprintln!("inspector: attached to {} interfaces; driving traffic", f.probe.attached().count());
 
     let ns = |w: &str| lab::netns::path(&spec.ns_of(w));

@@ -29,6 +29,14 @@ impl Probe {
         if todo.is_empty() {
             return Vec::new();
         }
+        // Tell the programs which namespace each ifindex belongs to *before* attaching, so a
+        // non-zero entry is never wrong (see inspector_ifns in the kernel crate).
+        for l in &todo {
+            let v = self.ifns_value(l.ifindex, Some(ns.netns.inode));
+            if let Err(e) = self.set_ifns(l.ifindex, v) {
+                return vec![Err(e)];
+            }
+        }
         let ebpf = &mut self.ebpf;
         let res = netns::run_in(&ns.netns.path, || {
             todo.iter()
@@ -73,6 +81,8 @@ impl Probe {
     /// this only closes our descriptor.
     pub fn detach(&mut self, key: AttachKey) {
         let Some(pair) = self.links.remove(&key) else { return };
+        let v = self.ifns_value(key.1, None);
+        let _ = self.set_ifns(key.1, v);
         for (name, id) in [(PROG_INGRESS, pair.ingress), (PROG_EGRESS, pair.egress)] {
             if let Some(p) = self.ebpf.program_mut(name) {
                 let p: Result<&mut SchedClassifier, _> = p.try_into();
@@ -81,6 +91,30 @@ impl Probe {
                 }
             }
         }
+    }
+}
+
+impl Probe {
+    /// The namespace to record for `ifindex`: the only namespace in which it is (or is about
+    /// to be) attached, or 0 if there are several.
+    fn ifns_value(&self, ifindex: u32, adding: Option<u64>) -> u32 {
+        let mut owners: std::collections::HashSet<u64> =
+            self.links.keys().filter(|k| k.1 == ifindex).map(|k| k.0).collect();
+        owners.extend(adding);
+        match owners.iter().next() {
+            Some(ns) if owners.len() == 1 => u32::try_from(*ns).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn set_ifns(&mut self, ifindex: u32, ns: u32) -> Result<(), ProbeError> {
+        if ifindex >= inspector_common::flow::IFNS_SLOTS {
+            return Ok(());
+        }
+        let err = |source| ProbeError::Map { map: super::MAP_IFNS, source };
+        let map = self.ebpf.map_mut(super::MAP_IFNS).ok_or_else(|| err(aya::maps::MapError::InvalidName { name: super::MAP_IFNS.into() }))?;
+        let mut arr: aya::maps::Array<&mut aya::maps::MapData, u32> = aya::maps::Array::try_from(map).map_err(err)?;
+        arr.set(ifindex, ns, 0).map_err(err)
     }
 }
 

@@ -17,7 +17,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier},
 };
 use inspector_common::{
-    FlowKey, FlowStats,
+    FlowKey, FlowKey4, FlowStats,
     config::{CONFIG_GLOBAL, Config},
     flow::STAT_SLOTS,
 };
@@ -28,8 +28,10 @@ pub use attach::AttachKey;
 pub const PROG_INGRESS: &str = "insp_tc_ingress";
 pub const PROG_EGRESS: &str = "insp_tc_egress";
 pub const MAP_FLOWS: &str = "inspector_flows";
+pub const MAP_FLOWS4: &str = "inspector_flow4";
 pub const MAP_EVENTS: &str = "inspector_evts";
 pub const MAP_STATS: &str = "inspector_stats";
+pub const MAP_IFNS: &str = "inspector_ifns";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
 
@@ -110,6 +112,7 @@ impl Probe {
             .override_global(CONFIG_GLOBAL, &opts.config, true)
             .map_max_entries(MAP_EVENTS, ring)
             .map_max_entries(MAP_FLOWS, opts.flow_entries)
+            .map_max_entries(MAP_FLOWS4, opts.flow_entries)
             .load(OBJECT)?;
         for name in [PROG_INGRESS, PROG_EGRESS] {
             let prog: &mut SchedClassifier = ebpf
@@ -127,19 +130,26 @@ impl Probe {
         self.links.keys()
     }
 
-    /// Summed per-CPU flow counters, one entry per (flow, hook).
+    /// Summed per-CPU flow counters, one entry per (flow, hook), IPv4 ones widened to the
+    /// full key.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, ProbeError> {
-        let map = self.ebpf.map(MAP_FLOWS).ok_or(ProbeError::Map {
-            map: MAP_FLOWS,
-            source: aya::maps::MapError::InvalidName { name: MAP_FLOWS.into() },
-        })?;
-        let map: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
-            PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map { map: MAP_FLOWS, source })?;
+        let get = |name: &'static str| {
+            self.ebpf.map(name).ok_or(ProbeError::Map {
+                map: name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            })
+        };
         let mut out = Vec::new();
-        for item in map.iter() {
-            // An entry evicted between get_next_key and lookup is simply skipped.
-            let Ok((k, per_cpu)) = item else { continue };
+        let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> = PerCpuHashMap::try_from(get(MAP_FLOWS)?)
+            .map_err(|source| ProbeError::Map { map: MAP_FLOWS, source })?;
+        // An entry evicted between get_next_key and lookup is simply skipped.
+        for (k, per_cpu) in full.iter().flatten() {
             out.push((k, sum(per_cpu.iter())));
+        }
+        let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> = PerCpuHashMap::try_from(get(MAP_FLOWS4)?)
+            .map_err(|source| ProbeError::Map { map: MAP_FLOWS4, source })?;
+        for (k, per_cpu) in v4.iter().flatten() {
+            out.push((k.widen(), sum(per_cpu.iter())));
         }
         Ok(out)
     }
@@ -176,8 +186,11 @@ fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>) -> FlowStats {
         }
         s.packets += v.packets;
         s.bytes += v.bytes;
-        s.first_ns = if s.first_ns == 0 { v.first_ns } else { s.first_ns.min(v.first_ns) };
-        s.last_ns = s.last_ns.max(v.last_ns);
+        if v.first_ns != 0 {
+            s.first_ns = if s.first_ns == 0 { v.first_ns } else { s.first_ns.min(v.first_ns) };
+        }
+        // last_ns comes from the coarse clock and may trail a precise first_ns.
+        s.last_ns = s.last_ns.max(v.last_ns).max(v.first_ns);
         s.tcp_flags |= v.tcp_flags;
         s.status |= v.status;
     }
@@ -195,5 +208,29 @@ fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
             }
         }
         source => ProbeError::Program { program, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(packets: u64, first_ns: u64, last_ns: u64) -> FlowStats {
+        FlowStats { packets, bytes: packets * 100, first_ns, last_ns, tcp_flags: 0, status: 0, _pad: [0; 6] }
+    }
+
+    /// Regression: a CPU whose slot was created by another CPU's insert once reported
+    /// first_ns = 0, and the merge took that as the earliest time, so paths were mis-ordered.
+    #[test]
+    fn merge_ignores_unset_first_seen_and_empty_slots() {
+        let s = sum([slot(3, 500, 900), slot(0, 0, 0), slot(2, 0, 950), slot(1, 450, 460)].iter());
+        assert_eq!((s.packets, s.bytes, s.first_ns, s.last_ns), (6, 600, 450, 950));
+    }
+
+    /// last_ns comes from the coarse clock and may trail the precise first_ns.
+    #[test]
+    fn merge_never_reports_last_before_first() {
+        let s = sum([slot(1, 1_000_123, 1_000_000)].iter());
+        assert!(s.last_ns >= s.first_ns);
     }
 }

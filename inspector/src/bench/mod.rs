@@ -1,0 +1,244 @@
+//! The overhead benchmark: the same workloads on the bridge lab with no observer, with
+//! `inspector flows` attached to every hop, and with `tcpdump -w /dev/null` on the same
+//! interfaces, interleaved round by round (the observer order rotates each round), reported
+//! as medians with min/max and ratios to the no-observer median.
+pub mod workload;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::lab::{self, BridgeLabSpec, Lab, Workload as LabWorkload};
+pub use workload::Workload;
+
+/// Who watches the traffic during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observer {
+    None,
+    Inspector,
+    Tcpdump,
+}
+
+impl Observer {
+    pub const ALL: [Self; 3] = [Self::None, Self::Inspector, Self::Tcpdump];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Inspector => "inspector",
+            Self::Tcpdump => "tcpdump",
+        }
+    }
+}
+
+/// The lab the benchmark runs on: a client and a server on a bridge in a node namespace.
+#[must_use]
+pub fn lab_spec() -> BridgeLabSpec {
+    BridgeLabSpec {
+        prefix: "insp-bench".into(),
+        bridge: "br-bench".into(),
+        bridge_addr: "198.18.10.1/24".into(),
+        workloads: vec![
+            LabWorkload { name: "cli".into(), addr: "198.18.10.2/24".into() },
+            LabWorkload { name: "srv".into(), addr: "198.18.10.3/24".into() },
+        ],
+        external: None,
+        disable_ipv6: true,
+    }
+}
+
+/// Every hop of the path: (namespace path, interface name).
+fn hops(spec: &BridgeLabSpec) -> Vec<(PathBuf, String)> {
+    let node = lab::netns::path(&spec.node_ns());
+    vec![
+        (lab::netns::path(&spec.ns_of("cli")), "eth0".into()),
+        (node.clone(), "v-cli".into()),
+        (node.clone(), spec.bridge.clone()),
+        (node, "v-srv".into()),
+        (lab::netns::path(&spec.ns_of("srv")), "eth0".into()),
+    ]
+}
+
+/// A running observer; stopped (SIGINT, bounded wait, then SIGKILL) on drop.
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            // SAFETY: kill(2) on our own children.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        }
+        for c in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn start(obs: Observer, lab: &Lab) -> anyhow::Result<Running> {
+    match obs {
+        Observer::None => Ok(Running(Vec::new())),
+        Observer::Inspector => {
+            let ready = std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
+            let _ = std::fs::remove_file(&ready);
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            cmd.args(["flows", "--duration", "86400", "-q", "--ready-file"]).arg(&ready);
+            for n in lab.ns_names() {
+                cmd.args(["--netns", n]);
+            }
+            let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !ready.exists() {
+                if child.try_wait()?.is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    bail!("inspector did not become ready");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_file(&ready);
+            Ok(Running(vec![child]))
+        }
+        Observer::Tcpdump => {
+            let mut children = Running(Vec::new());
+            for (ns, ifname) in hops(&lab.spec) {
+                let mut child = workload::command_in(&ns, "tcpdump")?
+                    .args(["-i", &ifname, "-n", "-w", "/dev/null"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("starting tcpdump (run `cargo xtask setup`)")?;
+                // tcpdump says "listening on IF" once its capture is open.
+                let err = child.stderr.take().context("tcpdump stderr")?;
+                children.0.push(child);
+                let mut line = String::new();
+                let mut r = BufReader::new(err);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !line.contains("listening on") {
+                    line.clear();
+                    if r.read_line(&mut line)? == 0 || Instant::now() > deadline {
+                        bail!("tcpdump on {ifname} did not start");
+                    }
+                }
+                // Keep draining its stderr so it never blocks on a full pipe.
+                std::thread::spawn(move || for _ in r.lines() {});
+            }
+            Ok(children)
+        }
+    }
+}
+
+/// One measured value.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub round: usize,
+    pub workload: Workload,
+    pub observer: Observer,
+    pub value: f64,
+}
+
+/// Median, spread and ratio to the no-observer median, per (workload, observer).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub workload: Workload,
+    pub observer: Observer,
+    pub unit: &'static str,
+    pub runs: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// median / no-observer median.
+    pub ratio: f64,
+    /// 1 - ratio, in percent.
+    pub overhead_pct: f64,
+}
+
+#[must_use]
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => f64::midpoint(s[n / 2 - 1], s[n / 2]),
+    }
+}
+
+/// Options of `bench overhead`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rounds: usize,
+    pub secs: f64,
+    pub workloads: Vec<Workload>,
+}
+
+/// Runs the benchmark; `progress` gets one line per measurement.
+pub fn overhead(opts: &Options, mut progress: impl FnMut(&Sample)) -> anyhow::Result<(Vec<Sample>, Vec<Summary>)> {
+    let spec = lab_spec();
+    for stale in lab::netns::list_with_prefix(&format!("{}-", spec.prefix)) {
+        lab::netns::delete(&stale)?;
+    }
+    let lab = Lab::up(&spec)?;
+    let pair = workload::Pair {
+        client: lab::netns::path(&spec.ns_of("cli")),
+        server: lab::netns::path(&spec.ns_of("srv")),
+        server_ip: "198.18.10.3".parse()?,
+    };
+    // Prime ARP and caches once so the first measured run is not special.
+    crate::traffic::ping(&pair.client, "198.18.10.3".parse()?, 2, Duration::from_secs(2))?;
+    let mut samples = Vec::new();
+    for round in 0..opts.rounds {
+        // Rotate the observer order so no observer always runs first (or last).
+        let mut order = Observer::ALL.to_vec();
+        order.rotate_left(round % Observer::ALL.len());
+        for obs in order {
+            let running = start(obs, &lab)?;
+            for &w in &opts.workloads {
+                let value = workload::run(w, &pair, opts.secs).with_context(|| format!("{} with {}", w.name(), obs.name()))?;
+                let s = Sample { round, workload: w, observer: obs, value };
+                progress(&s);
+                samples.push(s);
+            }
+            drop(running);
+        }
+    }
+    drop(lab);
+    let mut out = Vec::new();
+    for &w in &opts.workloads {
+        let vals = |o: Observer| samples.iter().filter(|s| s.workload == w && s.observer == o).map(|s| s.value).collect::<Vec<_>>();
+        let base = median(&vals(Observer::None));
+        for o in Observer::ALL {
+            let v = vals(o);
+            let m = median(&v);
+            out.push(Summary {
+                kind: "summary",
+                workload: w,
+                observer: o,
+                unit: w.unit(),
+                runs: v.len(),
+                median: m,
+                min: v.iter().copied().fold(f64::INFINITY, f64::min),
+                max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                ratio: m / base,
+                overhead_pct: (1.0 - m / base) * 100.0,
+            });
+        }
+    }
+    Ok((samples, out))
+}
