@@ -186,6 +186,8 @@ pub struct Options {
     pub rounds: usize,
     pub secs: f64,
     pub workloads: Vec<Workload>,
+    /// Set by SIGINT/SIGTERM: stop after the current measurement and clean up.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs the benchmark; `progress` gets one line per measurement.
@@ -210,6 +212,9 @@ pub fn overhead(opts: &Options, mut progress: impl FnMut(&Sample)) -> anyhow::Re
         for obs in order {
             let running = start(obs, &lab)?;
             for &w in &opts.workloads {
+                if opts.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    bail!("interrupted; the lab and every observer were removed");
+                }
                 let value = workload::run(w, &pair, opts.secs).with_context(|| format!("{} with {}", w.name(), obs.name()))?;
                 let s = Sample { round, workload: w, observer: obs, value };
                 progress(&s);

@@ -51,7 +51,8 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             other => Err(anyhow::anyhow!("unknown workload '{other}': use udp, rr or bulk")),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = bench::Options { rounds: o.rounds, secs: o.secs, workloads };
+    let stop = super::common::stop_flag()?;
+    let opts = bench::Options { rounds: o.rounds, secs: o.secs, workloads, stop };
     eprintln!(
         "inspector: bench overhead: {} rounds x {} observers x {} workloads x {:.1} s",
         opts.rounds,

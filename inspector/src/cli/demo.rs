@@ -35,6 +35,15 @@ struct PathLine<'a> {
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     preflight::privileges()?;
+    // Ctrl-C must not skip the clean-up: the flag is checked between steps and the lab is
+    // removed when `lab` goes out of scope.
+    let stop = common::stop_flag()?;
+    let check = || -> anyhow::Result<()> {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            anyhow::bail!("interrupted; the demo lab was removed");
+        }
+        Ok(())
+    };
     let spec = lab::demo_spec();
     for stale in lab::netns::list_with_prefix(&format!("{}-", spec.prefix)) {
         lab::netns::delete(&stale)?;
@@ -44,6 +53,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let args = FilterArgs { netns: lab.ns_names().to_vec(), quiet: true, ..FilterArgs::default() };
     let (f, _) = common::start(&args, false)?;
     eprintln!("inspector: attached to {} interfaces; driving traffic", f.probe.attached().count());
+    check()?;
 
     let ns = |w: &str| lab::netns::path(&spec.ns_of(w));
     let ip = |w: &str| -> std::net::Ipv4Addr {
@@ -53,11 +63,13 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let t = Duration::from_secs(2);
     let r1 = traffic::ping(&ns("a"), ip("b"), 3, t)?;
     let r2 = traffic::ping(&ns("c"), "198.18.0.1".parse()?, 2, t)?;
+    check()?;
     let tcp = traffic::tcp_transfer(&ns("c"), &ns("a"), SocketAddr::new(ip("c").into(), 8080), a.tcp_bytes)?;
     let udp = traffic::udp_burst(&ns("ext"), &ns("b"), "198.18.1.2:5353".parse()?, 20, 512)?;
     eprintln!(
         "inspector: traffic done: a->b ping {r1}/3, c->bridge ping {r2}/2, a->c tcp {tcp} bytes, b->ext udp {udp}/20"
     );
+    check()?;
     settle(&f);
     let recs = super::flows::records(&f, &Filter::default())?;
     let paths = path::stitch(&recs);
