@@ -30,6 +30,18 @@ pub struct Config {
     pub off_skb_dev: u32,
     pub off_dev_net: u32,
     pub off_net_inum: u32,
+    /// More offsets, for the drop tracepoint: `net_device.ifindex`, `sk_buff.head`,
+    /// `sk_buff.network_header`, `sk_buff.tail`, `sk_buff.len`, `sk_buff.protocol`.
+    pub off_dev_ifindex: u32,
+    pub off_skb_head: u32,
+    pub off_skb_nh: u32,
+    pub off_skb_tail: u32,
+    pub off_skb_len: u32,
+    pub off_skb_proto: u32,
+    /// Offsets of `skbaddr` and `reason` in the `skb:kfree_skb` tracepoint record, read from
+    /// its format file at start-up.
+    pub off_tp_skbaddr: u32,
+    pub off_tp_reason: u32,
     /// Source or destination port, 0 = any.
     pub port: u16,
     /// IP protocol number, 0 = any.
@@ -40,7 +52,7 @@ pub struct Config {
     pub flags: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 60);
+const _: () = assert!(core::mem::size_of::<Config>() == 92);
 
 impl Config {
     #[must_use]
@@ -53,6 +65,14 @@ impl Config {
             off_skb_dev: 0,
             off_dev_net: 0,
             off_net_inum: 0,
+            off_dev_ifindex: 0,
+            off_skb_head: 0,
+            off_skb_nh: 0,
+            off_skb_tail: 0,
+            off_skb_len: 0,
+            off_skb_proto: 0,
+            off_tp_skbaddr: 0,
+            off_tp_reason: 0,
             port: 0,
             proto: 0,
             host_family: 0,

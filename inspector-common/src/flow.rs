@@ -131,6 +131,26 @@ const _: () = assert!(core::mem::size_of::<FlowStats>() == 40);
 /// to reading the namespace from the device.
 pub const IFNS_SLOTS: u32 = 1 << 18;
 
+/// Key of the drop map: which packets the kernel dropped, where, and why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Namespace inode and ifindex of `skb->dev` when the packet was dropped (0 if none).
+    pub netns: u32,
+    pub ifindex: u32,
+    /// `enum skb_drop_reason`.
+    pub reason: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// `skb->protocol` (host order).
+    pub ethertype: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<DropKey>() == 52);
+
 /// Bytes of each packet copied into a [`PacketEvent`] (headers, for display and pcap).
 pub const SNAP_LEN: usize = 128;
 
@@ -210,6 +230,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowStats {}
     // SAFETY: as above.

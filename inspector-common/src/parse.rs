@@ -196,6 +196,23 @@ pub fn parse_general<P: Packet + ?Sized>(pkt: &P) -> Parsed {
     out
 }
 
+/// Parses a packet that starts at its network header (no Ethernet), given its EtherType: the
+/// view the kernel has of a packet it is about to drop.
+#[inline(always)]
+pub fn parse_l3<P: Packet + ?Sized>(pkt: &P, ethertype: u16) -> Parsed {
+    let mut out = Parsed { ethertype, ..Parsed::default() };
+    match ethertype {
+        ETH_P_IP => parse_ipv4(pkt, 0, &mut out),
+        ETH_P_IPV6 => parse_ipv6(pkt, 0, &mut out),
+        ETH_P_ARP => {
+            out.status |= status::NON_IP;
+            parse_arp(pkt, 0, &mut out);
+        }
+        _ => out.status |= status::NON_IP,
+    }
+    out
+}
+
 #[inline(always)]
 fn parse_arp<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
     let Some(arp) = pkt.read::<28>(off) else {

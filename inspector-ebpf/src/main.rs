@@ -9,6 +9,7 @@ mod observe;
 mod skb;
 mod tc_egress;
 mod tc_ingress;
+mod tp_kfree_skb;
 
 #[cfg(not(test))]
 #[panic_handler]

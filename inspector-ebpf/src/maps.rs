@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use inspector_common::{
-    FlowKey, FlowKey4, FlowStats,
+    DropKey, FlowKey, FlowKey4, FlowStats,
     flow::{IFNS_SLOTS, STAT_SLOTS},
 };
 
@@ -18,6 +18,11 @@ pub(crate) static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
 #[map(name = "inspector_flow4")]
 pub(crate) static FLOWS4: LruPerCpuHashMap<FlowKey4, FlowStats> =
     LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// Packets the kernel dropped, per (flow, device, reason), from `skb:kfree_skb`.
+#[map(name = "inspector_drops")]
+pub(crate) static DROPS: LruPerCpuHashMap<DropKey, FlowStats> =
+    LruPerCpuHashMap::with_max_entries(16384, 0);
 
 /// Per-packet events (only written when events are switched on). Resized by userspace.
 #[map(name = "inspector_evts")]

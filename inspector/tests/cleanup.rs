@@ -15,9 +15,10 @@ fn check_nothing_left(sig: i32) {
     }
     let insp = Inspector::start(&args);
     let held = held_objects(insp.pid());
-    // Two programs, their maps, and ingress+egress links on 7 interfaces.
-    assert_eq!(held.progs.len(), 2, "programs held: {held:?}");
-    assert_eq!(held.links.len(), 14, "links held: {held:?}");
+    // Two tc programs and the drop tracepoint, their maps, ingress+egress links on 7
+    // interfaces and the tracepoint's perf link.
+    assert_eq!(held.progs.len(), 3, "programs held: {held:?}");
+    assert_eq!(held.links.len(), 15, "links held: {held:?}");
     assert!(held.maps.len() >= 3, "maps held: {held:?}");
     let now = bpf_objects();
     for id in &held.links {

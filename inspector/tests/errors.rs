@@ -97,3 +97,15 @@ fn fault_injected_verifier_rejection_shows_the_log() {
     let err = fails_with(&["flows", "--duration", "1", "--netns", "host"], &[("INSPECTOR_FAULT", "verifier")], "verifier rejected program");
     assert!(err.contains("invalid bpf_context access"), "verifier log missing: {err}");
 }
+
+/// tracefs is mounted here (or mountable); the path is redirected to one that cannot be
+/// mounted to exercise the message. With --no-drops the same run needs no tracefs.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn fake_missing_tracefs_is_explained() {
+    let env = [("INSPECTOR_TRACEFS", "/nonexistent/tracing")];
+    let err = fails_with(&["flows", "--duration", "1", "--netns", "host"], &env, "tracefs is not mounted at /nonexistent/tracing");
+    assert!(err.contains("--no-drops"), "{err}");
+    let out = run_inspector(&["flows", "--duration", "0.2", "--netns", "host", "--no-drops"], &env);
+    assert!(out.status.success(), "--no-drops must not need tracefs: {}", String::from_utf8_lossy(&out.stderr));
+}

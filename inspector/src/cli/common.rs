@@ -59,6 +59,9 @@ pub struct FilterArgs {
     /// Do not log attach/detach changes on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Do not trace the kernel's packet drops (skb:kfree_skb); no tracefs needed then.
+    #[arg(long)]
+    pub no_drops: bool,
 }
 
 /// Validated filter settings.
@@ -148,12 +151,6 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
     if selection.netns.len() == 1 {
         cfg.netns = u32::try_from(selection.netns[0]).unwrap_or(0);
     }
-    preflight::btf()?;
-    let off = crate::probe::btf::netns_offsets(&preflight::btf_path())?;
-    cfg.off_skb_dev = off.skb_dev;
-    cfg.off_dev_net = off.dev_net;
-    cfg.off_net_inum = off.net_inum;
-    cfg.flags |= inspector_common::config::FLAG_NETNS;
     filter.apply_to(&mut cfg);
     if events {
         cfg.flags |= inspector_common::config::FLAG_EVENTS;
@@ -161,7 +158,7 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
     if fault_verifier {
         cfg.flags |= FLAG_FAULT_VERIFIER;
     }
-    let probe = Probe::load(&ProbeOptions { config: cfg, ..ProbeOptions::default() })?;
+    let probe = Probe::load(&ProbeOptions { config: cfg, drops: !a.no_drops, ..ProbeOptions::default() })?;
     let mut follower = Follower::new(probe, selection.clone());
     let changes = follower.reconcile();
     log_changes(a, &changes);

@@ -66,8 +66,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     check()?;
     let tcp = traffic::tcp_transfer(&ns("c"), &ns("a"), SocketAddr::new(ip("c").into(), 8080), a.tcp_bytes)?;
     let udp = traffic::udp_burst(&ns("ext"), &ns("b"), "198.18.1.2:5353".parse()?, 20, 512)?;
+    // Nobody listens on port 9 in ext: the kernel drops these with reason NO_SOCKET.
+    traffic::udp_send(&ns("a"), "198.18.1.2:9".parse()?, 5, 64)?;
     eprintln!(
-        "inspector: traffic done: a->b ping {r1}/3, c->bridge ping {r2}/2, a->c tcp {tcp} bytes, b->ext udp {udp}/20"
+        "inspector: traffic done: a->b ping {r1}/3, c->bridge ping {r2}/2, a->c tcp {tcp} bytes, b->ext udp {udp}/20, \
+         a->ext:9 udp 5 (closed port)"
     );
     check()?;
     settle(&f);
@@ -94,6 +97,8 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             }
         }
     }
+    let settings = common::Settings { filter: Filter::default(), selection: f.selection.clone() };
+    super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;
     drop(f);
     let n = lab.ns_names().len();

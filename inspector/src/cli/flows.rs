@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::common::{self, Clock, FilterArgs};
 use crate::{
-    flows::{FlowRecord, filter::Filter},
+    flows::{FlowRecord, drops::DropRecord, filter::Filter},
     output::{self, Format, Table},
     probe::follow::Follower,
 };
@@ -43,8 +43,71 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     }
     // Final snapshot: in --duration mode this is the result; interrupted refreshes get one too.
     print(&f, &settings.filter, fmt, a.top, false)?;
+    print_drops(&f, &settings, fmt)?;
     print_stats(&f, fmt)?;
     Ok(())
+}
+
+/// Drops in the selected namespaces (all drops if no namespace was selected) that pass the
+/// packet filter.
+pub fn drop_records(f: &Follower, s: &super::common::Settings) -> anyhow::Result<Vec<DropRecord>> {
+    let mut v: Vec<DropRecord> = f
+        .probe
+        .drops()?
+        .iter()
+        .filter(|(k, _)| s.selection.netns.is_empty() || s.selection.netns.contains(&u64::from(k.netns)))
+        .filter(|(k, _)| {
+            let mut fk = inspector_common::FlowKey::zeroed();
+            fk.src = k.src;
+            fk.dst = k.dst;
+            fk.sport = k.sport;
+            fk.dport = k.dport;
+            fk.ethertype = k.ethertype;
+            fk.proto = k.proto;
+            s.filter.matches(&fk)
+        })
+        .map(|(k, st)| DropRecord::new(k, st, f.probe.drop_reason(k.reason), &f.names))
+        .collect();
+    v.sort_by(|a, b| b.packets.cmp(&a.packets));
+    Ok(v)
+}
+
+pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> anyhow::Result<()> {
+    let drops = drop_records(f, s)?;
+    match fmt {
+        Format::Json => {
+            for d in &drops {
+                output::json_line(&DropLine { kind: "drop", rec: d })?;
+            }
+        }
+        Format::Table => {
+            if drops.is_empty() {
+                return Ok(());
+            }
+            let mut t = Table::new(&["DROPPED AT", "REASON", "PROTO", "SRC", "DST", "PACKETS"]);
+            for d in &drops {
+                t.row(vec![
+                    format!("{}/{}", d.netns_name, d.ifname),
+                    d.reason.clone(),
+                    d.proto.clone(),
+                    d.src_str(),
+                    d.dst_str(),
+                    d.packets.to_string(),
+                ]);
+            }
+            println!();
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct DropLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    rec: &'a DropRecord,
 }
 
 /// Current records that pass the filter, busiest first.

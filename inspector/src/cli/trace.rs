@@ -88,6 +88,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             common::log_changes(&a.filter, &changes);
         }
     }
+    super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;
     Ok(())
 }

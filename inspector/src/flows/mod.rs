@@ -1,5 +1,6 @@
 //! From raw kernel records to what users read: decoded addresses and protocols, names for
 //! namespaces and interfaces, and flows stitched across hops into the path they took.
+pub mod drops;
 pub mod filter;
 pub mod path;
 

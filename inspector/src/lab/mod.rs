@@ -125,6 +125,8 @@ impl Lab {
                 sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
                 sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
             }
+            // Let root use ICMP datagram sockets (traffic::ping) in lab namespaces.
+            sysctl("net/ipv4/ping_group_range", "0 0")?;
             Nl::new()?.up("lo")
         })??;
         Ok(p)

@@ -166,20 +166,57 @@ impl Btf {
     }
 }
 
-/// The offsets the tc programs need to find a packet's network namespace:
-/// `skb->dev`, `dev->nd_net.net`, `net->ns.inum`.
+/// Kernel struct offsets the programs need: the namespace of a packet's device
+/// (`skb->dev->nd_net.net->ns.inum`), and for the drop tracepoint the device's ifindex and
+/// where the packet's bytes are (`head`, `network_header`, `tail`, `len`, `protocol`).
 #[derive(Clone, Copy, Debug)]
-pub struct NetnsOffsets {
+pub struct KernelOffsets {
     pub skb_dev: u32,
     pub dev_net: u32,
     pub net_inum: u32,
+    pub dev_ifindex: u32,
+    pub skb_head: u32,
+    pub skb_nh: u32,
+    pub skb_tail: u32,
+    pub skb_len: u32,
+    pub skb_proto: u32,
 }
 
-pub fn netns_offsets(path: &Path) -> Result<NetnsOffsets, BtfError> {
+pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
     let btf = Btf::load(path)?;
-    Ok(NetnsOffsets {
+    Ok(KernelOffsets {
         skb_dev: btf.offset("sk_buff", "dev")?,
         dev_net: btf.offset("net_device", "nd_net.net")?,
         net_inum: btf.offset("net", "ns.inum")?,
+        dev_ifindex: btf.offset("net_device", "ifindex")?,
+        skb_head: btf.offset("sk_buff", "head")?,
+        skb_nh: btf.offset("sk_buff", "network_header")?,
+        skb_tail: btf.offset("sk_buff", "tail")?,
+        skb_len: btf.offset("sk_buff", "len")?,
+        skb_proto: btf.offset("sk_buff", "protocol")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the running kernel's BTF when there is one: the offsets must be the ones the
+    /// kernel's own UAPI-stable layout implies where there is such a layout (sk_buff.next at
+    /// 0 puts dev at 16 on 64-bit), and all distinct.
+    #[test]
+    fn running_kernel_offsets_are_plausible() {
+        let p = Path::new("/sys/kernel/btf/vmlinux");
+        if !p.exists() {
+            return;
+        }
+        let o = kernel_offsets(p).expect("offsets from running kernel BTF");
+        assert_eq!(o.skb_dev, 16, "sk_buff.dev follows next/prev");
+        let skb = [o.skb_dev, o.skb_head, o.skb_nh, o.skb_tail, o.skb_len, o.skb_proto];
+        let mut sorted = skb.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), skb.len(), "distinct sk_buff fields: {o:?}");
+        assert!(o.dev_net > 0 && o.dev_ifindex > 0 && o.net_inum > 0);
+    }
 }

@@ -8,17 +8,18 @@ mod attach;
 pub mod btf;
 pub mod follow;
 pub mod preflight;
+pub mod tracefs;
 
 use std::{collections::HashMap, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProgramError, SchedClassifier},
+    programs::{ProgramError, SchedClassifier, TracePoint},
 };
 use inspector_common::{
-    FlowKey, FlowKey4, FlowStats,
-    config::{CONFIG_GLOBAL, Config},
+    DropKey, FlowKey, FlowKey4, FlowStats,
+    config::{CONFIG_GLOBAL, Config, FLAG_NETNS},
     flow::STAT_SLOTS,
 };
 
@@ -32,6 +33,8 @@ pub const MAP_FLOWS4: &str = "inspector_flow4";
 pub const MAP_EVENTS: &str = "inspector_evts";
 pub const MAP_STATS: &str = "inspector_stats";
 pub const MAP_IFNS: &str = "inspector_ifns";
+pub const MAP_DROPS: &str = "inspector_drops";
+pub const PROG_DROPS: &str = "insp_kfree_skb";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
 
@@ -53,6 +56,13 @@ pub enum ProbeError {
          behind if the inspector were killed, so it is not used"
     )]
     NoTcx(String),
+    #[error(
+        "tracefs is not mounted at {} and mounting it failed ({error}): mount it with `mount -t \
+         tracefs nodev /sys/kernel/tracing`, or run with --no-drops (drop reasons are then not \
+         traced)",
+        path.display()
+    )]
+    NoTracefs { path: PathBuf, error: std::io::Error },
     #[error("{0}")]
     Kernel(String),
     #[error("loading the eBPF object failed: {0}")]
@@ -86,11 +96,13 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Capacity of the flow map.
     pub flow_entries: u32,
+    /// Trace the kernel's drops (`skb:kfree_skb`; needs tracefs).
+    pub drops: bool,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        Self { config: Config::zeroed(), ring_bytes: 8 << 20, flow_entries: 65536 }
+        Self { config: Config::zeroed(), ring_bytes: 8 << 20, flow_entries: 65536, drops: true }
     }
 }
 
@@ -98,6 +110,8 @@ impl Default for ProbeOptions {
 pub struct Probe {
     ebpf: Ebpf,
     links: HashMap<AttachKey, attach::Pair>,
+    /// Names of `enum skb_drop_reason` values, from the tracepoint's format.
+    drop_reasons: std::collections::BTreeMap<u32, String>,
 }
 
 impl Probe {
@@ -106,10 +120,33 @@ impl Probe {
         preflight::privileges()?;
         preflight::btf()?;
         preflight::tcx()?;
-        let events = opts.config.flags & inspector_common::config::FLAG_EVENTS != 0;
+        let mut config = opts.config;
+        let off = btf::kernel_offsets(&preflight::btf_path())?;
+        config.off_skb_dev = off.skb_dev;
+        config.off_dev_net = off.dev_net;
+        config.off_net_inum = off.net_inum;
+        config.off_dev_ifindex = off.dev_ifindex;
+        config.off_skb_head = off.skb_head;
+        config.off_skb_nh = off.skb_nh;
+        config.off_skb_tail = off.skb_tail;
+        config.off_skb_len = off.skb_len;
+        config.off_skb_proto = off.skb_proto;
+        config.flags |= FLAG_NETNS;
+        let mut drop_reasons = std::collections::BTreeMap::new();
+        let tracefs = if opts.drops {
+            let path = tracefs::ensure_mounted()?;
+            let fmt = tracefs::kfree_skb_format(&path)?;
+            config.off_tp_skbaddr = fmt.off_skbaddr;
+            config.off_tp_reason = fmt.off_reason;
+            drop_reasons = fmt.reasons;
+            Some(path)
+        } else {
+            None
+        };
+        let events = config.flags & inspector_common::config::FLAG_EVENTS != 0;
         let ring = if events { opts.ring_bytes } else { 4096 };
         let mut ebpf = EbpfLoader::new()
-            .override_global(CONFIG_GLOBAL, &opts.config, true)
+            .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(MAP_EVENTS, ring)
             .map_max_entries(MAP_FLOWS, opts.flow_entries)
             .map_max_entries(MAP_FLOWS4, opts.flow_entries)
@@ -122,7 +159,30 @@ impl Probe {
                 .map_err(|source| ProbeError::Program { program: name, source })?;
             prog.load().map_err(|e| load_error(name, e))?;
         }
-        Ok(Self { ebpf, links: HashMap::new() })
+        if tracefs.is_some() {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(PROG_DROPS)
+                .ok_or_else(|| ProbeError::Kernel(format!("program {PROG_DROPS} missing from object")))?
+                .try_into()
+                .map_err(|source| ProbeError::Program { program: PROG_DROPS, source })?;
+            prog.load().map_err(|e| load_error(PROG_DROPS, e))?;
+            prog.attach("skb", "kfree_skb").map_err(|source| ProbeError::Program { program: PROG_DROPS, source })?;
+        }
+        Ok(Self { ebpf, links: HashMap::new(), drop_reasons })
+    }
+
+    /// Packets the kernel dropped, per (flow, device, reason), summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<(DropKey, FlowStats)>, ProbeError> {
+        let Some(map) = self.ebpf.map(MAP_DROPS) else { return Ok(Vec::new()) };
+        let map: PerCpuHashMap<&MapData, DropKey, FlowStats> =
+            PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map { map: MAP_DROPS, source })?;
+        Ok(map.iter().flatten().map(|(k, v)| (k, sum(v.iter()))).collect())
+    }
+
+    /// Name of a drop reason ("NO_SOCKET"), or its number.
+    #[must_use]
+    pub fn drop_reason(&self, reason: u32) -> String {
+        self.drop_reasons.get(&reason).cloned().unwrap_or_else(|| format!("reason_{reason}"))
     }
 
     /// Every (namespace, ifindex) both programs are attached to.

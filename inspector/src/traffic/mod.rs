@@ -37,60 +37,81 @@ fn checksum(data: &[u8]) -> u16 {
 
 /// Sends `count` ICMP echo requests from namespace `ns` to `dst` (one at a time, each waiting
 /// up to `timeout` for its reply). Returns how many replies came back.
+///
+/// Uses an ICMP datagram ("ping") socket when the namespace's `ping_group_range` allows it:
+/// the reply is then delivered to that socket. With a raw socket the kernel also hands the
+/// reply to ICMP, finds no ping socket and drops it (reason NO_SOCKET), which is true but
+/// noisy when the point is to show drops.
 pub fn ping(ns: &Path, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Result<u16> {
     check_addr(IpAddr::V4(dst))?;
     run_in(ns, move || -> io::Result<u16> {
-        // SAFETY: raw socket syscalls on descriptors we own and close.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let tv = libc::timeval { tv_sec: timeout.as_secs() as i64, tv_usec: i64::from(timeout.subsec_micros()) };
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32);
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
-                sin_zero: [0; 8],
-            };
-            let id = (std::process::id() & 0xffff) as u16;
-            let mut replies = 0;
-            for seq in 0..count {
-                let mut pkt = [0u8; 64];
-                pkt[0] = 8;
-                pkt[4..6].copy_from_slice(&id.to_be_bytes());
-                pkt[6..8].copy_from_slice(&seq.to_be_bytes());
-                let c = checksum(&pkt);
-                pkt[2..4].copy_from_slice(&c.to_be_bytes());
-                if libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) < 0 {
-                    let e = io::Error::last_os_error();
-                    libc::close(fd);
-                    return Err(e);
+        // SAFETY: socket syscalls on a descriptor we own and close.
+        let (fd, raw) = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+            if fd >= 0 {
+                (fd, false)
+            } else {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
                 }
-                let deadline = Instant::now() + timeout;
-                while Instant::now() < deadline {
-                    let mut buf = [0u8; 1500];
-                    let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-                    if n < 0 {
-                        break;
-                    }
-                    let n = n as usize;
-                    let ihl = usize::from(buf[0] & 0x0f) * 4;
-                    if n >= ihl + 8
-                        && buf[ihl] == 0
-                        && buf[ihl + 4..ihl + 6] == id.to_be_bytes()
-                        && buf[ihl + 6..ihl + 8] == seq.to_be_bytes()
-                    {
-                        replies += 1;
-                        break;
-                    }
-                }
+                (fd, true)
             }
-            libc::close(fd);
-            Ok(replies)
-        }
+        };
+        let res = echo_loop(fd, raw, dst, count, timeout);
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
+        res
     })?
+}
+
+fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Result<u16> {
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as i64, tv_usec: i64::from(timeout.subsec_micros()) };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: setsockopt with a valid timeval.
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32);
+    }
+    // A ping socket replaces the id with its own and matches replies itself.
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut replies = 0;
+    for seq in 0..count {
+        let mut pkt = [0u8; 64];
+        pkt[0] = 8;
+        pkt[4..6].copy_from_slice(&id.to_be_bytes());
+        pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+        let c = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+        // SAFETY: sendto with a valid buffer and address.
+        let sent = unsafe {
+            libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut buf = [0u8; 1500];
+            // SAFETY: recv into a buffer we own.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                break;
+            }
+            let n = n as usize;
+            let ihl = if raw { usize::from(buf[0] & 0x0f) * 4 } else { 0 };
+            let id_ok = !raw || buf[ihl + 4..ihl + 6] == id.to_be_bytes();
+            if n >= ihl + 8 && buf[ihl] == 0 && id_ok && buf[ihl + 6..ihl + 8] == seq.to_be_bytes() {
+                replies += 1;
+                break;
+            }
+        }
+    }
+    Ok(replies)
 }
 
 /// A TCP server in `server_ns` accepting one connection, a client in `client_ns` sending
@@ -147,6 +168,21 @@ pub fn tcp_transfer(server_ns: &Path, client_ns: &Path, addr: SocketAddr, bytes:
     let got = server.join().map_err(|_| io::Error::other("tcp server panicked"))??;
     client?;
     Ok(got)
+}
+
+/// Sends `count` UDP datagrams of `size` bytes from `client_ns` to `addr`, with nobody
+/// necessarily listening (a closed port makes the kernel drop them: NO_SOCKET).
+pub fn udp_send(client_ns: &Path, addr: SocketAddr, count: u32, size: usize) -> io::Result<()> {
+    check_addr(addr.ip())?;
+    run_in(client_ns, move || -> io::Result<()> {
+        let s = UdpSocket::bind(SocketAddr::new(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) }, 0))?;
+        let payload = vec![0x3cu8; size];
+        for _ in 0..count {
+            // ICMP port-unreachable replies surface as errors on later sends: expected here.
+            let _ = s.send_to(&payload, addr);
+        }
+        Ok(())
+    })?
 }
 
 /// `count` UDP datagrams of `size` bytes from `client_ns` to a receiver in `server_ns`.

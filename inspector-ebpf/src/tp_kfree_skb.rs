@@ -1,0 +1,110 @@
+//! Tracepoint `skb:kfree_skb`: every packet the kernel drops, with its drop reason. The packet
+//! is read through the skb (offsets from BTF, fields of the record from its format file) so
+//! drops are counted per flow, reason, namespace and device.
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use inspector_common::{
+    DropKey, FlowStats,
+    parse::{self, Packet},
+};
+
+use crate::{config::conf, maps::DROPS};
+
+/// `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED` are not drops.
+const FIRST_DROP_REASON: u32 = 2;
+
+#[tracepoint]
+pub fn insp_kfree_skb(ctx: TracePointContext) -> u32 {
+    let _ = try_kfree_skb(&ctx);
+    0
+}
+
+/// Packet bytes in kernel memory, from the network header to `skb->tail`.
+struct KernelPacket {
+    base: u64,
+    len: u32,
+}
+
+impl Packet for KernelPacket {
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: u32) -> Option<[u8; N]> {
+        if u64::from(off) + N as u64 > u64::from(self.len) {
+            return None;
+        }
+        // SAFETY: bpf_probe_read_kernel never faults; bounds checked against skb->tail above.
+        unsafe { bpf_probe_read_kernel((self.base + u64::from(off)) as *const [u8; N]).ok() }
+    }
+}
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel never faults; a bad address yields an error.
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
+fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
+    let (off_reason, off_skb) = (conf!(off_tp_reason) as usize, conf!(off_tp_skbaddr) as usize);
+    // SAFETY: offsets come from the tracepoint's own format file; the helper bounds-checks.
+    let reason: u32 = unsafe { ctx.read_at(off_reason) }.ok()?;
+    if reason < FIRST_DROP_REASON {
+        return None;
+    }
+    // SAFETY: as above.
+    let skb: u64 = unsafe { ctx.read_at(off_skb) }.ok()?;
+    let dev: u64 = read(skb + u64::from(conf!(off_skb_dev))).unwrap_or(0);
+    let (netns, ifindex) = if dev == 0 {
+        (0, 0)
+    } else {
+        let net: u64 = read(dev + u64::from(conf!(off_dev_net))).unwrap_or(0);
+        (
+            read::<u32>(net + u64::from(conf!(off_net_inum))).unwrap_or(0),
+            read::<u32>(dev + u64::from(conf!(off_dev_ifindex))).unwrap_or(0),
+        )
+    };
+    let head: u64 = read(skb + u64::from(conf!(off_skb_head)))?;
+    let nh: u16 = read(skb + u64::from(conf!(off_skb_nh)))?;
+    let tail: u32 = read(skb + u64::from(conf!(off_skb_tail)))?;
+    let len: u32 = read(skb + u64::from(conf!(off_skb_len))).unwrap_or(0);
+    let proto = u16::from_be(read::<u16>(skb + u64::from(conf!(off_skb_proto))).unwrap_or(0));
+    // network_header is unset (~0) until the stack has looked at L3.
+    let p = if nh != u16::MAX && u32::from(nh) < tail {
+        parse::parse_l3(&KernelPacket { base: head + u64::from(nh), len: tail - u32::from(nh) }, proto)
+    } else {
+        parse::Parsed { ethertype: proto, ..parse::Parsed::default() }
+    };
+    let key = DropKey {
+        src: p.src,
+        dst: p.dst,
+        netns,
+        ifindex,
+        reason,
+        sport: p.sport,
+        dport: p.dport,
+        ethertype: proto,
+        proto: p.proto,
+        _pad: 0,
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(v) = DROPS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of a per-CPU value.
+        unsafe {
+            (*v).packets += 1;
+            (*v).bytes += u64::from(len);
+            (*v).last_ns = now;
+            if (*v).first_ns == 0 {
+                (*v).first_ns = now;
+            }
+        }
+    } else {
+        let v = FlowStats { packets: 1, bytes: u64::from(len), first_ns: now, last_ns: now, tcp_flags: 0, status: p.status, _pad: [0; 6] };
+        let _ = DROPS.insert(&key, &v, 0);
+    }
+    Some(())
+}
