@@ -41,7 +41,7 @@ pub struct FlowKey {
     pub ifindex: u32,
     pub sport: u16,
     pub dport: u16,
-    /// EtherType of the L3 payload after any VLAN tags (host byte order).
+    /// `EtherType` of the L3 payload after any VLAN tags (host byte order).
     pub ethertype: u16,
     /// Outer VLAN id (0 = untagged).
     pub vlan: u16,
@@ -116,7 +116,7 @@ pub struct FlowStats {
     pub packets: u64,
     /// Sum of `skb->len` as the hook saw it: the whole frame from the Ethernet header on.
     pub bytes: u64,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and the latest packet.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first and the latest packet.
     pub first_ns: u64,
     pub last_ns: u64,
     /// OR of every TCP flags byte seen.
@@ -182,7 +182,7 @@ pub enum Stat {
     Malformed = 1,
     /// Non-first IP fragments (no L4 header).
     Fragment = 2,
-    /// Packets that are neither IPv4 nor IPv6 (counted by EtherType in the flow map).
+    /// Packets that are neither IPv4 nor IPv6 (counted by `EtherType` in the flow map).
     NonIp = 3,
     /// Events written to the ring buffer.
     EventsSent = 4,

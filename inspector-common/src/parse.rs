@@ -6,8 +6,8 @@
 //! Layers: Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (options skipped by IHL, non-first
 //! fragments flagged), IPv6 (hop-by-hop, routing, fragment, destination-options and AH
 //! extension headers followed up to [`MAX_IPV6_EXT`]), TCP, UDP, UDP-Lite, SCTP, DCCP (ports),
-//! ICMP and ICMPv6 (type, code, echo id), and ARP (sender/target protocol addresses).
-//! Anything else is recorded by EtherType only.
+//! ICMP and `ICMPv6` (type, code, echo id), and ARP (sender/target protocol addresses).
+//! Anything else is recorded by `EtherType` only.
 
 /// Byte access to one packet.
 pub trait Packet {
@@ -65,7 +65,7 @@ pub mod status {
 /// What the parser found. Zero where a layer is absent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
-    /// EtherType after VLAN tags (0 if even the Ethernet header is cut).
+    /// `EtherType` after VLAN tags (0 if even the Ethernet header is cut).
     pub ethertype: u16,
     /// Outer VLAN id found in the frame (0 = none).
     pub vlan: u16,
@@ -111,14 +111,20 @@ const fn be16(b: [u8; 2]) -> u16 {
 pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Parsed {
     if let Some(h) = pkt.read::<42>(0) {
         // EtherType IPv4, version 4 + IHL 5, total length >= 20, no fragment offset.
+        let frag_offset = be16([h[20], h[21]]) & 0x1fff;
         if h[12] == 0x08
             && h[13] == 0x00
             && h[14] == 0x45
             && be16([h[16], h[17]]) >= 20
-            && h[20] & 0x1f == 0
-            && h[21] == 0
+            && frag_offset == 0
         {
-            let mut out = Parsed { ethertype: ETH_P_IP, proto: h[23], l3_off: 14, l4_off: 34, ..Parsed::default() };
+            let mut out = Parsed {
+                ethertype: ETH_P_IP,
+                proto: h[23],
+                l3_off: 14,
+                l4_off: 34,
+                ..Parsed::default()
+            };
             out.src[..4].copy_from_slice(&h[26..30]);
             out.dst[..4].copy_from_slice(&h[30..34]);
             match out.proto {
@@ -196,11 +202,14 @@ pub fn parse_general<P: Packet + ?Sized>(pkt: &P) -> Parsed {
     out
 }
 
-/// Parses a packet that starts at its network header (no Ethernet), given its EtherType: the
+/// Parses a packet that starts at its network header (no Ethernet), given its `EtherType`: the
 /// view the kernel has of a packet it is about to drop.
 #[inline(always)]
 pub fn parse_l3<P: Packet + ?Sized>(pkt: &P, ethertype: u16) -> Parsed {
-    let mut out = Parsed { ethertype, ..Parsed::default() };
+    let mut out = Parsed {
+        ethertype,
+        ..Parsed::default()
+    };
     match ethertype {
         ETH_P_IP => parse_ipv4(pkt, 0, &mut out),
         ETH_P_IPV6 => parse_ipv6(pkt, 0, &mut out),
@@ -220,7 +229,10 @@ fn parse_arp<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
         return;
     };
     // Only Ethernet/IPv4 ARP has addresses we can show.
-    if be16([arp[0], arp[1]]) == 1 && be16([arp[2], arp[3]]) == ETH_P_IP && arp[4] == 6 && arp[5] == 4
+    if be16([arp[0], arp[1]]) == 1
+        && be16([arp[2], arp[3]]) == ETH_P_IP
+        && arp[4] == 6
+        && arp[5] == 4
     {
         out.dport = be16([arp[6], arp[7]]);
         out.src[..4].copy_from_slice(&arp[14..18]);

@@ -12,7 +12,7 @@ fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// One VLAN tag (TCI, then the EtherType of what follows) and its payload.
+/// One VLAN tag (TCI, then the `EtherType` of what follows) and its payload.
 fn tag(id: u16, inner: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = id.to_be_bytes().to_vec();
     v.extend_from_slice(&inner.to_be_bytes());
@@ -21,7 +21,11 @@ fn tag(id: u16, inner: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 fn ipv4(proto: u8, opts: &[u8], frag: u16, l4: &[u8]) -> Vec<u8> {
-    assert_eq!(opts.len() % 4, 0, "test bug: IPv4 options must be 32-bit aligned");
+    assert_eq!(
+        opts.len() % 4,
+        0,
+        "test bug: IPv4 options must be 32-bit aligned"
+    );
     let ihl = 5 + opts.len() / 4;
     let total = (ihl * 4 + l4.len()) as u16;
     let mut v = vec![0x40 | ihl as u8, 0];
@@ -88,10 +92,24 @@ fn p(pkt: &[u8]) -> Parsed {
 #[test]
 fn ipv4_tcp_ports_and_flags() {
     let r = p(&eth(0x0800, &ipv4(6, &[], 0, &tcp(40000, 80, 0x12))));
-    assert_eq!((r.ethertype, r.proto, r.sport, r.dport, r.tcp_flags, r.status), (0x0800, 6, 40000, 80, 0x12, 0));
+    assert_eq!(
+        (
+            r.ethertype,
+            r.proto,
+            r.sport,
+            r.dport,
+            r.tcp_flags,
+            r.status
+        ),
+        (0x0800, 6, 40000, 80, 0x12, 0)
+    );
     assert_eq!(&r.src[..4], &[198, 18, 0, 2]);
     assert_eq!(&r.dst[..4], &[198, 18, 0, 3]);
-    assert_eq!(&r.src[4..], &[0; 12], "IPv4 leaves the rest of the address zero");
+    assert_eq!(
+        &r.src[4..],
+        &[0; 12],
+        "IPv4 leaves the rest of the address zero"
+    );
     assert_eq!((r.l3_off, r.l4_off), (14, 34));
 }
 
@@ -99,7 +117,10 @@ fn ipv4_tcp_ports_and_flags() {
 fn ipv4_options_are_skipped_by_ihl() {
     let opts = [1, 1, 1, 0, 0x94, 4, 0, 0]; // NOPs + router alert, IHL = 7
     let r = p(&eth(0x0800, &ipv4(17, &opts, 0, &udp(5353, 53, 4))));
-    assert_eq!((r.proto, r.sport, r.dport, r.status, r.l4_off), (17, 5353, 53, 0, 14 + 28));
+    assert_eq!(
+        (r.proto, r.sport, r.dport, r.status, r.l4_off),
+        (17, 5353, 53, 0, 14 + 28)
+    );
 }
 
 #[test]
@@ -128,7 +149,10 @@ fn ipv4_fragments() {
     assert_eq!((first.sport, first.dport, first.status), (1000, 2000, 0));
     // A later fragment has no L4 header: flagged, ports left at zero.
     let later = p(&eth(0x0800, &ipv4(17, &[], 0x0010, &udp(1000, 2000, 8))));
-    assert_eq!((later.sport, later.dport, later.status, later.proto), (0, 0, status::FRAGMENT, 17));
+    assert_eq!(
+        (later.sport, later.dport, later.status, later.proto),
+        (0, 0, status::FRAGMENT, 17)
+    );
 }
 
 #[test]
@@ -136,17 +160,36 @@ fn icmp_echo_and_unreachable() {
     let echo = p(&eth(0x0800, &ipv4(1, &[], 0, &icmp(8, 0, 0x1234))));
     assert_eq!((echo.proto, echo.sport, echo.dport), (1, 0x1234, 8 << 8));
     let unreach = p(&eth(0x0800, &ipv4(1, &[], 0, &icmp(3, 3, 0x1234))));
-    assert_eq!((unreach.sport, unreach.dport), (0, 3 << 8 | 3), "only echo types carry an id");
+    assert_eq!(
+        (unreach.sport, unreach.dport),
+        (0, 3 << 8 | 3),
+        "only echo types carry an id"
+    );
 }
 
 #[test]
 fn vlan_single_and_double_tags() {
     // PCP 1 in the top bits must not leak into the VLAN id.
-    let one = p(&eth(0x8100, &tag(0x2064, 0x0800, &ipv4(17, &[], 0, &udp(1, 2, 0)))));
-    assert_eq!((one.vlan, one.ethertype, one.sport, one.status, one.l3_off), (100, 0x0800, 1, 0, 18));
+    let one = p(&eth(
+        0x8100,
+        &tag(0x2064, 0x0800, &ipv4(17, &[], 0, &udp(1, 2, 0))),
+    ));
+    assert_eq!(
+        (one.vlan, one.ethertype, one.sport, one.status, one.l3_off),
+        (100, 0x0800, 1, 0, 18)
+    );
     let inner = tag(200, 0x86dd, &ipv6(6, &tcp(3, 4, 0x02)));
     let qinq = p(&eth(0x88a8, &tag(300, 0x8100, &inner)));
-    assert_eq!((qinq.vlan, qinq.ethertype, qinq.proto, qinq.sport, qinq.l3_off), (300, 0x86dd, 6, 3, 22));
+    assert_eq!(
+        (
+            qinq.vlan,
+            qinq.ethertype,
+            qinq.proto,
+            qinq.sport,
+            qinq.l3_off
+        ),
+        (300, 0x86dd, 6, 3, 22)
+    );
     // A third tag is past what the parser steps over.
     let three = eth(0x8100, &[0, 1, 0x81, 0, 0, 2, 0x81, 0, 0, 3, 0x08, 0]);
     assert_eq!(p(&three).status, status::NON_IP | status::VLAN_LIMIT);
@@ -155,7 +198,17 @@ fn vlan_single_and_double_tags() {
 #[test]
 fn ipv6_tcp() {
     let r = p(&eth(0x86dd, &ipv6(6, &tcp(443, 50000, 0x18))));
-    assert_eq!((r.ethertype, r.proto, r.sport, r.dport, r.tcp_flags, r.status), (0x86dd, 6, 443, 50000, 0x18, 0));
+    assert_eq!(
+        (
+            r.ethertype,
+            r.proto,
+            r.sport,
+            r.dport,
+            r.tcp_flags,
+            r.status
+        ),
+        (0x86dd, 6, 443, 50000, 0x18, 0)
+    );
     assert_eq!((r.src[0], r.src[15], r.dst[15]), (0xfd, 2, 3));
 }
 
@@ -217,23 +270,48 @@ fn arp_addresses_and_opcode() {
     arp.extend([2, 0, 0, 0, 0, 1, 198, 18, 0, 2]);
     arp.extend([0, 0, 0, 0, 0, 0, 198, 18, 0, 3]);
     let r = p(&eth(0x0806, &arp));
-    assert_eq!((r.ethertype, r.dport, r.status), (0x0806, 1, status::NON_IP));
-    assert_eq!((&r.src[..4], &r.dst[..4]), (&[198, 18, 0, 2][..], &[198, 18, 0, 3][..]));
+    assert_eq!(
+        (r.ethertype, r.dport, r.status),
+        (0x0806, 1, status::NON_IP)
+    );
+    assert_eq!(
+        (&r.src[..4], &r.dst[..4]),
+        (&[198, 18, 0, 2][..], &[198, 18, 0, 3][..])
+    );
 }
 
 #[test]
 fn other_ethertypes_are_recorded_as_such() {
     let r = p(&eth(0x88cc, &[0; 30])); // LLDP
-    assert_eq!((r.ethertype, r.proto, r.status), (0x88cc, 0, status::NON_IP));
+    assert_eq!(
+        (r.ethertype, r.proto, r.status),
+        (0x88cc, 0, status::NON_IP)
+    );
 }
 
 #[test]
 fn truncated_at_every_layer() {
-    assert_eq!(p(&[0u8; 10]).status, status::TRUNCATED, "shorter than Ethernet");
+    assert_eq!(
+        p(&[0u8; 10]).status,
+        status::TRUNCATED,
+        "shorter than Ethernet"
+    );
     assert_eq!(p(&[]).status, status::TRUNCATED, "empty");
-    assert_eq!(p(&eth(0x0800, &[0x45, 0])).status, status::TRUNCATED, "cut IPv4 header");
-    assert_eq!(p(&eth(0x86dd, &[0x60; 20])).status, status::TRUNCATED, "cut IPv6 header");
-    assert_eq!(p(&eth(0x8100, &[0, 1])).status, status::TRUNCATED, "cut VLAN tag");
+    assert_eq!(
+        p(&eth(0x0800, &[0x45, 0])).status,
+        status::TRUNCATED,
+        "cut IPv4 header"
+    );
+    assert_eq!(
+        p(&eth(0x86dd, &[0x60; 20])).status,
+        status::TRUNCATED,
+        "cut IPv6 header"
+    );
+    assert_eq!(
+        p(&eth(0x8100, &[0, 1])).status,
+        status::TRUNCATED,
+        "cut VLAN tag"
+    );
     // TCP cut after 10 bytes: ports still read, packet flagged.
     let full = eth(0x0800, &ipv4(6, &[], 0, &tcp(1234, 80, 2)));
     let r = p(&full[..14 + 20 + 10]);
@@ -265,7 +343,7 @@ fn ipv4_total_length_below_header_is_malformed() {
     assert_eq!(p(&eth(0x0800, &ip)).status, status::MALFORMED);
 }
 
-/// Random bytes (valid EtherTypes spliced in so the deeper layers get exercised) must never
+/// Random bytes (valid `EtherTypes` spliced in so the deeper layers get exercised) must never
 /// panic or loop, whatever their length.
 #[test]
 fn random_garbage_never_panics() {
@@ -288,7 +366,10 @@ fn random_garbage_never_panics() {
             }
         }
         let r = p(&pkt);
-        assert!(usize::from(r.l4_off) <= len.max(14 + 60 + 6 * 2048), "offset beyond reason");
+        assert!(
+            usize::from(r.l4_off) <= len.max(14 + 60 + 6 * 2048),
+            "offset beyond reason"
+        );
     }
 }
 
@@ -309,7 +390,11 @@ fn fast_path_agrees_with_general_parser() {
         let l4: Vec<u8> = match proto {
             6 => tcp(next() as u16, next() as u16, next() as u8),
             17 | 136 => udp(next() as u16, next() as u16, (next() % 40) as usize),
-            1 => icmp([0u8, 8, 3, 11, 13][(next() % 5) as usize], next() as u8, next() as u16),
+            1 => icmp(
+                [0u8, 8, 3, 11, 13][(next() % 5) as usize],
+                next() as u8,
+                next() as u16,
+            ),
             _ => (0..(next() % 30)).map(|_| next() as u8).collect(),
         };
         let frag = [0u16, 0x4000, 0x2000, 0x0001, 0x2010][(next() % 5) as usize];
@@ -330,5 +415,8 @@ fn fast_path_agrees_with_general_parser() {
             fast_hits += 1;
         }
     }
-    assert!(fast_hits > 10_000, "the fast path was barely exercised ({fast_hits})");
+    assert!(
+        fast_hits > 10_000,
+        "the fast path was barely exercised ({fast_hits})"
+    );
 }

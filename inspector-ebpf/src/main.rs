@@ -1,5 +1,5 @@
 //! inspector's kernel programs. One file per hook; the packet parser is shared with userspace
-//! (inspector-common::parse). Every program only observes: its verdict is always "continue".
+//! (`inspector_common::parse`). Every program only observes: its verdict is always "continue".
 #![no_std]
 #![no_main]
 

@@ -2,6 +2,7 @@
 //! are switched on and the packet passes the load-time filter) copy it to the ring buffer.
 //! The verdict is always `TC_ACT_UNSPEC` ("continue"; `TCX_NEXT` under TCX): the inspector
 //! never drops, redirects or rewrites a packet, and never short-cuts other tc programs.
+use aya_ebpf::maps::LruPerCpuHashMap;
 use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
     helpers::{
@@ -11,7 +12,6 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use core::ffi::c_void;
-use aya_ebpf::maps::LruPerCpuHashMap;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
     config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_NETNS},
@@ -40,13 +40,23 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
     // SAFETY: reading fields of the program's own __sk_buff.
     let (ifindex, vlan_present, vlan_tci, len, mark) = unsafe {
         let skb = &*ctx.skb.skb;
-        (skb.ifindex, skb.vlan_present, skb.vlan_tci, skb.len, skb.mark)
+        (
+            skb.ifindex,
+            skb.vlan_present,
+            skb.vlan_tci,
+            skb.len,
+            skb.mark,
+        )
     };
     let hook = Hook {
         netns: netns_of(ctx, ifindex),
         ifindex,
         // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
-        vlan: if p.vlan == 0 && vlan_present != 0 { (vlan_tci & 0x0fff) as u16 } else { p.vlan },
+        vlan: if p.vlan == 0 && vlan_present != 0 {
+            (vlan_tci & 0x0fff) as u16
+        } else {
+            p.vlan
+        },
         direction: dir as u8,
     };
     count_status(p.status);
@@ -97,18 +107,18 @@ fn netns_of(ctx: &TcContext, ifindex: u32) -> u32 {
     if conf!(flags) & FLAG_NETNS == 0 {
         return 0;
     }
-    if ifindex < IFNS_SLOTS {
-        if let Some(ns) = IFNS.get(ifindex) {
-            if *ns != 0 {
-                return *ns;
-            }
-        }
+    if ifindex < IFNS_SLOTS
+        && let Some(ns) = IFNS.get(ifindex)
+        && *ns != 0
+    {
+        return *ns;
     }
     let skb = ctx.skb.skb.cast::<u8>();
-    let (off_dev, off_net, off_inum) = (conf!(off_skb_dev), conf!(off_dev_net), conf!(off_net_inum));
+    let (off_dev, off_net, off_inum) =
+        (conf!(off_skb_dev), conf!(off_dev_net), conf!(off_net_inum));
     // SAFETY: bpf_probe_read_kernel never faults; a bad pointer just yields an error.
     unsafe {
-        let Ok(dev) = bpf_probe_read_kernel(skb.add(off_dev as usize).cast::<u64>()) else {
+        let Ok(dev) = bpf_probe_read_kernel(skb.add(off_dev as usize) as u64 as *const u64) else {
             return 0;
         };
         if dev == 0 {
@@ -201,7 +211,7 @@ fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, p: &Parsed, len: u32
         _pad: [0; 6],
     };
     // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
-    if map.insert(key, &v, u64::from(BPF_ANY)).is_err() {
+    if map.insert(key, v, u64::from(BPF_ANY)).is_err() {
         bump(Stat::FlowUpdateFailed);
     }
 }
@@ -242,7 +252,11 @@ fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u6
         return;
     };
     let ev = entry.as_mut_ptr();
-    let snap = if len < SNAP_LEN as u32 { len } else { SNAP_LEN as u32 };
+    let snap = if len < SNAP_LEN as u32 {
+        len
+    } else {
+        SNAP_LEN as u32
+    };
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size.
     unsafe {
         (*ev).ts_ns = now;

@@ -18,7 +18,11 @@ pub(crate) struct Skb<'a> {
 impl<'a> Skb<'a> {
     #[inline(always)]
     pub(crate) fn new(ctx: &'a TcContext) -> Self {
-        Self { ctx, data: ctx.data(), data_end: ctx.data_end() }
+        Self {
+            ctx,
+            data: ctx.data(),
+            data_end: ctx.data_end(),
+        }
     }
 }
 
@@ -35,7 +39,12 @@ impl Packet for Skb<'_> {
         let mut buf = MaybeUninit::<[u8; N]>::uninit();
         // SAFETY: the helper writes exactly N bytes into `buf` or fails.
         let ret = unsafe {
-            bpf_skb_load_bytes(self.ctx.skb.skb.cast::<c_void>(), off, buf.as_mut_ptr().cast::<c_void>(), N as u32)
+            bpf_skb_load_bytes(
+                self.ctx.skb.skb.cast::<c_void>(),
+                off,
+                buf.as_mut_ptr().cast::<c_void>(),
+                N as u32,
+            )
         };
         if ret == 0 {
             // SAFETY: initialised by the helper above.

@@ -17,6 +17,10 @@ use crate::{config::conf, maps::DROPS};
 const FIRST_DROP_REASON: u32 = 2;
 
 #[tracepoint]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macro passes the context by value"
+)]
 pub fn insp_kfree_skb(ctx: TracePointContext) -> u32 {
     let _ = try_kfree_skb(&ctx);
     0
@@ -49,7 +53,10 @@ fn read<T>(addr: u64) -> Option<T> {
 }
 
 fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
-    let (off_reason, off_skb) = (conf!(off_tp_reason) as usize, conf!(off_tp_skbaddr) as usize);
+    let (off_reason, off_skb) = (
+        conf!(off_tp_reason) as usize,
+        conf!(off_tp_skbaddr) as usize,
+    );
     // SAFETY: offsets come from the tracepoint's own format file; the helper bounds-checks.
     let reason: u32 = unsafe { ctx.read_at(off_reason) }.ok()?;
     if reason < FIRST_DROP_REASON {
@@ -74,9 +81,18 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
     let proto = u16::from_be(read::<u16>(skb + u64::from(conf!(off_skb_proto))).unwrap_or(0));
     // network_header is unset (~0) until the stack has looked at L3.
     let p = if nh != u16::MAX && u32::from(nh) < tail {
-        parse::parse_l3(&KernelPacket { base: head + u64::from(nh), len: tail - u32::from(nh) }, proto)
+        parse::parse_l3(
+            &KernelPacket {
+                base: head + u64::from(nh),
+                len: tail - u32::from(nh),
+            },
+            proto,
+        )
     } else {
-        parse::Parsed { ethertype: proto, ..parse::Parsed::default() }
+        parse::Parsed {
+            ethertype: proto,
+            ..parse::Parsed::default()
+        }
     };
     let key = DropKey {
         src: p.src,
@@ -92,7 +108,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(v) = DROPS.get_ptr_mut(&key) {
+    if let Some(v) = DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value.
         unsafe {
             (*v).packets += 1;
@@ -103,8 +119,16 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
             }
         }
     } else {
-        let v = FlowStats { packets: 1, bytes: u64::from(len), first_ns: now, last_ns: now, tcp_flags: 0, status: p.status, _pad: [0; 6] };
-        let _ = DROPS.insert(&key, &v, 0);
+        let v = FlowStats {
+            packets: 1,
+            bytes: u64::from(len),
+            first_ns: now,
+            last_ns: now,
+            tcp_flags: 0,
+            status: p.status,
+            _pad: [0; 6],
+        };
+        let _ = DROPS.insert(key, v, 0);
     }
     Some(())
 }

@@ -22,7 +22,10 @@ fn check_nothing_left(sig: i32) {
     assert!(held.maps.len() >= 3, "maps held: {held:?}");
     let now = bpf_objects();
     for id in &held.links {
-        assert!(now.links.contains_key(id), "bpftool does not list link {id}: oracle broken");
+        assert!(
+            now.links.contains_key(id),
+            "bpftool does not list link {id}: oracle broken"
+        );
     }
     let _ = insp.signal(sig);
     let gone = eventually(Duration::from_secs(10), || {
@@ -35,9 +38,18 @@ fn check_nothing_left(sig: i32) {
     assert!(
         gone,
         "after signal {sig}: left behind progs {:?} links {:?} maps {:?}",
-        held.progs.iter().filter(|i| o.progs.contains_key(i)).collect::<Vec<_>>(),
-        held.links.iter().filter(|i| o.links.contains_key(i)).collect::<Vec<_>>(),
-        held.maps.iter().filter(|i| o.maps.contains_key(i)).collect::<Vec<_>>()
+        held.progs
+            .iter()
+            .filter(|i| o.progs.contains_key(i))
+            .collect::<Vec<_>>(),
+        held.links
+            .iter()
+            .filter(|i| o.links.contains_key(i))
+            .collect::<Vec<_>>(),
+        held.maps
+            .iter()
+            .filter(|i| o.maps.contains_key(i))
+            .collect::<Vec<_>>()
     );
     // And the datapath still works untouched.
     support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.3"]);

@@ -24,7 +24,11 @@ fn hops(p: &serde_json::Value) -> Vec<(String, String, String, u64)> {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn demo_shows_paths_and_cleans_up() {
     let out = run_inspector(&["demo", "-o", "json"], &[]);
-    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let paths = json_lines(&out.stdout, "path");
     let find = |proto: &str, dst_prefix: &str| {
         paths
@@ -34,7 +38,10 @@ fn demo_shows_paths_and_cleans_up() {
     };
     // Bridged TCP: container eth0 -> bridge port -> bridge port -> container eth0.
     let tcp = hops(find("tcp", "198.18.0.4:8080"));
-    let names: Vec<_> = tcp.iter().map(|h| (h.0.as_str(), h.1.as_str(), h.2.as_str())).collect();
+    let names: Vec<_> = tcp
+        .iter()
+        .map(|h| (h.0.as_str(), h.1.as_str(), h.2.as_str()))
+        .collect();
     assert_eq!(
         names,
         [
@@ -44,10 +51,16 @@ fn demo_shows_paths_and_cleans_up() {
             ("insp-demo-c", "eth0", "ingress"),
         ]
     );
-    assert!(tcp.iter().all(|h| h.3 == tcp[0].3 && h.3 > 0), "same packets at every hop: {tcp:?}");
+    assert!(
+        tcp.iter().all(|h| h.3 == tcp[0].3 && h.3 > 0),
+        "same packets at every hop: {tcp:?}"
+    );
     // Routed UDP: up through the bridge device into the node's stack, out of the routed veth.
     let udp = hops(find("udp", "198.18.1.2:5353"));
-    let names: Vec<_> = udp.iter().map(|h| format!("{}/{}/{}", h.0, h.1, h.2)).collect();
+    let names: Vec<_> = udp
+        .iter()
+        .map(|h| format!("{}/{}/{}", h.0, h.1, h.2))
+        .collect();
     assert_eq!(
         names,
         [
@@ -58,9 +71,17 @@ fn demo_shows_paths_and_cleans_up() {
             "insp-demo-ext/eth0/ingress",
         ]
     );
-    assert!(udp.iter().all(|h| h.3 == 20), "20 datagrams at every hop: {udp:?}");
+    assert!(
+        udp.iter().all(|h| h.3 == 20),
+        "20 datagrams at every hop: {udp:?}"
+    );
     let left: Vec<String> = std::fs::read_dir("/var/run/netns")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("insp-demo-")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("insp-demo-"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(left.is_empty(), "demo left namespaces behind: {left:?}");
 }

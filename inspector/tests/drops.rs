@@ -1,5 +1,5 @@
 //! Drops: packets the kernel frees with a drop reason are counted per flow, device and reason
-//! (tracepoint skb:kfree_skb), checked against the kernel's own counters for the same drops.
+//! (tracepoint `skb:kfree_skb`), checked against the kernel's own counters for the same drops.
 mod support;
 
 use std::time::Duration;
@@ -10,22 +10,35 @@ use support::{BridgeLab, Inspector, json_lines};
 fn udp_noports(ns: &support::Netns) -> u64 {
     let snmp = ns.exec(&["cat", "/proc/net/snmp"]);
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().expect("Udp header"), udp.next().expect("Udp values"));
-    let i = names.split_whitespace().position(|n| n == "NoPorts").expect("NoPorts column");
+    let (names, values) = (
+        udp.next().expect("Udp header"),
+        udp.next().expect("Udp values"),
+    );
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "NoPorts")
+        .expect("NoPorts column");
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 /// Packet counter of the first rule of a chain (`iptables -L -v -x`).
 fn rule_packets(ns: &support::Netns, chain: &str) -> u64 {
     let out = ns.exec(&["iptables", "-L", chain, "-v", "-x", "-n"]);
-    out.lines().nth(2).and_then(|l| l.split_whitespace().next()).expect("rule line").parse().unwrap()
+    out.lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("rule line")
+        .parse()
+        .unwrap()
 }
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn drops_are_counted_per_flow_with_their_reason() {
     let lab = BridgeLab::new("dr");
-    lab.c.exec(&["iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"]);
+    lab.c.exec(&[
+        "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP",
+    ]);
     let noports0 = udp_noports(&lab.c);
     let mut args = vec!["flows", "-o", "json", "--duration", "300"];
     for ns in lab.all() {
@@ -37,14 +50,27 @@ fn drops_are_counted_per_flow_with_their_reason() {
     inspector::traffic::udp_send(&lab.b.path(), "198.18.0.4:9999".parse().unwrap(), 4, 32).unwrap();
     support::wait_quiet(&lab.all(), Duration::from_millis(300));
     let out = insp.interrupt();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let drops = json_lines(&out.stdout, "drop");
     let find = |reason: &str, src: &str, dport: u64| -> u64 {
         drops
             .iter()
-            .filter(|d| d["reason"] == reason && d["src"] == src && d["dport"].as_u64() == Some(dport) && d["proto"] == "udp")
+            .filter(|d| {
+                d["reason"] == reason
+                    && d["src"] == src
+                    && d["dport"].as_u64() == Some(dport)
+                    && d["proto"] == "udp"
+            })
             .inspect(|d| {
-                assert_eq!(d["netns"].as_u64(), Some(lab.c.inode()), "dropped in c: {d}");
+                assert_eq!(
+                    d["netns"].as_u64(),
+                    Some(lab.c.inode()),
+                    "dropped in c: {d}"
+                );
                 assert_eq!(d["ifname"], "eth0", "on c's eth0: {d}");
             })
             .map(|d| d["packets"].as_u64().unwrap())
@@ -52,8 +78,16 @@ fn drops_are_counted_per_flow_with_their_reason() {
     };
     let closed = find("NO_SOCKET", "198.18.0.2", 9);
     let firewalled = find("NETFILTER_DROP", "198.18.0.3", 9999);
-    assert_eq!(closed, udp_noports(&lab.c) - noports0, "NO_SOCKET drops vs the kernel's Udp NoPorts: {drops:#?}");
+    assert_eq!(
+        closed,
+        udp_noports(&lab.c) - noports0,
+        "NO_SOCKET drops vs the kernel's Udp NoPorts: {drops:#?}"
+    );
     assert_eq!(closed, 7);
-    assert_eq!(firewalled, rule_packets(&lab.c, "INPUT"), "NETFILTER_DROP vs the DROP rule's counter");
+    assert_eq!(
+        firewalled,
+        rule_packets(&lab.c, "INPUT"),
+        "NETFILTER_DROP vs the DROP rule's counter"
+    );
     assert_eq!(firewalled, 4);
 }

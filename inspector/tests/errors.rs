@@ -15,37 +15,71 @@ fn is_root() -> bool {
 /// checks with bpftool that no inspector link was attached meanwhile.
 fn fails_with(args: &[&str], envs: &[(&str, &str)], needle: &str) -> String {
     let root = is_root();
-    let before = if root { bpf_objects() } else { support::BpfObjects::default() };
+    let before = if root {
+        bpf_objects()
+    } else {
+        support::BpfObjects::default()
+    };
     let out = run_inspector(args, envs);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} should fail; stderr: {err}");
     let first = err.lines().next().unwrap_or_default();
-    assert!(first.starts_with("inspector: error: "), "{args:?}: unexpected first line: {err}");
-    assert!(first.contains(needle), "{args:?}: expected '{needle}' in: {first}");
+    assert!(
+        first.starts_with("inspector: error: "),
+        "{args:?}: unexpected first line: {err}"
+    );
+    assert!(
+        first.contains(needle),
+        "{args:?}: expected '{needle}' in: {first}"
+    );
     if !root {
         return err;
     }
     let after = bpf_objects();
-    let new_links: Vec<_> = after.links.keys().filter(|k| !before.links.contains_key(k)).collect();
+    let new_links: Vec<_> = after
+        .links
+        .keys()
+        .filter(|k| !before.links.contains_key(k))
+        .collect();
     let ours: Vec<_> = new_links
         .iter()
-        .filter(|l| after.progs.get(&after.links[l]).is_some_and(|n| n.starts_with("insp_")))
+        .filter(|l| {
+            after
+                .progs
+                .get(&after.links[l])
+                .is_some_and(|n| n.starts_with("insp_"))
+        })
         .collect();
-    assert!(ours.is_empty(), "{args:?}: links were left attached: {ours:?}");
+    assert!(
+        ours.is_empty(),
+        "{args:?}: links were left attached: {ours:?}"
+    );
     err
 }
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn unknown_interface_is_named() {
-    fails_with(&["flows", "--duration", "1", "-i", "nosuch0"], &[], "unknown interface 'nosuch0'");
+    fails_with(
+        &["flows", "--duration", "1", "-i", "nosuch0"],
+        &[],
+        "unknown interface 'nosuch0'",
+    );
 }
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn unknown_netns_is_named() {
-    fails_with(&["trace", "--duration", "1", "--netns", "no-such-ns"], &[], "unknown network namespace 'no-such-ns'");
-    fails_with(&["topology", "--netns", "123"], &[], "unknown network namespace '123'");
+    fails_with(
+        &["trace", "--duration", "1", "--netns", "no-such-ns"],
+        &[],
+        "unknown network namespace 'no-such-ns'",
+    );
+    fails_with(
+        &["topology", "--netns", "123"],
+        &[],
+        "unknown network namespace '123'",
+    );
 }
 
 #[test]
@@ -53,16 +87,44 @@ fn unknown_netns_is_named() {
 fn interface_must_exist_in_the_selected_namespace() {
     let ns = Netns::new(&unique("er"));
     // eth0 exists on the host, but not in this empty namespace.
-    fails_with(&["flows", "--duration", "1", "--netns", &ns.name, "-i", "eth0"], &[], "unknown interface 'eth0'");
+    fails_with(
+        &[
+            "flows",
+            "--duration",
+            "1",
+            "--netns",
+            &ns.name,
+            "-i",
+            "eth0",
+        ],
+        &[],
+        "unknown interface 'eth0'",
+    );
 }
 
 #[test]
 fn bad_filters_are_rejected_before_anything_happens() {
-    fails_with(&["trace", "--proto", "tcpp"], &[], "unknown protocol 'tcpp'");
-    fails_with(&["trace", "--host", "198.18.0.0/40"], &[], "bad address '198.18.0.0/40'");
+    fails_with(
+        &["trace", "--proto", "tcpp"],
+        &[],
+        "unknown protocol 'tcpp'",
+    );
+    fails_with(
+        &["trace", "--host", "198.18.0.0/40"],
+        &[],
+        "bad address '198.18.0.0/40'",
+    );
     fails_with(&["trace", "--port", "70000"], &[], "bad port '70000'");
-    fails_with(&["flows", "--duration=-3"], &[], "not a positive number of seconds");
-    fails_with(&["flows", "--no-such-flag"], &[], "unexpected argument '--no-such-flag'");
+    fails_with(
+        &["flows", "--duration=-3"],
+        &[],
+        "not a positive number of seconds",
+    );
+    fails_with(
+        &["flows", "--no-such-flag"],
+        &[],
+        "unexpected argument '--no-such-flag'",
+    );
 }
 
 #[test]
@@ -77,25 +139,49 @@ fn unprivileged_user_is_told_what_is_missing() {
         .expect("run as nobody");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.lines().next().unwrap_or_default().contains("insufficient privileges"), "{err}");
-    assert!(err.contains("CAP_BPF") && err.contains("run as root"), "{err}");
-    assert_eq!(before.links.len(), bpf_objects().links.len(), "nothing attached");
+    assert!(
+        err.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("insufficient privileges"),
+        "{err}"
+    );
+    assert!(
+        err.contains("CAP_BPF") && err.contains("run as root"),
+        "{err}"
+    );
+    assert_eq!(
+        before.links.len(),
+        bpf_objects().links.len(),
+        "nothing attached"
+    );
 }
 
 /// The kernel here has BTF; the path is redirected to a missing file to exercise the message.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn fake_missing_btf_is_explained() {
-    fails_with(&["flows", "--duration", "1"], &[("INSPECTOR_BTF_PATH", "/nonexistent/vmlinux")], "kernel has no BTF at /nonexistent/vmlinux");
+    fails_with(
+        &["flows", "--duration", "1"],
+        &[("INSPECTOR_BTF_PATH", "/nonexistent/vmlinux")],
+        "kernel has no BTF at /nonexistent/vmlinux",
+    );
 }
 
-/// A fault-injection flag makes the program read past __sk_buff, so the real verifier rejects
+/// A fault-injection flag makes the program read past __`sk_buff`, so the real verifier rejects
 /// it; the error must say so and carry the verifier's log.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn fault_injected_verifier_rejection_shows_the_log() {
-    let err = fails_with(&["flows", "--duration", "1", "--netns", "host"], &[("INSPECTOR_FAULT", "verifier")], "verifier rejected program");
-    assert!(err.contains("invalid bpf_context access"), "verifier log missing: {err}");
+    let err = fails_with(
+        &["flows", "--duration", "1", "--netns", "host"],
+        &[("INSPECTOR_FAULT", "verifier")],
+        "verifier rejected program",
+    );
+    assert!(
+        err.contains("invalid bpf_context access"),
+        "verifier log missing: {err}"
+    );
 }
 
 /// tracefs is mounted here (or mountable); the path is redirected to one that cannot be
@@ -104,8 +190,26 @@ fn fault_injected_verifier_rejection_shows_the_log() {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn fake_missing_tracefs_is_explained() {
     let env = [("INSPECTOR_TRACEFS", "/nonexistent/tracing")];
-    let err = fails_with(&["flows", "--duration", "1", "--netns", "host"], &env, "tracefs is not mounted at /nonexistent/tracing");
+    let err = fails_with(
+        &["flows", "--duration", "1", "--netns", "host"],
+        &env,
+        "tracefs is not mounted at /nonexistent/tracing",
+    );
     assert!(err.contains("--no-drops"), "{err}");
-    let out = run_inspector(&["flows", "--duration", "0.2", "--netns", "host", "--no-drops"], &env);
-    assert!(out.status.success(), "--no-drops must not need tracefs: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run_inspector(
+        &[
+            "flows",
+            "--duration",
+            "0.2",
+            "--netns",
+            "host",
+            "--no-drops",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "--no-drops must not need tracefs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -19,16 +19,42 @@ fn veth_peers_are_resolved_across_namespaces() {
     let x = Netns::new(&unique("px"));
     let y = Netns::new(&unique("py"));
     let z = Netns::new(&unique("pz"));
-    x.exec(&["ip", "link", "add", "vx", "type", "veth", "peer", "name", "vy", "netns", &y.name]);
+    x.exec(&[
+        "ip", "link", "add", "vx", "type", "veth", "peer", "name", "vy", "netns", &y.name,
+    ]);
     // The same peer name in a third namespace: matching on names alone would be ambiguous.
-    x.exec(&["ip", "link", "add", "vx2", "type", "veth", "peer", "name", "vy", "netns", &z.name]);
-    x.exec(&["ip", "link", "add", "s1", "type", "veth", "peer", "name", "s2"]);
-    let out = run_inspector(&["topology", "-o", "json", "--netns", &x.name, "--netns", &y.name, "--netns", &z.name], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    x.exec(&[
+        "ip", "link", "add", "vx2", "type", "veth", "peer", "name", "vy", "netns", &z.name,
+    ]);
+    x.exec(&[
+        "ip", "link", "add", "s1", "type", "veth", "peer", "name", "s2",
+    ]);
+    let out = run_inspector(
+        &[
+            "topology", "-o", "json", "--netns", &x.name, "--netns", &y.name, "--netns", &z.name,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nss = json_lines(&out.stdout, "netns");
-    let xs = nss.iter().find(|n| n["name"] == x.name.as_str()).expect("x listed");
+    let xs = nss
+        .iter()
+        .find(|n| n["name"] == x.name.as_str())
+        .expect("x listed");
     assert_eq!(xs["netns"].as_u64(), Some(x.inode()));
-    let link = |name: &str| xs["links"].as_array().unwrap().iter().find(|l| l["name"] == name).cloned().expect(name);
+    let link = |name: &str| {
+        xs["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .cloned()
+            .expect(name)
+    };
     for (local, ns) in [("vx", &y), ("vx2", &z)] {
         let peer = &link(local)["peer"];
         assert_eq!(peer["netns"].as_u64(), Some(ns.inode()), "{local}: {peer}");
@@ -36,7 +62,10 @@ fn veth_peers_are_resolved_across_namespaces() {
         assert_eq!(peer["ifindex"].as_u64(), Some(ifindex(ns, "vy")));
     }
     let s1 = &link("s1")["peer"];
-    assert_eq!((s1["netns"].as_u64(), s1["ifname"].as_str()), (Some(x.inode()), Some("s2")));
+    assert_eq!(
+        (s1["netns"].as_u64(), s1["ifname"].as_str()),
+        (Some(x.inode()), Some("s2"))
+    );
     assert_eq!(s1["ifindex"].as_u64(), Some(ifindex(&x, "s2")));
     assert_eq!(link("vx")["kind"], "veth");
 }
@@ -45,9 +74,19 @@ fn veth_peers_are_resolved_across_namespaces() {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn new_namespace_and_veth_are_traced_without_restart() {
     let y = Netns::new(&unique("fy"));
-    let insp = Inspector::start(&["flows", "-o", "json", "--duration", "300", "--rescan-ms", "200"]);
+    let insp = Inspector::start(&[
+        "flows",
+        "-o",
+        "json",
+        "--duration",
+        "300",
+        "--rescan-ms",
+        "200",
+    ]);
     let z = Netns::new(&unique("fz"));
-    y.exec(&["ip", "link", "add", "vy", "type", "veth", "peer", "name", "vz", "netns", &z.name]);
+    y.exec(&[
+        "ip", "link", "add", "vy", "type", "veth", "peer", "name", "vz", "netns", &z.name,
+    ]);
     y.exec(&["ip", "addr", "add", "198.18.5.1/30", "dev", "vy"]);
     y.exec(&["ip", "link", "set", "vy", "up"]);
     z.exec(&["ip", "addr", "add", "198.18.5.2/30", "dev", "vz"]);
@@ -71,7 +110,9 @@ fn new_namespace_and_veth_are_traced_without_restart() {
     // The namespace really died (its veth end, and so the peer in y, are gone): the inspector
     // holds nothing that keeps it alive.
     assert!(
-        eventually(Duration::from_secs(10), || !y.exec(&["ip", "-j", "link", "show"]).contains("\"vy\"")),
+        eventually(Duration::from_secs(10), || !y
+            .exec(&["ip", "-j", "link", "show"])
+            .contains("\"vy\"")),
         "peer vy still exists: the deleted namespace is being kept alive"
     );
     let out = insp.interrupt();
@@ -79,7 +120,9 @@ fn new_namespace_and_veth_are_traced_without_restart() {
     let at = |dir: &str, icmp_type: u64| -> u64 {
         flows
             .iter()
-            .filter(|f| f["netns"].as_u64() == Some(z_inode) && f["ifname"] == "vz" && f["direction"] == dir)
+            .filter(|f| {
+                f["netns"].as_u64() == Some(z_inode) && f["ifname"] == "vz" && f["direction"] == dir
+            })
             .filter(|f| f["proto"] == "icmp" && f["icmp_type"].as_u64() == Some(icmp_type))
             .map(|f| f["packets"].as_u64().unwrap())
             .sum()

@@ -10,29 +10,76 @@ use support::{BridgeLab, Inspector, json_lines};
 fn trace_filters_in_the_kernel_and_names_every_hop() {
     let lab = BridgeLab::new("tr");
     let insp = Inspector::start(&[
-        "trace", "-o", "json", "--netns", &lab.a.name, "--netns", &lab.br.name, "--proto", "udp", "--port", "7100",
+        "trace",
+        "-o",
+        "json",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+        "--proto",
+        "udp",
+        "--port",
+        "7100",
     ]);
     // Noise the filter must drop in the kernel: ICMP, TCP, and UDP to another port.
-    support::in_ns(&lab.a.name, &["ping", "-c", "3", "-i", "0.05", "-W", "2", "198.18.0.4"]);
-    inspector::traffic::tcp_transfer(&lab.c.path(), &lab.a.path(), "198.18.0.4:7101".parse::<SocketAddr>().unwrap(), 50_000).unwrap();
-    inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), "198.18.0.4:7102".parse().unwrap(), 5, 64).unwrap();
-    let n = inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), "198.18.0.4:7100".parse().unwrap(), 10, 64).unwrap();
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "3", "-i", "0.05", "-W", "2", "198.18.0.4"],
+    );
+    inspector::traffic::tcp_transfer(
+        &lab.c.path(),
+        &lab.a.path(),
+        "198.18.0.4:7101".parse::<SocketAddr>().unwrap(),
+        50_000,
+    )
+    .unwrap();
+    inspector::traffic::udp_burst(
+        &lab.c.path(),
+        &lab.a.path(),
+        "198.18.0.4:7102".parse().unwrap(),
+        5,
+        64,
+    )
+    .unwrap();
+    let n = inspector::traffic::udp_burst(
+        &lab.c.path(),
+        &lab.a.path(),
+        "198.18.0.4:7100".parse().unwrap(),
+        10,
+        64,
+    )
+    .unwrap();
     assert_eq!(n, 10);
     support::wait_quiet(&lab.all(), std::time::Duration::from_millis(300));
     let out = insp.interrupt();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pkts = json_lines(&out.stdout, "packet");
     // 10 datagrams at three hooks in the selected namespaces: a/eth0 out, br/va in, br/vc out.
     assert_eq!(pkts.len(), 30, "{pkts:#?}");
     for p in &pkts {
         assert_eq!(p["proto"], "udp");
         assert_eq!(p["dport"].as_u64(), Some(7100));
-        assert_eq!(p["len"].as_u64(), Some(14 + 20 + 8 + 64), "whole frame length");
+        assert_eq!(
+            p["len"].as_u64(),
+            Some(14 + 20 + 8 + 64),
+            "whole frame length"
+        );
         assert!(p["ts_ns"].as_u64().unwrap() > 0);
     }
     let hops: std::collections::BTreeSet<(String, String, String)> = pkts
         .iter()
-        .map(|p| (p["netns_name"].as_str().unwrap().to_owned(), p["ifname"].as_str().unwrap().to_owned(), p["direction"].as_str().unwrap().to_owned()))
+        .map(|p| {
+            (
+                p["netns_name"].as_str().unwrap().to_owned(),
+                p["ifname"].as_str().unwrap().to_owned(),
+                p["direction"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let expect: std::collections::BTreeSet<_> = [
         (lab.a.name.clone(), "eth0".to_owned(), "egress".to_owned()),

@@ -57,7 +57,9 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 fn require_root(what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
-        bail!("{what} needs root (it attaches eBPF programs and creates network namespaces): run it with sudo");
+        bail!(
+            "{what} needs root (it attaches eBPF programs and creates network namespaces): run it with sudo"
+        );
     }
     Ok(())
 }
@@ -75,7 +77,9 @@ fn demo(extra: &[String]) -> anyhow::Result<()> {
     require_root("the demo")?;
     setup::run()?;
     run(cargo().args(["build", "--release", "-p", "inspector"]))?;
-    run(Command::new("target/release/inspector").arg("demo").args(extra))
+    run(Command::new("target/release/inspector")
+        .arg("demo")
+        .args(extra))
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
@@ -84,7 +88,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // Unit tests (unprivileged) and the privileged end-to-end tests (marked #[ignore] so a
     // plain `cargo test` never needs root). Two test threads: this machine has two cores.
     run(cargo()
-        .args(["test", "--workspace", "--exclude", "inspector-ebpf", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "inspector-ebpf",
+            "--no-fail-fast",
+        ])
         .args(["--", "--include-ignored", "--test-threads=2"])
         .args(extra))
 }
@@ -93,15 +103,35 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
     require_root("the benchmarks")?;
     setup::run()?;
     run(cargo().args(["build", "--release", "-p", "inspector"]))?;
-    run(Command::new("target/release/inspector").arg("bench").args(extra))
+    run(Command::new("target/release/inspector")
+        .arg("bench")
+        .args(extra))
 }
 
 fn ci() -> anyhow::Result<()> {
     setup::run()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--exclude", "inspector-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
-    run(cargo()
-        .current_dir("inspector-ebpf")
-        .args(["+nightly", "clippy", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "inspector-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().current_dir("inspector-ebpf").args([
+        "+nightly",
+        "clippy",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     test(&[])
 }

@@ -45,7 +45,10 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {
-        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -58,8 +61,9 @@ fn missing_packages() -> Vec<&'static str> {
             Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
                 .output()
-                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(true)
+                .map_or(true, |o| {
+                    !String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+                })
         })
         .collect()
 }
@@ -67,7 +71,10 @@ fn missing_packages() -> Vec<&'static str> {
 fn apt() -> anyhow::Result<String> {
     let missing = missing_packages();
     if missing.is_empty() {
-        return Ok(format!("ok ({} packages already installed)", APT_PACKAGES.len()));
+        return Ok(format!(
+            "ok ({} packages already installed)",
+            APT_PACKAGES.len()
+        ));
     }
     crate::run(Command::new("apt-get").args(["update", "-q"]))?;
     crate::run(
@@ -86,7 +93,13 @@ fn apt() -> anyhow::Result<String> {
 fn nightly() -> anyhow::Result<String> {
     let list = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !list.lines().any(|l| l.starts_with("nightly")) {
-        crate::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        crate::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
         return Ok("installed nightly".into());
     }
     let v = output(Command::new("rustc").args(["+nightly", "--version"]))?;
@@ -94,11 +107,23 @@ fn nightly() -> anyhow::Result<String> {
 }
 
 fn rust_src() -> anyhow::Result<String> {
-    let have = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let have = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if have.lines().any(|l| l.trim() == "rust-src") {
         return Ok("ok (already installed)".into());
     }
-    crate::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    crate::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
     Ok("installed".into())
 }
 
@@ -120,10 +145,19 @@ fn bpf_linker() -> anyhow::Result<String> {
     crate::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-            .args(["install", "bpf-linker", "--force", "--locked", "--version", BPF_LINKER_VERSION])
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
             .args(["--no-default-features", "--features", "llvm-22"]),
     )?;
-    Ok(format!("installed bpf-linker {BPF_LINKER_VERSION} (LLVM 22)"))
+    Ok(format!(
+        "installed bpf-linker {BPF_LINKER_VERSION} (LLVM 22)"
+    ))
 }
 
 pub fn run() -> anyhow::Result<()> {

@@ -47,8 +47,14 @@ pub fn lab_spec() -> BridgeLabSpec {
         bridge: "br-bench".into(),
         bridge_addr: "198.18.10.1/24".into(),
         workloads: vec![
-            LabWorkload { name: "cli".into(), addr: "198.18.10.2/24".into() },
-            LabWorkload { name: "srv".into(), addr: "198.18.10.3/24".into() },
+            LabWorkload {
+                name: "cli".into(),
+                addr: "198.18.10.2/24".into(),
+            },
+            LabWorkload {
+                name: "srv".into(),
+                addr: "198.18.10.3/24".into(),
+            },
         ],
         external: None,
         disable_ipv6: true,
@@ -94,10 +100,12 @@ fn start(obs: Observer, lab: &Lab) -> anyhow::Result<Running> {
     match obs {
         Observer::None => Ok(Running(Vec::new())),
         Observer::Inspector => {
-            let ready = std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
+            let ready =
+                std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
             let _ = std::fs::remove_file(&ready);
             let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.args(["flows", "--duration", "86400", "-q", "--ready-file"]).arg(&ready);
+            cmd.args(["flows", "--duration", "86400", "-q", "--ready-file"])
+                .arg(&ready);
             for n in lab.ns_names() {
                 cmd.args(["--netns", n]);
             }
@@ -191,7 +199,10 @@ pub struct Options {
 }
 
 /// Runs the benchmark; `progress` gets one line per measurement.
-pub fn overhead(opts: &Options, mut progress: impl FnMut(&Sample)) -> anyhow::Result<(Vec<Sample>, Vec<Summary>)> {
+pub fn overhead(
+    opts: &Options,
+    mut progress: impl FnMut(&Sample),
+) -> anyhow::Result<(Vec<Sample>, Vec<Summary>)> {
     let spec = lab_spec();
     for stale in lab::netns::list_with_prefix(&format!("{}-", spec.prefix)) {
         lab::netns::delete(&stale)?;
@@ -203,7 +214,12 @@ pub fn overhead(opts: &Options, mut progress: impl FnMut(&Sample)) -> anyhow::Re
         server_ip: "198.18.10.3".parse()?,
     };
     // Prime ARP and caches once so the first measured run is not special.
-    crate::traffic::ping(&pair.client, "198.18.10.3".parse()?, 2, Duration::from_secs(2))?;
+    crate::traffic::ping(
+        &pair.client,
+        "198.18.10.3".parse()?,
+        2,
+        Duration::from_secs(2),
+    )?;
     let mut samples = Vec::new();
     for round in 0..opts.rounds {
         // Rotate the observer order so no observer always runs first (or last).
@@ -215,8 +231,14 @@ pub fn overhead(opts: &Options, mut progress: impl FnMut(&Sample)) -> anyhow::Re
                 if opts.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     bail!("interrupted; the lab and every observer were removed");
                 }
-                let value = workload::run(w, &pair, opts.secs).with_context(|| format!("{} with {}", w.name(), obs.name()))?;
-                let s = Sample { round, workload: w, observer: obs, value };
+                let value = workload::run(w, &pair, opts.secs)
+                    .with_context(|| format!("{} with {}", w.name(), obs.name()))?;
+                let s = Sample {
+                    round,
+                    workload: w,
+                    observer: obs,
+                    value,
+                };
                 progress(&s);
                 samples.push(s);
             }
@@ -226,7 +248,13 @@ pub fn overhead(opts: &Options, mut progress: impl FnMut(&Sample)) -> anyhow::Re
     drop(lab);
     let mut out = Vec::new();
     for &w in &opts.workloads {
-        let vals = |o: Observer| samples.iter().filter(|s| s.workload == w && s.observer == o).map(|s| s.value).collect::<Vec<_>>();
+        let vals = |o: Observer| {
+            samples
+                .iter()
+                .filter(|s| s.workload == w && s.observer == o)
+                .map(|s| s.value)
+                .collect::<Vec<_>>()
+        };
         let base = median(&vals(Observer::None));
         for o in Observer::ALL {
             let v = vals(o);

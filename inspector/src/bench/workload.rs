@@ -92,13 +92,33 @@ const SMALL: usize = 64;
 /// Datagrams per sendmmsg/recvmmsg call.
 const BATCH: usize = 64;
 
+/// One `mmsghdr` per iovec (one buffer per datagram), for sendmmsg/recvmmsg. The iovecs must
+/// outlive the headers.
+fn mmsg_headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: a zeroed mmsghdr is a valid "no name, no control" header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
 fn udp_small(p: &Pair, secs: f64) -> io::Result<f64> {
     let addr = SocketAddr::new(p.server_ip, 9100);
     let rx = run_in(&p.server, move || UdpSocket::bind(addr))??;
     let big: libc::c_int = 32 << 20;
     // SAFETY: setsockopt on a socket we own. RCVBUFFORCE lets root exceed rmem_max.
     unsafe {
-        libc::setsockopt(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&raw const big).cast(), 4);
+        libc::setsockopt(
+            rx.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const big).cast(),
+            4,
+        );
     }
     rx.set_read_timeout(Some(Duration::from_millis(100)))?;
     let count = Arc::new(AtomicU64::new(0));
@@ -107,17 +127,25 @@ fn udp_small(p: &Pair, secs: f64) -> io::Result<f64> {
     let receiver = std::thread::spawn(move || {
         pin(SERVER_CPU);
         let mut bufs = vec![[0u8; 256]; BATCH];
-        let mut iov: Vec<libc::iovec> =
-            bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
-        // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
-        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-        }
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs = mmsg_headers(&mut iov);
         while !s2.load(Ordering::Relaxed) {
             // SAFETY: msgs/iov/bufs outlive the call; the socket has a receive timeout.
-            let n = unsafe { libc::recvmmsg(rx.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+            let n = unsafe {
+                libc::recvmmsg(
+                    rx.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
             if n > 0 {
                 c2.fetch_add(n as u64, Ordering::Relaxed);
             }
@@ -127,17 +155,16 @@ fn udp_small(p: &Pair, secs: f64) -> io::Result<f64> {
     let warm = Duration::from_millis(300);
     let sender = spawn_in(&p.client, move || -> io::Result<()> {
         pin(CLIENT_CPU);
-        let s = UdpSocket::bind(SocketAddr::new(if addr.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() }, 0))?;
+        let s = UdpSocket::bind(crate::traffic::any_addr(addr))?;
         s.connect(addr)?;
         let payload = [0x5au8; SMALL];
-        let mut iov: Vec<libc::iovec> =
-            (0..BATCH).map(|_| libc::iovec { iov_base: payload.as_ptr().cast_mut().cast(), iov_len: SMALL }).collect();
-        // SAFETY: as above.
-        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-        }
+        let mut iov: Vec<libc::iovec> = (0..BATCH)
+            .map(|_| libc::iovec {
+                iov_base: payload.as_ptr().cast_mut().cast(),
+                iov_len: SMALL,
+            })
+            .collect();
+        let mut msgs = mmsg_headers(&mut iov);
         let end = Instant::now() + warm + dur + Duration::from_millis(100);
         while Instant::now() < end {
             // SAFETY: msgs/iov/payload outlive the call; the socket is connected.
@@ -151,10 +178,14 @@ fn udp_small(p: &Pair, secs: f64) -> io::Result<f64> {
     std::thread::sleep(dur);
     let c1 = count.load(Ordering::Relaxed);
     let el = t0.elapsed().as_secs_f64();
-    let sent = sender.join().map_err(|_| io::Error::other("sender panicked"));
+    let sent = sender
+        .join()
+        .map_err(|_| io::Error::other("sender panicked"));
     stop.store(true, Ordering::Relaxed);
-    receiver.join().map_err(|_| io::Error::other("receiver panicked"))?;
-    sent??;
+    receiver
+        .join()
+        .map_err(|_| io::Error::other("receiver panicked"))?;
+    sent???;
     Ok((c1 - c0) as f64 / el)
 }
 
@@ -195,7 +226,9 @@ fn tcp_rr(p: &Pair, secs: f64) -> io::Result<f64> {
         }
         Ok(n as f64 / t0.elapsed().as_secs_f64())
     })??;
-    server.join().map_err(|_| io::Error::other("rr server panicked"))??;
+    server
+        .join()
+        .map_err(|_| io::Error::other("rr server panicked"))??;
     Ok(n)
 }
 
@@ -219,12 +252,25 @@ pub fn command_in(ns: &Path, program: &str) -> io::Result<Command> {
 fn tcp_bulk(p: &Pair, secs: f64) -> io::Result<f64> {
     let ip = p.server_ip.to_string();
     let mut server = command_in(&p.server, "iperf3")?
-        .args(["-s", "-1", "--forceflush", "-B", &ip, "-p", "9102", "-A", &SERVER_CPU.to_string()])
+        .args([
+            "-s",
+            "-1",
+            "--forceflush",
+            "-B",
+            &ip,
+            "-p",
+            "9102",
+            "-A",
+            &SERVER_CPU.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
     // iperf3 prints "Server listening" once its socket is bound (--forceflush: unbuffered).
-    let out = server.stdout.take().ok_or_else(|| io::Error::other("no iperf3 stdout"))?;
+    let out = server
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no iperf3 stdout"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
@@ -240,7 +286,21 @@ fn tcp_bulk(p: &Pair, secs: f64) -> io::Result<f64> {
     }
     let t = format!("{secs:.1}");
     let client = command_in(&p.client, "iperf3")?
-        .args(["-c", &ip, "-p", "9102", "-t", &t, "-O", "0.3", "-J", "--connect-timeout", "3000", "-A", &CLIENT_CPU.to_string()])
+        .args([
+            "-c",
+            &ip,
+            "-p",
+            "9102",
+            "-t",
+            &t,
+            "-O",
+            "0.3",
+            "-J",
+            "--connect-timeout",
+            "3000",
+            "-A",
+            &CLIENT_CPU.to_string(),
+        ])
         .output();
     // The one-off server exits after its client; if the client never came, stop it.
     let deadline = Instant::now() + Duration::from_secs(3);

@@ -33,7 +33,11 @@ pub struct OverheadArgs {
 }
 
 /// Targets from the foundation issue: (workload, max overhead %).
-const TARGETS: [(Workload, f64); 3] = [(Workload::UdpSmall, 3.0), (Workload::TcpRr, 2.0), (Workload::TcpBulk, 1.0)];
+const TARGETS: [(Workload, f64); 3] = [
+    (Workload::UdpSmall, 3.0),
+    (Workload::TcpRr, 2.0),
+    (Workload::TcpBulk, 1.0),
+];
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let What::Overhead(o) = &a.what;
@@ -48,11 +52,18 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             "udp" => Ok(Workload::UdpSmall),
             "rr" => Ok(Workload::TcpRr),
             "bulk" => Ok(Workload::TcpBulk),
-            other => Err(anyhow::anyhow!("unknown workload '{other}': use udp, rr or bulk")),
+            other => Err(anyhow::anyhow!(
+                "unknown workload '{other}': use udp, rr or bulk"
+            )),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stop = super::common::stop_flag()?;
-    let opts = bench::Options { rounds: o.rounds, secs: o.secs, workloads, stop };
+    let opts = bench::Options {
+        rounds: o.rounds,
+        secs: o.secs,
+        workloads,
+        stop,
+    };
     eprintln!(
         "inspector: bench overhead: {} rounds x {} observers x {} workloads x {:.1} s",
         opts.rounds,
@@ -66,7 +77,14 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             v["type"] = "sample".into();
             let _ = output::json_line(&v);
         } else {
-            eprintln!("  round {} {:<9} {:<9} {:>14.2} {}", s.round + 1, s.workload.name(), s.observer.name(), s.value, s.workload.unit());
+            eprintln!(
+                "  round {} {:<9} {:<9} {:>14.2} {}",
+                s.round + 1,
+                s.workload.name(),
+                s.observer.name(),
+                s.value,
+                s.workload.unit()
+            );
         }
     })?;
     match fmt {
@@ -76,7 +94,9 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             }
         }
         Format::Table => {
-            let mut t = Table::new(&["WORKLOAD", "OBSERVER", "MEDIAN", "MIN", "MAX", "UNIT", "RATIO", "OVERHEAD"]);
+            let mut t = Table::new(&[
+                "WORKLOAD", "OBSERVER", "MEDIAN", "MIN", "MAX", "UNIT", "RATIO", "OVERHEAD",
+            ]);
             for s in &summary {
                 t.row(vec![
                     s.workload.name().into(),
@@ -93,13 +113,23 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             println!();
             for (w, target) in TARGETS {
                 let get = |o: Observer| summary.iter().find(|s| s.workload == w && s.observer == o);
-                let (Some(i), Some(t)) = (get(Observer::Inspector), get(Observer::Tcpdump)) else { continue };
-                let share = if t.overhead_pct > 0.0 { i.overhead_pct / t.overhead_pct } else { f64::NAN };
+                let (Some(i), Some(t)) = (get(Observer::Inspector), get(Observer::Tcpdump)) else {
+                    continue;
+                };
+                let share = if t.overhead_pct > 0.0 {
+                    i.overhead_pct / t.overhead_pct
+                } else {
+                    f64::NAN
+                };
                 println!(
                     "{:<9} inspector {:+.2}% (target <= {target}%: {})  tcpdump {:+.2}%  inspector/tcpdump overhead {:.2} (target <= 0.25: {})",
                     w.name(),
                     i.overhead_pct,
-                    if i.overhead_pct <= target { "met" } else { "MISSED" },
+                    if i.overhead_pct <= target {
+                        "met"
+                    } else {
+                        "MISSED"
+                    },
                     t.overhead_pct,
                     share,
                     if share <= 0.25 { "met" } else { "MISSED" },

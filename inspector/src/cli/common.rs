@@ -59,7 +59,7 @@ pub struct FilterArgs {
     /// Do not log attach/detach changes on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Do not trace the kernel's packet drops (skb:kfree_skb); no tracefs needed then.
+    /// Do not trace the kernel's packet drops (`skb:kfree_skb`); no tracefs needed then.
     #[arg(long)]
     pub no_drops: bool,
 }
@@ -144,7 +144,11 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
             bail!(
                 "unknown interface '{missing}': no such interface in {} (list them with \
                  `inspector topology`)",
-                if a.netns.is_empty() { "any namespace" } else { "the selected namespaces" }
+                if a.netns.is_empty() {
+                    "any namespace"
+                } else {
+                    "the selected namespaces"
+                }
             );
         }
     }
@@ -158,7 +162,11 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
     if fault_verifier {
         cfg.flags |= FLAG_FAULT_VERIFIER;
     }
-    let probe = Probe::load(&ProbeOptions { config: cfg, drops: !a.no_drops, ..ProbeOptions::default() })?;
+    let probe = Probe::load(&ProbeOptions {
+        config: cfg,
+        drops: !a.no_drops,
+        ..ProbeOptions::default()
+    })?;
     let mut follower = Follower::new(probe, selection.clone());
     let changes = follower.reconcile();
     log_changes(a, &changes);
@@ -181,7 +189,11 @@ pub fn log_changes(a: &FilterArgs, changes: &[crate::probe::follow::Change]) {
 /// SIGINT/SIGTERM/SIGHUP set a flag the main loops poll; the loops then detach and exit.
 pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, Arc::clone(&flag))?;
     }
     Ok(flag)
@@ -189,7 +201,6 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 /// Drives a loop until `duration` passes or a stop signal arrives, rescanning on schedule.
 pub struct Clock {
-    pub started: Instant,
     pub deadline: Option<Instant>,
     next_rescan: Instant,
     rescan: Duration,
@@ -201,7 +212,6 @@ impl Clock {
         let now = Instant::now();
         let rescan = Duration::from_millis(rescan_ms.max(50));
         Ok(Self {
-            started: now,
             deadline: duration.map(|d| now + Duration::from_secs_f64(d.max(0.0))),
             next_rescan: now + rescan,
             rescan,
@@ -237,10 +247,15 @@ pub fn parse_secs(s: &str) -> Result<f64, String> {
 /// Offset that turns a `bpf_ktime_get_ns` value into Unix time in nanoseconds.
 #[must_use]
 pub fn mono_to_unix_offset() -> i128 {
-    let mut mono = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut mono = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut mono) };
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let mono_ns = i128::from(mono.tv_sec) * 1_000_000_000 + i128::from(mono.tv_nsec);
     unix.as_nanos() as i128 - mono_ns
 }
@@ -248,7 +263,10 @@ pub fn mono_to_unix_offset() -> i128 {
 /// Monotonic clock now, in the same unit as `bpf_ktime_get_ns`.
 #[must_use]
 pub fn mono_now_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
     (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64

@@ -49,22 +49,45 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         lab::netns::delete(&stale)?;
     }
     let lab = Lab::up(&spec).context("building the demo lab")?;
-    eprintln!("inspector: demo lab up: namespaces {}", lab.ns_names().join(", "));
-    let args = FilterArgs { netns: lab.ns_names().to_vec(), quiet: true, ..FilterArgs::default() };
+    eprintln!(
+        "inspector: demo lab up: namespaces {}",
+        lab.ns_names().join(", ")
+    );
+    let args = FilterArgs {
+        netns: lab.ns_names().to_vec(),
+        quiet: true,
+        ..FilterArgs::default()
+    };
     let (f, _) = common::start(&args, false)?;
-    eprintln!("inspector: attached to {} interfaces; driving traffic", f.probe.attached().count());
+    eprintln!(
+        "inspector: attached to {} interfaces; driving traffic",
+        f.probe.attached().count()
+    );
     check()?;
 
     let ns = |w: &str| lab::netns::path(&spec.ns_of(w));
     let ip = |w: &str| -> std::net::Ipv4Addr {
-        let wl = spec.workloads.iter().find(|x| x.name == w).map_or("", |x| x.addr.as_str());
-        wl.split('/').next().unwrap_or("").parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+        let wl = spec
+            .workloads
+            .iter()
+            .find(|x| x.name == w)
+            .map_or("", |x| x.addr.as_str());
+        wl.split('/')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
     };
     let t = Duration::from_secs(2);
     let r1 = traffic::ping(&ns("a"), ip("b"), 3, t)?;
     let r2 = traffic::ping(&ns("c"), "198.18.0.1".parse()?, 2, t)?;
     check()?;
-    let tcp = traffic::tcp_transfer(&ns("c"), &ns("a"), SocketAddr::new(ip("c").into(), 8080), a.tcp_bytes)?;
+    let tcp = traffic::tcp_transfer(
+        &ns("c"),
+        &ns("a"),
+        SocketAddr::new(ip("c").into(), 8080),
+        a.tcp_bytes,
+    )?;
     let udp = traffic::udp_burst(&ns("ext"), &ns("b"), "198.18.1.2:5353".parse()?, 20, 512)?;
     // Nobody listens on port 9 in ext: the kernel drops these with reason NO_SOCKET.
     traffic::udp_send(&ns("a"), "198.18.1.2:9".parse()?, 5, 64)?;
@@ -77,9 +100,17 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let recs = super::flows::records(&f, &Filter::default())?;
     let paths = path::stitch(&recs);
     for p in paths.iter().filter(|p| p.proto != "arp") {
-        let roles: Vec<String> = p.hops.iter().map(|h| role(&f.topology, h.netns, h.ifindex)).collect();
+        let roles: Vec<String> = p
+            .hops
+            .iter()
+            .map(|h| role(&f.topology, h.netns, h.ifindex))
+            .collect();
         match fmt {
-            Format::Json => output::json_line(&PathLine { kind: "path", path: p, roles })?,
+            Format::Json => output::json_line(&PathLine {
+                kind: "path",
+                path: p,
+                roles,
+            })?,
             Format::Table => {
                 println!("{} {} -> {}", p.proto, p.src, p.dst);
                 for (i, (h, r)) in p.hops.iter().zip(&roles).enumerate() {
@@ -97,7 +128,10 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             }
         }
     }
-    let settings = common::Settings { filter: Filter::default(), selection: f.selection.clone() };
+    let settings = common::Settings {
+        filter: Filter::default(),
+        selection: f.selection.clone(),
+    };
     super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;
     drop(f);
@@ -109,7 +143,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
 
 /// Waits (bounded) until the flow counters stop changing: the last ACKs and replies are in.
 fn settle(f: &Follower) {
-    let total = |f: &Follower| f.probe.flows().map(|v| v.iter().map(|(_, s)| s.packets).sum::<u64>()).unwrap_or(0);
+    let total = |f: &Follower| {
+        f.probe
+            .flows()
+            .map_or(0, |v| v.iter().map(|(_, s)| s.packets).sum::<u64>())
+    };
     let mut last = total(f);
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(100));
@@ -123,11 +161,16 @@ fn settle(f: &Follower) {
 
 /// What an interface is on the path: veth (and its peer), bridge, bridge port.
 fn role(topo: &Topology, inode: u64, ifindex: u32) -> String {
-    let Some((ns, l)) = topo.link((inode, ifindex)) else { return String::new() };
+    let Some((ns, l)) = topo.link((inode, ifindex)) else {
+        return String::new();
+    };
     let mut parts = Vec::new();
     match &l.kind {
         LinkKind::Veth => {
-            let peer = topo.peers.get(&(inode, ifindex)).and_then(|p| topo.link(*p));
+            let peer = topo
+                .peers
+                .get(&(inode, ifindex))
+                .and_then(|p| topo.link(*p));
             parts.push(match peer {
                 Some((pns, pl)) => format!("veth, peer {}/{}", pns.netns.name, pl.name),
                 None => "veth".into(),
@@ -136,7 +179,10 @@ fn role(topo: &Topology, inode: u64, ifindex: u32) -> String {
         LinkKind::Bridge => parts.push("bridge (routed via the node's stack)".into()),
         other => parts.push(format!("{other:?}").to_lowercase()),
     }
-    if let Some(m) = l.master.and_then(|m| ns.links.iter().find(|b| b.ifindex == m)) {
+    if let Some(m) = l
+        .master
+        .and_then(|m| ns.links.iter().find(|b| b.ifindex == m))
+    {
         parts.push(format!("port of {}", m.name));
     }
     parts.join(", ")

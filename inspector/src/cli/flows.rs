@@ -55,20 +55,13 @@ pub fn drop_records(f: &Follower, s: &super::common::Settings) -> anyhow::Result
         .probe
         .drops()?
         .iter()
-        .filter(|(k, _)| s.selection.netns.is_empty() || s.selection.netns.contains(&u64::from(k.netns)))
         .filter(|(k, _)| {
-            let mut fk = inspector_common::FlowKey::zeroed();
-            fk.src = k.src;
-            fk.dst = k.dst;
-            fk.sport = k.sport;
-            fk.dport = k.dport;
-            fk.ethertype = k.ethertype;
-            fk.proto = k.proto;
-            s.filter.matches(&fk)
+            s.selection.netns.is_empty() || s.selection.netns.contains(&u64::from(k.netns))
         })
+        .filter(|(k, _)| s.filter.matches(&crate::flows::drops::flow_key(k)))
         .map(|(k, st)| DropRecord::new(k, st, f.probe.drop_reason(k.reason), &f.names))
         .collect();
-    v.sort_by(|a, b| b.packets.cmp(&a.packets));
+    v.sort_by_key(|d| std::cmp::Reverse(d.packets));
     Ok(v)
 }
 
@@ -77,7 +70,10 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
     match fmt {
         Format::Json => {
             for d in &drops {
-                output::json_line(&DropLine { kind: "drop", rec: d })?;
+                output::json_line(&DropLine {
+                    kind: "drop",
+                    rec: d,
+                })?;
             }
         }
         Format::Table => {
@@ -123,7 +119,13 @@ pub fn records(f: &Follower, filter: &Filter) -> anyhow::Result<Vec<FlowRecord>>
     Ok(v)
 }
 
-fn print(f: &Follower, filter: &Filter, fmt: Format, top: usize, refresh: bool) -> anyhow::Result<()> {
+fn print(
+    f: &Follower,
+    filter: &Filter,
+    fmt: Format,
+    top: usize,
+    refresh: bool,
+) -> anyhow::Result<()> {
     let mut recs = records(f, filter)?;
     if top > 0 {
         recs.truncate(top);
@@ -131,11 +133,16 @@ fn print(f: &Follower, filter: &Filter, fmt: Format, top: usize, refresh: bool) 
     match fmt {
         Format::Json => {
             for r in &recs {
-                output::json_line(&Line { kind: "flow", rec: r })?;
+                output::json_line(&Line {
+                    kind: "flow",
+                    rec: r,
+                })?;
             }
         }
         Format::Table => {
-            let mut t = Table::new(&["NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "PACKETS", "BYTES", "FLAGS"]);
+            let mut t = Table::new(&[
+                "NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "PACKETS", "BYTES", "FLAGS",
+            ]);
             for r in &recs {
                 t.row(vec![
                     r.netns_name.clone(),
@@ -146,7 +153,12 @@ fn print(f: &Follower, filter: &Filter, fmt: Format, top: usize, refresh: bool) 
                     r.dst_str(),
                     r.packets.to_string(),
                     r.bytes.to_string(),
-                    [r.tcp_flags.as_str(), r.anomalies.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" "),
+                    [r.tcp_flags.as_str(), r.anomalies.as_str()]
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 ]);
             }
             if refresh && is_tty() {
@@ -174,15 +186,21 @@ pub fn print_stats(f: &Follower, fmt: Format) -> anyhow::Result<()> {
     let stats = f.probe.stats()?;
     let mut m = serde_json::Map::new();
     m.insert("type".into(), "stats".into());
-    m.insert("attached_interfaces".into(), f.probe.attached().count().into());
+    m.insert(
+        "attached_interfaces".into(),
+        f.probe.attached().count().into(),
+    );
     for s in inspector_common::Stat::ALL {
         m.insert(s.name().into(), stats[s as usize].into());
     }
     match fmt {
         Format::Json => output::json_line(&m)?,
         Format::Table => {
-            let parts: Vec<String> =
-                m.iter().filter(|(k, _)| *k != "type").map(|(k, v)| format!("{k}={v}")).collect();
+            let parts: Vec<String> = m
+                .iter()
+                .filter(|(k, _)| *k != "type")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             eprintln!("inspector: {}", parts.join(" "));
         }
     }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::output::Format;
 
 #[derive(Parser, Debug)]
-#[command(name = "inspector", version, about = "eBPF container network inspector: who talks to whom, through which hops")]
+#[command(
+    name = "inspector",
+    version,
+    about = "eBPF container network inspector: who talks to whom, through which hops"
+)]
 pub struct Cli {
     /// Output format: aligned table, or one JSON object per line.
     #[arg(short = 'o', long = "output", value_enum, global = true, default_value_t = Format::Table)]
@@ -41,10 +45,23 @@ pub enum Command {
 pub fn run() -> anyhow::Result<()> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
         Err(e) => {
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
             eprintln!("inspector: error: {first} (see `inspector --help`)");
             std::process::exit(2);
         }

@@ -51,13 +51,20 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         want.push(common::resolve_netns(spec, &all)?.inode);
     }
     let topo = topology::scan(&mut NsidCache::default());
-    for ns in topo.namespaces.iter().filter(|n| want.is_empty() || want.contains(&n.netns.inode)) {
+    for ns in topo
+        .namespaces
+        .iter()
+        .filter(|n| want.is_empty() || want.contains(&n.netns.inode))
+    {
         let links: Vec<LinkOut<'_>> = ns
             .links
             .iter()
             .map(|l| LinkOut {
                 link: l,
-                master_name: l.master.and_then(|m| ns.links.iter().find(|x| x.ifindex == m)).map(|b| b.name.clone()),
+                master_name: l
+                    .master
+                    .and_then(|m| ns.links.iter().find(|x| x.ifindex == m))
+                    .map(|b| b.name.clone()),
                 peer: peer_of(&topo, ns.netns.inode, l),
             })
             .collect();
@@ -80,24 +87,46 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
 fn peer_of(topo: &Topology, inode: u64, l: &Link) -> Option<PeerRef> {
     let (pns, pidx) = topo.peers.get(&(inode, l.ifindex)).copied()?;
     let (ns, link) = topo.link((pns, pidx))?;
-    Some(PeerRef { netns: pns, netns_name: ns.netns.name.clone(), ifindex: pidx, ifname: link.name.clone() })
+    Some(PeerRef {
+        netns: pns,
+        netns_name: ns.netns.name.clone(),
+        ifindex: pidx,
+        ifname: link.name.clone(),
+    })
 }
 
 fn print_ns(n: &NsOut<'_>) {
     println!("netns {} (inode {}, {})", n.name, n.netns, n.path);
     for l in &n.links {
-        let mut parts = vec![format!("{:>3}: {:<16}", l.link.ifindex, l.link.name), kind_str(&l.link.kind)];
-        parts.push(if l.link.up { l.link.oper_state.clone() } else { "down".into() });
+        let mut parts = vec![
+            format!("{:>3}: {:<16}", l.link.ifindex, l.link.name),
+            kind_str(&l.link.kind),
+        ];
+        parts.push(if l.link.up {
+            l.link.oper_state.clone()
+        } else {
+            "down".into()
+        });
         if let Some(m) = &l.master_name {
             parts.push(format!("port of {m}"));
         }
         if let Some(p) = &l.peer {
-            parts.push(format!("peer {}/{} (ifindex {})", p.netns_name, p.ifname, p.ifindex));
+            parts.push(format!(
+                "peer {}/{} (ifindex {})",
+                p.netns_name, p.ifname, p.ifindex
+            ));
         } else if l.link.kind == topology::LinkKind::Veth {
             parts.push("peer not visible".into());
         }
         if !l.link.addrs.is_empty() {
-            parts.push(l.link.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
+            parts.push(
+                l.link
+                    .addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
         println!("  {}", parts.join("  "));
     }

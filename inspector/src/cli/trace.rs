@@ -64,7 +64,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         println!("{}", header());
     }
     'outer: while !clock.stopped() {
-        let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd; a timeout keeps the loop responsive to signals.
         unsafe { libc::poll(&raw mut pfd, 1, 100) };
         while let Some(item) = ring.next() {
@@ -183,5 +187,9 @@ fn icmp_name(v6: bool, t: u8, c: u8) -> String {
         (true, 143) => "mld2-report",
         _ => return format!("type={t} code={c}"),
     };
-    if c == 0 { name.into() } else { format!("{name} code={c}") }
+    if c == 0 {
+        name.into()
+    } else {
+        format!("{name} code={c}")
+    }
 }

@@ -1,13 +1,10 @@
 //! Drops: packets the kernel freed with a drop reason, decoded and named like flows.
 use std::net::IpAddr;
 
-use inspector_common::{
-    DropKey, FlowKey, FlowStats,
-    parse::{ETH_P_IP, ETH_P_IPV6},
-};
+use inspector_common::{DropKey, FlowKey, FlowStats};
 use serde::Serialize;
 
-use super::{addrs, endpoint, proto_name};
+use super::{addrs, carries_ports, endpoint, hook_names, proto_name};
 use crate::topology::names::Names;
 
 /// One (flow, device, reason) of dropped packets (`type: "drop"` JSON line).
@@ -18,7 +15,7 @@ pub struct DropRecord {
     pub netns_name: String,
     pub ifindex: u32,
     pub ifname: String,
-    /// Kernel drop reason (`enum skb_drop_reason`), e.g. "NO_SOCKET", "NETFILTER_DROP".
+    /// Kernel drop reason (`enum skb_drop_reason`), e.g. "`NO_SOCKET`", "`NETFILTER_DROP`".
     pub reason: String,
     pub proto: String,
     pub src: Option<IpAddr>,
@@ -32,32 +29,31 @@ pub struct DropRecord {
     pub key: DropKey,
 }
 
+/// The flow key with the same addresses, ports and protocol (for decoding and filtering).
+#[must_use]
+pub fn flow_key(k: &DropKey) -> FlowKey {
+    let mut fk = FlowKey::zeroed();
+    fk.src = k.src;
+    fk.dst = k.dst;
+    fk.sport = k.sport;
+    fk.dport = k.dport;
+    fk.ethertype = k.ethertype;
+    fk.proto = k.proto;
+    fk
+}
+
 impl DropRecord {
     #[must_use]
     pub fn new(k: &DropKey, s: &FlowStats, reason: String, names: &Names) -> Self {
-        // Reuse the flow decoding through an equivalent flow key.
-        let mut fk = FlowKey::zeroed();
-        fk.src = k.src;
-        fk.dst = k.dst;
-        fk.ethertype = k.ethertype;
-        fk.proto = k.proto;
-        let (src, dst) = addrs(&fk);
-        let is_ip = matches!(k.ethertype, ETH_P_IP | ETH_P_IPV6);
-        let ports = is_ip && matches!(k.proto, 6 | 17 | 33 | 132 | 136);
+        let (src, dst) = addrs(&flow_key(k));
+        let ports = carries_ports(k.ethertype, k.proto);
         let inode = u64::from(k.netns);
+        let (netns_name, ifname) = hook_names(names, inode, k.ifindex);
         Self {
             netns: inode,
-            netns_name: if inode == 0 {
-                "-".into()
-            } else {
-                names.netns_name(inode).map_or_else(|| format!("netns:{inode}"), str::to_owned)
-            },
+            netns_name,
             ifindex: k.ifindex,
-            ifname: if k.ifindex == 0 {
-                "-".into()
-            } else {
-                names.ifname((inode, k.ifindex)).map_or_else(|| format!("if{}", k.ifindex), str::to_owned)
-            },
+            ifname,
             reason,
             proto: proto_name(k.ethertype, k.proto),
             src,

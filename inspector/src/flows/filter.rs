@@ -13,7 +13,7 @@ use inspector_common::{
 pub enum Proto {
     /// An IP protocol number (any IP version unless `v` is set).
     Ip { proto: u8, v: Option<u16> },
-    /// A non-IP EtherType.
+    /// A non-IP `EtherType`.
     Ether(u16),
 }
 
@@ -51,10 +51,22 @@ impl Proto {
         Ok(match s.to_ascii_lowercase().as_str() {
             "tcp" => Self::Ip { proto: 6, v: None },
             "udp" => Self::Ip { proto: 17, v: None },
-            "icmp" => Self::Ip { proto: 1, v: Some(ETH_P_IP) },
-            "icmp6" | "icmpv6" => Self::Ip { proto: 58, v: Some(ETH_P_IPV6) },
-            "sctp" => Self::Ip { proto: 132, v: None },
-            "udplite" => Self::Ip { proto: 136, v: None },
+            "icmp" => Self::Ip {
+                proto: 1,
+                v: Some(ETH_P_IP),
+            },
+            "icmp6" | "icmpv6" => Self::Ip {
+                proto: 58,
+                v: Some(ETH_P_IPV6),
+            },
+            "sctp" => Self::Ip {
+                proto: 132,
+                v: None,
+            },
+            "udplite" => Self::Ip {
+                proto: 136,
+                v: None,
+            },
             "dccp" => Self::Ip { proto: 33, v: None },
             "arp" => Self::Ether(ETH_P_ARP),
             other => {
@@ -125,7 +137,10 @@ impl Cidr {
 }
 
 pub fn parse_port(s: &str) -> Result<u16, FilterError> {
-    s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| FilterError::Port(s.to_owned()))
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| FilterError::Port(s.to_owned()))
 }
 
 impl Filter {
@@ -135,7 +150,7 @@ impl Filter {
     }
 
     /// Writes the kernel-side part of the filter into the load-time configuration. Parts the
-    /// kernel cannot express (a non-IP EtherType) are left to [`Filter::matches`].
+    /// kernel cannot express (a non-IP `EtherType`) are left to [`Filter::matches`].
     pub fn apply_to(&self, cfg: &mut Config) {
         if let Some(Proto::Ip { proto, .. }) = self.proto {
             cfg.proto = proto;
@@ -153,17 +168,13 @@ impl Filter {
     pub fn matches(&self, k: &FlowKey) -> bool {
         let is_ip = k.ethertype == ETH_P_IP || k.ethertype == ETH_P_IPV6;
         match self.proto {
-            Some(Proto::Ip { proto, v }) => {
-                if !is_ip || k.proto != proto || v.is_some_and(|v| v != k.ethertype) {
-                    return false;
-                }
+            Some(Proto::Ip { proto, v })
+                if !is_ip || k.proto != proto || v.is_some_and(|v| v != k.ethertype) =>
+            {
+                return false;
             }
-            Some(Proto::Ether(e)) => {
-                if k.ethertype != e {
-                    return false;
-                }
-            }
-            None => {}
+            Some(Proto::Ether(e)) if k.ethertype != e => return false,
+            _ => {}
         }
         if let Some(port) = self.port {
             let has_ports = is_ip && matches!(k.proto, 6 | 17 | 33 | 132 | 136);
@@ -203,14 +214,20 @@ mod tests {
     #[test]
     fn bad_inputs_are_named() {
         assert_eq!(Proto::parse("tcpp"), Err(FilterError::Proto("tcpp".into())));
-        assert_eq!(Cidr::parse("198.18.0.0/33"), Err(FilterError::Host("198.18.0.0/33".into())));
+        assert_eq!(
+            Cidr::parse("198.18.0.0/33"),
+            Err(FilterError::Host("198.18.0.0/33".into()))
+        );
         assert_eq!(parse_port("0"), Err(FilterError::Port("0".into())));
         assert_eq!(parse_port("70000"), Err(FilterError::Port("70000".into())));
     }
 
     #[test]
     fn host_filter_matches_either_end() {
-        let f = Filter { host: Some(Cidr::parse("198.18.1.0/24").unwrap()), ..Filter::default() };
+        let f = Filter {
+            host: Some(Cidr::parse("198.18.1.0/24").unwrap()),
+            ..Filter::default()
+        };
         let mut k = FlowKey::zeroed();
         k.ethertype = ETH_P_IP;
         k.src[..4].copy_from_slice(&[198, 18, 0, 5]);

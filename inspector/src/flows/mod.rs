@@ -48,7 +48,7 @@ pub struct FlowRecord {
     pub key: FlowKey,
 }
 
-/// Protocol name for an EtherType / IP protocol pair.
+/// Protocol name for an `EtherType` / IP protocol pair.
 #[must_use]
 pub fn proto_name(ethertype: u16, proto: u8) -> String {
     match (ethertype, proto) {
@@ -70,7 +70,13 @@ pub fn proto_name(ethertype: u16, proto: u8) -> String {
 #[must_use]
 pub fn tcp_flags(f: u8) -> String {
     const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    NAMES.iter().enumerate().filter(|(i, _)| f & (1 << i) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("|")
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| f & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// Names of parser status bits ("" if none).
@@ -98,9 +104,37 @@ pub fn addrs(k: &FlowKey) -> (Option<IpAddr>, Option<IpAddr>) {
     let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
     match k.ethertype {
         ETH_P_IP | ETH_P_ARP => (Some(v4(&k.src)), Some(v4(&k.dst))),
-        ETH_P_IPV6 => (Some(IpAddr::V6(Ipv6Addr::from(k.src))), Some(IpAddr::V6(Ipv6Addr::from(k.dst)))),
+        ETH_P_IPV6 => (
+            Some(IpAddr::V6(Ipv6Addr::from(k.src))),
+            Some(IpAddr::V6(Ipv6Addr::from(k.dst))),
+        ),
         _ => (None, None),
     }
+}
+
+/// Whether the protocol's header starts with source and destination ports.
+#[must_use]
+pub fn carries_ports(ethertype: u16, proto: u8) -> bool {
+    matches!(ethertype, ETH_P_IP | ETH_P_IPV6) && matches!(proto, 6 | 17 | 33 | 132 | 136)
+}
+
+/// Names of a hook (namespace, interface); "-" where the kernel could not tell (0), a
+/// numeric placeholder where no scan ever saw it.
+#[must_use]
+pub fn hook_names(names: &Names, inode: u64, ifindex: u32) -> (String, String) {
+    let ns = match inode {
+        0 => "-".to_owned(),
+        _ => names
+            .netns_name(inode)
+            .map_or_else(|| format!("netns:{inode}"), str::to_owned),
+    };
+    let ifname = match ifindex {
+        0 => "-".to_owned(),
+        _ => names
+            .ifname((inode, ifindex))
+            .map_or_else(|| format!("if{ifindex}"), str::to_owned),
+    };
+    (ns, ifname)
 }
 
 impl FlowRecord {
@@ -110,12 +144,13 @@ impl FlowRecord {
         let (src, dst) = addrs(k);
         let is_ip = matches!(k.ethertype, ETH_P_IP | ETH_P_IPV6);
         let icmp = is_ip && matches!((k.ethertype, k.proto), (ETH_P_IP, 1) | (ETH_P_IPV6, 58));
-        let ports = is_ip && matches!(k.proto, 6 | 17 | 33 | 132 | 136);
+        let ports = carries_ports(k.ethertype, k.proto);
+        let (netns_name, ifname) = hook_names(names, inode, k.ifindex);
         Self {
             netns: inode,
-            netns_name: names.netns_name(inode).map_or_else(|| format!("netns:{inode}"), str::to_owned),
+            netns_name,
             ifindex: k.ifindex,
-            ifname: names.ifname((inode, k.ifindex)).map_or_else(|| format!("if{}", k.ifindex), str::to_owned),
+            ifname,
             direction: Direction::from_u8(k.direction).as_str(),
             proto: proto_name(k.ethertype, k.proto),
             ethertype: format!("0x{:04x}", k.ethertype),

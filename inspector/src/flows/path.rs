@@ -35,7 +35,18 @@ impl FlowPath {
     pub fn render(&self) -> String {
         self.hops
             .iter()
-            .map(|h| format!("{}/{}({})", h.netns_name, h.ifname, if h.direction == "ingress" { "in" } else { "out" }))
+            .map(|h| {
+                format!(
+                    "{}/{}({})",
+                    h.netns_name,
+                    h.ifname,
+                    if h.direction == "ingress" {
+                        "in"
+                    } else {
+                        "out"
+                    }
+                )
+            })
             .collect::<Vec<_>>()
             .join(" -> ")
     }
@@ -46,7 +57,10 @@ impl FlowPath {
 pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {
     let mut groups: BTreeMap<(String, String, String), Vec<&FlowRecord>> = BTreeMap::new();
     for r in records {
-        groups.entry((r.proto.clone(), r.src_str(), r.dst_str())).or_default().push(r);
+        groups
+            .entry((r.proto.clone(), r.src_str(), r.dst_str()))
+            .or_default()
+            .push(r);
     }
     let mut paths: Vec<FlowPath> = groups
         .into_iter()

@@ -51,9 +51,17 @@ pub struct BridgeLabSpec {
 }
 
 fn cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
-    let (a, p) = s.split_once('/').with_context(|| format!("lab address '{s}' needs a /prefix"))?;
-    let a: Ipv4Addr = a.parse().with_context(|| format!("lab address '{s}' is not IPv4"))?;
-    let p: u8 = p.parse().ok().filter(|p| *p <= 32).with_context(|| format!("lab address '{s}': bad prefix"))?;
+    let (a, p) = s
+        .split_once('/')
+        .with_context(|| format!("lab address '{s}' needs a /prefix"))?;
+    let a: Ipv4Addr = a
+        .parse()
+        .with_context(|| format!("lab address '{s}' is not IPv4"))?;
+    let p: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .with_context(|| format!("lab address '{s}': bad prefix"))?;
     // 198.18.0.0/15 only: the benchmarking range, never routed anywhere real.
     if a.octets()[0] != 198 || a.octets()[1] & 0xfe != 18 {
         bail!("lab address '{s}' is outside 198.18.0.0/15, the only range labs may use");
@@ -76,7 +84,10 @@ impl BridgeLabSpec {
         for w in &self.workloads {
             cidr(&w.addr)?;
             if format!("v-{}", w.name).len() > 15 {
-                bail!("workload name '{}' is too long (interface names are limited to 15 bytes)", w.name);
+                bail!(
+                    "workload name '{}' is too long (interface names are limited to 15 bytes)",
+                    w.name
+                );
             }
         }
         if let Some(e) = &self.external {
@@ -100,7 +111,10 @@ impl Lab {
     /// Builds the lab. On any failure what was made so far is removed again.
     pub fn up(spec: &BridgeLabSpec) -> anyhow::Result<Self> {
         spec.validate()?;
-        let mut lab = Self { spec: spec.clone(), namespaces: Vec::new() };
+        let mut lab = Self {
+            spec: spec.clone(),
+            namespaces: Vec::new(),
+        };
         lab.build().inspect_err(|_| lab.down())?;
         Ok(lab)
     }
@@ -207,9 +221,16 @@ pub fn demo_spec() -> BridgeLabSpec {
         workloads: ["a", "b", "c"]
             .iter()
             .enumerate()
-            .map(|(i, n)| Workload { name: (*n).into(), addr: format!("198.18.0.{}/24", i + 2) })
+            .map(|(i, n)| Workload {
+                name: (*n).into(),
+                addr: format!("198.18.0.{}/24", i + 2),
+            })
             .collect(),
-        external: Some(External { name: "ext".into(), node_addr: "198.18.1.1/24".into(), addr: "198.18.1.2/24".into() }),
+        external: Some(External {
+            name: "ext".into(),
+            node_addr: "198.18.1.1/24".into(),
+            addr: "198.18.1.2/24".into(),
+        }),
         disable_ipv6: true,
     }
 }

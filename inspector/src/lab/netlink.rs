@@ -23,7 +23,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
 
 impl Nl {
     pub fn new() -> io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
         let (handle, task) = rt.block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection()?;
             Ok::<_, io::Error>((handle, tokio::spawn(conn)))
@@ -34,10 +36,18 @@ impl Nl {
     /// ifindex of `name`.
     pub fn index(&self, name: &str) -> io::Result<u32> {
         self.rt.block_on(async {
-            let mut req = self.handle.link().get().match_name(name.to_owned()).execute();
+            let mut req = self
+                .handle
+                .link()
+                .get()
+                .match_name(name.to_owned())
+                .execute();
             match req.try_next().await {
                 Ok(Some(m)) => Ok(m.header.index),
-                Ok(None) => Err(io::Error::new(io::ErrorKind::NotFound, format!("no link {name}"))),
+                Ok(None) => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no link {name}"),
+                )),
                 Err(e) => Err(err(&format!("looking up link {name}"), e)),
             }
         })
@@ -145,7 +155,7 @@ impl Drop for Nl {
     }
 }
 
-/// Writes a sysctl of the current namespace (e.g. "net/ipv4/ip_forward").
+/// Writes a sysctl of the current namespace (e.g. "`net/ipv4/ip_forward`").
 pub fn sysctl(key: &str, value: &str) -> io::Result<()> {
     std::fs::write(format!("/proc/sys/{key}"), value)
         .map_err(|e| io::Error::new(e.kind(), format!("setting sysctl {key}={value}: {e}")))

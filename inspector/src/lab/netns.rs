@@ -13,58 +13,75 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::other("path contains a NUL byte"))
 }
 
+/// mount(2) with optional source and fstype.
+fn mount(
+    src: Option<&CString>,
+    target: &CString,
+    fstype: Option<&CString>,
+    flags: libc::c_ulong,
+) -> io::Result<()> {
+    let ptr = |c: Option<&CString>| c.map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: valid C strings (or null where mount(2) allows it).
+    let rc = unsafe {
+        libc::mount(
+            ptr(src),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes /var/run/netns a shared mount point, as iproute2 does, so namespaces mounted there
 /// are visible in other mount namespaces too.
 fn prepare_dir() -> io::Result<()> {
     std::fs::create_dir_all(NAMED_DIR)?;
     let dir = cstr(NAMED_DIR)?;
     let none = cstr("none")?;
-    // SAFETY: plain mount(2) calls with valid C strings.
-    unsafe {
-        if libc::mount(none.as_ptr(), dir.as_ptr(), std::ptr::null(), libc::MS_SHARED | libc::MS_REC, std::ptr::null()) == 0 {
-            return Ok(());
+    match mount(Some(&none), &dir, None, libc::MS_SHARED | libc::MS_REC) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Not a mount point yet: bind it onto itself, then make it shared.
+            mount(Some(&dir), &dir, Some(&none), libc::MS_BIND | libc::MS_REC)?;
+            mount(Some(&none), &dir, None, libc::MS_SHARED | libc::MS_REC)
         }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(io::Error::last_os_error());
-        }
-        // Not a mount point yet: bind it onto itself, then make it shared.
-        if libc::mount(dir.as_ptr(), dir.as_ptr(), none.as_ptr(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(none.as_ptr(), dir.as_ptr(), std::ptr::null(), libc::MS_SHARED | libc::MS_REC, std::ptr::null()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        other => other,
     }
-    Ok(())
 }
 
 /// Creates the named namespace `name`. Fails if it exists.
 pub fn create(name: &str) -> io::Result<PathBuf> {
     prepare_dir()?;
     let p = path(name);
-    std::fs::OpenOptions::new().write(true).create_new(true).open(&p).map_err(|e| {
-        io::Error::new(e.kind(), format!("creating {}: {e}", p.display()))
-    })?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", p.display())))?;
     let target = cstr(&p.to_string_lossy())?;
     let res = std::thread::spawn(move || -> io::Result<()> {
         let src = cstr("/proc/thread-self/ns/net")?;
         let none = cstr("none")?;
-        // SAFETY: unshare affects only this throwaway thread; mount binds its new namespace.
-        unsafe {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::mount(src.as_ptr(), target.as_ptr(), none.as_ptr(), libc::MS_BIND, std::ptr::null()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        // SAFETY: unshare affects only this throwaway thread.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
         }
-        Ok(())
+        // Bind the thread's new namespace onto the file: it now outlives the thread.
+        mount(Some(&src), &target, Some(&none), libc::MS_BIND)
     })
     .join()
     .map_err(|_| io::Error::other("namespace thread panicked"))?;
     if let Err(e) = res {
         let _ = std::fs::remove_file(&p);
-        return Err(io::Error::new(e.kind(), format!("creating namespace {name}: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("creating namespace {name}: {e}"),
+        ));
     }
     Ok(p)
 }

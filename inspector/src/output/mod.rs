@@ -1,5 +1,5 @@
 //! Rendering: aligned human tables and JSON lines (one object per line).
-use std::io::Write;
+use std::{fmt::Write as _, io::Write};
 
 /// `-o table` (default) or `-o json`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +31,10 @@ impl Table {
         Self {
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows: Vec::new(),
-            right: header.iter().map(|h| matches!(*h, "PACKETS" | "BYTES" | "LEN" | "IFINDEX")).collect(),
+            right: header
+                .iter()
+                .map(|h| matches!(*h, "PACKETS" | "BYTES" | "LEN" | "IFINDEX"))
+                .collect(),
         }
     }
 
@@ -63,11 +66,11 @@ impl Table {
                     line.push_str("  ");
                 }
                 if self.right.get(i).copied().unwrap_or(false) {
-                    line.push_str(&format!("{c:>width$}"));
+                    let _ = write!(line, "{c:>width$}");
                 } else if i + 1 == r.len() {
                     line.push_str(c);
                 } else {
-                    line.push_str(&format!("{c:<width$}"));
+                    let _ = write!(line, "{c:<width$}");
                 }
             }
             s.push_str(line.trim_end());

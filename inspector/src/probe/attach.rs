@@ -23,9 +23,16 @@ pub(super) struct Pair {
 impl Probe {
     /// Attaches ingress and egress programs to each of `links` (all in `ns`). Interfaces that
     /// are already attached are skipped. Returns one result per link.
-    pub fn attach_links(&mut self, ns: &NsView, links: &[&Link]) -> Vec<Result<AttachKey, ProbeError>> {
-        let todo: Vec<&Link> =
-            links.iter().copied().filter(|l| !self.links.contains_key(&(ns.netns.inode, l.ifindex))).collect();
+    pub fn attach_links(
+        &mut self,
+        ns: &NsView,
+        links: &[&Link],
+    ) -> Vec<Result<AttachKey, ProbeError>> {
+        let todo: Vec<&Link> = links
+            .iter()
+            .copied()
+            .filter(|l| !self.links.contains_key(&(ns.netns.inode, l.ifindex)))
+            .collect();
         if todo.is_empty() {
             return Vec::new();
         }
@@ -80,7 +87,9 @@ impl Probe {
     /// the interface or namespace is already gone: the kernel then detached the link itself and
     /// this only closes our descriptor.
     pub fn detach(&mut self, key: AttachKey) {
-        let Some(pair) = self.links.remove(&key) else { return };
+        let Some(pair) = self.links.remove(&key) else {
+            return;
+        };
         let v = self.ifns_value(key.1, None);
         let _ = self.set_ifns(key.1, v);
         for (name, id) in [(PROG_INGRESS, pair.ingress), (PROG_EGRESS, pair.egress)] {
@@ -98,8 +107,12 @@ impl Probe {
     /// The namespace to record for `ifindex`: the only namespace in which it is (or is about
     /// to be) attached, or 0 if there are several.
     fn ifns_value(&self, ifindex: u32, adding: Option<u64>) -> u32 {
-        let mut owners: std::collections::HashSet<u64> =
-            self.links.keys().filter(|k| k.1 == ifindex).map(|k| k.0).collect();
+        let mut owners: std::collections::HashSet<u64> = self
+            .links
+            .keys()
+            .filter(|k| k.1 == ifindex)
+            .map(|k| k.0)
+            .collect();
         owners.extend(adding);
         match owners.iter().next() {
             Some(ns) if owners.len() == 1 => u32::try_from(*ns).unwrap_or(0),
@@ -111,16 +124,27 @@ impl Probe {
         if ifindex >= inspector_common::flow::IFNS_SLOTS {
             return Ok(());
         }
-        let err = |source| ProbeError::Map { map: super::MAP_IFNS, source };
-        let map = self.ebpf.map_mut(super::MAP_IFNS).ok_or_else(|| err(aya::maps::MapError::InvalidName { name: super::MAP_IFNS.into() }))?;
-        let mut arr: aya::maps::Array<&mut aya::maps::MapData, u32> = aya::maps::Array::try_from(map).map_err(err)?;
+        let err = |source| ProbeError::Map {
+            map: super::MAP_IFNS,
+            source,
+        };
+        let map = self.ebpf.map_mut(super::MAP_IFNS).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: super::MAP_IFNS.into(),
+            })
+        })?;
+        let mut arr: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            aya::maps::Array::try_from(map).map_err(err)?;
         arr.set(ifindex, ns, 0).map_err(err)
     }
 }
 
 fn attach_one(ebpf: &mut aya::Ebpf, ifname: &str) -> Result<Pair, aya::programs::ProgramError> {
     let mut ids = Vec::with_capacity(2);
-    for (name, at) in [(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)] {
+    for (name, at) in [
+        (PROG_INGRESS, TcAttachType::Ingress),
+        (PROG_EGRESS, TcAttachType::Egress),
+    ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or(aya::programs::ProgramError::NotLoaded)?
@@ -143,8 +167,14 @@ fn attach_one(ebpf: &mut aya::Ebpf, ifname: &str) -> Result<Pair, aya::programs:
     Ok(Pair { ingress, egress })
 }
 
-fn prog_detach(ebpf: &mut aya::Ebpf, name: &str, id: SchedClassifierLinkId) -> Result<(), aya::programs::ProgramError> {
-    let prog: &mut SchedClassifier =
-        ebpf.program_mut(name).ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
+fn prog_detach(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    id: SchedClassifierLinkId,
+) -> Result<(), aya::programs::ProgramError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(aya::programs::ProgramError::NotLoaded)?
+        .try_into()?;
     prog.detach(id)
 }

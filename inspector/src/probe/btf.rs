@@ -17,7 +17,10 @@ const KIND_TYPE_TAG: u32 = 18;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0} is not a BTF blob")]
     Format(String),
     #[error("kernel BTF has no member {0}")]
@@ -51,8 +54,10 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
 
 impl Btf {
     pub fn load(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path)
-            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&data).ok_or_else(|| BtfError::Format(path.display().to_string()))
     }
 
@@ -68,7 +73,12 @@ impl Btf {
         let strings = b.get(str_off..str_off + str_len)?.to_vec();
         let tb = b.get(type_off..type_off + type_len)?;
         // Type id 0 is "void"; real ids start at 1.
-        let mut types = vec![Type { name: 0, kind: 0, ty: 0, members: Vec::new() }];
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            ty: 0,
+            members: Vec::new(),
+        }];
         let mut off = 0;
         while off + 12 <= tb.len() {
             let name = u32_at(tb, off)?;
@@ -99,9 +109,18 @@ impl Btf {
                 _ => 0,
             };
             off += extra;
-            types.push(Type { name, kind, ty: size_or_type, members });
+            types.push(Type {
+                name,
+                kind,
+                ty: size_or_type,
+                members,
+            });
         }
-        let mut btf = Self { types, strings, by_name: HashMap::new() };
+        let mut btf = Self {
+            types,
+            strings,
+            by_name: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if matches!(t.kind, KIND_STRUCT | KIND_UNION) && t.name != 0 {
                 let n = btf.str_at(t.name).to_owned();
@@ -121,7 +140,14 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize) {
-                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => id = t.ty,
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
+                    id = t.ty;
+                }
                 _ => break,
             }
         }
@@ -152,7 +178,9 @@ impl Btf {
         let missing = || BtfError::Missing(format!("{strukt}.{path}"));
         let mut ids = self.by_name.get(strukt).ok_or_else(missing)?.iter();
         // Prefer the definition that has members (not a forward declaration).
-        let mut id = *ids.find(|i| !self.types[**i as usize].members.is_empty()).ok_or_else(missing)?;
+        let mut id = *ids
+            .find(|i| !self.types[**i as usize].members.is_empty())
+            .ok_or_else(missing)?;
         let mut bits = 0;
         for part in path.split('.') {
             let (off, ty) = self.find(id, part, 0).ok_or_else(missing)?;
@@ -202,7 +230,7 @@ mod tests {
     use super::*;
 
     /// Against the running kernel's BTF when there is one: the offsets must be the ones the
-    /// kernel's own UAPI-stable layout implies where there is such a layout (sk_buff.next at
+    /// kernel's own UAPI-stable layout implies where there is such a layout (`sk_buff.next` at
     /// 0 puts dev at 16 on 64-bit), and all distinct.
     #[test]
     fn running_kernel_offsets_are_plausible() {
@@ -212,7 +240,14 @@ mod tests {
         }
         let o = kernel_offsets(p).expect("offsets from running kernel BTF");
         assert_eq!(o.skb_dev, 16, "sk_buff.dev follows next/prev");
-        let skb = [o.skb_dev, o.skb_head, o.skb_nh, o.skb_tail, o.skb_len, o.skb_proto];
+        let skb = [
+            o.skb_dev,
+            o.skb_head,
+            o.skb_nh,
+            o.skb_tail,
+            o.skb_len,
+            o.skb_proto,
+        ];
         let mut sorted = skb.to_vec();
         sorted.sort_unstable();
         sorted.dedup();

@@ -31,13 +31,15 @@ impl Selection {
     #[must_use]
     pub fn wants_link(&self, ns: &NsView, l: &Link) -> bool {
         if !self.interfaces.is_empty() {
-            return self.interfaces.iter().any(|n| *n == l.name);
+            return self.interfaces.contains(&l.name);
         }
         if self.all {
             return true;
         }
         let is_bridge_port = l.master.is_some_and(|m| {
-            ns.links.iter().any(|b| b.ifindex == m && b.kind == LinkKind::Bridge)
+            ns.links
+                .iter()
+                .any(|b| b.ifindex == m && b.kind == LinkKind::Bridge)
         });
         match &l.kind {
             LinkKind::Veth | LinkKind::Bridge => true,
@@ -51,18 +53,37 @@ impl Selection {
 /// One change made by a reconcile, for the log.
 #[derive(Debug)]
 pub enum Change {
-    Attached { netns: String, ifname: String, ifindex: u32 },
-    Detached { netns: String, ifname: String, ifindex: u32 },
+    Attached {
+        netns: String,
+        ifname: String,
+        ifindex: u32,
+    },
+    Detached {
+        netns: String,
+        ifname: String,
+        ifindex: u32,
+    },
     Failed(ProbeError),
 }
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Attached { netns, ifname, ifindex } => {
-                write!(f, "attached {netns}/{ifname} (ifindex {ifindex}) ingress+egress")
+            Self::Attached {
+                netns,
+                ifname,
+                ifindex,
+            } => {
+                write!(
+                    f,
+                    "attached {netns}/{ifname} (ifindex {ifindex}) ingress+egress"
+                )
             }
-            Self::Detached { netns, ifname, ifindex } => {
+            Self::Detached {
+                netns,
+                ifname,
+                ifindex,
+            } => {
                 write!(f, "detached {netns}/{ifname} (ifindex {ifindex}): gone")
             }
             Self::Failed(e) => write!(f, "warning: {e}"),
@@ -82,7 +103,13 @@ pub struct Follower {
 impl Follower {
     #[must_use]
     pub fn new(probe: Probe, selection: Selection) -> Self {
-        Self { probe, selection, names: Names::default(), topology: Topology::default(), cache: NsidCache::default() }
+        Self {
+            probe,
+            selection,
+            names: Names::default(),
+            topology: Topology::default(),
+            cache: NsidCache::default(),
+        }
     }
 
     /// Rescans the node and brings the attachments in line with it.
@@ -99,8 +126,11 @@ impl Follower {
         let mut changes = Vec::new();
         let mut wanted: HashSet<AttachKey> = HashSet::new();
         for ns in &topo.namespaces {
-            let links: Vec<&Link> =
-                ns.links.iter().filter(|l| self.selection.wants_link(ns, l)).collect();
+            let links: Vec<&Link> = ns
+                .links
+                .iter()
+                .filter(|l| self.selection.wants_link(ns, l))
+                .collect();
             wanted.extend(links.iter().map(|l| (ns.netns.inode, l.ifindex)));
             for r in self.probe.attach_links(ns, &links) {
                 changes.push(match r {
@@ -113,8 +143,12 @@ impl Follower {
                 });
             }
         }
-        let gone: Vec<AttachKey> =
-            self.probe.attached().filter(|k| !wanted.contains(k)).copied().collect();
+        let gone: Vec<AttachKey> = self
+            .probe
+            .attached()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
         for key in gone {
             self.probe.detach(key);
             changes.push(Change::Detached {

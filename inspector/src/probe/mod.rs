@@ -62,15 +62,20 @@ pub enum ProbeError {
          traced)",
         path.display()
     )]
-    NoTracefs { path: PathBuf, error: std::io::Error },
+    NoTracefs {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{0}")]
     Kernel(String),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error(
-        "the kernel verifier rejected program {program} ({errno}); its log follows\n{log}"
-    )]
-    Verifier { program: &'static str, errno: std::io::Error, log: String },
+    #[error("the kernel verifier rejected program {program} ({errno}); its log follows\n{log}")]
+    Verifier {
+        program: &'static str,
+        errno: std::io::Error,
+        log: String,
+    },
     #[error(
         "program {program} needs bpf_probe_read_kernel() to tell namespaces apart, which this \
          kernel refuses (lockdown=confidentiality?): run without kernel lockdown"
@@ -79,11 +84,21 @@ pub enum ProbeError {
     #[error("{0}: the inspector cannot locate the namespace of a packet's device on this kernel")]
     Btf(#[from] btf::BtfError),
     #[error("program {program}: {source}")]
-    Program { program: &'static str, source: ProgramError },
+    Program {
+        program: &'static str,
+        source: ProgramError,
+    },
     #[error("map {map}: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("attaching to {ifname} in namespace {netns}: {source}")]
-    Attach { ifname: String, netns: String, source: Box<dyn std::error::Error + Send + Sync> },
+    Attach {
+        ifname: String,
+        netns: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// How to load the programs.
@@ -102,7 +117,12 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        Self { config: Config::zeroed(), ring_bytes: 8 << 20, flow_entries: 65536, drops: true }
+        Self {
+            config: Config::zeroed(),
+            ring_bytes: 8 << 20,
+            flow_entries: 65536,
+            drops: true,
+        }
     }
 }
 
@@ -156,33 +176,61 @@ impl Probe {
                 .program_mut(name)
                 .ok_or_else(|| ProbeError::Kernel(format!("program {name} missing from object")))?
                 .try_into()
-                .map_err(|source| ProbeError::Program { program: name, source })?;
+                .map_err(|source| ProbeError::Program {
+                    program: name,
+                    source,
+                })?;
             prog.load().map_err(|e| load_error(name, e))?;
         }
         if tracefs.is_some() {
             let prog: &mut TracePoint = ebpf
                 .program_mut(PROG_DROPS)
-                .ok_or_else(|| ProbeError::Kernel(format!("program {PROG_DROPS} missing from object")))?
+                .ok_or_else(|| {
+                    ProbeError::Kernel(format!("program {PROG_DROPS} missing from object"))
+                })?
                 .try_into()
-                .map_err(|source| ProbeError::Program { program: PROG_DROPS, source })?;
+                .map_err(|source| ProbeError::Program {
+                    program: PROG_DROPS,
+                    source,
+                })?;
             prog.load().map_err(|e| load_error(PROG_DROPS, e))?;
-            prog.attach("skb", "kfree_skb").map_err(|source| ProbeError::Program { program: PROG_DROPS, source })?;
+            prog.attach("skb", "kfree_skb")
+                .map_err(|source| ProbeError::Program {
+                    program: PROG_DROPS,
+                    source,
+                })?;
         }
-        Ok(Self { ebpf, links: HashMap::new(), drop_reasons })
+        Ok(Self {
+            ebpf,
+            links: HashMap::new(),
+            drop_reasons,
+        })
     }
 
     /// Packets the kernel dropped, per (flow, device, reason), summed over CPUs.
     pub fn drops(&self) -> Result<Vec<(DropKey, FlowStats)>, ProbeError> {
-        let Some(map) = self.ebpf.map(MAP_DROPS) else { return Ok(Vec::new()) };
-        let map: PerCpuHashMap<&MapData, DropKey, FlowStats> =
-            PerCpuHashMap::try_from(map).map_err(|source| ProbeError::Map { map: MAP_DROPS, source })?;
-        Ok(map.iter().flatten().map(|(k, v)| (k, sum(v.iter()))).collect())
+        let Some(map) = self.ebpf.map(MAP_DROPS) else {
+            return Ok(Vec::new());
+        };
+        let map: PerCpuHashMap<&MapData, DropKey, FlowStats> = PerCpuHashMap::try_from(map)
+            .map_err(|source| ProbeError::Map {
+                map: MAP_DROPS,
+                source,
+            })?;
+        Ok(map
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, sum(v.iter())))
+            .collect())
     }
 
-    /// Name of a drop reason ("NO_SOCKET"), or its number.
+    /// Name of a drop reason ("`NO_SOCKET`"), or its number.
     #[must_use]
     pub fn drop_reason(&self, reason: u32) -> String {
-        self.drop_reasons.get(&reason).cloned().unwrap_or_else(|| format!("reason_{reason}"))
+        self.drop_reasons
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{reason}"))
     }
 
     /// Every (namespace, ifindex) both programs are attached to.
@@ -200,14 +248,20 @@ impl Probe {
             })
         };
         let mut out = Vec::new();
-        let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> = PerCpuHashMap::try_from(get(MAP_FLOWS)?)
-            .map_err(|source| ProbeError::Map { map: MAP_FLOWS, source })?;
+        let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(get(MAP_FLOWS)?).map_err(|source| ProbeError::Map {
+                map: MAP_FLOWS,
+                source,
+            })?;
         // An entry evicted between get_next_key and lookup is simply skipped.
         for (k, per_cpu) in full.iter().flatten() {
             out.push((k, sum(per_cpu.iter())));
         }
-        let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> = PerCpuHashMap::try_from(get(MAP_FLOWS4)?)
-            .map_err(|source| ProbeError::Map { map: MAP_FLOWS4, source })?;
+        let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
+            PerCpuHashMap::try_from(get(MAP_FLOWS4)?).map_err(|source| ProbeError::Map {
+                map: MAP_FLOWS4,
+                source,
+            })?;
         for (k, per_cpu) in v4.iter().flatten() {
             out.push((k.widen(), sum(per_cpu.iter())));
         }
@@ -216,9 +270,14 @@ impl Probe {
 
     /// The kernel-side counters, indexed like `inspector_common::Stat`.
     pub fn stats(&self) -> Result<[u64; STAT_SLOTS as usize], ProbeError> {
-        let err = |source| ProbeError::Map { map: MAP_STATS, source };
+        let err = |source| ProbeError::Map {
+            map: MAP_STATS,
+            source,
+        };
         let map = self.ebpf.map(MAP_STATS).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName { name: MAP_STATS.into() })
+            err(aya::maps::MapError::InvalidName {
+                name: MAP_STATS.into(),
+            })
         })?;
         let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
         let mut out = [0u64; STAT_SLOTS as usize];
@@ -232,9 +291,14 @@ impl Probe {
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>, ProbeError> {
         let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::Map {
             map: MAP_EVENTS,
-            source: aya::maps::MapError::InvalidName { name: MAP_EVENTS.into() },
+            source: aya::maps::MapError::InvalidName {
+                name: MAP_EVENTS.into(),
+            },
         })?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: MAP_EVENTS, source })
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            map: MAP_EVENTS,
+            source,
+        })
     }
 }
 
@@ -247,7 +311,11 @@ fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>) -> FlowStats {
         s.packets += v.packets;
         s.bytes += v.bytes;
         if v.first_ns != 0 {
-            s.first_ns = if s.first_ns == 0 { v.first_ns } else { s.first_ns.min(v.first_ns) };
+            s.first_ns = if s.first_ns == 0 {
+                v.first_ns
+            } else {
+                s.first_ns.min(v.first_ns)
+            };
         }
         // last_ns comes from the coarse clock and may trail a precise first_ns.
         s.last_ns = s.last_ns.max(v.last_ns).max(v.first_ns);
@@ -259,12 +327,19 @@ fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>) -> FlowStats {
 
 fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             if log.contains("bpf_probe_read_kernel") {
                 ProbeError::NoProbeRead { program }
             } else {
-                ProbeError::Verifier { program, errno: io_error, log }
+                ProbeError::Verifier {
+                    program,
+                    errno: io_error,
+                    log,
+                }
             }
         }
         source => ProbeError::Program { program, source },
@@ -276,18 +351,35 @@ mod tests {
     use super::*;
 
     fn slot(packets: u64, first_ns: u64, last_ns: u64) -> FlowStats {
-        FlowStats { packets, bytes: packets * 100, first_ns, last_ns, tcp_flags: 0, status: 0, _pad: [0; 6] }
+        FlowStats {
+            packets,
+            bytes: packets * 100,
+            first_ns,
+            last_ns,
+            tcp_flags: 0,
+            status: 0,
+            _pad: [0; 6],
+        }
     }
 
     /// Regression: a CPU whose slot was created by another CPU's insert once reported
-    /// first_ns = 0, and the merge took that as the earliest time, so paths were mis-ordered.
+    /// `first_ns` = 0, and the merge took that as the earliest time, so paths were mis-ordered.
     #[test]
     fn merge_ignores_unset_first_seen_and_empty_slots() {
-        let s = sum([slot(3, 500, 900), slot(0, 0, 0), slot(2, 0, 950), slot(1, 450, 460)].iter());
-        assert_eq!((s.packets, s.bytes, s.first_ns, s.last_ns), (6, 600, 450, 950));
+        let s = sum([
+            slot(3, 500, 900),
+            slot(0, 0, 0),
+            slot(2, 0, 950),
+            slot(1, 450, 460),
+        ]
+        .iter());
+        assert_eq!(
+            (s.packets, s.bytes, s.first_ns, s.last_ns),
+            (6, 600, 450, 950)
+        );
     }
 
-    /// last_ns comes from the coarse clock and may trail the precise first_ns.
+    /// `last_ns` comes from the coarse clock and may trail the precise `first_ns`.
     #[test]
     fn merge_never_reports_last_before_first() {
         let s = sum([slot(1, 1_000_123, 1_000_000)].iter());

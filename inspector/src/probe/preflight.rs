@@ -7,7 +7,8 @@ use super::ProbeError;
 /// Where the kernel exposes its BTF. Overridable (`INSPECTOR_BTF_PATH`) only so the test of the
 /// "no BTF" message can point it at a missing file.
 pub fn btf_path() -> PathBuf {
-    std::env::var_os("INSPECTOR_BTF_PATH").map_or_else(|| "/sys/kernel/btf/vmlinux".into(), PathBuf::from)
+    std::env::var_os("INSPECTOR_BTF_PATH")
+        .map_or_else(|| "/sys/kernel/btf/vmlinux".into(), PathBuf::from)
 }
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -24,8 +25,8 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Privileges: loading needs CAP_BPF (+CAP_PERFMON for the helpers we use), attaching tc
-/// needs CAP_NET_ADMIN, entering other namespaces needs CAP_SYS_ADMIN.
+/// Privileges: loading needs `CAP_BPF` (+`CAP_PERFMON` for the helpers we use), attaching tc
+/// needs `CAP_NET_ADMIN`, entering other namespaces needs `CAP_SYS_ADMIN`.
 pub fn privileges() -> Result<(), ProbeError> {
     let caps = effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
@@ -52,7 +53,11 @@ pub fn privileges() -> Result<(), ProbeError> {
 /// BTF: needed for the tracepoint programs' kernel-struct offsets and by the loader.
 pub fn btf() -> Result<(), ProbeError> {
     let p = btf_path();
-    if p.exists() { Ok(()) } else { Err(ProbeError::NoBtf(p)) }
+    if p.exists() {
+        Ok(())
+    } else {
+        Err(ProbeError::NoBtf(p))
+    }
 }
 
 /// TCX (Linux 6.6): the only tc attach mode whose attachments die with the process. The

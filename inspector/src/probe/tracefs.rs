@@ -9,7 +9,8 @@ use super::ProbeError;
 /// Where tracefs should be. Overridable (`INSPECTOR_TRACEFS`) only so the test of the "no
 /// tracefs" message can point it somewhere that cannot be mounted.
 fn tracefs_path() -> PathBuf {
-    std::env::var_os("INSPECTOR_TRACEFS").map_or_else(|| "/sys/kernel/tracing".into(), PathBuf::from)
+    std::env::var_os("INSPECTOR_TRACEFS")
+        .map_or_else(|| "/sys/kernel/tracing".into(), PathBuf::from)
 }
 
 fn populated(p: &std::path::Path) -> bool {
@@ -26,12 +27,24 @@ pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
     if std::env::var_os("INSPECTOR_TRACEFS").is_none() && populated(&legacy) {
         return Ok(legacy);
     }
-    let target = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| ProbeError::Kernel("bad tracefs path".into()))?;
+    let target = CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| ProbeError::Kernel("bad tracefs path".into()))?;
     let fstype = CString::new("tracefs").unwrap_or_default();
     // SAFETY: mount(2) with valid C strings.
-    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 || !populated(&p) {
-        return Err(ProbeError::NoTracefs { path: p, error: std::io::Error::last_os_error() });
+        return Err(ProbeError::NoTracefs {
+            path: p,
+            error: std::io::Error::last_os_error(),
+        });
     }
     Ok(p)
 }
@@ -45,14 +58,24 @@ pub struct KfreeSkbFormat {
 
 pub fn kfree_skb_format(tracefs: &std::path::Path) -> Result<KfreeSkbFormat, ProbeError> {
     let path = tracefs.join("events/skb/kfree_skb/format");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ProbeError::Kernel(format!("reading {}: {e} (tracepoint skb:kfree_skb missing?)", path.display())))?;
-    parse_format(&text).ok_or_else(|| ProbeError::Kernel(format!("{}: unexpected layout", path.display())))
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ProbeError::Kernel(format!(
+            "reading {}: {e} (tracepoint skb:kfree_skb missing?)",
+            path.display()
+        ))
+    })?;
+    parse_format(&text)
+        .ok_or_else(|| ProbeError::Kernel(format!("{}: unexpected layout", path.display())))
 }
 
 fn field_offset(text: &str, name: &str) -> Option<u32> {
     text.lines()
-        .find(|l| l.contains("field:") && l.split(';').next().is_some_and(|f| f.trim_end().ends_with(&format!(" {name}"))))?
+        .find(|l| {
+            l.contains("field:")
+                && l.split(';')
+                    .next()
+                    .is_some_and(|f| f.trim_end().ends_with(&format!(" {name}")))
+        })?
         .split(';')
         .find_map(|part| part.trim().strip_prefix("offset:"))?
         .parse()
@@ -66,14 +89,20 @@ fn parse_format(text: &str) -> Option<KfreeSkbFormat> {
     let mut reasons = BTreeMap::new();
     if let Some(sym) = text.split("__print_symbolic(REC->reason,").nth(1) {
         for item in sym.split('{').skip(1) {
-            let Some((num, rest)) = item.split_once(',') else { continue };
+            let Some((num, rest)) = item.split_once(',') else {
+                continue;
+            };
             let name = rest.split('"').nth(1);
             if let (Ok(n), Some(name)) = (num.trim().parse::<u32>(), name) {
                 reasons.insert(n, name.to_owned());
             }
         }
     }
-    Some(KfreeSkbFormat { off_skbaddr, off_reason, reasons })
+    Some(KfreeSkbFormat {
+        off_skbaddr,
+        off_reason,
+        reasons,
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +121,10 @@ print fmt: \"...\", REC->skbaddr, __print_symbolic(REC->reason, { 2, \"NOT_SPECI
         let f = parse_format(SAMPLE).unwrap();
         assert_eq!((f.off_skbaddr, f.off_reason), (8, 36));
         assert_eq!(f.reasons.get(&3).map(String::as_str), Some("NO_SOCKET"));
-        assert_eq!(f.reasons.get(&12).map(String::as_str), Some("NETFILTER_DROP"));
+        assert_eq!(
+            f.reasons.get(&12).map(String::as_str),
+            Some("NETFILTER_DROP")
+        );
         assert_eq!(f.reasons.len(), 3);
     }
 }

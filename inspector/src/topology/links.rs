@@ -2,6 +2,7 @@
 //! Call it from inside `netns::run_in`; the netlink socket lives only for the call.
 use std::{fs::File, net::IpAddr, os::fd::AsRawFd, path::Path};
 
+use futures::StreamExt as _;
 use futures::TryStreamExt as _;
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
@@ -10,7 +11,6 @@ use netlink_packet_route::{
     link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
     nsid::{NsidAttribute, NsidMessage},
 };
-use futures::StreamExt as _;
 
 /// What sort of device a link is, as far as attaching is concerned.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -80,19 +80,22 @@ pub fn nsid_of(other: &Path) -> std::io::Result<Option<i32>> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         let task = tokio::spawn(conn);
         let mut msg = NsidMessage::default();
-        msg.attributes.push(NsidAttribute::Fd(file.as_raw_fd() as u32));
+        msg.attributes
+            .push(NsidAttribute::Fd(file.as_raw_fd() as u32));
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
         req.header.flags = NLM_F_REQUEST;
         let mut out = None;
-        let mut responses =
-            handle.clone().request(req).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut responses = handle
+            .clone()
+            .request(req)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         while let Some(resp) = responses.next().await {
             if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) = resp.payload {
                 for a in m.attributes {
-                    if let NsidAttribute::Id(id) = a {
-                        if id >= 0 {
-                            out = Some(id);
-                        }
+                    if let NsidAttribute::Id(id) = a
+                        && id >= 0
+                    {
+                        out = Some(id);
                     }
                 }
             }
@@ -104,16 +107,30 @@ pub fn nsid_of(other: &Path) -> std::io::Result<Option<i32>> {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_io().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
 }
 
 async fn list_async() -> std::io::Result<Vec<Link>> {
     let nl = |e: rtnetlink::Error| std::io::Error::other(e.to_string());
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let task = tokio::spawn(conn);
-    let msgs: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(nl)?;
+    let msgs: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl)?;
     let mut links: Vec<Link> = msgs.into_iter().map(from_message).collect();
-    let addrs: Vec<_> = handle.address().get().execute().try_collect().await.map_err(nl)?;
+    let addrs: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl)?;
     for a in addrs {
         let ip = a.attributes.iter().find_map(|x| match x {
             AddressAttribute::Local(ip) => Some(ip.to_owned()),
@@ -125,9 +142,11 @@ async fn list_async() -> std::io::Result<Vec<Link>> {
                 _ => None,
             })
         });
-        if let (Some(ip), Some(l)) = (ip, links.iter_mut().find(|l| l.ifindex == a.header.index))
-        {
-            l.addrs.push(Addr { addr: ip, prefix: a.header.prefix_len });
+        if let (Some(ip), Some(l)) = (ip, links.iter_mut().find(|l| l.ifindex == a.header.index)) {
+            l.addrs.push(Addr {
+                addr: ip,
+                prefix: a.header.prefix_len,
+            });
         }
     }
     drop(handle);
@@ -164,10 +183,13 @@ fn from_message(m: LinkMessage) -> Link {
             LinkAttribute::Mtu(mtu) => l.mtu = mtu,
             LinkAttribute::Address(mac) if mac.len() == 6 => {
                 l.mac = Some(
-                    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                    mac.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
                 );
             }
-            LinkAttribute::OperState(s) => l.oper_state = state_name(s).to_owned(),
+            LinkAttribute::OperState(s) => state_name(s).clone_into(&mut l.oper_state),
             LinkAttribute::Stats64(s) => {
                 l.stats = LinkStats {
                     rx_packets: s.rx_packets,

@@ -55,14 +55,19 @@ pub fn scan_ns(ns: &Netns) -> std::io::Result<NsView> {
         // /proc/PID/ns/net now belongs to another process (pid reuse) or moved.
         return Err(std::io::Error::other("namespace changed while scanning"));
     }
-    Ok(NsView { netns: ns.clone(), links })
+    Ok(NsView {
+        netns: ns.clone(),
+        links,
+    })
 }
 
 /// Scans every namespace on the node. Namespaces that vanish mid-scan are skipped.
 #[must_use]
 pub fn scan(cache: &mut NsidCache) -> Topology {
-    let namespaces: Vec<NsView> =
-        netns::discover().iter().filter_map(|ns| scan_ns(ns).ok()).collect();
+    let namespaces: Vec<NsView> = netns::discover()
+        .iter()
+        .filter_map(|ns| scan_ns(ns).ok())
+        .collect();
     let peers = resolve_peers(&namespaces, cache);
     Topology { namespaces, peers }
 }
@@ -73,7 +78,9 @@ pub fn scan(cache: &mut NsidCache) -> Topology {
 #[must_use]
 pub fn resolve_peers(views: &[NsView], cache: &mut NsidCache) -> HashMap<LinkId, LinkId> {
     let live: std::collections::HashSet<u64> = views.iter().map(|v| v.netns.inode).collect();
-    cache.0.retain(|(a, b), _| live.contains(a) && live.contains(b));
+    cache
+        .0
+        .retain(|(a, b), _| live.contains(a) && live.contains(b));
     let mut peers = HashMap::new();
     for a in views {
         for l in a.links.iter().filter(|l| l.kind == LinkKind::Veth) {

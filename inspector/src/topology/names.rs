@@ -9,16 +9,18 @@ use super::{LinkId, Topology};
 pub struct Names {
     ifnames: HashMap<LinkId, String>,
     peers: HashMap<LinkId, LinkId>,
-    ns_names: HashMap<u64, String>,
+    namespaces: HashMap<u64, String>,
 }
 
 impl Names {
     /// Adds what `topo` knows (keeps what it already had).
     pub fn learn(&mut self, topo: &Topology) {
         for ns in &topo.namespaces {
-            self.ns_names.insert(ns.netns.inode, ns.netns.name.clone());
+            self.namespaces
+                .insert(ns.netns.inode, ns.netns.name.clone());
             for l in &ns.links {
-                self.ifnames.insert((ns.netns.inode, l.ifindex), l.name.clone());
+                self.ifnames
+                    .insert((ns.netns.inode, l.ifindex), l.name.clone());
             }
         }
         self.peers.extend(topo.peers.iter().map(|(a, b)| (*a, *b)));
@@ -26,7 +28,7 @@ impl Names {
 
     #[must_use]
     pub fn netns_name(&self, inode: u64) -> Option<&str> {
-        self.ns_names.get(&inode).map(String::as_str)
+        self.namespaces.get(&inode).map(String::as_str)
     }
 
     #[must_use]

@@ -10,8 +10,7 @@
 //! node we are only meant to observe.
 use std::{
     collections::HashMap,
-    fs,
-    io,
+    fs, io,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
@@ -55,14 +54,26 @@ fn ns_id(path: &Path) -> Option<(u64, u64)> {
 }
 
 fn comm(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm")).map_or_else(|_| String::new(), |s| s.trim().to_owned())
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_or_else(|_| String::new(), |s| s.trim().to_owned())
 }
 
 fn add(found: &mut HashMap<(u64, u64), Netns>, path: PathBuf, name: String, kind: NetnsKind) {
-    let Some((dev, inode)) = ns_id(&path) else { return };
+    let Some((dev, inode)) = ns_id(&path) else {
+        return;
+    };
     let better = found.get(&(dev, inode)).is_none_or(|e| kind < e.kind);
     if better {
-        found.insert((dev, inode), Netns { inode, dev, path, name, kind });
+        found.insert(
+            (dev, inode),
+            Netns {
+                inode,
+                dev,
+                path,
+                name,
+                kind,
+            },
+        );
     }
 }
 
@@ -84,11 +95,18 @@ fn host_path() -> PathBuf {
 pub fn discover() -> Vec<Netns> {
     let mut found: HashMap<(u64, u64), Netns> = HashMap::new();
     add(&mut found, host_path(), "host".into(), NetnsKind::Host);
-    for (dir, kind) in [(NAMED_DIR, NetnsKind::Named), (DOCKER_DIR, NetnsKind::Docker)] {
+    for (dir, kind) in [
+        (NAMED_DIR, NetnsKind::Named),
+        (DOCKER_DIR, NetnsKind::Docker),
+    ] {
         let Ok(rd) = fs::read_dir(dir) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let name = if kind == NetnsKind::Docker { format!("docker:{name}") } else { name };
+            let name = if kind == NetnsKind::Docker {
+                format!("docker:{name}")
+            } else {
+                name
+            };
             add(&mut found, e.path(), name, kind.clone());
         }
     }
@@ -102,7 +120,12 @@ pub fn discover() -> Vec<Netns> {
             if found.contains_key(&id) {
                 continue;
             }
-            add(&mut found, path, format!("pid:{pid}({})", comm(pid)), NetnsKind::Process);
+            add(
+                &mut found,
+                path,
+                format!("pid:{pid}({})", comm(pid)),
+                NetnsKind::Process,
+            );
         }
     }
     let mut v: Vec<Netns> = found.into_values().collect();

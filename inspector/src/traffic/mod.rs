@@ -19,14 +19,20 @@ pub fn check_addr(ip: IpAddr) -> io::Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(io::Error::other(format!("refusing to send traffic to {ip}: only 198.18.0.0/15 and loopback")))
+        Err(io::Error::other(format!(
+            "refusing to send traffic to {ip}: only 198.18.0.0/15 and loopback"
+        )))
     }
 }
 
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {
@@ -40,18 +46,26 @@ fn checksum(data: &[u8]) -> u16 {
 ///
 /// Uses an ICMP datagram ("ping") socket when the namespace's `ping_group_range` allows it:
 /// the reply is then delivered to that socket. With a raw socket the kernel also hands the
-/// reply to ICMP, finds no ping socket and drops it (reason NO_SOCKET), which is true but
+/// reply to ICMP, finds no ping socket and drops it (reason `NO_SOCKET`), which is true but
 /// noisy when the point is to show drops.
 pub fn ping(ns: &Path, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Result<u16> {
     check_addr(IpAddr::V4(dst))?;
     run_in(ns, move || -> io::Result<u16> {
         // SAFETY: socket syscalls on a descriptor we own and close.
         let (fd, raw) = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+            let fd = libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            );
             if fd >= 0 {
                 (fd, false)
             } else {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+                let fd = libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_ICMP,
+                );
                 if fd < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -66,16 +80,27 @@ pub fn ping(ns: &Path, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Resu
 }
 
 fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Result<u16> {
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as i64, tv_usec: i64::from(timeout.subsec_micros()) };
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as i64,
+        tv_usec: i64::from(timeout.subsec_micros()),
+    };
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
         sin_zero: [0; 8],
     };
     // SAFETY: setsockopt with a valid timeval.
     unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
     }
     // A ping socket replaces the id with its own and matches replies itself.
     let id = (std::process::id() & 0xffff) as u16;
@@ -89,7 +114,14 @@ fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
         // SAFETY: sendto with a valid buffer and address.
         let sent = unsafe {
-            libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&raw const sa).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
         };
         if sent < 0 {
             return Err(io::Error::last_os_error());
@@ -103,9 +135,14 @@ fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -
                 break;
             }
             let n = n as usize;
-            let ihl = if raw { usize::from(buf[0] & 0x0f) * 4 } else { 0 };
+            let ihl = if raw {
+                usize::from(buf[0] & 0x0f) * 4
+            } else {
+                0
+            };
             let id_ok = !raw || buf[ihl + 4..ihl + 6] == id.to_be_bytes();
-            if n >= ihl + 8 && buf[ihl] == 0 && id_ok && buf[ihl + 6..ihl + 8] == seq.to_be_bytes() {
+            if n >= ihl + 8 && buf[ihl] == 0 && id_ok && buf[ihl + 6..ihl + 8] == seq.to_be_bytes()
+            {
                 replies += 1;
                 break;
             }
@@ -116,7 +153,12 @@ fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -
 
 /// A TCP server in `server_ns` accepting one connection, a client in `client_ns` sending
 /// `bytes` bytes and reading a 4-byte acknowledgement. Returns bytes the server received.
-pub fn tcp_transfer(server_ns: &Path, client_ns: &Path, addr: SocketAddr, bytes: usize) -> io::Result<u64> {
+pub fn tcp_transfer(
+    server_ns: &Path,
+    client_ns: &Path,
+    addr: SocketAddr,
+    bytes: usize,
+) -> io::Result<u64> {
     check_addr(addr.ip())?;
     let listener = run_in(server_ns, move || TcpListener::bind(addr))??;
     listener.set_nonblocking(false)?;
@@ -165,17 +207,30 @@ pub fn tcp_transfer(server_ns: &Path, client_ns: &Path, addr: SocketAddr, bytes:
         let _ = c.read(&mut rest);
         Ok(())
     })?;
-    let got = server.join().map_err(|_| io::Error::other("tcp server panicked"))??;
+    let got = server
+        .join()
+        .map_err(|_| io::Error::other("tcp server panicked"))??;
     client?;
     Ok(got)
 }
 
+/// The wildcard address of `addr`'s family, any port: where a client socket binds.
+#[must_use]
+pub fn any_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = if addr.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    };
+    SocketAddr::new(ip, 0)
+}
+
 /// Sends `count` UDP datagrams of `size` bytes from `client_ns` to `addr`, with nobody
-/// necessarily listening (a closed port makes the kernel drop them: NO_SOCKET).
+/// necessarily listening (a closed port makes the kernel drop them: `NO_SOCKET`).
 pub fn udp_send(client_ns: &Path, addr: SocketAddr, count: u32, size: usize) -> io::Result<()> {
     check_addr(addr.ip())?;
     run_in(client_ns, move || -> io::Result<()> {
-        let s = UdpSocket::bind(SocketAddr::new(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) }, 0))?;
+        let s = UdpSocket::bind(any_addr(addr))?;
         let payload = vec![0x3cu8; size];
         for _ in 0..count {
             // ICMP port-unreachable replies surface as errors on later sends: expected here.
@@ -187,7 +242,13 @@ pub fn udp_send(client_ns: &Path, addr: SocketAddr, count: u32, size: usize) -> 
 
 /// `count` UDP datagrams of `size` bytes from `client_ns` to a receiver in `server_ns`.
 /// Returns how many arrived (the receiver stops 500 ms after the last one or at `count`).
-pub fn udp_burst(server_ns: &Path, client_ns: &Path, addr: SocketAddr, count: u32, size: usize) -> io::Result<u32> {
+pub fn udp_burst(
+    server_ns: &Path,
+    client_ns: &Path,
+    addr: SocketAddr,
+    count: u32,
+    size: usize,
+) -> io::Result<u32> {
     check_addr(addr.ip())?;
     let sock = run_in(server_ns, move || UdpSocket::bind(addr))??;
     sock.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -203,7 +264,7 @@ pub fn udp_burst(server_ns: &Path, client_ns: &Path, addr: SocketAddr, count: u3
         got
     });
     run_in(client_ns, move || -> io::Result<()> {
-        let s = UdpSocket::bind(SocketAddr::new(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) }, 0))?;
+        let s = UdpSocket::bind(any_addr(addr))?;
         let payload = vec![0xa5u8; size];
         for i in 0..count {
             s.send_to(&payload, addr)?;
@@ -214,5 +275,6 @@ pub fn udp_burst(server_ns: &Path, client_ns: &Path, addr: SocketAddr, count: u3
         }
         Ok(())
     })??;
-    rx.join().map_err(|_| io::Error::other("udp receiver panicked"))
+    rx.join()
+        .map_err(|_| io::Error::other("udp receiver panicked"))
 }

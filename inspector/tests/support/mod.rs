@@ -25,8 +25,15 @@ pub fn unique(tag: &str) -> String {
 
 /// Runs a command and panics with its stderr if it fails.
 pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -46,7 +53,9 @@ pub struct Netns {
 impl Netns {
     pub fn new(name: &str) -> Self {
         sh(&["ip", "netns", "add", name]);
-        let ns = Self { name: name.to_owned() };
+        let ns = Self {
+            name: name.to_owned(),
+        };
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         ns.exec(&["ip", "link", "set", "lo", "up"]);
@@ -68,7 +77,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -94,13 +105,29 @@ impl BridgeLab {
         br.exec(&["ip", "link", "set", "br0", "up"]);
         for (i, ns) in [&a, &b, &c].into_iter().enumerate() {
             let host = format!("v{}", ["a", "b", "c"][i]);
-            br.exec(&["ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+            br.exec(&[
+                "ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns.name,
+            ]);
             br.exec(&["ip", "link", "set", &host, "master", "br0", "up"]);
-            ns.exec(&["ip", "addr", "add", &format!("198.18.0.{}/24", i + 2), "dev", "eth0"]);
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.0.{}/24", i + 2),
+                "dev",
+                "eth0",
+            ]);
             ns.exec(&["ip", "link", "set", "eth0", "up"]);
             ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.1"]);
         }
-        Self { br, a, b, c, prefix }
+        Self {
+            br,
+            a,
+            b,
+            c,
+            prefix,
+        }
     }
 
     pub fn all(&self) -> [&Netns; 4] {
@@ -187,14 +214,22 @@ impl Inspector {
                 sink.lock().expect("lock").push(l);
             }
         });
-        let mut me = Self { child: Some(child), ready, stderr: lines, stderr_thread: Some(stderr_thread) };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut me = Self {
+            child: Some(child),
+            ready,
+            stderr: lines,
+            stderr_thread: Some(stderr_thread),
+        };
+        let deadline = Instant::now() + Duration::from_mins(1);
         while !me.ready.exists() {
             if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 if let Some(t) = me.stderr_thread.take() {
                     let _ = t.join();
                 }
-                panic!("inspector exited before ready ({status}): {}", me.stderr_text());
+                panic!(
+                    "inspector exited before ready ({status}): {}",
+                    me.stderr_text()
+                );
             }
             assert!(Instant::now() < deadline, "inspector not ready after 60 s");
             std::thread::sleep(Duration::from_millis(20));
@@ -212,7 +247,13 @@ impl Inspector {
 
     /// Waits (bounded) for a stderr line containing `needle`.
     pub fn wait_stderr(&self, needle: &str, limit: Duration) -> bool {
-        eventually(limit, || self.stderr.lock().expect("lock").iter().any(|l| l.contains(needle)))
+        eventually(limit, || {
+            self.stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+        })
     }
 
     /// Sends `sig` and collects the output (bounded wait).
@@ -273,7 +314,11 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
 }
 
 /// Runs the inspector to completion (bounded) and returns its output.
@@ -285,7 +330,7 @@ pub fn run_inspector(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn inspector");
-    wait_bounded(child, Duration::from_secs(60))
+    wait_bounded(child, Duration::from_mins(1))
 }
 
 /// Parses JSON lines, keeping objects of the given "type".
@@ -308,17 +353,29 @@ pub struct BpfObjects {
 pub fn bpf_objects() -> BpfObjects {
     let parse = |what: &str| -> Vec<serde_json::Value> {
         let out = sh(&["bpftool", "-j", what, "show"]);
-        serde_json::from_str::<serde_json::Value>(&out).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
     };
     let mut o = BpfObjects::default();
     for p in parse("prog") {
-        o.progs.insert(p["id"].as_u64().unwrap_or(0), p["name"].as_str().unwrap_or_default().to_owned());
+        o.progs.insert(
+            p["id"].as_u64().unwrap_or(0),
+            p["name"].as_str().unwrap_or_default().to_owned(),
+        );
     }
     for l in parse("link") {
-        o.links.insert(l["id"].as_u64().unwrap_or(0), l["prog_id"].as_u64().unwrap_or(0));
+        o.links.insert(
+            l["id"].as_u64().unwrap_or(0),
+            l["prog_id"].as_u64().unwrap_or(0),
+        );
     }
     for m in parse("map") {
-        o.maps.insert(m["id"].as_u64().unwrap_or(0), m["name"].as_str().unwrap_or_default().to_owned());
+        o.maps.insert(
+            m["id"].as_u64().unwrap_or(0),
+            m["name"].as_str().unwrap_or_default().to_owned(),
+        );
     }
     o
 }
@@ -327,7 +384,10 @@ pub fn bpf_objects() -> BpfObjects {
 pub fn prog_map_ids(id: u64) -> Vec<u64> {
     let out = sh(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    v["map_ids"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+    v["map_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default()
 }
 
 /// Polls `cond` until true or the limit passes.
@@ -359,11 +419,17 @@ pub struct HeldObjects {
 
 pub fn held_objects(pid: i32) -> HeldObjects {
     let mut h = HeldObjects::default();
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return h };
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return h;
+    };
     for e in rd.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         let field = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok())
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
         };
         if let Some(id) = field("link_id:") {
             h.links.push(id);
