@@ -116,9 +116,11 @@ pub struct FlowStats {
     pub packets: u64,
     /// Sum of `skb->len` as the hook saw it: the whole frame from the Ethernet header on.
     pub bytes: u64,
-    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first and the latest packet.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first packet on this CPU.
     pub first_ns: u64,
-    pub last_ns: u64,
+    /// `bpf_jiffies64` of the latest packet: a plain load, where any nanosecond clock costs a
+    /// seqcount loop per packet. Userspace converts it with a [`ClockSample`].
+    pub last_jiffies: u64,
     /// OR of every TCP flags byte seen.
     pub tcp_flags: u8,
     /// OR of every parser status bit seen (see [`crate::parse::status`]).
@@ -126,6 +128,17 @@ pub struct FlowStats {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 40);
+
+/// A (jiffies, `CLOCK_MONOTONIC` ns) pair taken together in the kernel, per CPU, whenever a
+/// program reads the precise clock anyway (a new flow). Lets userspace turn `last_jiffies`
+/// into nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    pub ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<ClockSample>() == 16);
 
 /// Slots of the ifindex -> namespace array (`inspector_ifns`); larger ifindexes fall back
 /// to reading the namespace from the device.
@@ -232,6 +245,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ClockSample {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowStats {}
     // SAFETY: as above.

@@ -7,4 +7,4 @@ pub mod config;
 pub mod flow;
 pub mod parse;
 
-pub use flow::{Direction, DropKey, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat};
+pub use flow::{ClockSample, Direction, DropKey, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat};

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use inspector_common::{
-    DropKey, FlowKey, FlowKey4, FlowStats,
+    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats,
     flow::{IFNS_SLOTS, STAT_SLOTS},
 };
 
@@ -34,6 +34,27 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// inlined by the verifier: this is what keeps the namespace lookup off the per-packet bill.
 #[map(name = "inspector_ifns")]
 pub(crate) static IFNS: Array<u32> = Array::with_max_entries(IFNS_SLOTS, 0);
+
+/// The latest (jiffies, ns) pair each CPU saw; see `ClockSample`.
+#[map(name = "inspector_clock")]
+pub(crate) static CLOCK: PerCpuArray<ClockSample> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads the precise clock, and records it with the current jiffies for userspace.
+#[inline(always)]
+pub(crate) fn precise_now() -> u64 {
+    // SAFETY: plain helper calls.
+    let (ns, jiffies) = unsafe {
+        (
+            aya_ebpf::helpers::bpf_ktime_get_ns(),
+            aya_ebpf::helpers::generated::bpf_jiffies64(),
+        )
+    };
+    if let Some(slot) = CLOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; tc and tracepoint programs do not preempt each other here.
+        unsafe { *slot = ClockSample { jiffies, ns } };
+    }
+    ns
+}
 
 /// Counters of what the programs saw or lost, one slot per `inspector_common::Stat`.
 #[map(name = "inspector_stats")]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes},
+        generated::{bpf_jiffies64, bpf_skb_load_bytes},
     },
     programs::TcContext,
 };
@@ -21,7 +21,7 @@ use inspector_common::{
 
 use crate::{
     config::conf,
-    maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump},
+    maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump, precise_now},
     skb::Skb,
 };
 
@@ -157,8 +157,8 @@ fn count_status(st: u8) {
 }
 
 /// Updates the flow's counters: IPv4 flows under the compact key, the rest under the full
-/// key. `last_ns` uses the coarse clock (a few ms of resolution, a fraction of the precise
-/// clock's cost); `first_ns`, which orders hops along a path, is precise.
+/// key. Last-seen is in jiffies (a few ms of resolution for a plain load); `first_ns`, which
+/// orders hops along a path, is precise.
 #[inline(always)]
 fn count_flow(p: &Parsed, h: &Hook, len: u32) {
     if p.ethertype == ETH_P_IP {
@@ -183,29 +183,30 @@ fn count_flow(p: &Parsed, h: &Hook, len: u32) {
 fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, p: &Parsed, len: u32) {
     if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: plain helper call.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let now = unsafe { bpf_jiffies64() };
         // SAFETY: this CPU's slot of a per-CPU value; tc runs with BH disabled, so no other
         // writer can interleave on this CPU, and other CPUs have slots of their own.
         unsafe {
             if (*v).packets == 0 {
                 // First packet of this flow on this CPU (another CPU created the entry).
-                (*v).first_ns = bpf_ktime_get_ns();
+                (*v).first_ns = precise_now();
             }
             (*v).packets += 1;
             (*v).bytes += u64::from(len);
-            (*v).last_ns = now;
+            (*v).last_jiffies = now;
             (*v).tcp_flags |= p.tcp_flags;
             (*v).status |= p.status;
         }
         return;
     }
+    let now = precise_now();
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let jiffies = unsafe { bpf_jiffies64() };
     let v = FlowStats {
         packets: 1,
         bytes: u64::from(len),
         first_ns: now,
-        last_ns: now,
+        last_jiffies: jiffies,
         tcp_flags: p.tcp_flags,
         status: p.status,
         _pad: [0; 6],

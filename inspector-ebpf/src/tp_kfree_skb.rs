@@ -2,7 +2,7 @@
 //! is read through the skb (offsets from BTF, fields of the record from its format file) so
 //! drops are counted per flow, reason, namespace and device.
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_probe_read_kernel, generated::bpf_jiffies64},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -11,7 +11,10 @@ use inspector_common::{
     parse::{self, Packet},
 };
 
-use crate::{config::conf, maps::DROPS};
+use crate::{
+    config::conf,
+    maps::{DROPS, precise_now},
+};
 
 /// `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED` are not drops.
 const FIRST_DROP_REASON: u32 = 2;
@@ -107,23 +110,24 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
         _pad: 0,
     };
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let jiffies = unsafe { bpf_jiffies64() };
     if let Some(v) = DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value.
         unsafe {
             (*v).packets += 1;
             (*v).bytes += u64::from(len);
-            (*v).last_ns = now;
+            (*v).last_jiffies = jiffies;
             if (*v).first_ns == 0 {
-                (*v).first_ns = now;
+                (*v).first_ns = precise_now();
             }
         }
     } else {
+        let now = precise_now();
         let v = FlowStats {
             packets: 1,
             bytes: u64::from(len),
             first_ns: now,
-            last_ns: now,
+            last_jiffies: jiffies,
             tcp_flags: 0,
             status: p.status,
             _pad: [0; 6],

@@ -32,6 +32,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let once = a.duration.is_some();
     while !clock.stopped() {
         std::thread::sleep(Duration::from_millis(50));
+        let _ = f.probe.clock();
         if clock.rescan_due() {
             let changes = f.reconcile();
             common::log_changes(&a.filter, &changes);

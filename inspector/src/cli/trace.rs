@@ -87,6 +87,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 break 'outer;
             }
         }
+        let _ = f.probe.clock();
         if clock.rescan_due() {
             let changes = f.reconcile();
             common::log_changes(&a.filter, &changes);
@@ -111,14 +112,13 @@ fn emit(
     offset: i128,
     start_ns: u64,
 ) -> anyhow::Result<()> {
-    let stats = inspector_common::FlowStats {
+    let stats = crate::probe::Counts {
         packets: 1,
         bytes: u64::from(ev.len),
         first_ns: ev.ts_ns,
         last_ns: ev.ts_ns,
         tcp_flags: ev.tcp_flags,
         status: ev.status,
-        _pad: [0; 6],
     };
     let r = FlowRecord::new(&ev.key, &stats, names);
     match fmt {

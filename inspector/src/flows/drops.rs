@@ -1,11 +1,11 @@
 //! Drops: packets the kernel freed with a drop reason, decoded and named like flows.
 use std::net::IpAddr;
 
-use inspector_common::{DropKey, FlowKey, FlowStats};
+use inspector_common::{DropKey, FlowKey};
 use serde::Serialize;
 
 use super::{addrs, carries_ports, endpoint, hook_names, proto_name};
-use crate::topology::names::Names;
+use crate::{probe::Counts, topology::names::Names};
 
 /// One (flow, device, reason) of dropped packets (`type: "drop"` JSON line).
 #[derive(Clone, Debug, Serialize)]
@@ -44,7 +44,7 @@ pub fn flow_key(k: &DropKey) -> FlowKey {
 
 impl DropRecord {
     #[must_use]
-    pub fn new(k: &DropKey, s: &FlowStats, reason: String, names: &Names) -> Self {
+    pub fn new(k: &DropKey, s: &Counts, reason: String, names: &Names) -> Self {
         let (src, dst) = addrs(&flow_key(k));
         let ports = carries_ports(k.ethertype, k.proto);
         let inode = u64::from(k.netns);

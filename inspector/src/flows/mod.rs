@@ -7,12 +7,12 @@ pub mod path;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use inspector_common::{
-    Direction, FlowKey, FlowStats,
+    Direction, FlowKey,
     parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
 };
 use serde::Serialize;
 
-use crate::topology::names::Names;
+use crate::{probe::Counts, topology::names::Names};
 
 /// One flow at one hook, ready to print (`inspector flows` line).
 #[derive(Clone, Debug, Serialize)]
@@ -139,7 +139,7 @@ pub fn hook_names(names: &Names, inode: u64, ifindex: u32) -> (String, String) {
 
 impl FlowRecord {
     #[must_use]
-    pub fn new(k: &FlowKey, s: &FlowStats, names: &Names) -> Self {
+    pub fn new(k: &FlowKey, s: &Counts, names: &Names) -> Self {
         let inode = u64::from(k.netns);
         let (src, dst) = addrs(k);
         let is_ip = matches!(k.ethertype, ETH_P_IP | ETH_P_IPV6);

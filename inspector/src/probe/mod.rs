@@ -6,6 +6,7 @@
 //! the `Probe` detaches everything.
 mod attach;
 pub mod btf;
+pub mod clock;
 pub mod follow;
 pub mod preflight;
 pub mod tracefs;
@@ -18,7 +19,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TracePoint},
 };
 use inspector_common::{
-    DropKey, FlowKey, FlowKey4, FlowStats,
+    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats,
     config::{CONFIG_GLOBAL, Config, FLAG_NETNS},
     flow::STAT_SLOTS,
 };
@@ -34,6 +35,7 @@ pub const MAP_EVENTS: &str = "inspector_evts";
 pub const MAP_STATS: &str = "inspector_stats";
 pub const MAP_IFNS: &str = "inspector_ifns";
 pub const MAP_DROPS: &str = "inspector_drops";
+pub const MAP_CLOCK: &str = "inspector_clock";
 pub const PROG_DROPS: &str = "insp_kfree_skb";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
@@ -126,8 +128,21 @@ impl Default for ProbeOptions {
     }
 }
 
+/// One flow's counters summed over CPUs, with both times in `CLOCK_MONOTONIC` ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    /// Resolution: one kernel tick (1/HZ).
+    pub last_ns: u64,
+    pub tcp_flags: u8,
+    pub status: u8,
+}
+
 /// The loaded programs and their attachments.
 pub struct Probe {
+    clock: std::cell::RefCell<clock::JiffiesClock>,
     ebpf: Ebpf,
     links: HashMap<AttachKey, attach::Pair>,
     /// Names of `enum skb_drop_reason` values, from the tracepoint's format.
@@ -201,6 +216,9 @@ impl Probe {
                 })?;
         }
         Ok(Self {
+            clock: std::cell::RefCell::new(clock::JiffiesClock::new(
+                1_000_000_000 / clock::kernel_hz(),
+            )),
             ebpf,
             links: HashMap::new(),
             drop_reasons,
@@ -208,7 +226,8 @@ impl Probe {
     }
 
     /// Packets the kernel dropped, per (flow, device, reason), summed over CPUs.
-    pub fn drops(&self) -> Result<Vec<(DropKey, FlowStats)>, ProbeError> {
+    pub fn drops(&self) -> Result<Vec<(DropKey, Counts)>, ProbeError> {
+        let clock = self.clock()?;
         let Some(map) = self.ebpf.map(MAP_DROPS) else {
             return Ok(Vec::new());
         };
@@ -220,7 +239,7 @@ impl Probe {
         Ok(map
             .iter()
             .flatten()
-            .map(|(k, v)| (k, sum(v.iter())))
+            .map(|(k, v)| (k, sum(v.iter(), &clock)))
             .collect())
     }
 
@@ -240,7 +259,8 @@ impl Probe {
 
     /// Summed per-CPU flow counters, one entry per (flow, hook), IPv4 ones widened to the
     /// full key.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, ProbeError> {
+    pub fn flows(&self) -> Result<Vec<(FlowKey, Counts)>, ProbeError> {
+        let clock = self.clock()?;
         let get = |name: &'static str| {
             self.ebpf.map(name).ok_or(ProbeError::Map {
                 map: name,
@@ -255,7 +275,7 @@ impl Probe {
             })?;
         // An entry evicted between get_next_key and lookup is simply skipped.
         for (k, per_cpu) in full.iter().flatten() {
-            out.push((k, sum(per_cpu.iter())));
+            out.push((k, sum(per_cpu.iter(), &clock)));
         }
         let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
             PerCpuHashMap::try_from(get(MAP_FLOWS4)?).map_err(|source| ProbeError::Map {
@@ -263,7 +283,7 @@ impl Probe {
                 source,
             })?;
         for (k, per_cpu) in v4.iter().flatten() {
-            out.push((k.widen(), sum(per_cpu.iter())));
+            out.push((k.widen(), sum(per_cpu.iter(), &clock)));
         }
         Ok(out)
     }
@@ -302,8 +322,31 @@ impl Probe {
     }
 }
 
-fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>) -> FlowStats {
-    let mut s = FlowStats::default();
+impl Probe {
+    /// Folds the (jiffies, ns) pair each CPU recorded last into the jiffies clock, and
+    /// returns it. Cheap (one map lookup); the main loops call it often so the clock sees
+    /// many samples.
+    pub fn clock(&self) -> Result<clock::JiffiesClock, ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: MAP_CLOCK,
+            source,
+        };
+        let map = self.ebpf.map(MAP_CLOCK).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: MAP_CLOCK.into(),
+            })
+        })?;
+        let arr: PerCpuArray<&MapData, ClockSample> = PerCpuArray::try_from(map).map_err(err)?;
+        let mut clock = self.clock.borrow_mut();
+        for s in arr.get(&0, 0).map_err(err)?.iter() {
+            clock.observe(*s);
+        }
+        Ok(*clock)
+    }
+}
+
+fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>, clock: &clock::JiffiesClock) -> Counts {
+    let mut s = Counts::default();
     for v in vals {
         if v.packets == 0 {
             continue;
@@ -317,8 +360,8 @@ fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>) -> FlowStats {
                 s.first_ns.min(v.first_ns)
             };
         }
-        // last_ns comes from the coarse clock and may trail a precise first_ns.
-        s.last_ns = s.last_ns.max(v.last_ns).max(v.first_ns);
+        // last seen has one tick of resolution and may trail a precise first_ns.
+        s.last_ns = s.last_ns.max(clock.to_ns(v.last_jiffies)).max(v.first_ns);
         s.tcp_flags |= v.tcp_flags;
         s.status |= v.status;
     }
@@ -350,12 +393,18 @@ fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
 mod tests {
     use super::*;
 
-    fn slot(packets: u64, first_ns: u64, last_ns: u64) -> FlowStats {
+    /// 1 jiffy = 1 µs, jiffies 0 at ns 0.
+    const CLOCK: clock::JiffiesClock = clock::JiffiesClock {
+        tick_ns: 1000,
+        offset: Some(0),
+    };
+
+    fn slot(packets: u64, first_ns: u64, last_jiffies: u64) -> FlowStats {
         FlowStats {
             packets,
             bytes: packets * 100,
             first_ns,
-            last_ns,
+            last_jiffies,
             tcp_flags: 0,
             status: 0,
             _pad: [0; 6],
@@ -366,23 +415,26 @@ mod tests {
     /// `first_ns` = 0, and the merge took that as the earliest time, so paths were mis-ordered.
     #[test]
     fn merge_ignores_unset_first_seen_and_empty_slots() {
-        let s = sum([
-            slot(3, 500, 900),
-            slot(0, 0, 0),
-            slot(2, 0, 950),
-            slot(1, 450, 460),
-        ]
-        .iter());
+        let s = sum(
+            [
+                slot(3, 500, 9),
+                slot(0, 0, 0),
+                slot(2, 0, 10),
+                slot(1, 450, 5),
+            ]
+            .iter(),
+            &CLOCK,
+        );
         assert_eq!(
             (s.packets, s.bytes, s.first_ns, s.last_ns),
-            (6, 600, 450, 950)
+            (6, 600, 450, 10_000)
         );
     }
 
-    /// `last_ns` comes from the coarse clock and may trail the precise `first_ns`.
+    /// Last seen has one tick of resolution and may trail the precise first seen.
     #[test]
     fn merge_never_reports_last_before_first() {
-        let s = sum([slot(1, 1_000_123, 1_000_000)].iter());
+        let s = sum([slot(1, 1_000_123, 1000)].iter(), &CLOCK);
         assert!(s.last_ns >= s.first_ns);
     }
 }
