@@ -200,23 +200,52 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 /// Drives a loop until `duration` passes or a stop signal arrives, rescanning on schedule.
+///
+/// The loops sleep in `wait` until there is something to do (a rescan, a refresh, an event,
+/// a signal), not on a short fixed tick: an observer that wakes up every few milliseconds
+/// changes the machine it observes (CPU idle states, wake-up latency).
 pub struct Clock {
     pub deadline: Option<Instant>,
     next_rescan: Instant,
     rescan: Duration,
     stop: Arc<AtomicBool>,
+    /// Read end of a pipe the signal handlers write to, so a signal ends `wait` at once.
+    wake: std::os::unix::net::UnixStream,
 }
 
 impl Clock {
     pub fn new(duration: Option<f64>, rescan_ms: u64) -> anyhow::Result<Self> {
         let now = Instant::now();
         let rescan = Duration::from_millis(rescan_ms.max(50));
+        let (wake, write) = std::os::unix::net::UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+        }
         Ok(Self {
             deadline: duration.map(|d| now + Duration::from_secs_f64(d.max(0.0))),
             next_rescan: now + rescan,
             rescan,
             stop: stop_flag()?,
+            wake,
         })
+    }
+
+    /// Sleeps until `until`, the next rescan, the deadline, a signal, or one of `fds`
+    /// becoming readable, whichever comes first.
+    pub fn wait(&self, fds: &[std::os::fd::RawFd], until: Option<Instant>) {
+        use std::os::fd::AsRawFd as _;
+        let mut end = self.next_rescan;
+        for t in [until, self.deadline].into_iter().flatten() {
+            end = end.min(t);
+        }
+        let ms = end.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32;
+        let mut pfds: Vec<libc::pollfd> = std::iter::once(self.wake.as_raw_fd())
+            .chain(fds.iter().copied())
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
+        // SAFETY: valid pollfd array of the given length.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     }
 
     #[must_use]

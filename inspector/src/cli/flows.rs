@@ -31,9 +31,9 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let mut next_print = Instant::now() + interval;
     let once = a.duration.is_some();
     while !clock.stopped() {
-        std::thread::sleep(Duration::from_millis(50));
-        let _ = f.probe.clock();
+        clock.wait(&[], (!once).then_some(next_print));
         if clock.rescan_due() {
+            let _ = f.probe.clock();
             let changes = f.reconcile();
             common::log_changes(&a.filter, &changes);
         }

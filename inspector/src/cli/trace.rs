@@ -64,13 +64,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         println!("{}", header());
     }
     'outer: while !clock.stopped() {
-        let mut pfd = libc::pollfd {
-            fd: ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a timeout keeps the loop responsive to signals.
-        unsafe { libc::poll(&raw mut pfd, 1, 100) };
+        clock.wait(&[ring.as_raw_fd()], None);
         while let Some(item) = ring.next() {
             if item.len() < std::mem::size_of::<PacketEvent>() {
                 continue;
@@ -87,8 +81,8 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 break 'outer;
             }
         }
-        let _ = f.probe.clock();
         if clock.rescan_due() {
+            let _ = f.probe.clock();
             let changes = f.reconcile();
             common::log_changes(&a.filter, &changes);
         }
