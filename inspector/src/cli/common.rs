@@ -219,7 +219,11 @@ impl Clock {
         let rescan = Duration::from_millis(rescan_ms.max(50));
         let (wake, write) = std::os::unix::net::UnixStream::pair()?;
         wake.set_nonblocking(true)?;
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        for sig in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
             signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
         }
         Ok(Self {
@@ -239,10 +243,17 @@ impl Clock {
         for t in [until, self.deadline].into_iter().flatten() {
             end = end.min(t);
         }
-        let ms = end.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32;
+        let ms = end
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .min(60_000) as i32;
         let mut pfds: Vec<libc::pollfd> = std::iter::once(self.wake.as_raw_fd())
             .chain(fds.iter().copied())
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         // SAFETY: valid pollfd array of the given length.
         unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };

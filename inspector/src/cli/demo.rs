@@ -22,6 +22,12 @@ pub struct Args {
     /// Bytes the TCP client sends.
     #[arg(long, default_value_t = 256 * 1024)]
     pub tcp_bytes: usize,
+    /// Leave the lab in place afterwards, to explore it with `topology`, `flows`, `trace`.
+    #[arg(long, conflicts_with = "clean")]
+    pub keep: bool,
+    /// Only remove a lab left by `--keep` (or by a demo that was killed).
+    #[arg(long)]
+    pub clean: bool,
 }
 
 #[derive(Serialize)]
@@ -45,10 +51,15 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         Ok(())
     };
     let spec = lab::demo_spec();
-    for stale in lab::netns::list_with_prefix(&format!("{}-", spec.prefix)) {
-        lab::netns::delete(&stale)?;
+    let stale = lab::netns::list_with_prefix(&format!("{}-", spec.prefix));
+    for n in &stale {
+        lab::netns::delete(n)?;
     }
-    let lab = Lab::up(&spec).context("building the demo lab")?;
+    if a.clean {
+        eprintln!("inspector: removed {} demo namespaces", stale.len());
+        return Ok(());
+    }
+    let mut lab = Lab::up(&spec).context("building the demo lab")?;
     eprintln!(
         "inspector: demo lab up: namespaces {}",
         lab.ns_names().join(", ")
@@ -136,6 +147,13 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     super::flows::print_stats(&f, fmt)?;
     drop(f);
     let n = lab.ns_names().len();
+    if a.keep {
+        lab.forget();
+        eprintln!(
+            "inspector: demo lab kept ({n} namespaces); remove it with `inspector demo --clean`"
+        );
+        return Ok(());
+    }
     drop(lab);
     eprintln!("inspector: demo lab removed ({n} namespaces)");
     Ok(())

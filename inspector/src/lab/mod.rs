@@ -197,6 +197,11 @@ impl Lab {
         Ok(())
     }
 
+    /// Leaves the lab in place: dropping it no longer removes anything.
+    pub fn forget(&mut self) {
+        self.namespaces.clear();
+    }
+
     /// Removes every namespace the lab made (idempotent).
     pub fn down(&mut self) {
         for n in self.namespaces.drain(..).rev() {

@@ -361,7 +361,12 @@ fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>, clock: &clock::JiffiesCloc
             };
         }
         // last seen has one tick of resolution and may trail a precise first_ns.
-        s.last_ns = s.last_ns.max(clock.to_ns(v.last_jiffies)).max(v.first_ns);
+        let last = if v.packets == 1 && v.first_ns != 0 {
+            v.first_ns // one packet on this CPU: its precise time is known
+        } else {
+            clock.to_ns(v.last_jiffies).max(v.first_ns)
+        };
+        s.last_ns = s.last_ns.max(last);
         s.tcp_flags |= v.tcp_flags;
         s.status |= v.status;
     }
