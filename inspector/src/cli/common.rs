@@ -68,6 +68,32 @@ pub struct FilterArgs {
 pub struct Settings {
     pub filter: Filter,
     pub selection: Selection,
+    /// The interface whose ifindex the kernel-side event filter checks, if it is exactly one.
+    pub pinned_ifindex: Option<(String, u32)>,
+}
+
+impl Settings {
+    /// Warns when the one filtered interface was recreated under another ifindex: the
+    /// load-time filter still names the old one, so its events would be missed.
+    pub fn check_pinned(&self, changes: &[crate::probe::follow::Change]) {
+        let Some((name, ifindex)) = &self.pinned_ifindex else {
+            return;
+        };
+        for c in changes {
+            if let crate::probe::follow::Change::Attached {
+                ifname,
+                ifindex: now,
+                ..
+            } = c
+                && ifname == name
+                && now != ifindex
+            {
+                eprintln!(
+                    "inspector: warning: {name} was recreated (ifindex {ifindex} -> {now}); restart to trace it"
+                );
+            }
+        }
+    }
 }
 
 /// Parses the packet filter; no kernel access, so it can fail before anything happens.
@@ -129,16 +155,27 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
         selection.netns.push(resolve_netns(spec, &all)?.inode);
     }
     let mut cfg = Config::zeroed();
+    let mut pinned_ifindex = None;
     if !a.interface.is_empty() {
         let mut found = std::collections::HashSet::new();
+        let mut matches = Vec::new();
         for ns in all.iter().filter(|n| selection.wants_ns(n.inode)) {
             if let Ok(view) = topology::scan_ns(ns) {
                 for l in &view.links {
                     if a.interface.contains(&l.name) {
                         found.insert(l.name.clone());
+                        matches.push((l.name.clone(), l.ifindex));
                     }
                 }
             }
+        }
+        // One interface in one namespace: the programs also check its ifindex (programs only
+        // run where attached anyway; this keeps events exact if the selection widens).
+        if let [(name, ifindex)] = matches.as_slice()
+            && selection.netns.len() == 1
+        {
+            cfg.ifindex = *ifindex;
+            pinned_ifindex = Some((name.clone(), *ifindex));
         }
         if let Some(missing) = a.interface.iter().find(|i| !found.contains(*i)) {
             bail!(
@@ -174,7 +211,14 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the ready file {}", p.display()))?;
     }
-    Ok((follower, Settings { filter, selection }))
+    Ok((
+        follower,
+        Settings {
+            filter,
+            selection,
+            pinned_ifindex,
+        },
+    ))
 }
 
 pub fn log_changes(a: &FilterArgs, changes: &[crate::probe::follow::Change]) {

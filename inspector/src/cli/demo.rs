@@ -142,6 +142,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let settings = common::Settings {
         filter: Filter::default(),
         selection: f.selection.clone(),
+        pinned_ifindex: None,
     };
     super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;

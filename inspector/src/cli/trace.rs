@@ -85,6 +85,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             let _ = f.probe.clock();
             let changes = f.reconcile();
             common::log_changes(&a.filter, &changes);
+            settings.check_pinned(&changes);
         }
     }
     super::flows::print_drops(&f, &settings, fmt)?;
