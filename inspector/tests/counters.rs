@@ -36,6 +36,17 @@ fn totals(flows: &[serde_json::Value]) -> HashMap<(u64, String), [u64; 4]> {
 fn totals_equal_kernel_interface_counters() {
     let lab = BridgeLab::new("ct");
     let nss = lab.all();
+    // Every eth0 here is created straight in its namespace, so all get the same ifindex: the
+    // programs cannot use their ifindex -> namespace shortcut and must read the namespace from
+    // the device (the BTF path). The demo test covers the shortcut.
+    let idx = |ns: &support::Netns| {
+        ns.exec(&["ip", "-o", "link", "show", "dev", "eth0"])
+            .split(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(idx(&lab.a), idx(&lab.b), "test premise: shared ifindex");
     let args: Vec<String> = ["flows", "-o", "json", "--duration", "300"]
         .iter()
         .map(|s| (*s).to_owned())
