@@ -5,15 +5,13 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
-use serde::Serialize;
 
 use super::common::{self, FilterArgs};
 use crate::{
     flows::{filter::Filter, path},
     lab::{self, Lab},
-    output::{self, Format},
+    output::Format,
     probe::{follow::Follower, preflight},
-    topology::{LinkKind, Topology},
     traffic,
 };
 
@@ -28,15 +26,6 @@ pub struct Args {
     /// Only remove a lab left by `--keep` (or by a demo that was killed).
     #[arg(long)]
     pub clean: bool,
-}
-
-#[derive(Serialize)]
-struct PathLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    path: &'a path::FlowPath,
-    roles: Vec<String>,
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
@@ -110,35 +99,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     settle(&f);
     let recs = super::flows::records(&f, &Filter::default())?;
     let paths = path::stitch(&recs);
-    for p in paths.iter().filter(|p| p.proto != "arp") {
-        let roles: Vec<String> = p
-            .hops
-            .iter()
-            .map(|h| role(&f.topology, h.netns, h.ifindex))
-            .collect();
-        match fmt {
-            Format::Json => output::json_line(&PathLine {
-                kind: "path",
-                path: p,
-                roles,
-            })?,
-            Format::Table => {
-                println!("{} {} -> {}", p.proto, p.src, p.dst);
-                for (i, (h, r)) in p.hops.iter().zip(&roles).enumerate() {
-                    println!(
-                        "  {:>2}. {:<28} {:<7} {:>6} pkts {:>9} bytes  {}",
-                        i + 1,
-                        format!("{}/{}", h.netns_name, h.ifname),
-                        h.direction,
-                        h.packets,
-                        h.bytes,
-                        r
-                    );
-                }
-                println!();
-            }
-        }
-    }
+    super::flows::print_paths(&f, &paths, fmt)?;
     let settings = common::Settings {
         filter: Filter::default(),
         selection: f.selection.clone(),
@@ -176,33 +137,4 @@ fn settle(f: &Follower) {
         }
         last = now;
     }
-}
-
-/// What an interface is on the path: veth (and its peer), bridge, bridge port.
-fn role(topo: &Topology, inode: u64, ifindex: u32) -> String {
-    let Some((ns, l)) = topo.link((inode, ifindex)) else {
-        return String::new();
-    };
-    let mut parts = Vec::new();
-    match &l.kind {
-        LinkKind::Veth => {
-            let peer = topo
-                .peers
-                .get(&(inode, ifindex))
-                .and_then(|p| topo.link(*p));
-            parts.push(match peer {
-                Some((pns, pl)) => format!("veth, peer {}/{}", pns.netns.name, pl.name),
-                None => "veth".into(),
-            });
-        }
-        LinkKind::Bridge => parts.push("bridge (routed via the node's stack)".into()),
-        other => parts.push(format!("{other:?}").to_lowercase()),
-    }
-    if let Some(m) = l
-        .master
-        .and_then(|m| ns.links.iter().find(|b| b.ifindex == m))
-    {
-        parts.push(format!("port of {}", m.name));
-    }
-    parts.join(", ")
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::common::{self, Clock, FilterArgs};
 use crate::{
-    flows::{FlowRecord, drops::DropRecord, filter::Filter},
+    flows::{FlowRecord, drops::DropRecord, filter::Filter, path},
     output::{self, Format, Table},
     probe::follow::Follower,
 };
@@ -22,6 +22,10 @@ pub struct Args {
     /// Show at most this many flows per refresh (busiest first; 0 = all).
     #[arg(long, default_value_t = 0)]
     pub top: usize,
+    /// Show each flow as the path it took (hops in the order they first saw it), not one
+    /// line per hop.
+    #[arg(long)]
+    pub paths: bool,
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
@@ -39,11 +43,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         }
         if !once && Instant::now() >= next_print {
             next_print += interval;
-            print(&f, &settings.filter, fmt, a.top, true)?;
+            print(&f, a, &settings.filter, fmt, true)?;
         }
     }
     // Final snapshot: in --duration mode this is the result; interrupted refreshes get one too.
-    print(&f, &settings.filter, fmt, a.top, false)?;
+    print(&f, a, &settings.filter, fmt, false)?;
     print_drops(&f, &settings, fmt)?;
     print_stats(&f, fmt)?;
     Ok(())
@@ -64,6 +68,50 @@ pub fn drop_records(f: &Follower, s: &super::common::Settings) -> anyhow::Result
         .collect();
     v.sort_by_key(|d| std::cmp::Reverse(d.packets));
     Ok(v)
+}
+
+/// Prints flows as paths: each direction of each flow with its hops in order, and what each
+/// hop is (veth and its peer, bridge, bridge port). ARP is left out (it has no path).
+pub fn print_paths(f: &Follower, paths: &[path::FlowPath], fmt: Format) -> anyhow::Result<()> {
+    for p in paths.iter().filter(|p| p.proto != "arp") {
+        let roles: Vec<String> = p
+            .hops
+            .iter()
+            .map(|h| path::role(&f.topology, h.netns, h.ifindex))
+            .collect();
+        match fmt {
+            Format::Json => output::json_line(&PathLine {
+                kind: "path",
+                path: p,
+                roles,
+            })?,
+            Format::Table => {
+                println!("{} {} -> {}", p.proto, p.src, p.dst);
+                for (i, (h, r)) in p.hops.iter().zip(&roles).enumerate() {
+                    println!(
+                        "  {:>2}. {:<28} {:<7} {:>6} pkts {:>9} bytes  {}",
+                        i + 1,
+                        format!("{}/{}", h.netns_name, h.ifname),
+                        h.direction,
+                        h.packets,
+                        h.bytes,
+                        r
+                    );
+                }
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct PathLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    path: &'a path::FlowPath,
+    roles: Vec<String>,
 }
 
 pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> anyhow::Result<()> {
@@ -122,14 +170,20 @@ pub fn records(f: &Follower, filter: &Filter) -> anyhow::Result<Vec<FlowRecord>>
 
 fn print(
     f: &Follower,
+    a: &Args,
     filter: &Filter,
     fmt: Format,
-    top: usize,
     refresh: bool,
 ) -> anyhow::Result<()> {
     let mut recs = records(f, filter)?;
-    if top > 0 {
-        recs.truncate(top);
+    if a.top > 0 {
+        recs.truncate(a.top);
+    }
+    if a.paths {
+        if refresh && fmt == Format::Table && is_tty() {
+            print!("\x1b[2J\x1b[H");
+        }
+        return print_paths(f, &path::stitch(&recs), fmt);
     }
     match fmt {
         Format::Json => {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::FlowRecord;
+use crate::topology::{LinkKind, Topology};
 
 /// One hook on a flow's path.
 #[derive(Clone, Debug, Serialize)]
@@ -90,4 +91,33 @@ pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {
         .collect();
     paths.sort_by_key(|p| p.hops.first().map_or(0, |h| h.first_ns));
     paths
+}
+
+/// What an interface is on the path: veth (and its peer), bridge, bridge port.
+pub fn role(topo: &Topology, inode: u64, ifindex: u32) -> String {
+    let Some((ns, l)) = topo.link((inode, ifindex)) else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    match &l.kind {
+        LinkKind::Veth => {
+            let peer = topo
+                .peers
+                .get(&(inode, ifindex))
+                .and_then(|p| topo.link(*p));
+            parts.push(match peer {
+                Some((pns, pl)) => format!("veth, peer {}/{}", pns.netns.name, pl.name),
+                None => "veth".into(),
+            });
+        }
+        LinkKind::Bridge => parts.push("bridge (routed via the node's stack)".into()),
+        other => parts.push(format!("{other:?}").to_lowercase()),
+    }
+    if let Some(m) = l
+        .master
+        .and_then(|m| ns.links.iter().find(|b| b.ifindex == m))
+    {
+        parts.push(format!("port of {}", m.name));
+    }
+    parts.join(", ")
 }
