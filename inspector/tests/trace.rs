@@ -94,3 +94,51 @@ fn trace_filters_in_the_kernel_and_names_every_hop() {
     assert_eq!(stats[0]["events_sent"].as_u64(), Some(30), "{stats:?}");
     assert_eq!(stats[0]["events_lost"].as_u64(), Some(0));
 }
+
+/// A ring buffer too small for a burst loses events; every lost one is counted, so events
+/// delivered + events lost = packets that crossed the hook (the kernel's interface counter).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn lost_events_are_counted_exactly() {
+    let lab = BridgeLab::new("lo");
+    // Resolve ARP first, so the window holds nothing but the UDP burst.
+    support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.4"]);
+    support::wait_quiet(&lab.all(), std::time::Duration::from_millis(300));
+    let before = support::counters(&lab.a)["eth0"];
+    let insp = Inspector::start(&[
+        "trace",
+        "-o",
+        "json",
+        "--netns",
+        &lab.a.name,
+        "-i",
+        "eth0",
+        "--ring-kib",
+        "4",
+        "--proto",
+        "udp",
+    ]);
+    inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:7200".parse().unwrap(), 3000, 16)
+        .unwrap();
+    support::wait_quiet(&lab.all(), std::time::Duration::from_millis(300));
+    let out = insp.interrupt();
+    let after = support::counters(&lab.a)["eth0"];
+    let delivered = json_lines(&out.stdout, "packet").len() as u64;
+    let stats = &json_lines(&out.stdout, "stats")[0];
+    let (sent, lost) = (
+        stats["events_sent"].as_u64().unwrap(),
+        stats["events_lost"].as_u64().unwrap(),
+    );
+    let tx = after.tx_packets - before.tx_packets;
+    assert_eq!(tx, 3000, "the window holds only the burst");
+    assert!(
+        lost > 0,
+        "a 4 KiB ring should overflow on 3000 packets: {stats}"
+    );
+    assert_eq!(sent, delivered, "every event written to the ring was read");
+    assert_eq!(
+        sent + lost,
+        tx,
+        "each packet leaving a/eth0 was delivered or counted as lost"
+    );
+}

@@ -139,6 +139,15 @@ pub fn resolve_netns<'a>(spec: &str, all: &'a [Netns]) -> anyhow::Result<&'a Net
 /// Checks privileges, validates every filter against the live node, loads and attaches.
 /// Nothing is attached if any check fails.
 pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings)> {
+    start_with(a, events, ProbeOptions::default().ring_bytes)
+}
+
+/// [`start`] with a given ring buffer size (bytes) for events.
+pub fn start_with(
+    a: &FilterArgs,
+    events: bool,
+    ring_bytes: u32,
+) -> anyhow::Result<(Follower, Settings)> {
     let filter = parse_filter(a)?;
     // Fault injection for the test of verifier-error reporting only.
     let fault_verifier = std::env::var("INSPECTOR_FAULT").as_deref() == Ok("verifier");
@@ -202,6 +211,7 @@ pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings
     let probe = Probe::load(&ProbeOptions {
         config: cfg,
         drops: !a.no_drops,
+        ring_bytes,
         ..ProbeOptions::default()
     })?;
     let mut follower = Follower::new(probe, selection.clone());

@@ -21,6 +21,17 @@ pub struct Args {
     /// Stop after this many events.
     #[arg(short = 'c', long)]
     pub count: Option<u64>,
+    /// Size of the kernel -> userspace ring buffer in KiB (a power of two, at least 4).
+    /// When it fills, events are lost, counted, and reported as `events_lost`.
+    #[arg(long, default_value_t = 8192, value_parser = parse_ring_kib)]
+    pub ring_kib: u32,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if v >= 4 && v.is_power_of_two() && v <= 1 << 20 => Ok(v),
+        _ => Err(format!("'{s}' is not a power of two between 4 and 1048576")),
+    }
 }
 
 /// One packet at one hook (`inspector trace -o json` line).
@@ -54,7 +65,7 @@ struct TraceLine {
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
-    let (mut f, settings) = common::start(&a.filter, true)?;
+    let (mut f, settings) = common::start_with(&a.filter, true, a.ring_kib * 1024)?;
     let mut ring = f.probe.take_events()?;
     let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;
     let offset = common::mono_to_unix_offset();
