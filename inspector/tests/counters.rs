@@ -56,9 +56,9 @@ fn totals_equal_kernel_interface_counters() {
         )
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // The window opens when the inspector is attached. A freshly made bridge sends a few IGMP
-    // reports of its own at random moments; if one slips between our baseline and the attach,
-    // the window is not clean, so start again (bounded).
+    // The window opens when the inspector is attached. Should anything (the kernel's own
+    // chatter) slip between our baseline and the attach, the window is not clean: start again
+    // (bounded).
     let mut attempt = 0;
     let (before, insp) = loop {
         attempt += 1;
