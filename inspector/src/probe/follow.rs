@@ -98,6 +98,8 @@ pub struct Follower {
     pub names: Names,
     pub topology: Topology,
     cache: NsidCache,
+    /// Attach failures already reported (each is retried every rescan, but said once).
+    reported: HashSet<String>,
 }
 
 impl Follower {
@@ -109,6 +111,7 @@ impl Follower {
             names: Names::default(),
             topology: Topology::default(),
             cache: NsidCache::default(),
+            reported: HashSet::new(),
         }
     }
 
@@ -133,14 +136,18 @@ impl Follower {
                 .collect();
             wanted.extend(links.iter().map(|l| (ns.netns.inode, l.ifindex)));
             for r in self.probe.attach_links(ns, &links) {
-                changes.push(match r {
-                    Ok(key) => Change::Attached {
+                match r {
+                    Ok(key) => changes.push(Change::Attached {
                         netns: ns.netns.name.clone(),
                         ifname: self.names.ifname(key).unwrap_or("?").to_owned(),
                         ifindex: key.1,
-                    },
-                    Err(e) => Change::Failed(e),
-                });
+                    }),
+                    Err(e) => {
+                        if self.reported.insert(e.to_string()) {
+                            changes.push(Change::Failed(e));
+                        }
+                    }
+                }
             }
         }
         let gone: Vec<AttachKey> = self
