@@ -102,7 +102,16 @@ impl BridgeLab {
         let c = Netns::new(&format!("{prefix}c"));
         // Without multicast snooping the bridge does not join 224.0.0.106 and so sends no
         // IGMP reports of its own at random moments: the only traffic is the test's.
-        br.exec(&["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+        br.exec(&[
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         br.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "br0"]);
         br.exec(&["ip", "link", "set", "br0", "up"]);
         for (i, ns) in [&a, &b, &c].into_iter().enumerate() {
