@@ -121,17 +121,20 @@ fn ci() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().current_dir("inspector-ebpf").args([
-        "+nightly",
-        "clippy",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // The eBPF crate only builds for the BPF target, with nightly (as aya-build does).
+    run(Command::new("rustup")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .current_dir("inspector-ebpf")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core", "--", "-D", "warnings"]))?;
     test(&[])
 }
