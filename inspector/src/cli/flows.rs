@@ -208,12 +208,20 @@ fn print(
                     r.dst_str(),
                     r.packets.to_string(),
                     r.bytes.to_string(),
-                    [r.tcp_flags.as_str(), r.anomalies.as_str()]
-                        .iter()
-                        .filter(|s| !s.is_empty())
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    [
+                        r.icmp_type
+                            .zip(r.icmp_code)
+                            .map(|(t, c)| crate::flows::icmp_name(r.proto == "icmp6", t, c))
+                            .unwrap_or_default()
+                            .as_str(),
+                        r.tcp_flags.as_str(),
+                        r.anomalies.as_str(),
+                    ]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 ]);
             }
             if refresh && is_tty() {

@@ -154,7 +154,7 @@ fn emit(
             let rel = ev.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
             let mut info = vec![];
             if let (Some(t), Some(c)) = (r.icmp_type, r.icmp_code) {
-                info.push(icmp_name(r.proto == "icmp6", t, c));
+                info.push(flows::icmp_name(r.proto == "icmp6", t, c));
             }
             if !r.tcp_flags.is_empty() {
                 info.push(r.tcp_flags.clone());
@@ -178,24 +178,4 @@ fn emit(
         }
     }
     Ok(())
-}
-
-fn icmp_name(v6: bool, t: u8, c: u8) -> String {
-    let name = match (v6, t) {
-        (false, 0) | (true, 129) => "echo-reply",
-        (false, 8) | (true, 128) => "echo-request",
-        (false, 3) | (true, 1) => "unreachable",
-        (false, 11) | (true, 3) => "time-exceeded",
-        (true, 133) => "router-solicit",
-        (true, 134) => "router-advert",
-        (true, 135) => "neighbor-solicit",
-        (true, 136) => "neighbor-advert",
-        (true, 143) => "mld2-report",
-        _ => return format!("type={t} code={c}"),
-    };
-    if c == 0 {
-        name.into()
-    } else {
-        format!("{name} code={c}")
-    }
 }

@@ -200,3 +200,25 @@ pub fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
         (None, _) => "-".into(),
     }
 }
+
+/// "echo-request", "unreachable code=3", ...: an ICMP/ICMPv6 type and code for people.
+#[must_use]
+pub fn icmp_name(v6: bool, t: u8, c: u8) -> String {
+    let name = match (v6, t) {
+        (false, 0) | (true, 129) => "echo-reply",
+        (false, 8) | (true, 128) => "echo-request",
+        (false, 3) | (true, 1) => "unreachable",
+        (false, 11) | (true, 3) => "time-exceeded",
+        (true, 133) => "router-solicit",
+        (true, 134) => "router-advert",
+        (true, 135) => "neighbor-solicit",
+        (true, 136) => "neighbor-advert",
+        (true, 143) => "mld2-report",
+        _ => return format!("type={t} code={c}"),
+    };
+    if c == 0 {
+        name.into()
+    } else {
+        format!("{name} code={c}")
+    }
+}
