@@ -101,58 +101,119 @@ const fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// Parses one frame that starts with an Ethernet header.
-///
-/// Most packets on a container node are untagged IPv4 without options and not fragmented;
-/// they take a short path with one bounds check for Ethernet + IPv4 + the first 8 bytes of
-/// L4. Everything else (and anything odd about those) goes through the general parser, which
-/// gives the same result for the common case (a unit test checks the two agree).
+/// The first [`FAST_LEN`] bytes of a frame, known to be there: the fast path reads them as
+/// big-endian 16-bit words at even offsets. In the kernel that is one aligned 2-byte load each
+/// after a single bounds check; byte arrays copied to the stack cost far more.
+pub trait Head {
+    /// Big-endian u16 at even offset `off` (< [`FAST_LEN`]).
+    fn w(&self, off: usize) -> u16;
+    /// The 4 bytes at `off` (an IPv4 address), in packet order.
+    fn a4(&self, off: usize) -> [u8; 4];
+}
+
+/// Bytes the fast path needs in the linear part of the packet.
+pub const FAST_LEN: usize = 48;
+
+impl Head for [u8; FAST_LEN] {
+    #[inline(always)]
+    fn w(&self, off: usize) -> u16 {
+        be16([self[off], self[off + 1]])
+    }
+
+    #[inline(always)]
+    fn a4(&self, off: usize) -> [u8; 4] {
+        [self[off], self[off + 1], self[off + 2], self[off + 3]]
+    }
+}
+
+/// What the fast path extracts from an untagged IPv4 packet without options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastV4 {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub status: u8,
+}
+
+impl FastV4 {
+    /// The same result in the general parser's form.
+    #[must_use]
+    pub fn to_parsed(&self) -> Parsed {
+        let mut out = Parsed {
+            ethertype: ETH_P_IP,
+            proto: self.proto,
+            tcp_flags: self.tcp_flags,
+            status: self.status,
+            sport: self.sport,
+            dport: self.dport,
+            l3_off: 14,
+            l4_off: 34,
+            ..Parsed::default()
+        };
+        out.src[..4].copy_from_slice(&self.src);
+        out.dst[..4].copy_from_slice(&self.dst);
+        out
+    }
+}
+
+/// The fast path: untagged IPv4, IHL 5, not a later fragment, and (for TCP) the whole TCP
+/// header within `avail` bytes. `None` means "ask the general parser", which gives the same
+/// answer for everything this accepts (a unit test checks that on generated packets).
+#[inline(always)]
+pub fn fast_v4<H: Head + ?Sized>(h: &H, avail: usize) -> Option<FastV4> {
+    if h.w(12) != ETH_P_IP || h.w(14) >> 8 != 0x45 || h.w(16) < 20 || h.w(20) & 0x1fff != 0 {
+        return None;
+    }
+    let proto = (h.w(22) & 0xff) as u8;
+    let mut out = FastV4 {
+        src: h.a4(26),
+        dst: h.a4(30),
+        proto,
+        ..FastV4::default()
+    };
+    match proto {
+        IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP => {
+            out.sport = h.w(34);
+            out.dport = h.w(36);
+        }
+        IPPROTO_ICMP => {
+            out.dport = h.w(34);
+            if matches!(out.dport >> 8, 0 | 8 | 13 | 14) {
+                out.sport = h.w(38);
+            }
+        }
+        IPPROTO_TCP => {
+            if avail < 54 {
+                return None;
+            }
+            out.sport = h.w(34);
+            out.dport = h.w(36);
+            let off_flags = h.w(46);
+            out.tcp_flags = (off_flags & 0xff) as u8;
+            if off_flags >> 12 < 5 {
+                out.status |= status::MALFORMED;
+            }
+        }
+        _ => {}
+    }
+    Some(out)
+}
+
+/// Parses one frame that starts with an Ethernet header: the fast path when it applies, the
+/// general parser otherwise.
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Parsed {
-    if let Some(h) = pkt.read::<42>(0) {
-        // EtherType IPv4, version 4 + IHL 5, total length >= 20, no fragment offset.
-        let frag_offset = be16([h[20], h[21]]) & 0x1fff;
-        if h[12] == 0x08
-            && h[13] == 0x00
-            && h[14] == 0x45
-            && be16([h[16], h[17]]) >= 20
-            && frag_offset == 0
-        {
-            let mut out = Parsed {
-                ethertype: ETH_P_IP,
-                proto: h[23],
-                l3_off: 14,
-                l4_off: 34,
-                ..Parsed::default()
-            };
-            out.src[..4].copy_from_slice(&h[26..30]);
-            out.dst[..4].copy_from_slice(&h[30..34]);
-            match out.proto {
-                IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP => {
-                    out.sport = be16([h[34], h[35]]);
-                    out.dport = be16([h[36], h[37]]);
-                    return out;
-                }
-                IPPROTO_ICMP => {
-                    out.dport = (u16::from(h[34]) << 8) | u16::from(h[35]);
-                    if matches!(h[34], 0 | 8 | 13 | 14) {
-                        out.sport = be16([h[38], h[39]]);
-                    }
-                    return out;
-                }
-                IPPROTO_TCP => {
-                    if let Some(t) = pkt.read::<8>(46) {
-                        out.sport = be16([h[34], h[35]]);
-                        out.dport = be16([h[36], h[37]]);
-                        out.tcp_flags = t[1];
-                        if t[0] >> 4 < 5 {
-                            out.status |= status::MALFORMED;
-                        }
-                        return out;
-                    }
-                }
-                _ => return out,
-            }
+    if let Some(h) = pkt.read::<FAST_LEN>(0) {
+        let avail = if pkt.read::<1>(53).is_some() {
+            54
+        } else {
+            FAST_LEN
+        };
+        if let Some(f) = fast_v4(&h, avail) {
+            return f.to_parsed();
         }
     }
     parse_general(pkt)

@@ -411,7 +411,11 @@ fn fast_path_agrees_with_general_parser() {
         let fast = parse::parse(&pkt[..]);
         let general = parse::parse_general(&pkt[..]);
         assert_eq!(fast, general, "packet {i}: {pkt:02x?}");
-        if pkt.len() >= 42 && pkt[12..15] == [0x08, 0x00, 0x45] {
+        if let Some(h) = pkt
+            .get(..parse::FAST_LEN)
+            .and_then(|h| <[u8; parse::FAST_LEN]>::try_from(h).ok())
+            && parse::fast_v4(&h, pkt.len()).is_some()
+        {
             fast_hits += 1;
         }
     }

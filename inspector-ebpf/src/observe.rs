@@ -16,7 +16,7 @@ use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
     config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_NETNS},
     flow::{IFNS_SLOTS, SNAP_LEN},
-    parse::{self, ETH_P_IP, Parsed, status},
+    parse::{self, ETH_P_IP, FAST_LEN, Parsed, status},
 };
 
 use crate::{
@@ -36,7 +36,6 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             return TC_ACT_UNSPEC;
         }
     }
-    let p = parse::parse(&Skb::new(ctx));
     // SAFETY: reading fields of the program's own __sk_buff.
     let (ifindex, vlan_present, vlan_tci, len, mark) = unsafe {
         let skb = &*ctx.skb.skb;
@@ -48,28 +47,92 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             skb.mark,
         )
     };
+    // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
+    let meta_vlan = if vlan_present == 0 {
+        0
+    } else {
+        (vlan_tci & 0x0fff) as u16
+    };
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    // The common case, read in place after one bounds check (see parse::fast_v4).
+    if data + FAST_LEN <= data_end
+        && let Some(f) = parse::fast_v4(&Linear(data), data_end - data)
+    {
+        let hook = Hook {
+            netns: netns_of(ctx, ifindex),
+            ifindex,
+            vlan: meta_vlan,
+            direction: dir as u8,
+        };
+        count_status(f.status);
+        update(
+            &FLOWS4,
+            &key4(f.src, f.dst, f.sport, f.dport, f.proto, &hook),
+            f.tcp_flags,
+            f.status,
+            len,
+        );
+        if conf!(flags) & FLAG_EVENTS != 0 {
+            events(ctx, &f.to_parsed(), &hook, len, mark);
+        }
+        return TC_ACT_UNSPEC;
+    }
+    let p = parse::parse_general(&Skb::new(ctx));
     let hook = Hook {
         netns: netns_of(ctx, ifindex),
         ifindex,
-        // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
-        vlan: if p.vlan == 0 && vlan_present != 0 {
-            (vlan_tci & 0x0fff) as u16
-        } else {
-            p.vlan
-        },
+        vlan: if p.vlan == 0 { meta_vlan } else { p.vlan },
         direction: dir as u8,
     };
     count_status(p.status);
     count_flow(&p, &hook, len);
     if conf!(flags) & FLAG_EVENTS != 0 {
-        let key = full_key(&p, &hook);
-        if wanted(&key, &p) {
-            // SAFETY: plain helper call.
-            let now = unsafe { bpf_ktime_get_ns() };
-            emit(ctx, &key, &p, len, mark, now);
-        }
+        events(ctx, &p, &hook, len, mark);
     }
     TC_ACT_UNSPEC
+}
+
+/// The first `FAST_LEN` bytes of the linear packet data, after the caller's bounds check.
+struct Linear(usize);
+
+impl parse::Head for Linear {
+    #[inline(always)]
+    fn w(&self, off: usize) -> u16 {
+        // SAFETY: the caller checked data + FAST_LEN <= data_end, and off + 2 <= FAST_LEN.
+        u16::from_be(unsafe { core::ptr::read_unaligned((self.0 + off) as *const u16) })
+    }
+
+    #[inline(always)]
+    fn a4(&self, off: usize) -> [u8; 4] {
+        // SAFETY: as above, off + 4 <= FAST_LEN.
+        unsafe { core::ptr::read_unaligned((self.0 + off) as *const [u8; 4]) }
+    }
+}
+
+/// Per-packet event, if the load-time filter wants it.
+#[inline(always)]
+fn events(ctx: &TcContext, p: &Parsed, hook: &Hook, len: u32, mark: u32) {
+    let key = full_key(p, hook);
+    if wanted(&key, p) {
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        emit(ctx, &key, p, len, mark, now);
+    }
+}
+
+#[inline(always)]
+fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8, h: &Hook) -> FlowKey4 {
+    FlowKey4 {
+        src,
+        dst,
+        netns: h.netns,
+        ifindex: h.ifindex,
+        sport,
+        dport,
+        vlan: h.vlan,
+        proto,
+        direction: h.direction,
+    }
 }
 
 /// Where a packet was seen.
@@ -162,25 +225,22 @@ fn count_status(st: u8) {
 #[inline(always)]
 fn count_flow(p: &Parsed, h: &Hook, len: u32) {
     if p.ethertype == ETH_P_IP {
-        let k4 = FlowKey4 {
-            src: [p.src[0], p.src[1], p.src[2], p.src[3]],
-            dst: [p.dst[0], p.dst[1], p.dst[2], p.dst[3]],
-            netns: h.netns,
-            ifindex: h.ifindex,
-            sport: p.sport,
-            dport: p.dport,
-            vlan: h.vlan,
-            proto: p.proto,
-            direction: h.direction,
-        };
-        update(&FLOWS4, &k4, p, len);
+        let src = [p.src[0], p.src[1], p.src[2], p.src[3]];
+        let dst = [p.dst[0], p.dst[1], p.dst[2], p.dst[3]];
+        update(
+            &FLOWS4,
+            &key4(src, dst, p.sport, p.dport, p.proto, h),
+            p.tcp_flags,
+            p.status,
+            len,
+        );
     } else {
-        update(&FLOWS, &full_key(p, h), p, len);
+        update(&FLOWS, &full_key(p, h), p.tcp_flags, p.status, len);
     }
 }
 
 #[inline(always)]
-fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, p: &Parsed, len: u32) {
+fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, tcp_flags: u8, status: u8, len: u32) {
     if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: plain helper call.
         let now = unsafe { bpf_jiffies64() };
@@ -194,8 +254,8 @@ fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, p: &Parsed, len: u32
             (*v).packets += 1;
             (*v).bytes += u64::from(len);
             (*v).last_jiffies = now;
-            (*v).tcp_flags |= p.tcp_flags;
-            (*v).status |= p.status;
+            (*v).tcp_flags |= tcp_flags;
+            (*v).status |= status;
         }
         return;
     }
@@ -207,8 +267,8 @@ fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, p: &Parsed, len: u32
         bytes: u64::from(len),
         first_ns: now,
         last_jiffies: jiffies,
-        tcp_flags: p.tcp_flags,
-        status: p.status,
+        tcp_flags,
+        status,
         _pad: [0; 6],
     };
     // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
