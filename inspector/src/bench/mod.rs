@@ -96,7 +96,7 @@ impl Drop for Running {
     }
 }
 
-fn start(obs: Observer, lab: &Lab) -> anyhow::Result<Running> {
+fn start(obs: Observer, lab: &Lab, extra: &[String]) -> anyhow::Result<Running> {
     match obs {
         Observer::None => Ok(Running(Vec::new())),
         Observer::Inspector => {
@@ -109,6 +109,7 @@ fn start(obs: Observer, lab: &Lab) -> anyhow::Result<Running> {
             for n in lab.ns_names() {
                 cmd.args(["--netns", n]);
             }
+            cmd.args(extra);
             let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
             let deadline = Instant::now() + Duration::from_secs(30);
             while !ready.exists() {
@@ -194,6 +195,10 @@ pub struct Options {
     pub rounds: usize,
     pub secs: f64,
     pub workloads: Vec<Workload>,
+    /// Extra arguments for the `inspector flows` observer (e.g. `--no-drops`).
+    pub inspector_args: Vec<String>,
+    /// The small-packet receiver spins instead of sleeping.
+    pub busy_poll: bool,
     /// Set by SIGINT/SIGTERM: stop after the current measurement and clean up.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -222,17 +227,20 @@ pub fn overhead(
     )?;
     let mut samples = Vec::new();
     for round in 0..opts.rounds {
-        // Rotate the observer order so no observer always runs first (or last).
-        let mut order = Observer::ALL.to_vec();
-        order.rotate_left(round % Observer::ALL.len());
-        for obs in order {
-            let running = start(obs, &lab)?;
-            for &w in &opts.workloads {
+        for (wi, &w) in opts.workloads.iter().enumerate() {
+            // Each measurement gets a freshly started observer, and the observer order rotates
+            // with the round and the workload, so none always runs first, last, or right
+            // after another workload's after-effects (a flood's queued packets, say).
+            let mut order = Observer::ALL.to_vec();
+            order.rotate_left((round + wi) % Observer::ALL.len());
+            for obs in order {
                 if opts.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     bail!("interrupted; the lab and every observer were removed");
                 }
-                let value = workload::run(w, &pair, opts.secs)
+                let running = start(obs, &lab, &opts.inspector_args)?;
+                let value = workload::run(w, &pair, opts.secs, opts.busy_poll)
                     .with_context(|| format!("{} with {}", w.name(), obs.name()))?;
+                drop(running);
                 let s = Sample {
                     round,
                     workload: w,
@@ -242,7 +250,6 @@ pub fn overhead(
                 progress(&s);
                 samples.push(s);
             }
-            drop(running);
         }
     }
     drop(lab);

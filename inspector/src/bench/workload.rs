@@ -61,10 +61,10 @@ pub struct Pair {
     pub server_ip: std::net::IpAddr,
 }
 
-pub fn run(w: Workload, p: &Pair, secs: f64) -> io::Result<f64> {
+pub fn run(w: Workload, p: &Pair, secs: f64, busy_poll: bool) -> io::Result<f64> {
     check_addr(p.server_ip)?;
     match w {
-        Workload::UdpSmall => udp_small(p, secs),
+        Workload::UdpSmall => udp_small(p, secs, busy_poll),
         Workload::TcpRr => tcp_rr(p, secs),
         Workload::TcpBulk => tcp_bulk(p, secs),
     }
@@ -106,7 +106,7 @@ fn mmsg_headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
         .collect()
 }
 
-fn udp_small(p: &Pair, secs: f64) -> io::Result<f64> {
+fn udp_small(p: &Pair, secs: f64, busy_poll: bool) -> io::Result<f64> {
     let addr = SocketAddr::new(p.server_ip, 9100);
     let rx = run_in(&p.server, move || UdpSocket::bind(addr))??;
     let big: libc::c_int = 32 << 20;
@@ -142,7 +142,13 @@ fn udp_small(p: &Pair, secs: f64) -> io::Result<f64> {
                     rx.as_raw_fd(),
                     msgs.as_mut_ptr(),
                     BATCH as u32,
-                    libc::MSG_WAITFORONE,
+                    // Busy-polling keeps the receiver's CPU from sleeping, so the sender
+                    // never pays a wake-up IPI (costly in a VM): steadier numbers.
+                    if busy_poll {
+                        libc::MSG_DONTWAIT
+                    } else {
+                        libc::MSG_WAITFORONE
+                    },
                     std::ptr::null_mut(),
                 )
             };

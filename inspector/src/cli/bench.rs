@@ -30,6 +30,14 @@ pub struct OverheadArgs {
     /// Workloads to run: udp, rr, bulk (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "udp,rr,bulk")]
     pub workloads: Vec<String>,
+    /// Extra argument for the observed `inspector flows` (repeatable), e.g.
+    /// `--inspector-arg=--no-drops`.
+    #[arg(long = "inspector-arg", allow_hyphen_values = true)]
+    pub inspector_args: Vec<String>,
+    /// Small-packet receiver busy-polls instead of sleeping between batches: removes the
+    /// wake-up IPIs that make the sender's rate swing, and shows per-packet cost more plainly.
+    #[arg(long)]
+    pub busy_poll: bool,
 }
 
 /// Targets from the foundation issue: (workload, max overhead %).
@@ -63,6 +71,8 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         secs: o.secs,
         workloads,
         stop,
+        inspector_args: o.inspector_args.clone(),
+        busy_poll: o.busy_poll,
     };
     eprintln!(
         "inspector: bench overhead: {} rounds x {} observers x {} workloads x {:.1} s",

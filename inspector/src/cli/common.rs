@@ -62,6 +62,10 @@ pub struct FilterArgs {
     /// Do not trace the kernel's packet drops (`skb:kfree_skb`); no tracefs needed then.
     #[arg(long)]
     pub no_drops: bool,
+    /// Capacity of each flow table (flows x hooks); the least recently seen are evicted
+    /// when it is full.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub max_flows: u32,
 }
 
 /// Validated filter settings.
@@ -212,7 +216,12 @@ pub fn start_with(
         config: cfg,
         drops: !a.no_drops,
         ring_bytes,
-        ..ProbeOptions::default()
+        // 0 comes from FilterArgs::default() (programmatic callers such as the demo).
+        flow_entries: if a.max_flows == 0 {
+            ProbeOptions::default().flow_entries
+        } else {
+            a.max_flows
+        },
     })?;
     let mut follower = Follower::new(probe, selection.clone());
     let changes = follower.reconcile();
