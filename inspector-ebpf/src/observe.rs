@@ -77,7 +77,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         }
         return TC_ACT_UNSPEC;
     }
-    let p = parse::parse_general(&Skb::new(ctx));
+    let p = parse::parse_general(&Skb::new(ctx, data, data_end));
     let hook = Hook {
         netns: netns_of(ctx, ifindex),
         ifindex,

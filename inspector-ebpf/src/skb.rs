@@ -16,13 +16,10 @@ pub(crate) struct Skb<'a> {
 }
 
 impl<'a> Skb<'a> {
+    /// `data`/`data_end` as the caller already read them from the context.
     #[inline(always)]
-    pub(crate) fn new(ctx: &'a TcContext) -> Self {
-        Self {
-            ctx,
-            data: ctx.data(),
-            data_end: ctx.data_end(),
-        }
+    pub(crate) const fn new(ctx: &'a TcContext, data: usize, data_end: usize) -> Self {
+        Self { ctx, data, data_end }
     }
 }
 

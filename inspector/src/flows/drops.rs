@@ -25,8 +25,6 @@ pub struct DropRecord {
     pub packets: u64,
     pub first_ns: u64,
     pub last_ns: u64,
-    #[serde(skip)]
-    pub key: DropKey,
 }
 
 /// The flow key with the same addresses, ports and protocol (for decoding and filtering).
@@ -63,7 +61,6 @@ impl DropRecord {
             packets: s.packets,
             first_ns: s.first_ns,
             last_ns: s.last_ns,
-            key: *k,
         }
     }
 

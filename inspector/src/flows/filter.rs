@@ -144,11 +144,6 @@ pub fn parse_port(s: &str) -> Result<u16, FilterError> {
 }
 
 impl Filter {
-    #[must_use]
-    pub const fn is_empty(&self) -> bool {
-        self.proto.is_none() && self.host.is_none() && self.port.is_none()
-    }
-
     /// Writes the kernel-side part of the filter into the load-time configuration. Parts the
     /// kernel cannot express (a non-IP `EtherType`) are left to [`Filter::matches`].
     pub fn apply_to(&self, cfg: &mut Config) {

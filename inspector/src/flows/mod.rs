@@ -44,8 +44,6 @@ pub struct FlowRecord {
     pub tcp_flags: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub anomalies: String,
-    #[serde(skip)]
-    pub key: FlowKey,
 }
 
 /// Protocol name for an `EtherType` / IP protocol pair.
@@ -175,7 +173,6 @@ impl FlowRecord {
             last_ns: s.last_ns,
             tcp_flags: tcp_flags(s.tcp_flags),
             anomalies: anomalies(s.status),
-            key: *k,
         }
     }
 

@@ -119,12 +119,6 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Paths of the namespaces, node first.
-    #[must_use]
-    pub fn ns_paths(&self) -> Vec<PathBuf> {
-        self.namespaces.iter().map(|n| netns::path(n)).collect()
-    }
-
     #[must_use]
     pub fn ns_names(&self) -> &[String] {
         &self.namespaces

@@ -135,18 +135,6 @@ impl Nl {
                 .map_err(|e| err(&format!("adding route {dst}/{prefix} via {gw}"), e))
         })
     }
-
-    pub fn del_link(&self, name: &str) -> io::Result<()> {
-        let idx = self.index(name)?;
-        self.rt.block_on(async {
-            self.handle
-                .link()
-                .del(idx)
-                .execute()
-                .await
-                .map_err(|e| err(&format!("deleting {name}"), e))
-        })
-    }
 }
 
 impl Drop for Nl {

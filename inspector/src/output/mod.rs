@@ -43,11 +43,6 @@ impl Table {
     }
 
     #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    #[must_use]
     pub fn render(&self) -> String {
         let mut w: Vec<usize> = self.header.iter().map(String::len).collect();
         for r in &self.rows {

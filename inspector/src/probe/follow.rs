@@ -117,13 +117,8 @@ impl Follower {
 
     /// Rescans the node and brings the attachments in line with it.
     pub fn reconcile(&mut self) -> Vec<Change> {
-        let namespaces: Vec<NsView> = topology::netns::discover()
-            .iter()
-            .filter(|ns| self.selection.wants_ns(ns.inode))
-            .filter_map(|ns| topology::scan_ns(ns).ok())
-            .collect();
-        let peers = topology::resolve_peers(&namespaces, &mut self.cache);
-        let topo = Topology { namespaces, peers };
+        let selection = &self.selection;
+        let topo = topology::scan_where(&mut self.cache, |inode| selection.wants_ns(inode));
         self.names.learn(&topo);
 
         let mut changes = Vec::new();

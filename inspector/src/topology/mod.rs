@@ -64,8 +64,15 @@ pub fn scan_ns(ns: &Netns) -> std::io::Result<NsView> {
 /// Scans every namespace on the node. Namespaces that vanish mid-scan are skipped.
 #[must_use]
 pub fn scan(cache: &mut NsidCache) -> Topology {
+    scan_where(cache, |_| true)
+}
+
+/// Scans the namespaces (by inode) that `wanted` accepts.
+#[must_use]
+pub fn scan_where(cache: &mut NsidCache, wanted: impl Fn(u64) -> bool) -> Topology {
     let namespaces: Vec<NsView> = netns::discover()
         .iter()
+        .filter(|ns| wanted(ns.inode))
         .filter_map(|ns| scan_ns(ns).ok())
         .collect();
     let peers = resolve_peers(&namespaces, cache);
