@@ -164,6 +164,23 @@ pub struct DropKey {
 }
 const _: () = assert!(core::mem::size_of::<DropKey>() == 52);
 
+/// A socket as the socket-owner program records it: its namespace, protocol and local end
+/// (the unspecified address for a wildcard bind). The value is the cgroup v2 id of the
+/// socket's owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+    pub netns: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<SockKey>() == 24);
+
 /// Bytes of each packet copied into a [`PacketEvent`] (headers, for display and pcap).
 pub const SNAP_LEN: usize = 128;
 
@@ -245,6 +262,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ClockSample {}
     // SAFETY: as above.

@@ -7,4 +7,6 @@ pub mod config;
 pub mod flow;
 pub mod parse;
 
-pub use flow::{ClockSample, Direction, DropKey, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat};
+pub use flow::{
+    ClockSample, Direction, DropKey, FlowKey, FlowKey4, FlowStats, PacketEvent, SockKey, Stat,
+};

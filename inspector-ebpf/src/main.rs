@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod cg_sock_owner;
 mod config;
 mod maps;
 mod observe;

@@ -2,10 +2,10 @@
 //! whose they are; sizes here are defaults that userspace may override at load.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use inspector_common::{
-    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats,
+    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, SockKey,
     flow::{IFNS_SLOTS, STAT_SLOTS},
 };
 
@@ -67,3 +67,8 @@ pub(crate) fn bump(stat: inspector_common::Stat) {
         unsafe { *slot += 1 };
     }
 }
+
+/// Socket (namespace, protocol, local address and port) -> cgroup v2 id of its owner, from
+/// `insp_sock_owner`. Lets userspace tell apart containers that share a namespace.
+#[map(name = "inspector_socks")]
+pub(crate) static SOCKS: LruHashMap<SockKey, u64> = LruHashMap::with_max_entries(65536, 0);

@@ -19,7 +19,11 @@ impl<'a> Skb<'a> {
     /// `data`/`data_end` as the caller already read them from the context.
     #[inline(always)]
     pub(crate) const fn new(ctx: &'a TcContext, data: usize, data_end: usize) -> Self {
-        Self { ctx, data, data_end }
+        Self {
+            ctx,
+            data,
+            data_end,
+        }
     }
 }
 

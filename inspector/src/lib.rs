@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod flows;
+pub mod identity;
 pub mod lab;
 pub mod output;
 pub mod probe;

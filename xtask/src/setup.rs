@@ -25,8 +25,17 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "sockperf",
     "tcpdump",
-    // CRI client code generation (later issues).
+    // CRI client code generation.
     "protobuf-compiler",
+    // Real container runtimes for the identity tests: dockerd (with its containerd and
+    // runc), a CRI containerd with the CNI bridge plugin, and a static busybox to build
+    // images from (no registry is reachable). The packages' service starts are refused by
+    // policy-rc.d here; tests start and stop their own daemons.
+    "docker.io",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

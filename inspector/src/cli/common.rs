@@ -66,6 +66,14 @@ pub struct FilterArgs {
     /// when it is full.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub max_flows: u32,
+    /// Docker Engine API socket, for container names, modes, addresses and ports.
+    #[arg(long, value_name = "PATH", default_value = crate::identity::docker::DEFAULT_SOCKET)]
+    pub docker_socket: PathBuf,
+    /// Do not record socket owners (the `cgroup_skb` program on the cgroup v2 root). Flows in
+    /// namespaces shared by several containers, and host-mode containers, then stay
+    /// unattributed or "shared by".
+    #[arg(long)]
+    pub no_socket_owners: bool,
 }
 
 /// Validated filter settings.
@@ -222,8 +230,20 @@ pub fn start_with(
         } else {
             a.max_flows
         },
+        sockets: !a.no_socket_owners,
     })?;
+    for w in &probe.warnings {
+        eprintln!("inspector: warning: {w}");
+    }
     let mut follower = Follower::new(probe, selection.clone());
+    let (tracker, notes) = crate::identity::Tracker::new(crate::identity::tracker::Options {
+        docker_socket: (!a.docker_socket.as_os_str().is_empty()).then(|| a.docker_socket.clone()),
+        docker_events: None,
+    });
+    for n in notes {
+        eprintln!("inspector: warning: {n}");
+    }
+    follower.identity = tracker;
     let changes = follower.reconcile();
     log_changes(a, &changes);
     if let Some(p) = &a.ready_file {

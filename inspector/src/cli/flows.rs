@@ -157,13 +157,18 @@ struct DropLine<'a> {
 
 /// Current records that pass the filter, busiest first.
 pub fn records(f: &Follower, filter: &Filter) -> anyhow::Result<Vec<FlowRecord>> {
-    let mut v: Vec<FlowRecord> = f
-        .probe
-        .flows()?
-        .iter()
-        .filter(|(k, s)| s.packets > 0 && filter.matches(k))
-        .map(|(k, s)| FlowRecord::new(k, s, &f.names))
-        .collect();
+    let flows = f.probe.flows()?;
+    let mut v: Vec<FlowRecord> = f.with_resolver(|r| {
+        flows
+            .iter()
+            .filter(|(k, s)| s.packets > 0 && filter.matches(k))
+            .map(|(k, s)| {
+                let mut rec = FlowRecord::new(k, s, &f.names);
+                rec.attribute(r);
+                rec
+            })
+            .collect()
+    })?;
     v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.first_ns.cmp(&b.first_ns)));
     Ok(v)
 }

@@ -12,7 +12,11 @@ use inspector_common::{
 };
 use serde::Serialize;
 
-use crate::{probe::Counts, topology::names::Names};
+use crate::{
+    identity::{Endpoint, Resolver},
+    probe::Counts,
+    topology::names::Names,
+};
 
 /// One flow at one hook, ready to print (`inspector flows` line).
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +48,12 @@ pub struct FlowRecord {
     pub tcp_flags: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub anomalies: String,
+    /// Who sent it and who receives it (`null` when unknown).
+    pub src_endpoint: Option<Endpoint>,
+    pub dst_endpoint: Option<Endpoint>,
+    /// IP protocol number (for attribution by socket).
+    #[serde(skip)]
+    pub ip_proto: u8,
 }
 
 /// Protocol name for an `EtherType` / IP protocol pair.
@@ -173,7 +183,20 @@ impl FlowRecord {
             last_ns: s.last_ns,
             tcp_flags: tcp_flags(s.tcp_flags),
             anomalies: anomalies(s.status),
+            src_endpoint: None,
+            dst_endpoint: None,
+            ip_proto: if is_ip { k.proto } else { 0 },
         }
+    }
+
+    /// Fills in `src_endpoint` and `dst_endpoint`.
+    pub fn attribute(&mut self, r: &Resolver<'_>) {
+        self.src_endpoint = self
+            .src
+            .and_then(|ip| r.endpoint(ip, self.sport, self.ip_proto, self.netns));
+        self.dst_endpoint = self
+            .dst
+            .and_then(|ip| r.endpoint(ip, self.dport, self.ip_proto, self.netns));
     }
 
     /// "198.18.0.2:41234" / "198.18.0.2" / "-".

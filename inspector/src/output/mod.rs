@@ -74,3 +74,16 @@ impl Table {
         s
     }
 }
+
+/// An error with its sources, "outer: inner: innermost".
+#[must_use]
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -208,6 +208,8 @@ pub struct KernelOffsets {
     pub skb_tail: u32,
     pub skb_len: u32,
     pub skb_proto: u32,
+    pub skb_sk: u32,
+    pub sk_net: u32,
 }
 
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
@@ -222,6 +224,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         skb_tail: btf.offset("sk_buff", "tail")?,
         skb_len: btf.offset("sk_buff", "len")?,
         skb_proto: btf.offset("sk_buff", "protocol")?,
+        skb_sk: btf.offset("sk_buff", "sk")?,
+        sk_net: btf.offset("sock", "__sk_common.skc_net.net")?,
     })
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::{AttachKey, Probe, ProbeError};
+use crate::identity::{Resolver, Tracker};
 use crate::topology::{self, Link, LinkKind, NsView, NsidCache, Topology, names::Names};
 
 /// Which interfaces to attach to.
@@ -64,6 +65,8 @@ pub enum Change {
         ifindex: u32,
     },
     Failed(ProbeError),
+    /// Something else worth saying once (a runtime that stopped answering).
+    Note(String),
 }
 
 impl std::fmt::Display for Change {
@@ -87,6 +90,7 @@ impl std::fmt::Display for Change {
                 write!(f, "detached {netns}/{ifname} (ifindex {ifindex}): gone")
             }
             Self::Failed(e) => write!(f, "warning: {e}"),
+            Self::Note(m) => write!(f, "warning: {m}"),
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Follower {
     pub selection: Selection,
     pub names: Names,
     pub topology: Topology,
+    /// Who owns which namespace, address and socket; refreshed with every rescan.
+    pub identity: Tracker,
     cache: NsidCache,
     /// Attach failures already reported (each is retried every rescan, but said once).
     reported: HashSet<String>,
@@ -110,6 +116,7 @@ impl Follower {
             selection,
             names: Names::default(),
             topology: Topology::default(),
+            identity: Tracker::default(),
             cache: NsidCache::default(),
             reported: HashSet::new(),
         }
@@ -160,6 +167,14 @@ impl Follower {
             });
         }
         self.topology = topo;
+        changes.extend(self.identity.refresh().into_iter().map(Change::Note));
         changes
+    }
+
+    /// Resolves flow ends against the current identity, topology and socket owners.
+    pub fn with_resolver<T>(&self, f: impl FnOnce(&Resolver<'_>) -> T) -> Result<T, ProbeError> {
+        let owners = self.probe.socket_owners()?;
+        let r = Resolver::new(&self.identity.identity, &owners, &self.topology);
+        Ok(f(&r))
     }
 }

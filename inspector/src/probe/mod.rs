@@ -9,6 +9,7 @@ pub mod btf;
 pub mod clock;
 pub mod follow;
 pub mod preflight;
+pub mod sockets;
 pub mod tracefs;
 
 use std::{collections::HashMap, path::PathBuf};
@@ -115,6 +116,9 @@ pub struct ProbeOptions {
     pub flow_entries: u32,
     /// Trace the kernel's drops (`skb:kfree_skb`; needs tracefs).
     pub drops: bool,
+    /// Record socket owners (`cgroup_skb` on the cgroup v2 root) to attribute flows in
+    /// shared namespaces.
+    pub sockets: bool,
 }
 
 impl Default for ProbeOptions {
@@ -124,6 +128,7 @@ impl Default for ProbeOptions {
             ring_bytes: 8 << 20,
             flow_entries: 65536,
             drops: true,
+            sockets: true,
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct Probe {
     links: HashMap<AttachKey, attach::Pair>,
     /// Names of `enum skb_drop_reason` values, from the tracepoint's format.
     drop_reasons: std::collections::BTreeMap<u32, String>,
+    /// What could not be set up but did not stop the rest (said once, at start).
+    pub warnings: Vec<String>,
 }
 
 impl Probe {
@@ -166,6 +173,8 @@ impl Probe {
         config.off_skb_tail = off.skb_tail;
         config.off_skb_len = off.skb_len;
         config.off_skb_proto = off.skb_proto;
+        config.off_skb_sk = off.skb_sk;
+        config.off_sk_net = off.sk_net;
         config.flags |= FLAG_NETNS;
         let mut drop_reasons = std::collections::BTreeMap::new();
         let tracefs = if opts.drops {
@@ -215,6 +224,15 @@ impl Probe {
                     source,
                 })?;
         }
+        let mut warnings = Vec::new();
+        if opts.sockets
+            && let Err(e) = sockets::attach(&mut ebpf)
+        {
+            warnings.push(format!(
+                "socket owners are not recorded ({e}): flows in namespaces shared by several \
+                 containers, and host-mode containers, are not attributed"
+            ));
+        }
         Ok(Self {
             clock: std::cell::RefCell::new(clock::JiffiesClock::new(
                 1_000_000_000 / clock::kernel_hz(),
@@ -222,6 +240,7 @@ impl Probe {
             ebpf,
             links: HashMap::new(),
             drop_reasons,
+            warnings,
         })
     }
 
@@ -305,6 +324,11 @@ impl Probe {
             *slot = arr.get(&(i as u32), 0).map_err(err)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Socket owners the kernel recorded (see `sockets`).
+    pub fn socket_owners(&self) -> Result<crate::identity::SocketOwners, ProbeError> {
+        sockets::owners(&self.ebpf)
     }
 
     /// Takes the ring buffer of per-packet events (present only once).

@@ -1,0 +1,100 @@
+//! `cgroup_skb` (ingress and egress, on the root of the cgroup v2 hierarchy): records which
+//! cgroup owns each socket that sends or receives, keyed by the socket's namespace, protocol
+//! and local address/port. Flows are then attributed to the container whose processes own the
+//! socket, which is the only way to tell apart containers sharing a namespace (Docker's
+//! container mode, pods) or host-mode containers in the host namespace. Always allows the
+//! packet: this program observes, it never filters.
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated::bpf_skb_cgroup_id},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+use inspector_common::SockKey;
+
+use crate::{config::conf, maps::SOCKS};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+// One program per direction: the kernel ties a cgroup_skb program to the attach type it was
+// loaded for.
+#[cgroup_skb(ingress)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macro passes the context by value"
+)]
+pub fn insp_sock_owner_in(ctx: SkBuffContext) -> i32 {
+    let _ = try_sock_owner(&ctx);
+    1
+}
+
+#[cgroup_skb(egress)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macro passes the context by value"
+)]
+pub fn insp_sock_owner_out(ctx: SkBuffContext) -> i32 {
+    let _ = try_sock_owner(&ctx);
+    1
+}
+
+fn try_sock_owner(ctx: &SkBuffContext) -> Option<()> {
+    let skb = &ctx.skb;
+    let family = skb.family();
+    let mut key = SockKey {
+        addr: [0; 16],
+        netns: 0,
+        port: skb.local_port() as u16,
+        proto: 0,
+        family: 0,
+    };
+    // The packet starts at its network header here.
+    match family {
+        AF_INET => {
+            key.family = 4;
+            key.addr[..4].copy_from_slice(&skb.local_ipv4().to_ne_bytes());
+            key.proto = ctx.load::<u8>(9).ok()?;
+        }
+        AF_INET6 => {
+            key.family = 6;
+            let a = skb.local_ipv6();
+            for (i, w) in a.iter().enumerate() {
+                key.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            key.proto = ctx.load::<u8>(6).ok()?;
+        }
+        _ => return None,
+    }
+    key.netns = sock_netns(ctx)?;
+    // SAFETY: plain helper call on the program's own context.
+    let cgroup = unsafe { bpf_skb_cgroup_id(skb.skb) };
+    // Most packets belong to a socket already recorded: read before writing, so the shared
+    // map's cache line is only dirtied when something changed.
+    if SOCKS.get_ptr(key).is_some_and(|v| {
+        // SAFETY: a value pointer the map just returned.
+        unsafe { *v == cgroup }
+    }) {
+        return Some(());
+    }
+    SOCKS.insert(key, cgroup, 0).ok()
+}
+
+/// Inode of the socket's namespace: `skb->sk->__sk_common.skc_net.net->ns.inum`, with
+/// offsets from the kernel's BTF.
+#[inline(always)]
+fn sock_netns(ctx: &SkBuffContext) -> Option<u32> {
+    let skb = ctx.skb.skb.cast::<u8>();
+    let (off_sk, off_net, off_inum) = (conf!(off_skb_sk), conf!(off_sk_net), conf!(off_net_inum));
+    // SAFETY: bpf_probe_read_kernel never faults; a bad pointer just yields an error.
+    unsafe {
+        let sk: u64 = bpf_probe_read_kernel(skb.add(off_sk as usize) as u64 as *const u64).ok()?;
+        if sk == 0 {
+            return None;
+        }
+        let net: u64 = bpf_probe_read_kernel((sk + u64::from(off_net)) as *const u64).ok()?;
+        if net == 0 {
+            return None;
+        }
+        bpf_probe_read_kernel((net + u64::from(off_inum)) as *const u32).ok()
+    }
+}

@@ -1,0 +1,106 @@
+//! Workloads of inspector's own labs. `lab up` (and the demo) record what they built in
+//! /run/inspector/labs/<prefix>.json and remove the record with the lab; this provider reads
+//! those records, so a lab's namespaces carry their workload names in every flow.
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Kind, Provider, Workload, procfs};
+
+/// Where lab records live.
+pub const RECORD_DIR: &str = "/run/inspector/labs";
+
+/// One workload of a lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabWorkload {
+    pub name: String,
+    /// The `ip netns` name of its namespace (for host mode, the lab's node namespace).
+    pub netns: String,
+    pub network_mode: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// What one lab built.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabRecord {
+    pub lab: String,
+    pub workloads: Vec<LabWorkload>,
+}
+
+impl LabRecord {
+    fn path(dir: &Path, lab: &str) -> PathBuf {
+        dir.join(format!("{lab}.json"))
+    }
+
+    /// Writes the record (replacing an older one of the same lab).
+    ///
+    /// # Errors
+    /// When /run/inspector/labs cannot be written.
+    pub fn save(&self) -> std::io::Result<()> {
+        let dir = Path::new(RECORD_DIR);
+        fs::create_dir_all(dir)?;
+        fs::write(Self::path(dir, &self.lab), serde_json::to_vec_pretty(self)?)
+    }
+
+    /// Removes the record of `lab` (no error if there is none).
+    pub fn remove(lab: &str) {
+        let _ = fs::remove_file(Self::path(Path::new(RECORD_DIR), lab));
+    }
+}
+
+/// Reads every lab record in a directory.
+pub struct Labs {
+    pub dir: PathBuf,
+}
+
+impl Default for Labs {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(RECORD_DIR),
+        }
+    }
+}
+
+impl Provider for Labs {
+    fn name(&self) -> &'static str {
+        "lab"
+    }
+
+    fn list(&mut self) -> Result<Vec<Workload>, Error> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Ok(Vec::new());
+        };
+        let mut v = Vec::new();
+        for e in rd.filter_map(Result::ok) {
+            let Ok(text) = fs::read(e.path()) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<LabRecord>(&text) else {
+                continue;
+            };
+            for w in rec.workloads {
+                let path = format!("{}/{}", crate::topology::netns::NAMED_DIR, w.netns);
+                // A record whose namespace is gone describes nothing live.
+                let Some(inode) = procfs::netns_of_path(&path) else {
+                    continue;
+                };
+                v.push(Workload {
+                    id: format!("{}/{}", rec.lab, w.name),
+                    name: w.name,
+                    kind: Some(Kind::Lab),
+                    runtime: "lab".into(),
+                    network_mode: Some(w.network_mode),
+                    netns: Some(inode),
+                    netns_path: Some(path),
+                    ips: w.ips,
+                    ..Workload::default()
+                });
+            }
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,217 @@
+//! Who owns a namespace, an address or a socket: containers from Docker, pods from CRI,
+//! workloads of our own lab, and any runtime's containers found through procfs/cgroups.
+//!
+//! Every provider yields [`Workload`]s; [`Identity`] indexes them by namespace, address and
+//! cgroup, and [`Identity::endpoint`] answers "who is this end of a flow" - or `None`, never a
+//! guess. When several workloads share a namespace (Docker's container mode, pods) and the
+//! socket owner is unknown, the answer names all of them ("shared by A, B").
+pub mod cgroup;
+pub mod docker;
+pub mod lab;
+pub mod procfs;
+pub mod resolve;
+pub mod tracker;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+
+pub use resolve::{Endpoint, Resolver, SocketOwners};
+pub use tracker::Tracker;
+
+/// What kind of thing a workload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A container (Docker, or a runtime seen only through cgroups).
+    Container,
+    /// A Kubernetes pod sandbox (CRI): the namespace owner; its containers are listed in it.
+    Pod,
+    /// A workload of inspector's own lab.
+    Lab,
+}
+
+/// A port published on the host (Docker `-p`, lab spec).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedPort {
+    pub proto: String,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// One container, pod or lab workload, as its provider describes it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Workload {
+    /// "namespace/name" for pods, the container or workload name otherwise.
+    pub name: String,
+    pub id: String,
+    pub kind: Option<Kind>,
+    /// "docker", "containerd", "cri-o", "podman", "lab", ...
+    pub runtime: String,
+    /// bridge, host, none, container:<id>, pod, or the network's name; `None` if unknown.
+    pub network_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Namespace inode, when known (a live process or a netns path to stat).
+    pub netns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    pub ips: Vec<IpAddr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+    /// cgroup v2 ids (inode of the cgroup directory) of the workload's processes: what the
+    /// kernel reports as a socket's owner.
+    #[serde(skip)]
+    pub cgroups: Vec<u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// For pods: the containers in the pod (names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// Ids of the containers that make up this workload besides itself (a pod's
+    /// containers), so their processes and sockets count as the workload's.
+    #[serde(skip)]
+    pub member_ids: Vec<String>,
+}
+
+impl Workload {
+    /// A short id (12 characters, as `docker ps` shows).
+    #[must_use]
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// Whether this workload lives in the node's own namespace (host mode).
+    #[must_use]
+    pub fn is_host_mode(&self) -> bool {
+        self.network_mode.as_deref() == Some("host")
+    }
+}
+
+/// A source of workloads.
+pub trait Provider {
+    /// Provider name for messages ("docker", "cri", ...).
+    fn name(&self) -> &'static str;
+    /// The workloads it knows now.
+    ///
+    /// # Errors
+    /// When the runtime cannot be asked (socket gone, bad answer).
+    fn list(&mut self) -> Result<Vec<Workload>, Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Every workload known, indexed for the lookups flows need.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    pub workloads: Vec<Workload>,
+    by_netns: HashMap<u64, Vec<usize>>,
+    by_ip: HashMap<IpAddr, Vec<usize>>,
+    by_cgroup: HashMap<u64, usize>,
+}
+
+impl Identity {
+    /// Indexes `workloads`. Pods come before containers so a namespace's owner is its pod;
+    /// the containers of a pod are not separate namespace owners.
+    #[must_use]
+    pub fn new(mut workloads: Vec<Workload>) -> Self {
+        workloads.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
+        let mut me = Self {
+            workloads,
+            ..Self::default()
+        };
+        for (i, w) in me.workloads.iter().enumerate() {
+            if let Some(ns) = w.netns {
+                me.by_netns.entry(ns).or_default().push(i);
+            }
+            for ip in &w.ips {
+                me.by_ip.entry(*ip).or_default().push(i);
+            }
+            for cg in &w.cgroups {
+                me.by_cgroup.entry(*cg).or_insert(i);
+            }
+        }
+        me
+    }
+
+    /// Workloads whose network namespace is `inode`.
+    pub fn in_netns(&self, inode: u64) -> impl Iterator<Item = &Workload> {
+        self.by_netns
+            .get(&inode)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.workloads[*i])
+    }
+
+    /// Workloads that report `ip` as theirs.
+    pub fn with_ip(&self, ip: IpAddr) -> impl Iterator<Item = &Workload> {
+        self.by_ip
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.workloads[*i])
+    }
+
+    /// The workload whose processes live in cgroup `id`.
+    #[must_use]
+    pub fn by_cgroup(&self, id: u64) -> Option<&Workload> {
+        self.by_cgroup.get(&id).map(|i| &self.workloads[*i])
+    }
+
+    /// A workload by name, id or id prefix (at least 4 characters).
+    #[must_use]
+    pub fn find(&self, key: &str) -> Option<&Workload> {
+        self.workloads
+            .iter()
+            .find(|w| w.name == key || w.id == key)
+            .or_else(|| {
+                self.workloads
+                    .iter()
+                    .find(|w| w.name.rsplit('/').next() == Some(key))
+            })
+            .or_else(|| {
+                (key.len() >= 4)
+                    .then(|| self.workloads.iter().find(|w| w.id.starts_with(key)))
+                    .flatten()
+            })
+    }
+}
+
+/// Collects from every provider; a provider that fails is reported once per call in
+/// `errors`, and the others still count.
+pub fn collect(providers: &mut [Box<dyn Provider + Send>]) -> (Vec<Workload>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    for p in providers.iter_mut() {
+        match p.list() {
+            Ok(v) => all.extend(v),
+            Err(e) => errors.push(format!("{}: {e}", p.name())),
+        }
+    }
+    (all, errors)
+}

@@ -1,0 +1,72 @@
+//! Keeps the identity of the node current during a run: asks every provider on each rescan,
+//! fills in pids/cgroups/namespaces from procfs, and remembers every workload seen, so flows
+//! of a container that has since stopped keep its name.
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    sync::mpsc,
+};
+
+use super::{Identity, Provider, Workload, cgroup, docker, lab, procfs};
+
+/// Where to look for runtimes.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Docker's API socket (`None`: do not ask Docker).
+    pub docker_socket: Option<PathBuf>,
+    /// Receives Docker lifecycle events as they happen.
+    pub docker_events: Option<mpsc::Sender<docker::Event>>,
+}
+
+/// The providers and everything they said so far.
+#[derive(Default)]
+pub struct Tracker {
+    providers: Vec<Box<dyn Provider + Send>>,
+    v2: Option<PathBuf>,
+    seen: BTreeMap<(String, String), Workload>,
+    /// Provider errors already reported (said once).
+    reported: HashSet<String>,
+    pub identity: Identity,
+}
+
+impl Tracker {
+    /// Connects to what answers. Returns messages about what did not (for the log).
+    #[must_use]
+    pub fn new(opts: Options) -> (Self, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut providers: Vec<Box<dyn Provider + Send>> = vec![Box::new(lab::Labs::default())];
+        if let Some(sock) = &opts.docker_socket {
+            match docker::Docker::connect(sock, opts.docker_events) {
+                Some(d) => providers.push(Box::new(d)),
+                None if sock.as_path() != std::path::Path::new(docker::DEFAULT_SOCKET) => {
+                    notes.push(format!(
+                        "no Docker daemon answers on {}: containers are named from cgroups only",
+                        sock.display()
+                    ));
+                }
+                None => {}
+            }
+        }
+        let me = Self {
+            providers,
+            v2: cgroup::v2_mount(),
+            ..Self::default()
+        };
+        (me, notes)
+    }
+
+    /// Asks every provider again. Returns new error messages.
+    pub fn refresh(&mut self) -> Vec<String> {
+        let (mut now, errors) = super::collect(&mut self.providers);
+        let procs = procfs::container_processes(self.v2.as_deref());
+        let extra = procfs::enrich(&mut now, &procs);
+        for w in now.into_iter().chain(extra) {
+            self.seen.insert((w.runtime.clone(), w.id.clone()), w);
+        }
+        self.identity = Identity::new(self.seen.values().cloned().collect());
+        errors
+            .into_iter()
+            .filter(|e| self.reported.insert(e.clone()))
+            .collect()
+    }
+}
