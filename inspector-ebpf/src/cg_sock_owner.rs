@@ -9,7 +9,10 @@ use aya_ebpf::{
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use inspector_common::SockKey;
+use inspector_common::{
+    SockKey,
+    parse::{ETH_P_IP, ETH_P_IPV6},
+};
 
 use crate::{config::conf, maps::SOCKS};
 
@@ -48,23 +51,44 @@ fn try_sock_owner(ctx: &SkBuffContext) -> Option<()> {
         proto: 0,
         family: 0,
     };
-    // The packet starts at its network header here.
+    let raw = skb.skb;
+    // Each context field is read with its own volatile load: the verifier only accepts a
+    // context access at a constant offset from the context pointer, and LLVM would otherwise
+    // merge the two branches into one loop over a computed pointer.
+    // SAFETY: reads of `__sk_buff` fields the kernel allows in cgroup_skb programs.
+    let ctx_u32 = |p: *const u32| unsafe { core::ptr::read_volatile(p) };
     match family {
         AF_INET => {
             key.family = 4;
-            key.addr[..4].copy_from_slice(&skb.local_ipv4().to_ne_bytes());
-            key.proto = ctx.load::<u8>(9).ok()?;
+            // SAFETY: field address inside the context.
+            let a = ctx_u32(unsafe { &raw const (*raw).local_ip4 });
+            key.addr[..4].copy_from_slice(&a.to_ne_bytes());
         }
         AF_INET6 => {
             key.family = 6;
-            let a = skb.local_ipv6();
-            for (i, w) in a.iter().enumerate() {
-                key.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-            }
-            key.proto = ctx.load::<u8>(6).ok()?;
+            // SAFETY: field addresses inside the context.
+            let w = unsafe {
+                [
+                    ctx_u32(&raw const (*raw).local_ip6[0]),
+                    ctx_u32(&raw const (*raw).local_ip6[1]),
+                    ctx_u32(&raw const (*raw).local_ip6[2]),
+                    ctx_u32(&raw const (*raw).local_ip6[3]),
+                ]
+            };
+            key.addr[0..4].copy_from_slice(&w[0].to_ne_bytes());
+            key.addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
+            key.addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
+            key.addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
         }
         _ => return None,
     }
+    // The protocol comes from the packet (it starts at its network header here), whose
+    // version is not the socket's family: a dual-stack IPv6 socket carries IPv4 packets.
+    key.proto = match skb.protocol() {
+        p if p == u32::from(ETH_P_IP.to_be()) => ctx.load::<u8>(9).ok()?,
+        p if p == u32::from(ETH_P_IPV6.to_be()) => ctx.load::<u8>(6).ok()?,
+        _ => return None,
+    };
     key.netns = sock_netns(ctx)?;
     // SAFETY: plain helper call on the program's own context.
     let cgroup = unsafe { bpf_skb_cgroup_id(skb.skb) };

@@ -36,6 +36,8 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     "containernetworking-plugins",
     "busybox-static",
+    // `dot`, to check that `topology -o dot` is valid Graphviz.
+    "graphviz",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -103,7 +103,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 output::json_line(s)?;
             }
         }
-        Format::Table => {
+        Format::Table | Format::Dot => {
             let mut t = Table::new(&[
                 "WORKLOAD", "OBSERVER", "MEDIAN", "MIN", "MAX", "UNIT", "RATIO", "OVERHEAD",
             ]);

@@ -66,14 +66,38 @@ pub struct FilterArgs {
     /// when it is full.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub max_flows: u32,
-    /// Docker Engine API socket, for container names, modes, addresses and ports.
-    #[arg(long, value_name = "PATH", default_value = crate::identity::docker::DEFAULT_SOCKET)]
-    pub docker_socket: PathBuf,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Do not record socket owners (the `cgroup_skb` program on the cgroup v2 root). Flows in
     /// namespaces shared by several containers, and host-mode containers, then stay
     /// unattributed or "shared by".
     #[arg(long)]
     pub no_socket_owners: bool,
+}
+
+/// Where to ask who owns what.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IdentityArgs {
+    /// Docker Engine API socket, for container names, modes, addresses and ports.
+    #[arg(long, value_name = "PATH", default_value = crate::identity::docker::DEFAULT_SOCKET)]
+    pub docker_socket: PathBuf,
+}
+
+impl IdentityArgs {
+    /// Connects the providers (warnings on stderr) and takes a first snapshot.
+    #[must_use]
+    pub fn tracker(&self) -> crate::identity::Tracker {
+        let (mut tracker, notes) =
+            crate::identity::Tracker::new(crate::identity::tracker::Options {
+                docker_socket: (!self.docker_socket.as_os_str().is_empty())
+                    .then(|| self.docker_socket.clone()),
+                docker_events: None,
+            });
+        for n in notes.into_iter().chain(tracker.refresh()) {
+            eprintln!("inspector: warning: {n}");
+        }
+        tracker
+    }
 }
 
 /// Validated filter settings.
@@ -236,14 +260,7 @@ pub fn start_with(
         eprintln!("inspector: warning: {w}");
     }
     let mut follower = Follower::new(probe, selection.clone());
-    let (tracker, notes) = crate::identity::Tracker::new(crate::identity::tracker::Options {
-        docker_socket: (!a.docker_socket.as_os_str().is_empty()).then(|| a.docker_socket.clone()),
-        docker_events: None,
-    });
-    for n in notes {
-        eprintln!("inspector: warning: {n}");
-    }
-    follower.identity = tracker;
+    follower.identity = a.identity.tracker();
     let changes = follower.reconcile();
     log_changes(a, &changes);
     if let Some(p) = &a.ready_file {

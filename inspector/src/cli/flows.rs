@@ -85,7 +85,7 @@ pub fn print_paths(f: &Follower, paths: &[path::FlowPath], fmt: Format) -> anyho
                 path: p,
                 roles,
             })?,
-            Format::Table => {
+            Format::Table | Format::Dot => {
                 println!("{} {} -> {}", p.proto, p.src, p.dst);
                 for (i, (h, r)) in p.hops.iter().zip(&roles).enumerate() {
                     println!(
@@ -125,7 +125,7 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
                 })?;
             }
         }
-        Format::Table => {
+        Format::Table | Format::Dot => {
             if drops.is_empty() {
                 return Ok(());
             }
@@ -199,7 +199,7 @@ fn print(
                 })?;
             }
         }
-        Format::Table => {
+        Format::Table | Format::Dot => {
             let mut t = Table::new(&[
                 "NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "PACKETS", "BYTES", "FLAGS",
             ]);
@@ -209,8 +209,8 @@ fn print(
                     r.ifname.clone(),
                     r.direction.into(),
                     r.proto.clone(),
-                    r.src_str(),
-                    r.dst_str(),
+                    r.src_label(),
+                    r.dst_label(),
                     r.packets.to_string(),
                     r.bytes.to_string(),
                     [
@@ -263,7 +263,7 @@ pub fn print_stats(f: &Follower, fmt: Format) -> anyhow::Result<()> {
     }
     match fmt {
         Format::Json => output::json_line(&m)?,
-        Format::Table => {
+        Format::Table | Format::Dot => {
             let parts: Vec<String> = m
                 .iter()
                 .filter(|(k, _)| *k != "type")

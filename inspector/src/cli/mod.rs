@@ -18,7 +18,7 @@ use crate::output::Format;
     about = "eBPF container network inspector: who talks to whom, through which hops"
 )]
 pub struct Cli {
-    /// Output format: aligned table, or one JSON object per line.
+    /// Output format: aligned table, one JSON object per line, or Graphviz (topology).
     #[arg(short = 'o', long = "output", value_enum, global = true, default_value_t = Format::Table)]
     pub output: Format,
     #[command(subcommand)]
@@ -31,7 +31,8 @@ pub enum Command {
     Trace(trace::Args),
     /// Per-flow counters at every hop: refreshed, or once after --duration.
     Flows(flows::Args),
-    /// Namespaces, links, veth pairs, bridges and addresses on this node.
+    /// The node's map: containers and pods with their mode, namespace, veth pairs, bridges,
+    /// addresses, routes and published ports; then every namespace and its links.
     Topology(topology::Args),
     /// Build the embedded demo lab, drive bounded traffic through it, show each flow's path,
     /// and remove everything.
@@ -66,6 +67,10 @@ pub fn run() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if cli.output == Format::Dot && !matches!(cli.command, Command::Topology(_)) {
+        eprintln!("inspector: error: -o dot is only for `inspector topology`");
+        std::process::exit(2);
+    }
     match cli.command {
         Command::Trace(a) => trace::run(&a, cli.output),
         Command::Flows(a) => flows::run(&a, cli.output),

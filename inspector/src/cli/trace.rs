@@ -62,6 +62,8 @@ struct TraceLine {
     mark: u32,
     #[serde(skip_serializing_if = "String::is_empty")]
     anomalies: String,
+    src_endpoint: Option<crate::identity::Endpoint>,
+    dst_endpoint: Option<crate::identity::Endpoint>,
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
@@ -74,21 +76,40 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     if fmt == Format::Table {
         println!("{}", header());
     }
+    let mut batch: Vec<PacketEvent> = Vec::new();
     'outer: while !clock.stopped() {
         clock.wait(&[ring.as_raw_fd()], None);
-        while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<PacketEvent>() {
-                continue;
+        // Drain in batches: one identity resolver (and one read of the socket owners) per
+        // batch, not per packet.
+        loop {
+            batch.clear();
+            while batch.len() < 4096
+                && let Some(item) = ring.next()
+            {
+                if item.len() < std::mem::size_of::<PacketEvent>() {
+                    continue;
+                }
+                // SAFETY: the kernel wrote a whole PacketEvent (checked length); read unaligned.
+                let ev: PacketEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                drop(item);
+                if settings.filter.matches(&ev.key) {
+                    batch.push(ev);
+                }
             }
-            // SAFETY: the kernel wrote a whole PacketEvent (checked length); read unaligned.
-            let ev: PacketEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
-            if !settings.filter.matches(&ev.key) {
-                continue;
+            if batch.is_empty() {
+                break;
             }
-            emit(&ev, &f.names, fmt, offset, start_ns)?;
-            seen += 1;
-            if a.count.is_some_and(|c| seen >= c) {
+            let done = f.with_resolver(|r| -> anyhow::Result<bool> {
+                for ev in &batch {
+                    emit(ev, &f.names, r, fmt, offset, start_ns)?;
+                    seen += 1;
+                    if a.count.is_some_and(|c| seen >= c) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })??;
+            if done {
                 break 'outer;
             }
         }
@@ -106,7 +127,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
 
 fn header() -> String {
     format!(
-        "{:>11}  {:<16}  {:<12}  {:<7}  {:<6}  {:<22}  {:<22}  {:>5}  {}",
+        "{:>11}  {:<16}  {:<12}  {:<7}  {:<6}  {:<30}  {:<30}  {:>5}  {}",
         "TIME", "NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "LEN", "INFO"
     )
 }
@@ -114,6 +135,7 @@ fn header() -> String {
 fn emit(
     ev: &PacketEvent,
     names: &crate::topology::names::Names,
+    resolver: &crate::identity::Resolver<'_>,
     fmt: Format,
     offset: i128,
     start_ns: u64,
@@ -126,7 +148,8 @@ fn emit(
         tcp_flags: ev.tcp_flags,
         status: ev.status,
     };
-    let r = FlowRecord::new(&ev.key, &stats, names);
+    let mut r = FlowRecord::new(&ev.key, &stats, names);
+    r.attribute(resolver);
     match fmt {
         Format::Json => output::json_line(&TraceLine {
             kind: "packet",
@@ -149,8 +172,10 @@ fn emit(
             tcp_flags: r.tcp_flags.clone(),
             mark: ev.mark,
             anomalies: r.anomalies.clone(),
+            src_endpoint: r.src_endpoint.clone(),
+            dst_endpoint: r.dst_endpoint.clone(),
         })?,
-        Format::Table => {
+        Format::Table | Format::Dot => {
             let rel = ev.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
             let mut info = vec![];
             if let (Some(t), Some(c)) = (r.icmp_type, r.icmp_code) {
@@ -164,14 +189,14 @@ fn emit(
             }
             // Fixed widths keep lines aligned while streaming.
             println!(
-                "{:>11}  {:<16}  {:<12}  {:<7}  {:<6}  {:<22}  {:<22}  {:>5}  {}",
+                "{:>11}  {:<16}  {:<12}  {:<7}  {:<6}  {:<30}  {:<30}  {:>5}  {}",
                 format!("{rel:.6}"),
                 r.netns_name,
                 r.ifname,
                 r.direction,
                 r.proto,
-                flows::endpoint(r.src, r.sport),
-                flows::endpoint(r.dst, r.dport),
+                r.src_label(),
+                r.dst_label(),
                 ev.len,
                 info.join(" ")
             );

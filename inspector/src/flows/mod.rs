@@ -209,6 +209,24 @@ impl FlowRecord {
     pub fn dst_str(&self) -> String {
         endpoint(self.dst, self.dport)
     }
+
+    /// "198.18.0.2:41234 (web)" when the end is attributed, else just the address.
+    #[must_use]
+    pub fn src_label(&self) -> String {
+        labelled(self.src_str(), self.src_endpoint.as_ref())
+    }
+
+    #[must_use]
+    pub fn dst_label(&self) -> String {
+        labelled(self.dst_str(), self.dst_endpoint.as_ref())
+    }
+}
+
+fn labelled(addr: String, e: Option<&Endpoint>) -> String {
+    match e.and_then(|e| e.name.as_deref()) {
+        Some(n) => format!("{addr} ({n})"),
+        None => addr,
+    }
 }
 
 #[must_use]

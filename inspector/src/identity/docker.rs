@@ -384,11 +384,18 @@ impl Provider for Docker {
             if self.cache.contains_key(&l.id) && !stale.contains(&l.id) {
                 continue;
             }
-            // A container may be gone between list and inspect; skip it then.
-            if let Ok(w) = get(&self.socket, &format!("/containers/{}/json", l.id))
+            // A container may be gone between list and inspect, or be stopping (listed, but
+            // its process and namespace already gone): skip it then, so the last record made
+            // while it ran stands.
+            match get(&self.socket, &format!("/containers/{}/json", l.id))
                 .and_then(|b| parse_inspect(&b))
             {
-                self.cache.insert(l.id.clone(), w);
+                Ok(w) if !w.pids.is_empty() => {
+                    self.cache.insert(l.id.clone(), w);
+                }
+                _ => {
+                    self.cache.remove(&l.id);
+                }
             }
         }
         Ok(self.cache.values().cloned().collect())

@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod lab;
+pub mod map;
 pub mod procfs;
 pub mod resolve;
 pub mod tracker;
@@ -129,34 +130,71 @@ impl Error {
 /// Every workload known, indexed for the lookups flows need.
 #[derive(Clone, Debug, Default)]
 pub struct Identity {
+    /// Live workloads first (`live` of them), then departed ones.
     pub workloads: Vec<Workload>,
+    live: usize,
     by_netns: HashMap<u64, Vec<usize>>,
     by_ip: HashMap<IpAddr, Vec<usize>>,
     by_cgroup: HashMap<u64, usize>,
 }
 
 impl Identity {
-    /// Indexes `workloads`. Pods come before containers so a namespace's owner is its pod;
-    /// the containers of a pod are not separate namespace owners.
+    /// Indexes `workloads`, all live.
     #[must_use]
-    pub fn new(mut workloads: Vec<Workload>) -> Self {
-        workloads.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
-        let mut me = Self {
-            workloads,
-            ..Self::default()
+    pub fn new(workloads: Vec<Workload>) -> Self {
+        let n = workloads.len();
+        Self::with_departed(workloads, n)
+    }
+
+    /// Indexes `workloads`, of which the first `live` are live and the rest have departed
+    /// (most recent first). A departed workload is indexed only under the namespace,
+    /// addresses and cgroups no live workload (or more recent departed one) holds.
+    #[must_use]
+    pub fn with_departed(workloads: Vec<Workload>, live: usize) -> Self {
+        let mut me = Self::default();
+        let (mut now, gone): (Vec<Workload>, Vec<Workload>) = {
+            let mut v = workloads;
+            let gone = v.split_off(live.min(v.len()));
+            (v, gone)
         };
+        now.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
+        let live = now.len();
+        me.workloads = now;
+        me.workloads.extend(gone);
+        let mut taken_ns = std::collections::HashSet::new();
+        let mut taken_ip = std::collections::HashSet::new();
         for (i, w) in me.workloads.iter().enumerate() {
-            if let Some(ns) = w.netns {
+            let departed = i >= live;
+            if let Some(ns) = w.netns
+                && !(departed && taken_ns.contains(&ns))
+            {
                 me.by_netns.entry(ns).or_default().push(i);
             }
             for ip in &w.ips {
-                me.by_ip.entry(*ip).or_default().push(i);
+                if !(departed && taken_ip.contains(ip)) {
+                    me.by_ip.entry(*ip).or_default().push(i);
+                }
             }
             for cg in &w.cgroups {
                 me.by_cgroup.entry(*cg).or_insert(i);
             }
+            if departed {
+                // Later (older) departed workloads yield to this one too.
+                taken_ns.extend(w.netns);
+                taken_ip.extend(w.ips.iter().copied());
+            } else if i + 1 == live {
+                taken_ns.extend(me.by_netns.keys().copied());
+                taken_ip.extend(me.by_ip.keys().copied());
+            }
         }
+        me.live = live;
         me
+    }
+
+    /// The workloads that exist now (not the departed ones kept for naming old flows).
+    #[must_use]
+    pub fn live(&self) -> &[Workload] {
+        &self.workloads[..self.live]
     }
 
     /// Workloads whose network namespace is `inode`.

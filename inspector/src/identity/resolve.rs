@@ -144,7 +144,7 @@ impl<'a> Resolver<'a> {
             .collect();
         host_like.extend(
             identity
-                .workloads
+                .live()
                 .iter()
                 .filter(|w| w.is_host_mode())
                 .filter_map(|w| w.netns),
@@ -320,6 +320,29 @@ mod tests {
         assert_eq!(lo.name.as_deref(), Some("side"));
         // Nobody has it: no answer.
         assert_eq!(r.endpoint(ip("198.18.9.9"), Some(1), 6, 10), None);
+    }
+
+    #[test]
+    fn departed_workloads_yield_reused_namespaces_and_addresses() {
+        // `old` left; the kernel gave its namespace inode and Docker its address to `new`.
+        let id = Identity::with_departed(
+            vec![
+                w("new", "bridge", 10, &["198.19.0.4"], &[200]),
+                w("old", "bridge", 10, &["198.19.0.4"], &[100]),
+                w("older", "bridge", 12, &["198.19.0.9"], &[90]),
+            ],
+            1,
+        );
+        assert_eq!(id.live().len(), 1);
+        let names = |ns| id.in_netns(ns).map(|w| w.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(10), ["new"]);
+        assert_eq!(
+            names(12),
+            ["older"],
+            "a departed workload keeps what nobody took"
+        );
+        assert_eq!(id.with_ip("198.19.0.4".parse().unwrap()).count(), 1);
+        assert_eq!(id.by_cgroup(100).map(|w| w.name.as_str()), Some("old"));
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct Options {
 pub struct Tracker {
     providers: Vec<Box<dyn Provider + Send>>,
     v2: Option<PathBuf>,
-    seen: BTreeMap<(String, String), Workload>,
+    /// Every workload seen, with the number of the refresh that last saw it.
+    seen: BTreeMap<(String, String), (u64, Workload)>,
+    refreshes: u64,
     /// Provider errors already reported (said once).
     reported: HashSet<String>,
     pub identity: Identity,
@@ -60,10 +62,23 @@ impl Tracker {
         let (mut now, errors) = super::collect(&mut self.providers);
         let procs = procfs::container_processes(self.v2.as_deref());
         let extra = procfs::enrich(&mut now, &procs);
+        self.refreshes += 1;
         for w in now.into_iter().chain(extra) {
-            self.seen.insert((w.runtime.clone(), w.id.clone()), w);
+            self.seen
+                .insert((w.runtime.clone(), w.id.clone()), (self.refreshes, w));
         }
-        self.identity = Identity::new(self.seen.values().cloned().collect());
+        // Live workloads first, then departed ones, most recent first: the kernel reuses
+        // namespace inodes (and runtimes reuse addresses) at once, so a departed workload
+        // only keeps the keys no live one has taken.
+        let mut all: Vec<&(u64, Workload)> = self.seen.values().collect();
+        all.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let live = all
+            .iter()
+            .take_while(|(at, _)| *at == self.refreshes)
+            .count();
+        let ws: Vec<Workload> = all.iter().map(|(_, w)| w.clone()).collect();
+        self.identity = Identity::with_departed(ws, live);
+
         errors
             .into_iter()
             .filter(|e| self.reported.insert(e.clone()))

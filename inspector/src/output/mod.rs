@@ -1,12 +1,13 @@
 //! Rendering: aligned human tables and JSON lines (one object per line).
 use std::{fmt::Write as _, io::Write};
 
-/// `-o table` (default) or `-o json`.
+/// `-o table` (default), `-o json`, or `-o dot` (Graphviz; `topology` only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     #[default]
     Table,
     Json,
+    Dot,
 }
 
 /// Prints one JSON object on its own line and flushes (consumers read line by line).

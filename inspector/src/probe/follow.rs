@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::{AttachKey, Probe, ProbeError};
-use crate::identity::{Resolver, Tracker};
+use crate::identity::{Resolver, SocketOwners, Tracker};
 use crate::topology::{self, Link, LinkKind, NsView, NsidCache, Topology, names::Names};
 
 /// Which interfaces to attach to.
@@ -103,6 +103,7 @@ pub struct Follower {
     pub topology: Topology,
     /// Who owns which namespace, address and socket; refreshed with every rescan.
     pub identity: Tracker,
+    owners: std::cell::RefCell<(Option<std::time::Instant>, SocketOwners)>,
     cache: NsidCache,
     /// Attach failures already reported (each is retried every rescan, but said once).
     reported: HashSet<String>,
@@ -117,6 +118,7 @@ impl Follower {
             names: Names::default(),
             topology: Topology::default(),
             identity: Tracker::default(),
+            owners: std::cell::RefCell::default(),
             cache: NsidCache::default(),
             reported: HashSet::new(),
         }
@@ -171,10 +173,18 @@ impl Follower {
         changes
     }
 
-    /// Resolves flow ends against the current identity, topology and socket owners.
+    /// Resolves flow ends against the current identity, topology and socket owners. The
+    /// owners map is read at most every 100 ms (it can hold 64k entries).
     pub fn with_resolver<T>(&self, f: impl FnOnce(&Resolver<'_>) -> T) -> Result<T, ProbeError> {
-        let owners = self.probe.socket_owners()?;
-        let r = Resolver::new(&self.identity.identity, &owners, &self.topology);
+        let mut cache = self.owners.borrow_mut();
+        if cache
+            .0
+            .is_none_or(|t| t.elapsed() > std::time::Duration::from_millis(100))
+        {
+            cache.1 = self.probe.socket_owners()?;
+            cache.0 = Some(std::time::Instant::now());
+        }
+        let r = Resolver::new(&self.identity.identity, &cache.1, &self.topology);
         Ok(f(&r))
     }
 }

@@ -73,6 +73,73 @@ pub fn list() -> std::io::Result<Vec<Link>> {
     runtime()?.block_on(list_async())
 }
 
+/// One route of the main table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Route {
+    /// "default" or a CIDR.
+    pub dst: String,
+    pub gateway: Option<IpAddr>,
+    /// Output interface (ifindex in the same namespace).
+    pub oif: Option<u32>,
+    pub prefsrc: Option<IpAddr>,
+}
+
+/// Reads the IPv4 and IPv6 routes of the main table of the current namespace.
+pub fn routes() -> std::io::Result<Vec<Route>> {
+    runtime()?.block_on(async {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        let nl = |e: rtnetlink::Error| std::io::Error::other(e.to_string());
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        let task = tokio::spawn(conn);
+        let mut out = Vec::new();
+        for msg in [
+            rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let msgs: Vec<_> = handle
+                .route()
+                .get(msg)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl)?;
+            for m in msgs {
+                if m.header.table != 254 {
+                    continue; // main table only (not local/broadcast)
+                }
+                let ip = |a: &RouteAddress| match a {
+                    RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+                    RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+                    _ => None,
+                };
+                let mut r = Route {
+                    dst: "default".into(),
+                    gateway: None,
+                    oif: None,
+                    prefsrc: None,
+                };
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => {
+                            if let Some(d) = ip(d) {
+                                r.dst = format!("{d}/{}", m.header.destination_prefix_length);
+                            }
+                        }
+                        RouteAttribute::Gateway(g) => r.gateway = ip(g),
+                        RouteAttribute::PrefSource(p) => r.prefsrc = ip(p),
+                        RouteAttribute::Oif(o) => r.oif = Some(*o),
+                        _ => {}
+                    }
+                }
+                out.push(r);
+            }
+        }
+        drop(handle);
+        task.abort();
+        Ok(out)
+    })
+}
+
 /// The nsid the current namespace uses for the namespace at `other`, if one is assigned.
 pub fn nsid_of(other: &Path) -> std::io::Result<Option<i32>> {
     let file = File::open(other)?;

@@ -7,7 +7,7 @@ pub mod netns;
 
 use std::collections::HashMap;
 
-pub use links::{Addr, Link, LinkKind, LinkStats};
+pub use links::{Addr, Link, LinkKind, LinkStats, Route};
 pub use netns::{Netns, NetnsKind};
 
 /// One namespace with what it contains.

@@ -3,6 +3,8 @@
 //! read with `ip -s -j link` (the oracle), and the inspector binary run as a user would.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod docker;
+
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader, Read as _},

@@ -1,0 +1,307 @@
+//! Real Docker, all four network modes: every flow end is the container `docker inspect`
+//! names (name, id, network mode) - including two containers sharing one namespace (told
+//! apart by socket owner), a host-mode container in the host namespace, a none-mode
+//! container talking to itself over lo, and containers started (and removed) while the
+//! inspector runs. ICMP in the shared namespace has no socket to decide by: "shared by".
+mod support;
+
+use std::{collections::BTreeMap, io::Write as _, time::Duration};
+
+use serde_json::Value;
+use support::{
+    Inspector,
+    docker::{Dockerd, SOCKET},
+    json_lines, unique,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    name: String,
+    id: String,
+    network_mode: String,
+}
+
+fn expected(name: &str) -> Expected {
+    let mode = Dockerd::inspect(name, "{{.HostConfig.NetworkMode}}");
+    Expected {
+        name: name.to_owned(),
+        id: Dockerd::inspect(name, "{{.Id}}"),
+        // Docker calls the default bridge network "default" in HostConfig.
+        network_mode: if mode == "default" {
+            "bridge".into()
+        } else {
+            mode
+        },
+    }
+}
+
+fn ip_of(name: &str) -> String {
+    Dockerd::inspect(name, "{{.NetworkSettings.IPAddress}}")
+}
+
+fn netns_of(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let pid = Dockerd::inspect(name, "{{.State.Pid}}");
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .expect("container netns")
+        .ino()
+}
+
+fn check_end(flow: &Value, end: &str, want: &Expected) {
+    let e = &flow[end];
+    let got = (
+        e["name"].as_str(),
+        e["id"].as_str(),
+        e["network_mode"].as_str(),
+        e["kind"].as_str(),
+        e["runtime"].as_str(),
+    );
+    assert_eq!(
+        got,
+        (
+            Some(want.name.as_str()),
+            Some(want.id.as_str()),
+            Some(want.network_mode.as_str()),
+            Some("container"),
+            Some("docker")
+        ),
+        "{end} of {flow}"
+    );
+}
+
+/// (ifindex, peer ifindex) of eth0 in the container's namespace, as iproute2 reports it.
+fn eth0_of(name: &str) -> (u64, u64) {
+    let pid = Dockerd::inspect(name, "{{.State.Pid}}");
+    let out = support::sh(&[
+        "nsenter",
+        &format!("--net=/proc/{pid}/ns/net"),
+        "ip",
+        "-j",
+        "link",
+        "show",
+        "dev",
+        "eth0",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j");
+    (
+        v[0]["ifindex"].as_u64().expect("ifindex"),
+        v[0]["link_index"].as_u64().expect("link_index"),
+    )
+}
+
+/// `inspector topology -o json` lists each container as `docker inspect` and the kernel's
+/// own files describe it: mode, namespace, addresses, and the veth pair to docker0 (both
+/// ifindexes, as iproute2 reads them in each namespace). `-o dot` is valid Graphviz.
+fn check_topology(names: &[&str]) {
+    let out = support::run_inspector(&["topology", "-o", "json", "--docker-socket", SOCKET], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ws = json_lines(&out.stdout, "workload");
+    for name in names {
+        let x = expected(name);
+        let w = ws
+            .iter()
+            .find(|w| w["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} not in topology: {ws:#?}"));
+        assert_eq!(w["id"], x.id.as_str());
+        assert_eq!(w["kind"], "container");
+        assert_eq!(w["runtime"], "docker");
+        assert_eq!(w["network_mode"], x.network_mode.as_str());
+        assert_eq!(w["netns"].as_u64(), Some(netns_of(name)), "{name}");
+        let ifs = w["interfaces"].as_array().expect("interfaces");
+        match x.network_mode.as_str() {
+            "host" => assert!(ifs.iter().any(|i| i["name"] == "docker0"), "{w}"),
+            "none" => {
+                let names: Vec<&str> = ifs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+                assert_eq!(names, ["lo"], "none mode has only lo: {w}");
+                assert_eq!(w["ips"].as_array().unwrap().len(), 0);
+            }
+            _ => {
+                let eth0 = ifs.iter().find(|i| i["name"] == "eth0").expect("eth0");
+                let (ifindex, iflink) = eth0_of(name);
+                assert_eq!(eth0["ifindex"].as_u64(), Some(ifindex), "{w}");
+                let peer = &eth0["peer"];
+                assert_eq!(peer["ifindex"].as_u64(), Some(iflink), "{w}");
+                assert_eq!(peer["netns_name"], "host");
+                assert_eq!(peer["bridge"], "docker0");
+                let host_name = std::fs::read_dir("/sys/class/net")
+                    .unwrap()
+                    .filter_map(Result::ok)
+                    .find(|e| {
+                        std::fs::read_to_string(e.path().join("ifindex"))
+                            .is_ok_and(|s| s.trim() == iflink.to_string())
+                    })
+                    .map(|e| e.file_name().to_string_lossy().into_owned());
+                assert_eq!(peer["ifname"].as_str(), host_name.as_deref(), "{w}");
+                // Container mode: the address is the namespace owner's.
+                let owner = x.network_mode.strip_prefix("container:").unwrap_or(name);
+                let ip = Dockerd::inspect(owner, "{{.NetworkSettings.IPAddress}}");
+                assert!(
+                    w["ips"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|a| a == ip.as_str()),
+                    "{name} should have {ip}: {w}"
+                );
+            }
+        }
+    }
+    let dot = support::run_inspector(&["topology", "-o", "dot", "--docker-socket", SOCKET], &[]);
+    assert!(dot.status.success());
+    let mut p = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("graphviz dot (installed by `cargo xtask setup`)");
+    p.stdin.take().unwrap().write_all(&dot.stdout).unwrap();
+    assert!(
+        p.wait().unwrap().success(),
+        "dot rejected: {}",
+        String::from_utf8_lossy(&dot.stdout)
+    );
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn docker_four_modes_every_flow_end_is_the_right_container() {
+    let mut d = Dockerd::start();
+    let t = unique("i");
+    let [srv, side, cli, hostc, nonec, late, gone] =
+        ["srv", "side", "cli", "host", "none", "late", "gone"].map(|n| format!("{t}-{n}"));
+    d.run(&srv, &[], &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    d.run(
+        &side,
+        &["--network", &format!("container:{srv}")],
+        &["httpd", "-f", "-p", "81", "-h", "/www"],
+    );
+    d.run(&cli, &[], &[]);
+    d.run(&hostc, &["--network", "host"], &[]);
+    d.run(
+        &nonec,
+        &["--network", "none"],
+        &["httpd", "-f", "-p", "127.0.0.1:80", "-h", "/www"],
+    );
+    let (srv_ip, cli_ip) = (ip_of(&srv), ip_of(&cli));
+    let gw = Dockerd::inspect(&srv, "{{.NetworkSettings.Gateway}}");
+    check_topology(&[&srv, &side, &cli, &hostc, &nonec]);
+
+    let insp = Inspector::start(&[
+        "-o",
+        "json",
+        "flows",
+        "--lo",
+        "-q",
+        "--rescan-ms",
+        "200",
+        "--docker-socket",
+        SOCKET,
+    ]);
+    let url = |port: u16| format!("wget -q -O /dev/null http://{srv_ip}:{port}/");
+    assert!(Dockerd::exec(&cli, &url(80)), "cli -> srv:80");
+    assert!(Dockerd::exec(&cli, &url(81)), "cli -> side:81");
+    assert!(
+        Dockerd::exec(&cli, &format!("ping -c 2 -W 1 {srv_ip}")),
+        "cli ping srv"
+    );
+    assert!(Dockerd::exec(&hostc, &url(80)), "host-mode -> srv:80");
+    assert!(
+        Dockerd::exec(&nonec, "wget -q -O /dev/null http://127.0.0.1:80/"),
+        "none-mode over lo"
+    );
+    // Started while the inspector runs; `gone` is also removed before it stops.
+    d.run(&late, &[], &[]);
+    d.run(&gone, &[], &[]);
+    let (late_ip, gone_ip) = (ip_of(&late), ip_of(&gone));
+    let (late_x, gone_x) = (expected(&late), expected(&gone));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(Dockerd::exec(&late, &url(80)), "late -> srv");
+    assert!(Dockerd::exec(&gone, &url(80)), "gone -> srv");
+    Dockerd::remove(&gone);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = insp.interrupt();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let x: BTreeMap<&str, Expected> = [
+        ("srv", expected(&srv)),
+        ("side", expected(&side)),
+        ("cli", expected(&cli)),
+        ("host", expected(&hostc)),
+        ("none", expected(&nonec)),
+        ("late", late_x),
+        ("gone", gone_x),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(x["side"].network_mode, format!("container:{}", x["srv"].id));
+    assert_eq!(x["host"].network_mode, "host");
+    assert_eq!(x["none"].network_mode, "none");
+    let none_ns = netns_of(&nonec);
+
+    let flows = json_lines(&out.stdout, "flow");
+    // Who each (address, port) is, by construction of the scenario.
+    let who = |ip: &str, port: Option<u64>, netns: u64| -> Option<&'static str> {
+        match (ip, port) {
+            (a, Some(80)) if a == srv_ip => Some("srv"),
+            (a, Some(81)) if a == srv_ip => Some("side"),
+            (a, _) if a == cli_ip => Some("cli"),
+            (a, _) if a == late_ip => Some("late"),
+            (a, _) if a == gone_ip => Some("gone"),
+            (a, Some(_)) if a == gw => Some("host"),
+            ("127.0.0.1", Some(_)) if netns == none_ns => Some("none"),
+            _ => None,
+        }
+    };
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in flows.iter().filter(|f| f["proto"] == "tcp") {
+        let netns = f["netns"].as_u64().unwrap();
+        for (end, ip, port) in [
+            ("src_endpoint", "src", "sport"),
+            ("dst_endpoint", "dst", "dport"),
+        ] {
+            let Some(name) = who(f[ip].as_str().unwrap(), f[port].as_u64(), netns) else {
+                continue;
+            };
+            check_end(f, end, &x[name]);
+            *seen.entry(name).or_default() += 1;
+        }
+    }
+    for name in ["srv", "side", "cli", "host", "none", "late", "gone"] {
+        assert!(
+            seen.get(name).copied().unwrap_or(0) >= 2,
+            "no attributed TCP flows of {name}: {seen:?}"
+        );
+    }
+    // ICMP to the shared namespace: no socket decides, so both are named.
+    let icmp: Vec<&Value> = flows
+        .iter()
+        .filter(|f| f["proto"] == "icmp" && f["dst"] == srv_ip.as_str())
+        .collect();
+    assert!(!icmp.is_empty(), "no ICMP to {srv_ip}");
+    for f in icmp {
+        check_end(f, "src_endpoint", &x["cli"]);
+        let e = &f["dst_endpoint"];
+        assert_eq!(e["kind"], "shared", "{f}");
+        let by: Vec<&str> = e["shared_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(by.len(), 2, "{f}");
+        for n in [&srv, &side] {
+            assert!(
+                by.iter().any(|b| b.starts_with(n.as_str())),
+                "{n} not in {by:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! A real dockerd for the tests: the one already running (if its bridge is inside
+//! 198.18.0.0/15), or one started here with its bridge there (`--bip 198.19.0.1/24`) and
+//! stopped on drop - after which the docker0 bridge and the iptables rules it wrote are
+//! removed again, so the node is as before. Images are built locally from busybox-static
+//! (no registry is reachable). The docker CLI is the test's oracle (`docker inspect`).
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use std::io::Write as _;
+
+use super::{eventually, sh};
+
+pub const SOCKET: &str = "/var/run/docker.sock";
+const DEFAULT_NETNS: &str = "/run/docker/netns/default";
+pub const IMAGE: &str = "inspector-test/busybox:1";
+
+pub struct Dockerd {
+    child: Option<Child>,
+    data_root: Option<PathBuf>,
+    /// (`iptables-save`, nft tables, `ip_forward`) before a daemon of ours started.
+    before: Option<(String, Vec<String>, String)>,
+    had_docker0: bool,
+    /// dockerd bind-mounts the host namespace here for host-mode sandboxes, and leaves it.
+    had_default_netns: bool,
+    containers: Vec<String>,
+}
+
+fn docker_ok(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(["-H", &format!("unix://{SOCKET}")])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `docker ARGS` against the test daemon; panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let mut v = vec!["docker", "-H", "unix:///var/run/docker.sock"];
+    v.extend_from_slice(args);
+    sh(&v).trim().to_owned()
+}
+
+/// `table FAMILY NAME` lines of `nft list tables`.
+pub fn nft_tables() -> Vec<String> {
+    sh(&["nft", "list", "tables"])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| l.starts_with("table "))
+        .collect()
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+impl Dockerd {
+    /// Uses the running daemon or starts one; imports the test image.
+    pub fn start() -> Self {
+        let mut me = Self {
+            child: None,
+            data_root: None,
+            before: None,
+            had_docker0: link_exists("docker0"),
+            had_default_netns: Path::new(DEFAULT_NETNS).exists(),
+            containers: Vec::new(),
+        };
+        if docker_ok(&["version"]) {
+            let subnet = docker(&[
+                "network",
+                "inspect",
+                "bridge",
+                "-f",
+                "{{(index .IPAM.Config 0).Subnet}}",
+            ]);
+            assert!(
+                subnet.starts_with("198.18.") || subnet.starts_with("198.19."),
+                "a dockerd is already running with its bridge on {subnet}, outside \
+                 198.18.0.0/15 (the only range tests may use): stop it, or restart it with \
+                 --bip 198.19.0.1/24"
+            );
+        } else {
+            me.before = Some((
+                sh(&["iptables-save"]),
+                nft_tables(),
+                std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default(),
+            ));
+            let root = std::env::temp_dir().join(format!("insp-docker-{}", std::process::id()));
+            std::fs::create_dir_all(&root).expect("data root");
+            let log = std::fs::File::create(root.with_extension("log")).expect("log");
+            let child = Command::new("dockerd")
+                .args(["--bip", "198.19.0.1/24", "--data-root"])
+                .arg(&root)
+                .args(["-H", &format!("unix://{SOCKET}"), "--pidfile"])
+                .arg(root.with_extension("pid"))
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("dockerd (installed by `cargo xtask setup`)");
+            me.child = Some(child);
+            me.data_root = Some(root);
+            assert!(
+                eventually(Duration::from_mins(1), || docker_ok(&["version"])),
+                "dockerd did not answer within 60 s; its log: {}",
+                std::fs::read_to_string(me.data_root.as_ref().unwrap().with_extension("log"))
+                    .unwrap_or_default()
+            );
+        }
+        Self::import_image();
+        me
+    }
+
+    fn import_image() {
+        if docker_ok(&["image", "inspect", IMAGE]) {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("insp-rootfs-{}", std::process::id()));
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("rootfs");
+        std::fs::create_dir_all(dir.join("www")).expect("www");
+        std::fs::write(dir.join("www/index.html"), "hello from inspector's test\n").expect("page");
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("/bin/busybox (busybox-static, installed by `cargo xtask setup`)");
+        let list = sh(&["/bin/busybox", "--list"]);
+        for a in list.lines().filter(|a| *a != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(a));
+        }
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(&dir)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tar");
+        let st = Command::new("docker")
+            .args(["-H", &format!("unix://{SOCKET}"), "import", "-c"])
+            .arg(r#"CMD ["/bin/sleep","3600"]"#)
+            .args(["-", IMAGE])
+            .stdin(tar.stdout.take().expect("tar stdout"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker import");
+        let tar_ok = tar.wait().is_ok_and(|s| s.success());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(st.success() && tar_ok, "docker import failed");
+    }
+
+    /// `docker run -d --name NAME OPTS... IMAGE CMD...`; removed on drop. Returns the id.
+    pub fn run(&mut self, name: &str, opts: &[&str], cmd: &[&str]) -> String {
+        let mut v = vec!["run", "-d", "--name", name];
+        v.extend_from_slice(opts);
+        v.push(IMAGE);
+        v.extend_from_slice(cmd);
+        let id = docker(&v);
+        self.containers.push(id.clone());
+        id
+    }
+
+    /// `docker inspect -f FORMAT NAME`.
+    pub fn inspect(name: &str, format: &str) -> String {
+        docker(&["inspect", "-f", format, name])
+    }
+
+    /// `docker exec NAME sh -c SCRIPT`, bounded by busybox `timeout`; returns its success.
+    pub fn exec(name: &str, script: &str) -> bool {
+        Command::new("docker")
+            .args([
+                "-H",
+                &format!("unix://{SOCKET}"),
+                "exec",
+                name,
+                "timeout",
+                "10",
+                "sh",
+                "-c",
+                script,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    pub fn remove(name_or_id: &str) {
+        let _ = docker_ok(&["rm", "-f", name_or_id]);
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        for c in self.containers.drain(..) {
+            let _ = docker_ok(&["rm", "-f", &c]);
+        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if !self.had_default_netns && Path::new(DEFAULT_NETNS).exists() {
+            let _ = Command::new("umount").arg(DEFAULT_NETNS).status();
+            let _ = std::fs::remove_file(DEFAULT_NETNS);
+        }
+        if !self.had_docker0 && link_exists("docker0") {
+            let _ = Command::new("ip").args(["link", "del", "docker0"]).status();
+        }
+        if let Some((dump, tables, forward)) = &self.before {
+            // Tables dockerd created go; the ones that were there get their old rules back.
+            for t in nft_tables().iter().filter(|t| !tables.contains(t)) {
+                let mut args = vec!["delete"];
+                args.extend(t.split_whitespace());
+                let _ = Command::new("nft").args(&args).status();
+            }
+            let mut p = Command::new("iptables-restore")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("iptables-restore");
+            let _ = p.stdin.take().expect("stdin").write_all(dump.as_bytes());
+            let _ = p.wait();
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", forward);
+        }
+        if let Some(root) = self.data_root.take() {
+            let _ = std::fs::remove_dir_all(&root);
+            let _ = std::fs::remove_file(root.with_extension("log"));
+            let _ = std::fs::remove_file(root.with_extension("pid"));
+        }
+    }
+}
