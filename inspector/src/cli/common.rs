@@ -81,6 +81,11 @@ pub struct IdentityArgs {
     /// Docker Engine API socket, for container names, modes, addresses and ports.
     #[arg(long, value_name = "PATH", default_value = crate::identity::docker::DEFAULT_SOCKET)]
     pub docker_socket: PathBuf,
+    /// CRI runtime socket (containerd, CRI-O), for pod names, namespaces, IPs and
+    /// containers. Default: the first of /run/containerd/containerd.sock,
+    /// /run/crio/crio.sock, /var/run/cri-dockerd.sock that speaks CRI.
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
 }
 
 impl IdentityArgs {
@@ -92,6 +97,7 @@ impl IdentityArgs {
                 docker_socket: (!self.docker_socket.as_os_str().is_empty())
                     .then(|| self.docker_socket.clone()),
                 docker_events: None,
+                cri_socket: self.cri_socket.clone(),
             });
         for n in notes.into_iter().chain(tracker.refresh()) {
             eprintln!("inspector: warning: {n}");

@@ -151,7 +151,6 @@ fn print_ns(n: &NsOut<'_>) {
     }
 }
 
-
 fn print_workload(w: &WorkloadView) {
     let kind = w
         .kind

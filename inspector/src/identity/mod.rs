@@ -6,6 +6,7 @@
 //! guess. When several workloads share a namespace (Docker's container mode, pods) and the
 //! socket owner is unknown, the answer names all of them ("shared by A, B").
 pub mod cgroup;
+pub mod cri;
 pub mod docker;
 pub mod lab;
 pub mod map;

@@ -7,7 +7,7 @@ use std::{
     sync::mpsc,
 };
 
-use super::{Identity, Provider, Workload, cgroup, docker, lab, procfs};
+use super::{Identity, Provider, Workload, cgroup, cri, docker, lab, procfs};
 
 /// Where to look for runtimes.
 #[derive(Clone, Debug, Default)]
@@ -16,6 +16,9 @@ pub struct Options {
     pub docker_socket: Option<PathBuf>,
     /// Receives Docker lifecycle events as they happen.
     pub docker_events: Option<mpsc::Sender<docker::Event>>,
+    /// A CRI socket the user named (an error if it does not answer); `None`: try the usual
+    /// paths quietly.
+    pub cri_socket: Option<PathBuf>,
 }
 
 /// The providers and everything they said so far.
@@ -47,6 +50,25 @@ impl Tracker {
                     ));
                 }
                 None => {}
+            }
+        }
+        match &opts.cri_socket {
+            Some(sock) => match cri::Cri::connect(sock) {
+                Ok(c) => providers.push(Box::new(c)),
+                Err(e) => notes.push(format!(
+                    "no CRI runtime answers on {}: {e}; pods are named from cgroups only",
+                    sock.display()
+                )),
+            },
+            None => {
+                for sock in cri::DEFAULT_SOCKETS {
+                    if std::path::Path::new(sock).exists()
+                        && let Ok(c) = cri::Cri::connect(std::path::Path::new(sock))
+                    {
+                        providers.push(Box::new(c));
+                        break;
+                    }
+                }
             }
         }
         let me = Self {
