@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod demo;
 mod flows;
+mod lab;
 mod topology;
 mod trace;
 
@@ -37,6 +38,8 @@ pub enum Command {
     /// Build the embedded demo lab, drive bounded traffic through it, show each flow's path,
     /// and remove everything.
     Demo(demo::Args),
+    /// The four-mode lab: Docker's bridge, host, none and container modes in namespaces.
+    Lab(lab::Args),
     /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
     Bench(bench::Args),
 }
@@ -77,5 +80,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Topology(a) => topology::run(&a, cli.output),
         Command::Demo(a) => demo::run(&a, cli.output),
         Command::Bench(a) => bench::run(&a, cli.output),
+        Command::Lab(a) => lab::run(&a, cli.output),
     }
 }

@@ -22,6 +22,12 @@ pub struct LabWorkload {
     pub netns: String,
     pub network_mode: String,
     pub ips: Vec<IpAddr>,
+    /// Its cgroup directory (its processes' sockets are attributed to it).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Published ports, "HOSTPORT:PORT/proto".
+    #[serde(default)]
+    pub published: Vec<String>,
 }
 
 /// What one lab built.
@@ -29,6 +35,11 @@ pub struct LabWorkload {
 pub struct LabRecord {
     pub lab: String,
     pub workloads: Vec<LabWorkload>,
+    /// Everything the lab made, for `lab down`.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub cgroups: Vec<String>,
 }
 
 impl LabRecord {
@@ -44,6 +55,29 @@ impl LabRecord {
         let dir = Path::new(RECORD_DIR);
         fs::create_dir_all(dir)?;
         fs::write(Self::path(dir, &self.lab), serde_json::to_vec_pretty(self)?)
+    }
+
+    /// Reads the record of `lab`.
+    ///
+    /// # Errors
+    /// When there is none (the lab is not up) or it cannot be read.
+    pub fn load(lab: &str) -> std::io::Result<Self> {
+        let text = fs::read(Self::path(Path::new(RECORD_DIR), lab))?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+
+    /// Every lab record on this node.
+    #[must_use]
+    pub fn all() -> Vec<Self> {
+        let Ok(rd) = fs::read_dir(RECORD_DIR) else {
+            return Vec::new();
+        };
+        let mut v: Vec<Self> = rd
+            .filter_map(Result::ok)
+            .filter_map(|e| serde_json::from_slice(&fs::read(e.path()).ok()?).ok())
+            .collect();
+        v.sort_by(|a, b| a.lab.cmp(&b.lab));
+        v
     }
 
     /// Removes the record of `lab` (no error if there is none).
@@ -97,6 +131,26 @@ impl Provider for Labs {
                     netns: Some(inode),
                     netns_path: Some(path),
                     ips: w.ips,
+                    cgroups: w
+                        .cgroup
+                        .iter()
+                        .filter_map(|c| fs::metadata(c).ok())
+                        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                        .collect(),
+                    ports: w
+                        .published
+                        .iter()
+                        .filter_map(|p| {
+                            let (ports, proto) = p.split_once('/')?;
+                            let (h, c) = ports.split_once(':')?;
+                            Some(super::PublishedPort {
+                                proto: proto.to_owned(),
+                                host_ip: None,
+                                host_port: h.parse().ok()?,
+                                container_port: c.parse().ok()?,
+                            })
+                        })
+                        .collect(),
                     ..Workload::default()
                 });
             }

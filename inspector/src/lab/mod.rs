@@ -4,8 +4,11 @@
 //! joined to the bridge by a veth pair (eth0 inside, a port on the bridge outside), and
 //! optionally an "external" namespace routed through the node. Nothing is created in the
 //! namespace the inspector runs in. Every address must lie in 198.18.0.0/15.
+pub mod modes;
 pub mod netlink;
 pub mod netns;
+pub mod rules;
+pub mod spec;
 
 use std::{
     net::{IpAddr, Ipv4Addr},

@@ -1,0 +1,258 @@
+//! The four-mode lab: Docker's bridge, host, none and container modes rebuilt in network
+//! namespaces. A "node" namespace plays the Docker host: a `docker0`-style bridge, one veth
+//! pair per bridge-mode workload, Docker's iptables rules (see `rules`), IP forwarding, and
+//! optionally a routed external namespace. Host-mode workloads live in the node namespace,
+//! container-mode ones in their target's, none-mode ones in a namespace with only `lo`.
+//! Each workload also gets a cgroup, so its processes' sockets are attributed to it.
+//!
+//! Everything made is recorded (/run/inspector/labs/<name>.json) so `lab down` removes
+//! exactly that, from any process; a lab that fails half-way is rolled back.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    netlink::{Nl, sysctl},
+    netns, rules,
+    spec::{Mode, Plan},
+};
+use crate::{
+    identity::{
+        cgroup,
+        lab::{LabRecord, LabWorkload},
+    },
+    topology::netns::run_in,
+};
+
+/// A `Command` that runs in the named namespace (setns between fork and exec).
+fn command_in(ns: &Path, program: &str) -> anyhow::Result<Command> {
+    let file = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
+    let mut c = Command::new(program);
+    // SAFETY: only setns(2) runs in the child before exec; `file` stays open in the parent
+    // until the command has been spawned (it is moved into the closure).
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(c)
+}
+
+/// The lab's cgroup directory (inside the v2 hierarchy).
+fn cgroup_root(lab: &str) -> anyhow::Result<PathBuf> {
+    let m = cgroup::v2_mount()
+        .context("no cgroup v2 hierarchy is mounted: lab workloads need one for their sockets")?;
+    Ok(m.join("inspector-lab").join(lab))
+}
+
+/// Builds the lab. Fails without leaving anything behind.
+pub fn up(plan: &Plan) -> anyhow::Result<LabRecord> {
+    if Path::new(crate::identity::lab::RECORD_DIR)
+        .join(format!("{}.json", plan.name))
+        .exists()
+        || netns::path(&plan.node_ns).exists()
+    {
+        bail!(
+            "lab '{}' exists already; remove it with `inspector lab down --name {}`",
+            plan.name,
+            plan.name
+        );
+    }
+    let mut rec = LabRecord {
+        lab: plan.name.clone(),
+        workloads: Vec::new(),
+        namespaces: Vec::new(),
+        cgroups: Vec::new(),
+    };
+    match build(plan, &mut rec) {
+        Ok(()) => {
+            rec.save().context("writing the lab record")?;
+            Ok(rec)
+        }
+        Err(e) => {
+            down(&rec);
+            Err(e)
+        }
+    }
+}
+
+fn new_ns(rec: &mut LabRecord, name: &str) -> anyhow::Result<PathBuf> {
+    let p = netns::create(name)?;
+    rec.namespaces.push(name.to_owned());
+    run_in(&p, || -> std::io::Result<()> {
+        sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
+        sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
+        sysctl("net/ipv4/ping_group_range", "0 2147483647")?;
+        Nl::new()?.up("lo")
+    })??;
+    Ok(p)
+}
+
+fn build(plan: &Plan, rec: &mut LabRecord) -> anyhow::Result<()> {
+    let node = new_ns(rec, &plan.node_ns)?;
+    let (gw, len) = (plan.gateway, plan.subnet.1);
+    run_in(&node, || -> std::io::Result<()> {
+        let nl = Nl::new()?;
+        nl.bridge(&plan.bridge)?;
+        nl.add_addr(&plan.bridge, IpAddr::V4(gw), len)?;
+        nl.up(&plan.bridge)?;
+        sysctl("net/ipv4/ip_forward", "1")
+    })??;
+    for w in &plan.workloads {
+        match w.mode {
+            Mode::Bridge => {
+                let p = new_ns(rec, &w.netns)?;
+                let ip = w.addr.context("bridge workload without address")?;
+                let veth = w
+                    .host_veth
+                    .clone()
+                    .context("bridge workload without veth")?;
+                let fd = std::fs::File::open(&p)?;
+                run_in(&node, || -> std::io::Result<()> {
+                    let nl = Nl::new()?;
+                    nl.veth(&veth, "eth0", Some(fd.as_raw_fd()))?;
+                    nl.set_master(&veth, &plan.bridge)?;
+                    nl.up(&veth)
+                })??;
+                run_in(&p, || -> std::io::Result<()> {
+                    let nl = Nl::new()?;
+                    nl.add_addr("eth0", IpAddr::V4(ip), len)?;
+                    nl.up("eth0")?;
+                    nl.route_v4(Ipv4Addr::UNSPECIFIED, 0, gw)
+                })??;
+            }
+            Mode::None => {
+                new_ns(rec, &w.netns)?;
+            }
+            Mode::Host | Mode::Container(_) => {}
+        }
+    }
+    if let Some((ns, node_if, node_ip, ext_ip, plen)) = &plan.external {
+        let p = new_ns(rec, ns)?;
+        let fd = std::fs::File::open(&p)?;
+        run_in(&node, || -> std::io::Result<()> {
+            let nl = Nl::new()?;
+            nl.veth(node_if, "eth0", Some(fd.as_raw_fd()))?;
+            nl.add_addr(node_if, IpAddr::V4(*node_ip), *plen)?;
+            nl.up(node_if)
+        })??;
+        run_in(&p, || -> std::io::Result<()> {
+            let nl = Nl::new()?;
+            nl.add_addr("eth0", IpAddr::V4(*ext_ip), *plen)?;
+            nl.up("eth0")?;
+            nl.route_v4(Ipv4Addr::UNSPECIFIED, 0, *node_ip)
+        })??;
+    }
+    install_rules(&node, plan)?;
+    let root = cgroup_root(&plan.name)?;
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    rec.cgroups.push(root.display().to_string());
+    for w in &plan.workloads {
+        let cg = root.join(&w.name);
+        std::fs::create_dir(&cg).with_context(|| format!("creating {}", cg.display()))?;
+        rec.cgroups.push(cg.display().to_string());
+        rec.workloads.push(LabWorkload {
+            name: w.name.clone(),
+            netns: w.netns.clone(),
+            network_mode: w.mode.as_string(),
+            ips: w.addr.map(IpAddr::V4).into_iter().collect(),
+            cgroup: Some(cg.display().to_string()),
+            published: w
+                .publish
+                .iter()
+                .map(|p| format!("{}:{}/{}", p.host_port, p.port, p.proto))
+                .collect(),
+        });
+    }
+    Ok(())
+}
+
+fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
+    let text = rules::docker_rules(plan);
+    let mut child = command_in(node, "iptables-restore")?
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running iptables-restore (installed by `cargo xtask setup`)")?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore in {} failed: {}",
+            plan.node_ns,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes what a record lists: the workloads' processes (`cgroup.kill`), cgroups (deepest
+/// first), namespaces (in reverse), the record.
+pub fn down(rec: &LabRecord) {
+    for cg in rec.cgroups.iter().rev() {
+        let dir = Path::new(cg);
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        // Killed processes leave the cgroup asynchronously; rmdir succeeds once they have.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::remove_dir(dir).is_err()
+            && dir.exists()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    if let Some(parent) = rec
+        .cgroups
+        .first()
+        .and_then(|c| Path::new(c).parent().map(Path::to_owned))
+    {
+        // inspector-lab/ itself, once no lab uses it.
+        let _ = std::fs::remove_dir(parent);
+    }
+    for n in rec.namespaces.iter().rev() {
+        let _ = netns::delete(n);
+    }
+    LabRecord::remove(&rec.lab);
+}
+
+/// Runs `argv` as a process of `workload`: in its namespace and its cgroup (like
+/// `docker exec`). Only returns on error.
+pub fn exec(rec: &LabRecord, workload: &str, argv: &[String]) -> anyhow::Error {
+    let Some(w) = rec.workloads.iter().find(|w| w.name == workload) else {
+        return anyhow::anyhow!(
+            "lab '{}' has no workload '{workload}' (it has: {})",
+            rec.lab,
+            rec.workloads
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let Some((prog, args)) = argv.split_first() else {
+        return anyhow::anyhow!("no command given after --");
+    };
+    let run = || -> anyhow::Result<std::convert::Infallible> {
+        let cg = w.cgroup.as_deref().context("workload has no cgroup")?;
+        std::fs::write(
+            Path::new(cg).join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .with_context(|| format!("joining cgroup {cg}"))?;
+        let mut c = command_in(&netns::path(&w.netns), prog)?;
+        c.args(args);
+        Err(anyhow::Error::from(c.exec()).context(format!("running {prog}")))
+    };
+    match run() {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}

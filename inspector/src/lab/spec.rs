@@ -1,0 +1,496 @@
+//! The four-mode lab's spec: a TOML file (or the embedded default) naming the workloads, each
+//! in one of Docker's network modes, the bridge subnet, published ports and an optional
+//! external client. `plan` validates everything and computes every name and address before
+//! anything is created, so a bad spec changes nothing.
+use std::{collections::HashSet, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded default: one workload per mode, a published port and an outside client.
+pub const DEFAULT_SPEC: &str = r#"# inspector lab: Docker's four network modes, rebuilt in namespaces.
+name = "insp-lab"
+bridge = "docker0"
+subnet = "198.18.20.0/24"
+
+[[workload]]
+name = "web"
+mode = "bridge"
+publish = ["8080:80/tcp"]
+
+[[workload]]
+name = "client"
+mode = "bridge"
+
+[[workload]]
+name = "sidecar"
+mode = "container:web"
+
+[[workload]]
+name = "agent"
+mode = "host"
+
+[[workload]]
+name = "batch"
+mode = "none"
+
+[external]
+name = "ext"
+subnet = "198.18.21.0/24"
+"#;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    /// Prefix of every namespace and cgroup of the lab.
+    pub name: String,
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// The bridge network; the bridge gets its first address.
+    pub subnet: String,
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<WorkloadSpec>,
+    pub external: Option<ExternalSpec>,
+}
+
+fn default_bridge() -> String {
+    "docker0".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub name: String,
+    /// bridge, host, none, or container:<workload>.
+    pub mode: String,
+    /// Bridge mode only; default: the next free address of the subnet.
+    pub addr: Option<String>,
+    /// Bridge mode only: "HOSTPORT:PORT[/tcp|udp]".
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// A namespace outside the node, routed to it (a client "on the network").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    pub name: String,
+    pub subnet: String,
+}
+
+/// A network mode as the lab builds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Bridge,
+    Host,
+    None,
+    Container(String),
+}
+
+impl Mode {
+    #[must_use]
+    pub fn as_string(&self) -> String {
+        match self {
+            Self::Bridge => "bridge".into(),
+            Self::Host => "host".into(),
+            Self::None => "none".into(),
+            Self::Container(c) => format!("container:{c}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub proto: String,
+    pub host_port: u16,
+    pub port: u16,
+}
+
+/// One workload with everything computed.
+#[derive(Clone, Debug)]
+pub struct PlannedWorkload {
+    pub name: String,
+    pub mode: Mode,
+    /// The namespace it lives in (its own, the node's, or its target's).
+    pub netns: String,
+    /// Bridge mode: its address, and its veth's name on the node.
+    pub addr: Option<Ipv4Addr>,
+    pub host_veth: Option<String>,
+    pub publish: Vec<Publish>,
+}
+
+/// A validated spec.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub node_ns: String,
+    pub bridge: String,
+    pub subnet: (Ipv4Addr, u8),
+    pub gateway: Ipv4Addr,
+    pub workloads: Vec<PlannedWorkload>,
+    /// (namespace, node-side veth, node address, external address, prefix).
+    pub external: Option<(String, String, Ipv4Addr, Ipv4Addr, u8)>,
+}
+
+fn in_range(a: Ipv4Addr) -> bool {
+    a.octets()[0] == 198 && a.octets()[1] & 0xfe == 18
+}
+
+/// Parses "198.18.20.0/24": the network address, inside 198.18.0.0/15.
+fn subnet(s: &str, what: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{what} '{s}' is not a CIDR (a.b.c.d/len)"))?;
+    let a: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("{what} '{s}' is not an IPv4 CIDR"))?;
+    let p: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| (8..=30).contains(p))
+        .ok_or_else(|| format!("{what} '{s}': the prefix length must be 8..30"))?;
+    let mask = u32::MAX << (32 - p);
+    if u32::from(a) & !mask != 0 {
+        return Err(format!("{what} '{s}' has host bits set"));
+    }
+    if !in_range(a) {
+        return Err(format!(
+            "{what} '{s}' is outside 198.18.0.0/15, the only range labs may use"
+        ));
+    }
+    Ok((a, p))
+}
+
+fn nth(net: (Ipv4Addr, u8), n: u32) -> Result<Ipv4Addr, String> {
+    let size = 1u32 << (32 - net.1);
+    if n == 0 || n >= size - 1 {
+        return Err(format!(
+            "subnet {}/{} has no room for another address",
+            net.0, net.1
+        ));
+    }
+    Ok(Ipv4Addr::from(u32::from(net.0) + n))
+}
+
+fn publish(s: &str) -> Result<Publish, String> {
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    if proto != "tcp" && proto != "udp" {
+        return Err(format!("published port '{s}': protocol must be tcp or udp"));
+    }
+    let (h, c) = ports
+        .split_once(':')
+        .ok_or_else(|| format!("published port '{s}' must be HOSTPORT:PORT[/proto]"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("published port '{s}': '{p}' is not a port"))
+    };
+    Ok(Publish {
+        proto: proto.into(),
+        host_port: port(h)?,
+        port: port(c)?,
+    })
+}
+
+/// 7 hex digits from a name, like Docker's `veth` + random suffix but stable.
+fn hex7(s: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{:07x}", h & 0x0fff_ffff)
+}
+
+impl LabSpec {
+    /// Parses TOML.
+    ///
+    /// # Errors
+    /// Syntax errors and unknown fields, with toml's location.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().to_owned())
+    }
+
+    /// Validates the spec and computes every name and address.
+    ///
+    /// # Errors
+    /// The first problem, in one line.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !name_ok(&self.name) || self.name.len() > 12 {
+            return Err(format!(
+                "lab name '{}' must be 1-12 characters of a-z, 0-9 and '-'",
+                self.name
+            ));
+        }
+        if self.bridge.is_empty() || self.bridge.len() > 15 {
+            return Err(format!(
+                "bridge name '{}' must be 1-15 characters",
+                self.bridge
+            ));
+        }
+        let net = subnet(&self.subnet, "subnet")?;
+        let gateway = nth(net, 1)?;
+        let mut names = HashSet::new();
+        for w in &self.workloads {
+            if !name_ok(&w.name) || w.name.len() > 12 {
+                return Err(format!(
+                    "workload name '{}' must be 1-12 characters of a-z, 0-9 and '-'",
+                    w.name
+                ));
+            }
+            if !names.insert(w.name.as_str()) {
+                return Err(format!("duplicate workload name '{}'", w.name));
+            }
+        }
+        let node_ns = format!("{}-node", self.name);
+        let mut used = HashSet::from([gateway]);
+        let mut next = 2u32;
+        let mut out = Vec::new();
+        for w in &self.workloads {
+            let mode = match w.mode.as_str() {
+                "bridge" => Mode::Bridge,
+                "host" => Mode::Host,
+                "none" => Mode::None,
+                m => match m.strip_prefix("container:") {
+                    Some(t) if names.contains(t) && t != w.name => Mode::Container(t.into()),
+                    Some(t) => {
+                        return Err(format!(
+                            "workload '{}': mode container:{t} names no other workload of the lab",
+                            w.name
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "workload '{}': unknown network mode '{m}' (bridge, host, none, container:<workload>)",
+                            w.name
+                        ));
+                    }
+                },
+            };
+            if mode != Mode::Bridge && (!w.publish.is_empty() || w.addr.is_some()) {
+                return Err(format!(
+                    "workload '{}': only bridge mode has an address or published ports (as in Docker)",
+                    w.name
+                ));
+            }
+            let addr = if mode == Mode::Bridge {
+                let a = match &w.addr {
+                    Some(a) => {
+                        let ip: Ipv4Addr = a.parse().map_err(|_| {
+                            format!("workload '{}': addr '{a}' is not IPv4", w.name)
+                        })?;
+                        let mask = u32::MAX << (32 - net.1);
+                        if u32::from(ip) & mask != u32::from(net.0) {
+                            return Err(format!(
+                                "workload '{}': addr {ip} is outside the subnet {}",
+                                w.name, self.subnet
+                            ));
+                        }
+                        ip
+                    }
+                    None => loop {
+                        let a = nth(net, next)?;
+                        next += 1;
+                        if !used.contains(&a) {
+                            break a;
+                        }
+                    },
+                };
+                if !used.insert(a) {
+                    return Err(format!("workload '{}': address {a} is taken", w.name));
+                }
+                Some(a)
+            } else {
+                None
+            };
+            let publish = w
+                .publish
+                .iter()
+                .map(|p| publish(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(PlannedWorkload {
+                name: w.name.clone(),
+                netns: String::new(),
+                host_veth: (mode == Mode::Bridge)
+                    .then(|| format!("veth{}", hex7(&format!("{}/{}", self.name, w.name)))),
+                mode,
+                addr,
+                publish,
+            });
+        }
+        let mut ports = HashSet::new();
+        for p in out.iter().flat_map(|w| &w.publish) {
+            if !ports.insert((p.proto.clone(), p.host_port)) {
+                return Err(format!(
+                    "host port {}/{} is published twice",
+                    p.host_port, p.proto
+                ));
+            }
+        }
+        // Namespaces: own for bridge/none, the node's for host, the target's for container.
+        for i in 0..out.len() {
+            let mut seen = HashSet::new();
+            let mut cur = i;
+            let ns = loop {
+                if !seen.insert(cur) {
+                    return Err(format!(
+                        "workload '{}': container modes form a cycle",
+                        out[i].name
+                    ));
+                }
+                match &out[cur].mode {
+                    Mode::Bridge | Mode::None => break format!("{}-{}", self.name, out[cur].name),
+                    Mode::Host => break node_ns.clone(),
+                    Mode::Container(t) => {
+                        cur = out.iter().position(|w| &w.name == t).unwrap_or(cur);
+                    }
+                }
+            };
+            out[i].netns = ns;
+        }
+        let external = match &self.external {
+            None => None,
+            Some(e) => {
+                if !name_ok(&e.name) || e.name.len() > 12 || names.contains(e.name.as_str()) {
+                    return Err(format!(
+                        "external name '{}' must be 1-12 characters of a-z, 0-9, '-' and not a workload's",
+                        e.name
+                    ));
+                }
+                let en = subnet(&e.subnet, "external subnet")?;
+                let overlap = |a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)| {
+                    let m = u32::MAX << (32 - a.1.min(b.1));
+                    u32::from(a.0) & m == u32::from(b.0) & m
+                };
+                if overlap(net, en) {
+                    return Err(format!(
+                        "external subnet {} overlaps the bridge subnet {}",
+                        e.subnet, self.subnet
+                    ));
+                }
+                Some((
+                    format!("{}-{}", self.name, e.name),
+                    format!("ext{}", hex7(&e.name)),
+                    nth(en, 1)?,
+                    nth(en, 2)?,
+                    en.1,
+                ))
+            }
+        };
+        Ok(Plan {
+            name: self.name.clone(),
+            node_ns,
+            bridge: self.bridge.clone(),
+            subnet: net,
+            gateway,
+            workloads: out,
+            external,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, String> {
+        LabSpec::from_toml(text)?.plan()
+    }
+
+    #[test]
+    fn default_spec_plans_all_four_modes() {
+        let p = plan(DEFAULT_SPEC).expect("default spec");
+        let modes: Vec<String> = p.workloads.iter().map(|w| w.mode.as_string()).collect();
+        assert_eq!(modes, ["bridge", "bridge", "container:web", "host", "none"]);
+        let web = &p.workloads[0];
+        assert_eq!(web.addr, Some(Ipv4Addr::new(198, 18, 20, 2)));
+        assert_eq!(
+            web.publish,
+            [Publish {
+                proto: "tcp".into(),
+                host_port: 8080,
+                port: 80
+            }]
+        );
+        assert_eq!(
+            p.workloads[2].netns, "insp-lab-web",
+            "container mode joins its target"
+        );
+        assert_eq!(
+            p.workloads[3].netns, "insp-lab-node",
+            "host mode is the node"
+        );
+        assert_eq!(p.workloads[4].netns, "insp-lab-batch");
+        assert_eq!(p.gateway, Ipv4Addr::new(198, 18, 20, 1));
+        assert!(web.host_veth.as_ref().unwrap().len() <= 15);
+    }
+
+    #[test]
+    fn every_bad_spec_names_its_problem() {
+        let base = |extra: &str| format!("name = \"t\"\nsubnet = \"198.18.30.0/24\"\n{extra}");
+        for (spec, want) in [
+            (
+                base("").replace("198.18.30.0/24", "10.0.0.0/24"),
+                "outside 198.18.0.0/15",
+            ),
+            (
+                base("").replace("198.18.30.0/24", "198.18.30.0/33"),
+                "prefix length",
+            ),
+            (
+                base("").replace("198.18.30.0/24", "198.18.30.7/24"),
+                "host bits",
+            ),
+            (base("").replace("198.18.30.0/24", "banana"), "not a CIDR"),
+            (
+                base(
+                    "[[workload]]\nname = \"a\"\nmode = \"bridge\"\n[[workload]]\nname = \"a\"\nmode = \"none\"\n",
+                ),
+                "duplicate workload name 'a'",
+            ),
+            (
+                base("[[workload]]\nname = \"a\"\nmode = \"macvlan\"\n"),
+                "unknown network mode 'macvlan'",
+            ),
+            (
+                base("[[workload]]\nname = \"a\"\nmode = \"container:b\"\n"),
+                "names no other workload",
+            ),
+            (
+                base("[[workload]]\nname = \"a\"\nmode = \"host\"\npublish = [\"80:80\"]\n"),
+                "only bridge mode",
+            ),
+            (
+                base("[[workload]]\nname = \"a\"\nmode = \"bridge\"\npublish = [\"x:80\"]\n"),
+                "is not a port",
+            ),
+            (
+                base("[[workload]]\nname = \"a\"\nmode = \"bridge\"\naddr = \"198.18.31.2\"\n"),
+                "outside the subnet",
+            ),
+            (
+                base(
+                    "[[workload]]\nname = \"a\"\nmode = \"container:b\"\n[[workload]]\nname = \"b\"\nmode = \"container:a\"\n",
+                ),
+                "cycle",
+            ),
+            (
+                base("[[workload]]\nname = \"A\"\nmode = \"bridge\"\n"),
+                "must be 1-12 characters",
+            ),
+            (base("colour = \"red\"\n"), "unknown field"),
+            (
+                base("[external]\nname = \"e\"\nsubnet = \"198.18.30.0/25\"\n"),
+                "overlaps",
+            ),
+        ] {
+            let e = plan(&spec).expect_err(&spec);
+            assert!(e.contains(want), "{spec:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+}

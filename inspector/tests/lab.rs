@@ -1,0 +1,395 @@
+//! The four-mode lab: `lab up` then `lab down` leaves links, namespaces, rules, cgroups and
+//! records exactly as before; a bad spec changes nothing and names its problem; and every
+//! flow between the lab's workloads (bridge, container, host, none, plus DNAT from outside)
+//! is attributed to the workload the spec names.
+mod support;
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+};
+
+use serde_json::Value;
+use support::{Inspector, bin, json_lines, run_inspector, sh, unique};
+
+/// The tests compare the whole node before and after: one at a time.
+static NODE: Mutex<()> = Mutex::new(());
+
+/// What the node looks like, as iproute2, iptables, nft and the filesystem say.
+fn snapshot() -> Vec<(String, String)> {
+    let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+        .unwrap_or("/sys/fs/cgroup");
+    let mut links: Vec<String> = serde_json::from_str::<Value>(&sh(&["ip", "-j", "link"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{} {}", l["ifindex"], l["ifname"]))
+        .collect();
+    links.sort();
+    let ls = |dir: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.join(" ")
+    };
+    let mut out = vec![
+        ("links".into(), links.join(", ")),
+        ("netns".into(), ls("/var/run/netns")),
+        ("cgroups".into(), ls(v2)),
+        ("labs".into(), ls("/run/inspector/labs")),
+        ("nft".into(), sh(&["nft", "list", "ruleset"])),
+        (
+            "ip_forward".into(),
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        ),
+    ];
+    for t in ["filter", "nat", "raw", "mangle"] {
+        out.push((format!("iptables -t {t}"), sh(&["iptables", "-t", t, "-S"])));
+    }
+    out
+}
+
+fn assert_same(before: &[(String, String)], after: &[(String, String)], what: &str) {
+    for ((k, a), (_, b)) in before.iter().zip(after) {
+        assert_eq!(a, b, "{what}: {k} changed");
+    }
+}
+
+fn spec(name: &str, net: u8) -> String {
+    format!(
+        r#"name = "{name}"
+subnet = "198.18.{net}.0/24"
+[[workload]]
+name = "web"
+mode = "bridge"
+publish = ["8080:80/tcp"]
+[[workload]]
+name = "client"
+mode = "bridge"
+[[workload]]
+name = "sidecar"
+mode = "container:web"
+[[workload]]
+name = "agent"
+mode = "host"
+[[workload]]
+name = "batch"
+mode = "none"
+[external]
+name = "ext"
+subnet = "198.18.{}.0/24"
+"#,
+        net + 1
+    )
+}
+
+fn write_spec(text: &str) -> tempfile_path::Path {
+    tempfile_path::Path::new(text)
+}
+
+/// A spec file removed on drop.
+mod tempfile_path {
+    pub struct Path(pub std::path::PathBuf);
+    impl Path {
+        pub fn new(text: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("{}.toml", super::unique("spec")));
+            std::fs::write(&p, text).unwrap();
+            Self(p)
+        }
+        pub fn as_str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// `lab down` on drop, even when the test panics.
+struct LabGuard(String);
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
+}
+
+/// A server started with `lab run`, killed on drop.
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(lab: &str, w: &str, addr: &str, www: &str) -> Server {
+    Server(
+        Command::new(bin())
+            .args([
+                "lab",
+                "run",
+                lab,
+                w,
+                "--",
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-p",
+                addr,
+                "-h",
+                www,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("lab run"),
+    )
+}
+
+fn fetch(lab: &str, w: &str, url: &str) -> bool {
+    Command::new(bin())
+        .args([
+            "lab",
+            "run",
+            lab,
+            w,
+            "--",
+            "/bin/busybox",
+            "timeout",
+            "5",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            url,
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn lab_up_down_restores_the_node_and_bad_specs_change_nothing() {
+    let _g = NODE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let before = snapshot();
+    let name = unique("u");
+    let f = write_spec(&spec(&name, 50));
+    let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
+    let guard = LabGuard(name.clone());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let during = snapshot();
+    assert_ne!(during[1], before[1], "lab up made no namespaces");
+    let st = run_inspector(&["-o", "json", "lab", "status"], &[]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains(&format!("\"lab\":\"{name}\"")));
+    let down = run_inspector(&["lab", "down", "--name", &name], &[]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    drop(guard);
+    assert_same(&before, &snapshot(), "after lab down");
+
+    // Each bad spec: one line naming the problem, exit code 1, nothing changed.
+    for (text, want) in [
+        (
+            spec(&name, 50).replace("198.18.50.0/24", "198.18.50.0/99"),
+            "prefix length",
+        ),
+        (
+            spec(&name, 50).replace("198.18.50.0/24", "10.1.0.0/24"),
+            "outside 198.18.0.0/15",
+        ),
+        (
+            spec(&name, 50).replace("name = \"client\"", "name = \"web\""),
+            "duplicate workload name 'web'",
+        ),
+        (
+            spec(&name, 50).replace("mode = \"none\"", "mode = \"overlay\""),
+            "unknown network mode 'overlay'",
+        ),
+        (
+            spec(&name, 50).replace("container:web", "container:nobody"),
+            "names no other workload",
+        ),
+        ("name = \"x\"\nsubnet = ".into(), "lab spec"),
+    ] {
+        let f = write_spec(&text);
+        let out = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{want}: {err}");
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("inspector: error: "), "{err}");
+        assert_same(&before, &snapshot(), want);
+    }
+}
+
+fn check_end(f: &Value, end: &str, lab: &str, name: &str, mode: &str) {
+    let e = &f[end];
+    let id = format!("{lab}/{name}");
+    assert_eq!(
+        (
+            e["name"].as_str(),
+            e["id"].as_str(),
+            e["kind"].as_str(),
+            e["runtime"].as_str(),
+            e["network_mode"].as_str()
+        ),
+        (
+            Some(name),
+            Some(id.as_str()),
+            Some("lab"),
+            Some("lab"),
+            Some(mode)
+        ),
+        "{end} of {f}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn lab_four_modes_every_flow_end_is_the_right_workload() {
+    let _g = NODE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = unique("m");
+    let f = write_spec(&spec(&lab, 60));
+    let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
+    let _guard = LabGuard(lab.clone());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let www = std::env::temp_dir().join(unique("www"));
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "lab\n").unwrap();
+    let www = www.to_str().unwrap().to_owned();
+    let _servers = [
+        serve(&lab, "web", "80", &www),
+        serve(&lab, "sidecar", "81", &www),
+        serve(&lab, "batch", "127.0.0.1:80", &www),
+    ];
+    let insp = Inspector::start(&[
+        "-o",
+        "json",
+        "flows",
+        "--lo",
+        "-q",
+        "--netns",
+        &format!("{lab}-node"),
+        "--netns",
+        &format!("{lab}-web"),
+        "--netns",
+        &format!("{lab}-client"),
+        "--netns",
+        &format!("{lab}-batch"),
+        "--netns",
+        &format!("{lab}-ext"),
+    ]);
+    let web = "198.18.60.2";
+    // The servers may take a moment to listen: the first fetch retries (bounded).
+    assert!(
+        support::eventually(std::time::Duration::from_secs(10), || fetch(
+            &lab,
+            "client",
+            &format!("http://{web}/")
+        )),
+        "client -> web"
+    );
+    assert!(
+        fetch(&lab, "client", &format!("http://{web}:81/")),
+        "client -> sidecar"
+    );
+    assert!(
+        fetch(&lab, "agent", &format!("http://{web}/")),
+        "agent (host mode) -> web"
+    );
+    assert!(fetch(&lab, "batch", "http://127.0.0.1/"), "batch over lo");
+    let ext = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &format!("{lab}-ext"),
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O-",
+        "http://198.18.61.1:8080/",
+    ]);
+    assert_eq!(ext.trim(), "lab", "outside -> published port (DNAT)");
+    let out = insp.interrupt();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&www);
+
+    let flows = json_lines(&out.stdout, "flow");
+    let who = |ip: &str, port: Option<u64>| -> Option<(&'static str, &'static str)> {
+        match (ip, port) {
+            ("198.18.60.2", Some(80)) => Some(("web", "bridge")),
+            ("198.18.60.2", Some(81)) => Some(("sidecar", "container:web")),
+            ("198.18.60.3", _) => Some(("client", "bridge")),
+            ("198.18.60.1", Some(_)) => Some(("agent", "host")),
+            _ => None,
+        }
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for f in flows.iter().filter(|f| f["proto"] == "tcp") {
+        let netns_name = f["netns_name"].as_str().unwrap();
+        for (end, ip, port) in [
+            ("src_endpoint", "src", "sport"),
+            ("dst_endpoint", "dst", "dport"),
+        ] {
+            let addr = f[ip].as_str().unwrap();
+            let hit = if addr == "127.0.0.1" && netns_name == format!("{lab}-batch") {
+                Some(("batch", "none"))
+            } else if addr == "198.18.61.2" {
+                // The outside client is nobody's: null, not a guess.
+                assert!(f[end].is_null(), "{end} of {f}");
+                None
+            } else {
+                who(addr, f[port].as_u64())
+            };
+            if let Some((name, mode)) = hit {
+                check_end(f, end, &lab, name, mode);
+                *seen.entry(name).or_insert(0) += 1;
+            }
+        }
+    }
+    for name in ["web", "sidecar", "client", "agent", "batch"] {
+        assert!(
+            seen.get(name).copied().unwrap_or(0) >= 2,
+            "no attributed flows of {name}: {seen:?}"
+        );
+    }
+    // DNAT: the outside client's connection reached web:80 through the bridge.
+    assert!(
+        flows.iter().any(|f| f["src"] == "198.18.61.2"
+            && f["dst"] == web
+            && f["dport"] == 80
+            && f["dst_endpoint"]["name"] == "web"),
+        "no DNATed flow to web: {flows:#?}"
+    );
+}
