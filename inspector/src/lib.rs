@@ -2,6 +2,7 @@
 //! See docs/architecture.md for how the parts fit together.
 pub mod bench;
 pub mod cli;
+pub mod explain;
 pub mod flows;
 pub mod identity;
 pub mod lab;

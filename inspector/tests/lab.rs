@@ -337,6 +337,17 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
         "http://198.18.61.1:8080/",
     ]);
     assert_eq!(ext.trim(), "lab", "outside -> published port (DNAT)");
+    // Out of the node (masqueraded); nothing listens there, so it is refused - bounded.
+    assert!(
+        !fetch(&lab, "web", "http://198.18.61.2:9/"),
+        "web -> outside is refused"
+    );
+    let explained = run_inspector(&["-o", "json", "explain", &format!("{lab}/web")], &[]);
+    assert!(
+        explained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
     let out = insp.interrupt();
     assert!(
         out.status.success(),
@@ -384,6 +395,7 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
             "no attributed flows of {name}: {seen:?}"
         );
     }
+    check_explained(&json_lines(&explained.stdout, "explain")[0], &flows, &lab);
     // DNAT: the outside client's connection reached web:80 through the bridge.
     assert!(
         flows.iter().any(|f| f["src"] == "198.18.61.2"
@@ -392,4 +404,83 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
             && f["dst_endpoint"]["name"] == "web"),
         "no DNATed flow to web: {flows:#?}"
     );
+}
+
+/// Every hop `explain web` predicts is a hook where the inspector saw that path's packets:
+/// web -> client replies on the bridge, web -> outside (masqueraded on the last hop), and
+/// outside -> web:80 through the published port (rewritten by DNAT before the bridge).
+fn check_explained(ex: &Value, flows: &[Value], lab: &str) {
+    let paths = ex["paths"].as_array().expect("paths");
+    let names: Vec<&str> = paths.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "to another workload on the bridge",
+            "out of the node",
+            "into a published port"
+        ],
+        "{ex}"
+    );
+    let saw = |ns: &str, ifname: &str, dir: &str, ok: &dyn Fn(&Value) -> bool| {
+        flows.iter().any(|f| {
+            f["netns_name"] == ns && f["ifname"] == ifname && f["direction"] == dir && ok(f)
+        })
+    };
+    for p in paths {
+        let hops = p["hops"].as_array().unwrap();
+        let last = hops.len() - 1;
+        for (i, h) in hops.iter().enumerate() {
+            let (ns, ifn, dir) = (
+                h["netns_name"].as_str().unwrap(),
+                h["ifname"].as_str().unwrap(),
+                h["direction"].as_str().unwrap(),
+            );
+            let ok: Box<dyn Fn(&Value) -> bool> = match p["name"].as_str().unwrap() {
+                "to another workload on the bridge" => {
+                    Box::new(|f: &Value| f["src"] == "198.18.60.2" && f["dst"] == "198.18.60.3")
+                }
+                "out of the node" if i == last => {
+                    // Masqueraded: the node's outside address, not web's.
+                    Box::new(|f: &Value| {
+                        f["src"] == "198.18.61.1" && f["dst"] == "198.18.61.2" && f["dport"] == 9
+                    })
+                }
+                "out of the node" => Box::new(|f: &Value| {
+                    f["src"] == "198.18.60.2" && f["dst"] == "198.18.61.2" && f["dport"] == 9
+                }),
+                _ if i == 0 => {
+                    // Before DNAT: addressed to the node's published port.
+                    Box::new(|f: &Value| {
+                        f["src"] == "198.18.61.2" && f["dst"] == "198.18.61.1" && f["dport"] == 8080
+                    })
+                }
+                _ => Box::new(|f: &Value| {
+                    f["src"] == "198.18.61.2" && f["dst"] == "198.18.60.2" && f["dport"] == 80
+                }),
+            };
+            assert!(
+                saw(ns, ifn, dir, &*ok),
+                "{} hop {} ({ns}/{ifn} {dir}) not observed (lab {lab})",
+                p["name"],
+                i + 1
+            );
+        }
+        let rules = p["rules"].as_array().unwrap();
+        match p["name"].as_str().unwrap() {
+            "out of the node" => assert!(
+                rules
+                    .iter()
+                    .any(|r| r.as_str().unwrap().contains("MASQUERADE")),
+                "{p}"
+            ),
+            "into a published port" => assert!(
+                rules.iter().any(|r| r
+                    .as_str()
+                    .unwrap()
+                    .contains("--dport 8080 -j DNAT --to-destination 198.18.60.2:80")),
+                "{p}"
+            ),
+            _ => {}
+        }
+    }
 }

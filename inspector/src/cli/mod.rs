@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod demo;
+mod explain;
 mod flows;
 mod lab;
 mod topology;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Build the embedded demo lab, drive bounded traffic through it, show each flow's path,
     /// and remove everything.
     Demo(demo::Args),
+    /// A container's, pod's or lab workload's network mode, with its live kernel objects and
+    /// the hops of its packets (to the bridge, out of the node, into a published port).
+    Explain(explain::Args),
     /// The four-mode lab: Docker's bridge, host, none and container modes in namespaces.
     Lab(lab::Args),
     /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
@@ -81,5 +85,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(&a, cli.output),
         Command::Bench(a) => bench::run(&a, cli.output),
         Command::Lab(a) => lab::run(&a, cli.output),
+        Command::Explain(a) => explain::run(&a, cli.output),
     }
 }

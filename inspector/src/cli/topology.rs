@@ -168,7 +168,7 @@ fn print_workload(w: &WorkloadView) {
         "{kind} {} ({} {mode}, id {})",
         w.name,
         w.runtime,
-        &w.id[..w.id.len().min(12)]
+        crate::identity::short_id(&w.id)
     );
     if let Some(s) = &w.shares_netns_with {
         println!("  shares the network namespace of {s}");

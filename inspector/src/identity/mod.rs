@@ -82,11 +82,21 @@ pub struct Workload {
     pub member_ids: Vec<String>,
 }
 
+/// A runtime's 64-hex id cut to 12 characters, as `docker ps` shows it; other ids whole.
+#[must_use]
+pub fn short_id(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
+    }
+}
+
 impl Workload {
-    /// A short id (12 characters, as `docker ps` shows).
+    /// See [`short_id`].
     #[must_use]
     pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(12)]
+        short_id(&self.id)
     }
 
     /// Whether this workload lives in the node's own namespace (host mode).

@@ -11,7 +11,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
 };
 
 use anyhow::{Context as _, bail};
@@ -28,23 +28,6 @@ use crate::{
     },
     topology::netns::run_in,
 };
-
-/// A `Command` that runs in the named namespace (setns between fork and exec).
-fn command_in(ns: &Path, program: &str) -> anyhow::Result<Command> {
-    let file = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?;
-    let mut c = Command::new(program);
-    // SAFETY: only setns(2) runs in the child before exec; `file` stays open in the parent
-    // until the command has been spawned (it is moved into the closure).
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(c)
-}
 
 /// The lab's cgroup directory (inside the v2 hierarchy).
 fn cgroup_root(lab: &str) -> anyhow::Result<PathBuf> {
@@ -177,7 +160,7 @@ fn build(plan: &Plan, rec: &mut LabRecord) -> anyhow::Result<()> {
 
 fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
     let text = rules::docker_rules(plan);
-    let mut child = command_in(node, "iptables-restore")?
+    let mut child = netns::command_in(node, "iptables-restore")?
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -247,7 +230,7 @@ pub fn exec(rec: &LabRecord, workload: &str, argv: &[String]) -> anyhow::Error {
             std::process::id().to_string(),
         )
         .with_context(|| format!("joining cgroup {cg}"))?;
-        let mut c = command_in(&netns::path(&w.netns), prog)?;
+        let mut c = netns::command_in(&netns::path(&w.netns), prog)?;
         c.args(args);
         Err(anyhow::Error::from(c.exec()).context(format!("running {prog}")))
     };

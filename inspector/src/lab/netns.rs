@@ -111,3 +111,21 @@ pub fn list_with_prefix(prefix: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A `Command` that runs in the namespace at `ns` (setns between fork and exec).
+pub fn command_in(ns: &std::path::Path, program: &str) -> io::Result<std::process::Command> {
+    let file = std::fs::File::open(ns)
+        .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", ns.display())))?;
+    let mut c = std::process::Command::new(program);
+    // SAFETY: only setns(2) runs in the child before exec; `file` stays open in the parent
+    // until the command has been spawned (it is moved into the closure).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+            if libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(c)
+}
