@@ -166,6 +166,60 @@ fn check_topology(names: &[&str]) {
     );
 }
 
+/// `inspector events`: a container started and removed while it runs shows Docker's start
+/// and destroy, and its namespace and veth pair appearing and disappearing, each named.
+fn check_lifecycle(d: &mut Dockerd, name: &str) {
+    let ev = Inspector::start(&["-o", "json", "events", "--docker-socket", SOCKET]);
+    let id = d.run(name, &[], &[]);
+    let ns = netns_of(name);
+    std::thread::sleep(Duration::from_millis(1500));
+    Dockerd::remove(name);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = ev.interrupt();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = json_lines(&out.stdout, "lifecycle");
+    let has = |object: &str, action: &str| {
+        evs.iter().any(|e| {
+            e["object"] == object
+                && e["action"] == action
+                && e["workload"]["name"] == name
+                && e["workload"]["id"] == id.as_str()
+                && (object != "netns" || e["netns"].as_u64() == Some(ns))
+        })
+    };
+    for (object, action) in [
+        ("container", "start"),
+        ("container", "destroy"),
+        ("netns", "appeared"),
+        ("netns", "disappeared"),
+        ("link", "appeared"),
+        ("link", "disappeared"),
+    ] {
+        assert!(
+            has(object, action),
+            "no {object} {action} event for {name}: {evs:#?}"
+        );
+    }
+    // Both ends of its veth pair: eth0 in its namespace and the host end on docker0.
+    let links: Vec<&Value> = evs
+        .iter()
+        .filter(|e| {
+            e["object"] == "link" && e["action"] == "appeared" && e["workload"]["name"] == name
+        })
+        .collect();
+    assert!(
+        links
+            .iter()
+            .any(|e| e["netns"].as_u64() == Some(ns) && e["ifname"] == "eth0"),
+        "{links:#?}"
+    );
+    assert!(links.iter().any(|e| e["netns_name"] == "host" && e["ifname"].as_str().unwrap().starts_with("veth")), "{links:#?}");
+}
+
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn docker_four_modes_every_flow_end_is_the_right_container() {
@@ -189,6 +243,7 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
     let (srv_ip, cli_ip) = (ip_of(&srv), ip_of(&cli));
     let gw = Dockerd::inspect(&srv, "{{.NetworkSettings.Gateway}}");
     check_topology(&[&srv, &side, &cli, &hostc, &nonec]);
+    check_lifecycle(&mut d, &format!("{t}-ev"));
 
     let insp = Inspector::start(&[
         "-o",

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod demo;
+mod events;
 mod explain;
 mod flows;
 mod lab;
@@ -42,6 +43,9 @@ pub enum Command {
     /// A container's, pod's or lab workload's network mode, with its live kernel objects and
     /// the hops of its packets (to the bridge, out of the node, into a published port).
     Explain(explain::Args),
+    /// Namespaces and veths appearing and disappearing as containers start and stop, each
+    /// named; and the runtimes' container events.
+    Events(events::Args),
     /// The four-mode lab: Docker's bridge, host, none and container modes in namespaces.
     Lab(lab::Args),
     /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
@@ -86,5 +90,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(&a, cli.output),
         Command::Lab(a) => lab::run(&a, cli.output),
         Command::Explain(a) => explain::run(&a, cli.output),
+        Command::Events(a) => events::run(&a, cli.output),
     }
 }

@@ -25,6 +25,10 @@ pub struct Args {
     /// When it fills, events are lost, counted, and reported as `events_lost`.
     #[arg(long, default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
+    /// Also print lifecycle events: namespaces and links appearing and disappearing, each
+    /// named with the container, pod or lab workload that owns it.
+    #[arg(long)]
+    pub events: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -68,6 +72,7 @@ struct TraceLine {
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let (mut f, settings) = common::start_with(&a.filter, true, a.ring_kib * 1024)?;
+    f.track_lifecycle = a.events;
     let mut ring = f.probe.take_events()?;
     let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;
     let offset = common::mono_to_unix_offset();
@@ -118,6 +123,9 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             let changes = f.reconcile();
             common::log_changes(&a.filter, &changes);
             settings.check_pinned(&changes);
+            for e in std::mem::take(&mut f.lifecycle) {
+                super::events::emit(&e, fmt)?;
+            }
         }
     }
     super::flows::print_drops(&f, &settings, fmt)?;

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod cri;
 pub mod docker;
 pub mod lab;
+pub mod lifecycle;
 pub mod map;
 pub mod procfs;
 pub mod resolve;
@@ -153,52 +154,52 @@ impl Identity {
     /// Indexes `workloads`, all live.
     #[must_use]
     pub fn new(workloads: Vec<Workload>) -> Self {
-        let n = workloads.len();
-        Self::with_departed(workloads, n)
+        Self::with_departed(workloads, Vec::new())
     }
 
-    /// Indexes `workloads`, of which the first `live` are live and the rest have departed
-    /// (most recent first). A departed workload is indexed only under the namespace,
-    /// addresses and cgroups no live workload (or more recent departed one) holds.
+    /// Indexes `live` workloads, then `departed` ones (with the number of the scan that last
+    /// saw each, most recent first). A departed workload is indexed only under the
+    /// namespace and addresses no live workload, nor one that departed later, holds: the
+    /// kernel reuses namespace inodes and runtimes reuse addresses at once. Workloads that
+    /// departed together (two containers sharing a namespace) do not hide each other.
     #[must_use]
-    pub fn with_departed(workloads: Vec<Workload>, live: usize) -> Self {
-        let mut me = Self::default();
-        let (mut now, gone): (Vec<Workload>, Vec<Workload>) = {
-            let mut v = workloads;
-            let gone = v.split_off(live.min(v.len()));
-            (v, gone)
+    pub fn with_departed(mut live: Vec<Workload>, mut departed: Vec<(u64, Workload)>) -> Self {
+        live.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
+        departed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
+        let n_live = live.len();
+        let groups: Vec<u64> = departed.iter().map(|(at, _)| *at).collect();
+        let mut me = Self {
+            workloads: live,
+            live: n_live,
+            ..Self::default()
         };
-        now.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
-        let live = now.len();
-        me.workloads = now;
-        me.workloads.extend(gone);
+        me.workloads.extend(departed.into_iter().map(|(_, w)| w));
         let mut taken_ns = std::collections::HashSet::new();
         let mut taken_ip = std::collections::HashSet::new();
-        for (i, w) in me.workloads.iter().enumerate() {
-            let departed = i >= live;
+        let mut group: Option<u64> = None;
+        for i in 0..me.workloads.len() {
+            let departed = i >= n_live;
+            if departed && group != Some(groups[i - n_live]) {
+                // A new group: everything indexed so far is taken for it.
+                group = Some(groups[i - n_live]);
+                taken_ns.extend(me.by_netns.keys().copied());
+                taken_ip.extend(me.by_ip.keys().copied());
+            }
+            let w = &me.workloads[i];
             if let Some(ns) = w.netns
-                && !(departed && taken_ns.contains(&ns))
+                && !taken_ns.contains(&ns)
             {
                 me.by_netns.entry(ns).or_default().push(i);
             }
             for ip in &w.ips {
-                if !(departed && taken_ip.contains(ip)) {
+                if !taken_ip.contains(ip) {
                     me.by_ip.entry(*ip).or_default().push(i);
                 }
             }
             for cg in &w.cgroups {
                 me.by_cgroup.entry(*cg).or_insert(i);
             }
-            if departed {
-                // Later (older) departed workloads yield to this one too.
-                taken_ns.extend(w.netns);
-                taken_ip.extend(w.ips.iter().copied());
-            } else if i + 1 == live {
-                taken_ns.extend(me.by_netns.keys().copied());
-                taken_ip.extend(me.by_ip.keys().copied());
-            }
         }
-        me.live = live;
         me
     }
 

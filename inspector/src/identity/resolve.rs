@@ -36,7 +36,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn of(w: &Workload) -> Self {
+    pub(crate) fn of(w: &Workload) -> Self {
         Self {
             name: Some(w.name.clone()),
             id: Some(w.id.clone()),
@@ -52,7 +52,7 @@ impl Endpoint {
         }
     }
 
-    fn shared(ws: &[&Workload]) -> Self {
+    pub(crate) fn shared(ws: &[&Workload]) -> Self {
         let mut names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
         names.sort_unstable();
         let runtimes: HashSet<&str> = ws.iter().map(|w| w.runtime.as_str()).collect();
@@ -326,12 +326,13 @@ mod tests {
     fn departed_workloads_yield_reused_namespaces_and_addresses() {
         // `old` left; the kernel gave its namespace inode and Docker its address to `new`.
         let id = Identity::with_departed(
+            vec![w("new", "bridge", 10, &["198.19.0.4"], &[200])],
             vec![
-                w("new", "bridge", 10, &["198.19.0.4"], &[200]),
-                w("old", "bridge", 10, &["198.19.0.4"], &[100]),
-                w("older", "bridge", 12, &["198.19.0.9"], &[90]),
+                (5, w("old", "bridge", 10, &["198.19.0.4"], &[100])),
+                (3, w("older", "bridge", 12, &["198.19.0.9"], &[90])),
+                (5, w("old-side", "container:old", 13, &[], &[101])),
+                (5, w("old-web", "bridge", 13, &["198.19.0.7"], &[102])),
             ],
-            1,
         );
         assert_eq!(id.live().len(), 1);
         let names = |ns| id.in_netns(ns).map(|w| w.name.clone()).collect::<Vec<_>>();

@@ -89,17 +89,13 @@ impl Tracker {
             self.seen
                 .insert((w.runtime.clone(), w.id.clone()), (self.refreshes, w));
         }
-        // Live workloads first, then departed ones, most recent first: the kernel reuses
-        // namespace inodes (and runtimes reuse addresses) at once, so a departed workload
-        // only keeps the keys no live one has taken.
-        let mut all: Vec<&(u64, Workload)> = self.seen.values().collect();
-        all.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        let live = all
-            .iter()
-            .take_while(|(at, _)| *at == self.refreshes)
-            .count();
-        let ws: Vec<Workload> = all.iter().map(|(_, w)| w.clone()).collect();
-        self.identity = Identity::with_departed(ws, live);
+        let (live, departed): (Vec<_>, Vec<_>) = self
+            .seen
+            .values()
+            .cloned()
+            .partition(|(at, _)| *at == self.refreshes);
+        self.identity =
+            Identity::with_departed(live.into_iter().map(|(_, w)| w).collect(), departed);
 
         errors
             .into_iter()

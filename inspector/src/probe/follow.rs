@@ -103,6 +103,10 @@ pub struct Follower {
     pub topology: Topology,
     /// Who owns which namespace, address and socket; refreshed with every rescan.
     pub identity: Tracker,
+    /// Lifecycle events of the last reconciles (when `track_lifecycle`), to be drained.
+    pub lifecycle: Vec<crate::identity::lifecycle::Event>,
+    pub track_lifecycle: bool,
+    namer: crate::identity::lifecycle::Namer,
     owners: std::cell::RefCell<(Option<std::time::Instant>, SocketOwners)>,
     cache: NsidCache,
     /// Attach failures already reported (each is retried every rescan, but said once).
@@ -118,6 +122,9 @@ impl Follower {
             names: Names::default(),
             topology: Topology::default(),
             identity: Tracker::default(),
+            lifecycle: Vec::new(),
+            track_lifecycle: false,
+            namer: crate::identity::lifecycle::Namer::default(),
             owners: std::cell::RefCell::default(),
             cache: NsidCache::default(),
             reported: HashSet::new(),
@@ -168,8 +175,15 @@ impl Follower {
                 ifindex: key.1,
             });
         }
-        self.topology = topo;
         changes.extend(self.identity.refresh().into_iter().map(Change::Note));
+        // The first scan is the starting point, not news.
+        if self.track_lifecycle && !self.topology.namespaces.is_empty() {
+            let ev =
+                crate::identity::lifecycle::diff(&self.topology, &topo, &self.identity.identity);
+            let ready = self.namer.ready(ev, &self.identity.identity, 4);
+            self.lifecycle.extend(ready);
+        }
+        self.topology = topo;
         changes
     }
 
