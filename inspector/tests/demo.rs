@@ -1,79 +1,122 @@
-//! The main job: `inspector demo` builds its lab, shows each flow's path hop by hop, and
-//! removes everything it made.
+//! The main job: `inspector demo` builds the four-mode lab, drives traffic as its workloads,
+//! shows each flow's path hop by hop with who is at each end, and removes everything.
 mod support;
 
+use serde_json::Value;
 use support::{json_lines, run_inspector};
 
-fn hops(p: &serde_json::Value) -> Vec<(String, String, String, u64)> {
+fn hops(p: &Value) -> Vec<String> {
     p["hops"]
         .as_array()
         .unwrap()
         .iter()
         .map(|h| {
-            (
-                h["netns_name"].as_str().unwrap().to_owned(),
-                h["ifname"].as_str().unwrap().to_owned(),
-                h["direction"].as_str().unwrap().to_owned(),
-                h["packets"].as_u64().unwrap(),
+            format!(
+                "{}/{}/{}",
+                h["netns_name"].as_str().unwrap(),
+                h["ifname"].as_str().unwrap(),
+                h["direction"].as_str().unwrap()
             )
         })
         .collect()
 }
 
+fn name(p: &Value, end: &str) -> String {
+    p[end]["name"].as_str().unwrap_or("-").to_owned()
+}
+
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
-fn demo_shows_paths_and_cleans_up() {
+fn demo_shows_paths_and_owners_and_cleans_up() {
     let out = run_inspector(&["demo", "-o", "json"], &[]);
-    assert!(
-        out.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {err}");
+    assert!(!err.contains("FAILED"), "some demo traffic failed: {err}");
     let paths = json_lines(&out.stdout, "path");
-    let find = |proto: &str, dst_prefix: &str| {
+    let find = |proto: &str, src: &str, dst: &str| {
         paths
             .iter()
-            .find(|p| p["proto"] == proto && p["dst"].as_str().unwrap().starts_with(dst_prefix))
-            .unwrap_or_else(|| panic!("no {proto} path to {dst_prefix}: {paths:#?}"))
+            .find(|p| {
+                p["proto"] == proto
+                    && p["src"].as_str().unwrap().starts_with(src)
+                    && p["dst"].as_str().unwrap().starts_with(dst)
+            })
+            .unwrap_or_else(|| panic!("no {proto} path {src} -> {dst}: {paths:#?}"))
     };
-    // Bridged TCP: container eth0 -> bridge port -> bridge port -> container eth0.
-    let tcp = hops(find("tcp", "198.18.0.4:8080"));
-    let names: Vec<_> = tcp
-        .iter()
-        .map(|h| (h.0.as_str(), h.1.as_str(), h.2.as_str()))
-        .collect();
-    assert_eq!(
-        names,
-        [
-            ("insp-demo-a", "eth0", "egress"),
-            ("insp-demo-node", "v-a", "ingress"),
-            ("insp-demo-node", "v-c", "egress"),
-            ("insp-demo-c", "eth0", "ingress"),
-        ]
+    // Bridge mode: container eth0 -> its bridge port -> the other's port -> its eth0.
+    let web = find("tcp", "198.18.20.3:", "198.18.20.2:80");
+    let h = hops(web);
+    assert_eq!(h.len(), 4, "{h:?}");
+    assert_eq!(h[0], "insp-demo-client/eth0/egress");
+    assert!(
+        h[1].starts_with("insp-demo-node/veth") && h[1].ends_with("/ingress"),
+        "{h:?}"
     );
     assert!(
-        tcp.iter().all(|h| h.3 == tcp[0].3 && h.3 > 0),
-        "same packets at every hop: {tcp:?}"
+        h[2].starts_with("insp-demo-node/veth") && h[2].ends_with("/egress"),
+        "{h:?}"
     );
-    // Routed UDP: up through the bridge device into the node's stack, out of the routed veth.
-    let udp = hops(find("udp", "198.18.1.2:5353"));
-    let names: Vec<_> = udp
+    assert_eq!(h[3], "insp-demo-web/eth0/ingress");
+    let pk: Vec<u64> = web["hops"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|h| format!("{}/{}/{}", h.0, h.1, h.2))
+        .map(|h| h["packets"].as_u64().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "insp-demo-b/eth0/egress",
-            "insp-demo-node/v-b/ingress",
-            "insp-demo-node/br-demo/ingress",
-            "insp-demo-node/x-ext/egress",
-            "insp-demo-ext/eth0/ingress",
-        ]
-    );
     assert!(
-        udp.iter().all(|h| h.3 == 20),
-        "20 datagrams at every hop: {udp:?}"
+        pk.iter().all(|p| *p == pk[0] && *p > 0),
+        "same packets at every hop: {pk:?}"
+    );
+    assert_eq!(
+        (name(web, "src_endpoint"), name(web, "dst_endpoint")),
+        ("client".into(), "web".into())
+    );
+    assert_eq!(web["dst_endpoint"]["network_mode"], "bridge");
+    // Container mode: same namespace as web, told apart by socket owner.
+    let side = find("tcp", "198.18.20.3:", "198.18.20.2:81");
+    assert_eq!(name(side, "dst_endpoint"), "sidecar");
+    assert_eq!(side["dst_endpoint"]["network_mode"], "container:web");
+    // Host mode: the node's own address, owned by the agent's socket.
+    let agent = find("tcp", "198.18.20.1:", "198.18.20.2:80");
+    assert_eq!(name(agent, "src_endpoint"), "agent");
+    assert_eq!(hops(agent)[0], "insp-demo-node/docker0/egress");
+    // None mode: over lo only.
+    let batch = find("tcp", "127.0.0.1:", "127.0.0.1:80");
+    assert_eq!(
+        hops(batch),
+        ["insp-demo-batch/lo/egress", "insp-demo-batch/lo/ingress"]
+    );
+    assert_eq!(
+        (name(batch, "src_endpoint"), name(batch, "dst_endpoint")),
+        ("batch".into(), "batch".into())
+    );
+    // ICMP into the shared namespace: no socket decides.
+    let icmp = find("icmp", "198.18.20.3", "198.18.20.2");
+    assert_eq!(name(icmp, "dst_endpoint"), "shared by sidecar, web");
+    // Published port: the outside client's packets reach the node's 8080, and after DNAT
+    // leave the bridge for web:80 with the client's address kept.
+    let pre = find("tcp", "198.18.21.2:", "198.18.21.1:8080");
+    assert!(
+        hops(pre).last().unwrap().starts_with("insp-demo-node/ext"),
+        "{pre}"
+    );
+    let post = find("tcp", "198.18.21.2:", "198.18.20.2:80");
+    assert_eq!(hops(post)[0], "insp-demo-node/docker0/egress");
+    assert_eq!(name(post, "dst_endpoint"), "web");
+    assert!(
+        post["src_endpoint"].is_null(),
+        "the outside client is nobody's: {post}"
+    );
+    // MASQUERADE: web's connection leaves the node with the node's outside address.
+    let masq = find("tcp", "198.18.21.1:", "198.18.21.2:9");
+    assert!(hops(masq)[0].starts_with("insp-demo-node/ext"), "{masq}");
+    // The closed UDP port: dropped by the kernel with its reason.
+    let drops = json_lines(&out.stdout, "drop");
+    assert!(
+        drops
+            .iter()
+            .any(|d| d["dst"] == "198.18.21.2" && d["dport"] == 9 && d["reason"] == "NO_SOCKET"),
+        "{drops:#?}"
     );
     let left: Vec<String> = std::fs::read_dir("/var/run/netns")
         .map(|rd| {
@@ -84,4 +127,5 @@ fn demo_shows_paths_and_cleans_up() {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "demo left namespaces behind: {left:?}");
+    assert!(!std::path::Path::new("/run/inspector/labs/insp-demo.json").exists());
 }

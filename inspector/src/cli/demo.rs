@@ -1,26 +1,36 @@
-//! `inspector demo`: the main job on a fresh machine. Builds the embedded lab (three
-//! workloads on a bridge, one external peer routed through the node), attaches to every hop,
-//! drives bounded ICMP/TCP/UDP traffic, prints the path each flow took with per-hop counters,
-//! and removes the lab.
-use std::{net::SocketAddr, time::Duration};
+//! `inspector demo`: the main job on a fresh machine. Builds the four-mode lab (Docker's
+//! bridge, container, host and none modes, a published port, an outside client), attaches
+//! to every hop, drives bounded traffic from processes running as the lab's workloads
+//! (busybox httpd/wget/ping, one in each workload's namespace and cgroup), prints the path
+//! each flow took with per-hop counters and who is at each end, and removes the lab.
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use super::common::{self, FilterArgs};
 use crate::{
     flows::{filter::Filter, path},
-    lab::{self, Lab},
+    identity::lab::LabRecord,
+    lab::{
+        self, modes,
+        spec::{DEFAULT_SPEC, LabSpec},
+    },
     output::Format,
     probe::{follow::Follower, preflight},
     traffic,
 };
 
+/// The demo lab's name (its namespaces are `insp-demo-*`).
+pub const DEMO_LAB: &str = "insp-demo";
+const BUSYBOX: &str = "/bin/busybox";
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Bytes the TCP client sends.
-    #[arg(long, default_value_t = 256 * 1024)]
-    pub tcp_bytes: usize,
-    /// Leave the lab in place afterwards, to explore it with `topology`, `flows`, `trace`.
+    /// Leave the lab in place afterwards, to explore it with `topology`, `explain`, `flows`.
     #[arg(long, conflicts_with = "clean")]
     pub keep: bool,
     /// Only remove a lab left by `--keep` (or by a demo that was killed).
@@ -28,78 +38,187 @@ pub struct Args {
     pub clean: bool,
 }
 
+/// Removes the demo lab on drop (unless kept), even when the demo fails half-way.
+struct Up(Option<LabRecord>);
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            modes::down(&r);
+        }
+    }
+}
+
+/// Child processes (servers) killed on drop.
+struct Servers(Vec<Child>);
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn as_workload(lab: &str, w: &str, args: &[&str]) -> anyhow::Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.args(["lab", "run", lab, w, "--", BUSYBOX]).args(args);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    Ok(c)
+}
+
+/// `busybox wget` as a workload, bounded by busybox `timeout`.
+fn fetch(lab: &str, w: &str, url: &str) -> anyhow::Result<bool> {
+    Ok(as_workload(
+        lab,
+        w,
+        &[
+            "timeout",
+            "5",
+            BUSYBOX,
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            url,
+        ],
+    )?
+    .status()?
+    .success())
+}
+
+fn remove_stale() -> usize {
+    let mut n = 0;
+    if let Ok(r) = LabRecord::load(DEMO_LAB) {
+        modes::down(&r);
+        n += r.namespaces.len();
+    }
+    for ns in lab::netns::list_with_prefix(&format!("{DEMO_LAB}-")) {
+        let _ = lab::netns::delete(&ns);
+        n += 1;
+    }
+    n
+}
+
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     preflight::privileges()?;
     // Ctrl-C must not skip the clean-up: the flag is checked between steps and the lab is
-    // removed when `lab` goes out of scope.
+    // removed when `up` goes out of scope.
     let stop = common::stop_flag()?;
     let check = || -> anyhow::Result<()> {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            anyhow::bail!("interrupted; the demo lab was removed");
+            bail!("interrupted; the demo lab was removed");
         }
         Ok(())
     };
-    let spec = lab::demo_spec();
-    let stale = lab::netns::list_with_prefix(&format!("{}-", spec.prefix));
-    for n in &stale {
-        lab::netns::delete(n)?;
-    }
+    let stale = remove_stale();
     if a.clean {
-        eprintln!("inspector: removed {} demo namespaces", stale.len());
+        eprintln!("inspector: removed the demo lab ({stale} namespaces)");
         return Ok(());
     }
-    let mut lab = Lab::up(&spec).context("building the demo lab")?;
+    if !Path::new(BUSYBOX).exists() {
+        bail!(
+            "the demo runs its workloads with {BUSYBOX} (Debian's busybox-static): install it with `cargo xtask setup`"
+        );
+    }
+    let mut spec = LabSpec::from_toml(DEFAULT_SPEC).map_err(anyhow::Error::msg)?;
+    spec.name = DEMO_LAB.into();
+    let plan = spec.plan().map_err(anyhow::Error::msg)?;
+    let mut up = Up(Some(modes::up(&plan).context("building the demo lab")?));
+    let rec = up.0.clone().context("lab record")?;
     eprintln!(
-        "inspector: demo lab up: namespaces {}",
-        lab.ns_names().join(", ")
+        "inspector: demo lab up: {} (namespaces {})",
+        rec.workloads
+            .iter()
+            .map(|w| format!("{} {}", w.name, w.network_mode))
+            .collect::<Vec<_>>()
+            .join(", "),
+        rec.namespaces.join(", ")
     );
+    let www = std::env::temp_dir().join(format!("inspector-demo-www-{}", std::process::id()));
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "hello from the inspector demo\n")?;
+    let www_s = www.display().to_string();
+
     let args = FilterArgs {
-        netns: lab.ns_names().to_vec(),
+        netns: rec.namespaces.clone(),
+        lo: true,
         quiet: true,
         ..FilterArgs::default()
     };
     let (f, _) = common::start(&args, false)?;
     eprintln!(
-        "inspector: attached to {} interfaces; driving traffic",
+        "inspector: attached to {} interfaces; driving traffic as the workloads",
         f.probe.attached().count()
     );
     check()?;
 
-    let ns = |w: &str| lab::netns::path(&spec.ns_of(w));
-    let ip = |w: &str| -> std::net::Ipv4Addr {
-        let wl = spec
-            .workloads
-            .iter()
-            .find(|x| x.name == w)
-            .map_or("", |x| x.addr.as_str());
-        wl.split('/')
-            .next()
-            .unwrap_or("")
-            .parse()
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
-    };
-    let t = Duration::from_secs(2);
-    let r1 = traffic::ping(&ns("a"), ip("b"), 3, t)?;
-    let r2 = traffic::ping(&ns("c"), "198.18.0.1".parse()?, 2, t)?;
-    check()?;
-    let tcp = traffic::tcp_transfer(
-        &ns("c"),
-        &ns("a"),
-        SocketAddr::new(ip("c").into(), 8080),
-        a.tcp_bytes,
+    let mut servers = Servers(Vec::new());
+    for (w, addr) in [("web", "80"), ("sidecar", "81"), ("batch", "127.0.0.1:80")] {
+        servers.0.push(
+            as_workload(DEMO_LAB, w, &["httpd", "-f", "-p", addr, "-h", &www_s])?
+                .spawn()
+                .context("starting busybox httpd")?,
+        );
+    }
+    let web = plan.workloads[0].addr.context("web address")?;
+    let (ext_ns, _, node_ext, ext_ip, _) = plan.external.clone().context("external")?;
+    // The servers need a moment to listen: retry the first request (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut first = false;
+    while !first && Instant::now() < deadline {
+        first = fetch(DEMO_LAB, "client", &format!("http://{web}/"))?;
+    }
+    let mut done = vec![format!("client->web:80 {}", ok(first))];
+    for (w, url, what) in [
+        ("client", format!("http://{web}:81/"), "client->sidecar:81"),
+        ("agent", format!("http://{web}/"), "agent(host)->web:80"),
+        (
+            "batch",
+            "http://127.0.0.1/".to_owned(),
+            "batch(none)->lo:80",
+        ),
+    ] {
+        done.push(format!("{what} {}", ok(fetch(DEMO_LAB, w, &url)?)));
+    }
+    let ping = as_workload(
+        DEMO_LAB,
+        "client",
+        &["ping", "-c", "2", "-W", "1", &web.to_string()],
+    )?
+    .status()?
+    .success();
+    done.push(format!("client ping web {}", ok(ping)));
+    let dnat = lab::netns::command_in(&lab::netns::path(&ext_ns), BUSYBOX)?
+        .args(["timeout", "5", BUSYBOX, "wget", "-q", "-O", "/dev/null"])
+        .arg(format!("http://{node_ext}:8080/"))
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    done.push(format!("outside->node:8080 (DNAT to web) {}", ok(dnat)));
+    // Nothing listens outside: refused, after MASQUERADE on the way out.
+    let out = fetch(DEMO_LAB, "web", &format!("http://{ext_ip}:9/"))?;
+    done.push(format!(
+        "web->outside:9 {}",
+        if out {
+            "answered?"
+        } else {
+            "refused, as expected"
+        }
+    ));
+    // Nobody listens on UDP 9 outside either: the kernel drops these (reason NO_SOCKET).
+    traffic::udp_send(
+        &lab::netns::path(&format!("{DEMO_LAB}-client")),
+        std::net::SocketAddr::new(ext_ip.into(), 9),
+        5,
+        64,
     )?;
-    let udp = traffic::udp_burst(&ns("ext"), &ns("b"), "198.18.1.2:5353".parse()?, 20, 512)?;
-    // Nobody listens on port 9 in ext: the kernel drops these with reason NO_SOCKET.
-    traffic::udp_send(&ns("a"), "198.18.1.2:9".parse()?, 5, 64)?;
-    eprintln!(
-        "inspector: traffic done: a->b ping {r1}/3, c->bridge ping {r2}/2, a->c tcp {tcp} bytes, b->ext udp {udp}/20, \
-         a->ext:9 udp 5 (closed port)"
-    );
+    done.push("client->outside udp:9 x5 (closed port)".into());
+    eprintln!("inspector: traffic done: {}", done.join(", "));
+    drop(servers);
     check()?;
     settle(&f);
     let recs = super::flows::records(&f, &Filter::default())?;
-    let paths = path::stitch(&recs);
-    super::flows::print_paths(&f, &paths, fmt)?;
+    super::flows::print_paths(&f, &path::stitch(&recs), fmt)?;
     let settings = common::Settings {
         filter: Filter::default(),
         selection: f.selection.clone(),
@@ -108,17 +227,23 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;
     drop(f);
-    let n = lab.ns_names().len();
+    let _ = std::fs::remove_dir_all(&www);
+    let n = rec.namespaces.len();
     if a.keep {
-        lab.forget();
+        up.0 = None;
         eprintln!(
-            "inspector: demo lab kept ({n} namespaces); remove it with `inspector demo --clean`"
+            "inspector: demo lab kept ({n} namespaces): try `inspector explain web`, `inspector \
+             topology`; remove it with `inspector demo --clean`"
         );
         return Ok(());
     }
-    drop(lab);
+    drop(up);
     eprintln!("inspector: demo lab removed ({n} namespaces)");
     Ok(())
+}
+
+fn ok(b: bool) -> &'static str {
+    if b { "ok" } else { "FAILED" }
 }
 
 /// Waits (bounded) until the flow counters stop changing: the last ACKs and replies are in.

@@ -86,7 +86,19 @@ pub fn print_paths(f: &Follower, paths: &[path::FlowPath], fmt: Format) -> anyho
                 roles,
             })?,
             Format::Table | Format::Dot => {
-                println!("{} {} -> {}", p.proto, p.src, p.dst);
+                let who = |e: Option<&crate::identity::Endpoint>| {
+                    e.and_then(|e| e.name.as_deref())
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                };
+                println!(
+                    "{} {}{} -> {}{}",
+                    p.proto,
+                    p.src,
+                    who(p.src_endpoint.as_ref()),
+                    p.dst,
+                    who(p.dst_endpoint.as_ref())
+                );
                 for (i, (h, r)) in p.hops.iter().zip(&roles).enumerate() {
                     println!(
                         "  {:>2}. {:<28} {:<7} {:>6} pkts {:>9} bytes  {}",

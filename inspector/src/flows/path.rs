@@ -27,6 +27,9 @@ pub struct FlowPath {
     pub proto: String,
     pub src: String,
     pub dst: String,
+    /// Who sent it and who receives it, as attributed at the hops (first answer wins).
+    pub src_endpoint: Option<crate::identity::Endpoint>,
+    pub dst_endpoint: Option<crate::identity::Endpoint>,
     pub hops: Vec<Hop>,
 }
 
@@ -73,6 +76,8 @@ pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {
                 proto,
                 src,
                 dst,
+                src_endpoint: rs.iter().find_map(|r| r.src_endpoint.clone()),
+                dst_endpoint: rs.iter().find_map(|r| r.dst_endpoint.clone()),
                 hops: rs
                     .iter()
                     .map(|r| Hop {

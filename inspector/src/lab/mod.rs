@@ -1,6 +1,8 @@
 //! Labs: reproducible topologies in network namespaces, built through rtnetlink.
 //!
-//! The bridge lab is a "node" namespace holding a Linux bridge, one namespace per workload
+//! `modes` is the four-mode lab (Docker's bridge, host, none and container modes with
+//! Docker's rules; `inspector lab`, the demo). The plain bridge lab here, used by the
+//! overhead benchmark, is a "node" namespace holding a Linux bridge, one namespace per workload
 //! joined to the bridge by a veth pair (eth0 inside, a port on the bridge outside), and
 //! optionally an "external" namespace routed through the node. Nothing is created in the
 //! namespace the inspector runs in. Every address must lie in 198.18.0.0/15.
@@ -194,11 +196,6 @@ impl Lab {
         Ok(())
     }
 
-    /// Leaves the lab in place: dropping it no longer removes anything.
-    pub fn forget(&mut self) {
-        self.namespaces.clear();
-    }
-
     /// Removes every namespace the lab made (idempotent).
     pub fn down(&mut self) {
         for n in self.namespaces.drain(..).rev() {
@@ -210,29 +207,5 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.down();
-    }
-}
-
-/// The embedded demo lab: three workloads on a bridge and one routed external peer.
-#[must_use]
-pub fn demo_spec() -> BridgeLabSpec {
-    BridgeLabSpec {
-        prefix: "insp-demo".into(),
-        bridge: "br-demo".into(),
-        bridge_addr: "198.18.0.1/24".into(),
-        workloads: ["a", "b", "c"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Workload {
-                name: (*n).into(),
-                addr: format!("198.18.0.{}/24", i + 2),
-            })
-            .collect(),
-        external: Some(External {
-            name: "ext".into(),
-            node_addr: "198.18.1.1/24".into(),
-            addr: "198.18.1.2/24".into(),
-        }),
-        disable_ipv6: true,
     }
 }
