@@ -5,6 +5,7 @@
 mod support;
 
 use std::{
+    fmt::Write as _,
     process::{Child, Command, Stdio},
     sync::Mutex,
 };
@@ -483,4 +484,61 @@ fn check_explained(ex: &Value, flows: &[Value], lab: &str) {
             _ => {}
         }
     }
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn fast_attach_attaches_everything_and_restores_rcu_expedited() {
+    let _g = NODE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = unique("f");
+    let mut text = format!("name = \"{lab}\"\nsubnet = \"198.18.70.0/24\"\n");
+    for i in 0..12 {
+        let _ = writeln!(text, "[[workload]]\nname = \"w{i}\"\nmode = \"bridge\"");
+    }
+    let f = write_spec(&text);
+    let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
+    let _guard = LabGuard(lab.clone());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let before = std::fs::read_to_string("/sys/kernel/rcu_expedited").unwrap();
+    let mut args = vec![
+        "-o".to_owned(),
+        "json".into(),
+        "flows".into(),
+        "--fast-attach".into(),
+    ];
+    args.push("--netns".into());
+    args.push(format!("{lab}-node"));
+    for i in 0..12 {
+        args.push("--netns".into());
+        args.push(format!("{lab}-w{i}"));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let insp = Inspector::start(&argv);
+    let during = std::fs::read_to_string("/sys/kernel/rcu_expedited").unwrap();
+    let out = insp.interrupt();
+    let after = std::fs::read_to_string("/sys/kernel/rcu_expedited").unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        during.trim(),
+        before.trim(),
+        "restored once the batch was attached"
+    );
+    assert_eq!(
+        after.trim(),
+        before.trim(),
+        "restored after the detach at exit"
+    );
+    let stats = json_lines(&out.stdout, "stats");
+    // 12 eth0, 12 host-side veths, the bridge.
+    assert_eq!(stats[0]["attached_interfaces"], 25, "{stats:?}");
 }

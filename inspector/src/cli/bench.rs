@@ -17,6 +17,88 @@ pub enum What {
     /// Small-packet UDP, TCP request/response and bulk TCP with no observer, with the
     /// inspector and with tcpdump, interleaved; medians and ratios.
     Overhead(OverheadArgs),
+    /// Identity resolution and attach time for N workloads (a lab of N bridge-mode
+    /// namespaces with veth pairs and cgroups); medians over rounds.
+    Scale(ScaleArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScaleArgs {
+    /// Workloads (namespaces with a veth pair each), 1..2000.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=2000))]
+    pub count: u16,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub rounds: u16,
+}
+
+fn scale(a: &ScaleArgs, fmt: Format) -> anyhow::Result<()> {
+    let samples = bench::scale::run(usize::from(a.count), usize::from(a.rounds), |s| {
+        eprintln!(
+            "inspector: round {}: identity {:.1} ms, resolve {:.2} ms ({} of {}), scan {:.0} ms, load {:.0} ms, attach {:.0} ms, --fast-attach {:.0} ms ({} interfaces)",
+            s.round + 1,
+            s.identity_ms,
+            s.resolve_ms,
+            s.resolved,
+            s.workloads,
+            s.scan_ms,
+            s.load_ms,
+            s.attach_ms,
+            s.attach_fast_ms,
+            s.attached
+        );
+    })?;
+    let col = |f: fn(&bench::scale::ScaleSample) -> f64| -> (f64, f64, f64) {
+        let v: Vec<f64> = samples.iter().map(f).collect();
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        (bench::median(&v), min, max)
+    };
+    let rows = [
+        (
+            "identity refresh",
+            col(|s| s.identity_ms),
+            "200 ms (with resolve)",
+        ),
+        ("resolve all ends", col(|s| s.resolve_ms), ""),
+        ("topology scan", col(|s| s.scan_ms), ""),
+        ("eBPF load", col(|s| s.load_ms), ""),
+        ("attach (scan + links)", col(|s| s.attach_ms), "1000 ms"),
+        ("attach --fast-attach", col(|s| s.attach_fast_ms), "1000 ms"),
+    ];
+    match fmt {
+        Format::Json => {
+            for s in &samples {
+                output::json_line(&serde_json::json!({"type": "scale_sample", "sample": s}))?;
+            }
+            for (what, (med, min, max), target) in rows {
+                output::json_line(&serde_json::json!({"type": "scale_summary", "what": what,
+                    "median_ms": med, "min_ms": min, "max_ms": max, "target": target,
+                    "workloads": a.count}))?;
+            }
+        }
+        Format::Table | Format::Dot => {
+            let mut t = Table::new(&["STEP", "MEDIAN MS", "MIN", "MAX", "TARGET"]);
+            for (what, (med, min, max), target) in rows {
+                t.row(vec![
+                    what.into(),
+                    format!("{med:.1}"),
+                    format!("{min:.1}"),
+                    format!("{max:.1}"),
+                    target.into(),
+                ]);
+            }
+            println!(
+                "{} workloads, {} rounds; {} of {} ends resolved, {} interfaces attached",
+                a.count,
+                samples.len(),
+                samples.last().map_or(0, |s| s.resolved),
+                a.count,
+                samples.last().map_or(0, |s| s.attached)
+            );
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,8 +130,11 @@ const TARGETS: [(Workload, f64); 3] = [
 ];
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
-    let What::Overhead(o) = &a.what;
     preflight::privileges()?;
+    let o = match &a.what {
+        What::Overhead(o) => o,
+        What::Scale(s) => return scale(s, fmt),
+    };
     if o.rounds == 0 {
         anyhow::bail!("--rounds must be at least 1");
     }

@@ -55,7 +55,7 @@ fn print(ex: &Explanation) {
         w.name,
         crate::identity::short_id(&w.id),
         w.runtime,
-        w.network_mode.as_deref().unwrap_or("?")
+        crate::identity::mode_label(w.network_mode.as_deref())
     );
     println!();
     println!("{}", wrap(&ex.mode, 96, ""));

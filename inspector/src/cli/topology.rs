@@ -157,13 +157,7 @@ fn print_workload(w: &WorkloadView) {
         .and_then(|k| serde_json::to_value(k).ok())
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let mode = w.network_mode.as_deref().map_or_else(
-        || "mode unknown".to_owned(),
-        |m| match m.strip_prefix("container:") {
-            Some(id) => format!("container:{}", &id[..id.len().min(12)]),
-            None => m.to_owned(),
-        },
-    );
+    let mode = crate::identity::mode_label(w.network_mode.as_deref());
     println!(
         "{kind} {} ({} {mode}, id {})",
         w.name,
@@ -197,7 +191,7 @@ fn print_workload(w: &WorkloadView) {
         }
         println!("  if {}", parts.join("  "));
     }
-    for r in &w.routes {
+    for r in w.routes.iter().filter(|r| !r.dst.starts_with("fe80")) {
         println!(
             "  route {}{}{}",
             r.dst,

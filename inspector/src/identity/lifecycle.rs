@@ -33,6 +33,12 @@ pub struct Event {
     pub peer_netns: Option<u64>,
 }
 
+/// An owner known only from its cgroup (named by its id): its runtime usually names it a
+/// moment later.
+fn provisional(e: &Endpoint) -> bool {
+    e.name.is_some() && e.name == e.id.as_deref().map(|i| super::short_id(i).to_owned())
+}
+
 /// Holds back "appeared" events nobody owns yet - a namespace is often made before its
 /// runtime reports the container - and names them once the runtime has caught up (or gives
 /// up after `patience` scans and says so with a null owner).
@@ -52,13 +58,14 @@ impl Namer {
             .into_iter()
             .chain(new.into_iter().map(|e| (0, e)))
         {
-            if e.workload.is_none() {
+            if e.workload.as_ref().is_none_or(provisional) {
                 e.workload = e
                     .netns
                     .and_then(|n| owner(identity, n))
                     .or_else(|| e.peer_netns.and_then(|n| owner(identity, n)));
             }
-            if e.workload.is_some() || e.action != "appeared" || age >= patience || flush {
+            let named = e.workload.as_ref().is_some_and(|w| !provisional(w));
+            if named || e.action != "appeared" || age >= patience || flush {
                 out.push(e);
             } else {
                 keep.push((age + 1, e));
@@ -165,6 +172,7 @@ pub fn from_docker(e: &docker::Event, identity: &Identity) -> Event {
         .iter()
         .find(|w| w.id == e.id)
         .map(Endpoint::of)
+        .filter(|w| !provisional(w))
         .or_else(|| {
             Some(Endpoint {
                 name: Some(e.name.clone()),

@@ -93,6 +93,18 @@ pub fn short_id(id: &str) -> &str {
     }
 }
 
+/// A network mode for tables: `container:<64 hex>` shortened like [`short_id`].
+#[must_use]
+pub fn mode_label(mode: Option<&str>) -> String {
+    match mode {
+        None => "mode unknown".into(),
+        Some(m) => match m.strip_prefix("container:") {
+            Some(id) => format!("container:{}", short_id(id)),
+            None => m.to_owned(),
+        },
+    }
+}
+
 impl Workload {
     /// See [`short_id`].
     #[must_use]

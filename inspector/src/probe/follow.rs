@@ -139,6 +139,7 @@ impl Follower {
 
         let mut changes = Vec::new();
         let mut wanted: HashSet<AttachKey> = HashSet::new();
+        let mut todo: Vec<(&NsView, Vec<&Link>)> = Vec::new();
         for ns in &topo.namespaces {
             let links: Vec<&Link> = ns
                 .links
@@ -146,17 +147,18 @@ impl Follower {
                 .filter(|l| self.selection.wants_link(ns, l))
                 .collect();
             wanted.extend(links.iter().map(|l| (ns.netns.inode, l.ifindex)));
-            for r in self.probe.attach_links(ns, &links) {
-                match r {
-                    Ok(key) => changes.push(Change::Attached {
-                        netns: ns.netns.name.clone(),
-                        ifname: self.names.ifname(key).unwrap_or("?").to_owned(),
-                        ifindex: key.1,
-                    }),
-                    Err(e) => {
-                        if self.reported.insert(e.to_string()) {
-                            changes.push(Change::Failed(e));
-                        }
+            todo.push((ns, links));
+        }
+        for r in self.probe.attach_many(&todo) {
+            match r {
+                Ok(key) => changes.push(Change::Attached {
+                    netns: self.names.netns_name(key.0).unwrap_or("?").to_owned(),
+                    ifname: self.names.ifname(key).unwrap_or("?").to_owned(),
+                    ifindex: key.1,
+                }),
+                Err(e) => {
+                    if self.reported.insert(e.to_string()) {
+                        changes.push(Change::Failed(e));
                     }
                 }
             }

@@ -119,6 +119,8 @@ pub struct ProbeOptions {
     /// Record socket owners (`cgroup_skb` on the cgroup v2 root) to attribute flows in
     /// shared namespaces.
     pub sockets: bool,
+    /// Expedite RCU grace periods during large attach/detach batches (see `attach`).
+    pub fast_attach: bool,
 }
 
 impl Default for ProbeOptions {
@@ -129,6 +131,7 @@ impl Default for ProbeOptions {
             flow_entries: 65536,
             drops: true,
             sockets: true,
+            fast_attach: false,
         }
     }
 }
@@ -154,6 +157,7 @@ pub struct Probe {
     drop_reasons: std::collections::BTreeMap<u32, String>,
     /// What could not be set up but did not stop the rest (said once, at start).
     pub warnings: Vec<String>,
+    fast_attach: bool,
 }
 
 impl Probe {
@@ -241,6 +245,7 @@ impl Probe {
             links: HashMap::new(),
             drop_reasons,
             warnings,
+            fast_attach: opts.fast_attach,
         })
     }
 
@@ -343,6 +348,13 @@ impl Probe {
             map: MAP_EVENTS,
             source,
         })
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // Closing a TCX link waits for an RCU grace period: close them all at once.
+        self.detach_all();
     }
 }
 
