@@ -96,7 +96,6 @@ impl Tracker {
             .partition(|(at, _)| *at == self.refreshes);
         self.identity =
             Identity::with_departed(live.into_iter().map(|(_, w)| w).collect(), departed);
-
         errors
             .into_iter()
             .filter(|e| self.reported.insert(e.clone()))

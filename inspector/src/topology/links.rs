@@ -70,7 +70,21 @@ pub struct Link {
 
 /// Reads every link (with addresses and counters) of the current namespace.
 pub fn list() -> std::io::Result<Vec<Link>> {
-    runtime()?.block_on(list_async())
+    bounded(list_async())
+}
+
+/// Every netlink exchange is bounded: a request the kernel never answers (a namespace being
+/// torn down, say) must not stall the scan, and with it the whole inspector.
+const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn bounded<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    runtime()?.block_on(async {
+        tokio::time::timeout(NETLINK_TIMEOUT, f)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "netlink request timed out")
+            })?
+    })
 }
 
 /// One route of the main table.
@@ -86,7 +100,7 @@ pub struct Route {
 
 /// Reads the IPv4 and IPv6 routes of the main table of the current namespace.
 pub fn routes() -> std::io::Result<Vec<Route>> {
-    runtime()?.block_on(async {
+    bounded(async {
         use netlink_packet_route::route::{RouteAddress, RouteAttribute};
         let nl = |e: rtnetlink::Error| std::io::Error::other(e.to_string());
         let (conn, handle, _) = rtnetlink::new_connection()?;
@@ -143,7 +157,7 @@ pub fn routes() -> std::io::Result<Vec<Route>> {
 /// The nsid the current namespace uses for the namespace at `other`, if one is assigned.
 pub fn nsid_of(other: &Path) -> std::io::Result<Option<i32>> {
     let file = File::open(other)?;
-    runtime()?.block_on(async move {
+    bounded(async move {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         let task = tokio::spawn(conn);
         let mut msg = NsidMessage::default();
@@ -176,6 +190,7 @@ pub fn nsid_of(other: &Path) -> std::io::Result<Option<i32>> {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
 }
 

@@ -201,6 +201,10 @@ pub struct Inspector {
     ready: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
+    /// Drains stdout while the inspector runs: an undrained pipe fills up (64 KiB) and the
+    /// inspector then blocks on its next write - no more rescans - as any blocked consumer
+    /// would make it.
+    stdout_thread: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
 pub fn bin() -> &'static str {
@@ -228,11 +232,18 @@ impl Inspector {
                 sink.lock().expect("lock").push(l);
             }
         });
+        let mut out_pipe = child.stdout.take().expect("stdout");
+        let stdout_thread = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out_pipe.read_to_end(&mut v);
+            v
+        });
         let mut me = Self {
             child: Some(child),
             ready,
             stderr: lines,
             stderr_thread: Some(stderr_thread),
+            stdout_thread: Some(stdout_thread),
         };
         let deadline = Instant::now() + Duration::from_mins(1);
         while !me.ready.exists() {
@@ -278,6 +289,9 @@ impl Inspector {
         let mut out = wait_bounded(child, Duration::from_secs(30));
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
+        }
+        if let Some(t) = self.stdout_thread.take() {
+            out.stdout = t.join().unwrap_or_default();
         }
         out.stderr = self.stderr_text().into_bytes();
         out
