@@ -229,7 +229,15 @@ pub fn explain(identity: &Identity, topo: &Topology, w: &Workload) -> Explanatio
     if let Some((other, oi)) = identity
         .live()
         .iter()
-        .filter(|o| o.netns != w.netns)
+        // Another namespace's owner (not a container-mode guest), with an address.
+        .filter(|o| {
+            o.netns != w.netns
+                && !o.ips.is_empty()
+                && !o
+                    .network_mode
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("container:"))
+        })
         .find_map(|o| {
             let v = map::build(&Identity::new(vec![o.clone()]), topo).pop()?;
             let i = v.interfaces.into_iter().find(|i| {
