@@ -72,3 +72,11 @@ pub(crate) fn bump(stat: inspector_common::Stat) {
 /// `insp_sock_owner`. Lets userspace tell apart containers that share a namespace.
 #[map(name = "inspector_socks")]
 pub(crate) static SOCKS: LruHashMap<SockKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Slots of `inspector_sock_seen`.
+pub(crate) const SOCK_SEEN_SLOTS: u32 = 256;
+
+/// Per-CPU cache of socket cookies already recorded in `inspector_socks` (direct-mapped by
+/// cookie): lets `insp_sock_owner` skip sockets it has seen.
+#[map(name = "inspector_sockseen")]
+pub(crate) static SOCK_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(SOCK_SEEN_SLOTS, 0);

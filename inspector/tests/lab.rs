@@ -308,6 +308,7 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
         &format!("{lab}-ext"),
     ]);
     let web = "198.18.60.2";
+    check_socket_owner_cgroups(&lab);
     // The servers may take a moment to listen: the first fetch retries (bounded).
     assert!(
         support::eventually(std::time::Duration::from_secs(10), || fetch(
@@ -541,4 +542,22 @@ fn fast_attach_attaches_everything_and_restores_rcu_expedited() {
     let stats = json_lines(&out.stdout, "stats");
     // 12 eth0, 12 host-side veths, the bridge.
     assert_eq!(stats[0]["attached_interfaces"], 25, "{stats:?}");
+}
+
+/// The socket-owner programs sit on exactly the cgroups whose sockets decide something:
+/// web and sidecar (one namespace) and agent (host mode) - not client or batch, whose
+/// namespace alone names them. bpftool is the oracle.
+fn check_socket_owner_cgroups(lab: &str) {
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/inspector/labs/{lab}.json")).expect("lab record"),
+    )
+    .expect("record JSON");
+    for w in rec["workloads"].as_array().unwrap() {
+        let name = w["name"].as_str().unwrap();
+        let dir = w["cgroup"].as_str().unwrap();
+        let shown = sh(&["bpftool", "cgroup", "show", dir]);
+        let has = shown.contains("insp_sock_owner_in") && shown.contains("insp_sock_owner_out");
+        let want = matches!(name, "web" | "sidecar" | "agent");
+        assert_eq!(has, want, "{name}: {shown}");
+    }
 }

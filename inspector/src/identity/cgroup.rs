@@ -48,21 +48,15 @@ fn path_in(text: &str) -> Option<&str> {
         .map(|(_, p)| *p)
 }
 
-/// The cgroup v2 id of a process (inode of its cgroup directory), if it has one below the
-/// root of the v2 hierarchy mounted at `mount`.
+/// The cgroup v2 directory of a process and its id (the directory's inode), below the root
+/// of the v2 hierarchy mounted at `mount`.
 #[must_use]
-pub fn v2_id_of_pid(mount: &Path, pid: u32) -> Option<u64> {
+pub fn v2_of_pid(mount: &Path, pid: u32) -> Option<(PathBuf, u64)> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    id_of(mount, rel)
-}
-
-/// The id of the cgroup at `rel` (a path inside the v2 hierarchy).
-#[must_use]
-pub fn id_of(mount: &Path, rel: &str) -> Option<u64> {
-    fs::metadata(mount.join(rel.trim_start_matches('/')))
-        .ok()
-        .map(|m| m.ino())
+    let dir = mount.join(rel.trim_start_matches('/'));
+    let id = fs::metadata(&dir).ok()?.ino();
+    Some((dir, id))
 }
 
 /// A container as its cgroup path names it.

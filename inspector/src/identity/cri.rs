@@ -1,11 +1,7 @@
 //! CRI (containerd, CRI-O) over its unix socket with the `k8s-cri` gRPC bindings: pod
 //! sandboxes with their Kubernetes namespace/name/uid, labels, pod IPs, network namespace
 //! (from the verbose status info, as kubelet never needs it) and the containers in each pod.
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use k8s_cri::v1::{
     ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest, VersionRequest,
@@ -23,7 +19,6 @@ pub const DEFAULT_SOCKETS: [&str; 3] = [
 ];
 
 pub struct Cri {
-    socket: PathBuf,
     runtime_name: String,
     rt: tokio::runtime::Runtime,
     client: RuntimeServiceClient<Channel>,
@@ -78,17 +73,10 @@ impl Cri {
             Ok::<_, Error>((client, v.runtime_name))
         })?;
         Ok(Self {
-            socket: socket.to_owned(),
             runtime_name,
             rt,
             client,
         })
-    }
-
-    /// The socket it talks to.
-    #[must_use]
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 }
 

@@ -137,6 +137,12 @@ impl Provider for Labs {
                         .filter_map(|c| fs::metadata(c).ok())
                         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                         .collect(),
+                    cgroup_dirs: w
+                        .cgroup
+                        .iter()
+                        .filter(|c| Path::new(c).is_dir())
+                        .map(PathBuf::from)
+                        .collect(),
                     ports: w
                         .published
                         .iter()

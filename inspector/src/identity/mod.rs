@@ -72,6 +72,9 @@ pub struct Workload {
     /// kernel reports as a socket's owner.
     #[serde(skip)]
     pub cgroups: Vec<u64>,
+    /// The directories of those cgroups (where the socket-owner program is attached).
+    #[serde(skip)]
+    pub cgroup_dirs: Vec<std::path::PathBuf>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// For pods: the containers in the pod (names).
@@ -110,6 +113,16 @@ impl Workload {
     #[must_use]
     pub fn short_id(&self) -> &str {
         short_id(&self.id)
+    }
+
+    /// Whether its flows need the socket's owner to be told from others': it shares the
+    /// node's namespace (host mode) or its namespace with another workload.
+    #[must_use]
+    pub fn needs_socket_owner(&self, identity: &Identity) -> bool {
+        self.is_host_mode()
+            || self
+                .netns
+                .is_some_and(|ns| identity.in_netns(ns).nth(1).is_some())
     }
 
     /// Whether this workload lives in the node's own namespace (host mode).

@@ -34,7 +34,8 @@ pub fn netns_of_path(path: &str) -> Option<u64> {
 pub struct ContainerProcess {
     pub pid: u32,
     pub container: cgroup::CgroupContainer,
-    pub cgroup_id: Option<u64>,
+    /// Its cgroup v2 directory and id.
+    pub cgroup: Option<(std::path::PathBuf, u64)>,
     pub netns: Option<u64>,
 }
 
@@ -52,7 +53,7 @@ pub fn container_processes(v2: Option<&Path>) -> Vec<ContainerProcess> {
             Some(ContainerProcess {
                 pid,
                 container,
-                cgroup_id: v2.and_then(|m| cgroup::v2_id_of_pid(m, pid)),
+                cgroup: v2.and_then(|m| cgroup::v2_of_pid(m, pid)),
                 netns: netns_of_pid(pid),
             })
         })
@@ -101,10 +102,11 @@ fn add_process(w: &mut Workload, p: &ContainerProcess) {
     if !w.pids.contains(&p.pid) {
         w.pids.push(p.pid);
     }
-    if let Some(cg) = p.cgroup_id
-        && !w.cgroups.contains(&cg)
+    if let Some((dir, id)) = &p.cgroup
+        && !w.cgroups.contains(id)
     {
-        w.cgroups.push(cg);
+        w.cgroups.push(*id);
+        w.cgroup_dirs.push(dir.clone());
     }
     if w.netns.is_none() {
         w.netns = p.netns;

@@ -68,12 +68,6 @@ impl Endpoint {
                 .collect(),
         }
     }
-
-    /// A short label for tables: the name, or "-".
-    #[must_use]
-    pub fn label(e: Option<&Self>) -> &str {
-        e.and_then(|e| e.name.as_deref()).unwrap_or("-")
-    }
 }
 
 /// (namespace inode, IP protocol, local address, local port) -> cgroup v2 id of the socket's

@@ -255,9 +255,10 @@ impl Probe {
     pub(super) fn detach_all(&mut self) {
         let pairs: Vec<Pair> = self.links.drain().map(|(_, p)| p).collect();
         let _fast = Expedited::new(self.fast_attach, pairs.len());
+        let workers = WORKERS.min(pairs.len());
         let queue = Mutex::new(pairs);
         std::thread::scope(|s| {
-            for _ in 0..WORKERS {
+            for _ in 0..workers {
                 s.spawn(|| {
                     while let Some(p) = queue.lock().ok().and_then(|mut q| q.pop()) {
                         drop(p);

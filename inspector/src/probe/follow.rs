@@ -178,6 +178,18 @@ impl Follower {
             });
         }
         changes.extend(self.identity.refresh().into_iter().map(Change::Note));
+        let identity = &self.identity.identity;
+        let wanted: Vec<(u64, std::path::PathBuf)> = identity
+            .live()
+            .iter()
+            .filter(|w| w.needs_socket_owner(identity))
+            .flat_map(|w| w.cgroups.iter().copied().zip(w.cgroup_dirs.iter().cloned()))
+            .collect();
+        for e in self.probe.watch_sockets(&wanted) {
+            if self.reported.insert(e.clone()) {
+                changes.push(Change::Note(e));
+            }
+        }
         // The first scan is the starting point, not news.
         if self.track_lifecycle && !self.topology.namespaces.is_empty() {
             let ev =

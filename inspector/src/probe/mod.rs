@@ -158,6 +158,9 @@ pub struct Probe {
     /// What could not be set up but did not stop the rest (said once, at start).
     pub warnings: Vec<String>,
     fast_attach: bool,
+    sockets_loaded: bool,
+    /// Cgroups the socket-owner programs are attached to.
+    cgroup_links: sockets::Attached,
 }
 
 impl Probe {
@@ -229,13 +232,15 @@ impl Probe {
                 })?;
         }
         let mut warnings = Vec::new();
-        if opts.sockets
-            && let Err(e) = sockets::attach(&mut ebpf)
-        {
-            warnings.push(format!(
-                "socket owners are not recorded ({e}): flows in namespaces shared by several \
-                 containers, and host-mode containers, are not attributed"
-            ));
+        let mut sockets_loaded = false;
+        if opts.sockets {
+            match sockets::load(&mut ebpf) {
+                Ok(()) => sockets_loaded = true,
+                Err(e) => warnings.push(format!(
+                    "socket owners are not recorded ({e}): flows in namespaces shared by \
+                     several containers, and host-mode containers, are not attributed"
+                )),
+            }
         }
         Ok(Self {
             clock: std::cell::RefCell::new(clock::JiffiesClock::new(
@@ -246,6 +251,8 @@ impl Probe {
             drop_reasons,
             warnings,
             fast_attach: opts.fast_attach,
+            sockets_loaded,
+            cgroup_links: sockets::Attached::new(),
         })
     }
 
@@ -329,6 +336,45 @@ impl Probe {
             *slot = arr.get(&(i as u32), 0).map_err(err)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Keeps the socket-owner programs attached to exactly the cgroups in `wanted` (id,
+    /// directory). Returns what failed, one message per cgroup.
+    pub fn watch_sockets(&mut self, wanted: &[(u64, std::path::PathBuf)]) -> Vec<String> {
+        if !self.sockets_loaded {
+            return Vec::new();
+        }
+        let keep: std::collections::HashSet<u64> = wanted.iter().map(|(id, _)| *id).collect();
+        let gone: Vec<u64> = self
+            .cgroup_links
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(l) = self.cgroup_links.remove(&id) {
+                sockets::detach(&mut self.ebpf, l);
+            }
+        }
+        let mut errors = Vec::new();
+        for (id, dir) in wanted {
+            if self.cgroup_links.contains_key(id) {
+                continue;
+            }
+            match sockets::attach(&mut self.ebpf, dir) {
+                Ok(l) => {
+                    self.cgroup_links.insert(*id, l);
+                }
+                Err(e) => errors.push(format!("socket owners in {}: {e}", dir.display())),
+            }
+        }
+        errors
+    }
+
+    /// How many cgroups the socket-owner programs watch.
+    #[must_use]
+    pub fn watched_cgroups(&self) -> usize {
+        self.cgroup_links.len()
     }
 
     /// Socket owners the kernel recorded (see `sockets`).
