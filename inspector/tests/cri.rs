@@ -137,4 +137,27 @@ fn cri_pods_are_attributed_and_listed() {
         to_web >= 8 && from_web >= 8,
         "flows between the pods: {to_web} {from_web}: {flows:#?}"
     );
+
+    // A pod made and removed while `inspector events` runs: its namespace appears and
+    // disappears, named with the pod CRI reports.
+    let ev = Inspector::start(&["-o", "json", "events", "--cri-socket", &sock]);
+    let tmp = lab.pod("demo", "tmp-0", &format!("uid-tmp-{tag}"));
+    let (_, tmp_ns) = lab.status(&tmp);
+    let inode = std::fs::metadata(&tmp_ns).expect("pod netns").ino();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    lab.remove(&tmp);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = ev.interrupt();
+    let evs = json_lines(&out.stdout, "lifecycle");
+    for action in ["appeared", "disappeared"] {
+        assert!(
+            evs.iter().any(|e| e["object"] == "netns"
+                && e["action"] == action
+                && e["netns"].as_u64() == Some(inode)
+                && e["workload"]["name"] == "demo/tmp-0"
+                && e["workload"]["id"] == tmp.id.as_str()
+                && e["workload"]["kind"] == "pod"),
+            "no netns {action} event for demo/tmp-0: {evs:#?}"
+        );
+    }
 }

@@ -98,20 +98,10 @@ impl IdentityArgs {
     /// Connects the providers (warnings on stderr) and takes a first snapshot.
     #[must_use]
     pub fn tracker(&self) -> crate::identity::Tracker {
-        self.tracker_with(None)
-    }
-
-    /// [`Self::tracker`], also sending Docker's container events to `events`.
-    #[must_use]
-    pub fn tracker_with(
-        &self,
-        events: Option<std::sync::mpsc::Sender<crate::identity::docker::Event>>,
-    ) -> crate::identity::Tracker {
         let (mut tracker, notes) =
             crate::identity::Tracker::new(crate::identity::tracker::Options {
                 docker_socket: (!self.docker_socket.as_os_str().is_empty())
                     .then(|| self.docker_socket.clone()),
-                docker_events: events,
                 cri_socket: self.cri_socket.clone(),
             });
         for n in notes.into_iter().chain(tracker.refresh()) {

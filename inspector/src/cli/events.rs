@@ -38,8 +38,7 @@ pub fn emit(e: &Event, fmt: Format) -> anyhow::Result<()> {
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     preflight::privileges()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut tracker = a.identity.tracker_with(Some(tx));
+    let mut tracker = a.identity.tracker();
     let mut cache = NsidCache::default();
     let mut topo = topology::scan(&mut cache);
     let mut clock = Clock::new(a.duration, a.rescan_ms)?;
@@ -58,7 +57,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         for n in tracker.refresh() {
             eprintln!("inspector: warning: {n}");
         }
-        for e in rx.try_iter() {
+        for e in tracker.drain_docker_events() {
             emit(&lifecycle::from_docker(&e, &tracker.identity), fmt)?;
         }
         let found = lifecycle::diff(&topo, &now, &tracker.identity);

@@ -14,8 +14,6 @@ use super::{Identity, Provider, Workload, cgroup, cri, docker, lab, procfs};
 pub struct Options {
     /// Docker's API socket (`None`: do not ask Docker).
     pub docker_socket: Option<PathBuf>,
-    /// Receives Docker lifecycle events as they happen.
-    pub docker_events: Option<mpsc::Sender<docker::Event>>,
     /// A CRI socket the user named (an error if it does not answer); `None`: try the usual
     /// paths quietly.
     pub cri_socket: Option<PathBuf>,
@@ -29,6 +27,8 @@ pub struct Tracker {
     /// Every workload seen, with the number of the refresh that last saw it.
     seen: BTreeMap<(String, String), (u64, Workload)>,
     refreshes: u64,
+    /// Docker's container events, as they arrive.
+    docker_rx: Option<mpsc::Receiver<docker::Event>>,
     /// Provider errors already reported (said once).
     reported: HashSet<String>,
     pub identity: Identity,
@@ -39,10 +39,15 @@ impl Tracker {
     #[must_use]
     pub fn new(opts: Options) -> (Self, Vec<String>) {
         let mut notes = Vec::new();
+        let mut docker_rx = None;
         let mut providers: Vec<Box<dyn Provider + Send>> = vec![Box::new(lab::Labs::default())];
         if let Some(sock) = &opts.docker_socket {
-            match docker::Docker::connect(sock, opts.docker_events) {
-                Some(d) => providers.push(Box::new(d)),
+            let (tx, rx) = mpsc::channel();
+            match docker::Docker::connect(sock, Some(tx)) {
+                Some(d) => {
+                    providers.push(Box::new(d));
+                    docker_rx = Some(rx);
+                }
                 None if sock.as_path() != std::path::Path::new(docker::DEFAULT_SOCKET) => {
                     notes.push(format!(
                         "no Docker daemon answers on {}: containers are named from cgroups only",
@@ -73,10 +78,19 @@ impl Tracker {
         }
         let me = Self {
             providers,
+            docker_rx,
             v2: cgroup::v2_mount(),
             ..Self::default()
         };
         (me, notes)
+    }
+
+    /// Docker's container events since the last call.
+    pub fn drain_docker_events(&self) -> Vec<docker::Event> {
+        self.docker_rx
+            .as_ref()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Asks every provider again. Returns new error messages.

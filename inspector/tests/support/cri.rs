@@ -396,17 +396,27 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         (ip, netns)
     }
 
+    /// Stops and removes one pod now (its namespace and veth go with it).
+    pub fn remove(&mut self, pod: &Pod) {
+        self.pods.retain(|p| *p != pod.id);
+        self.stop_remove(pod.id.clone());
+    }
+
+    fn stop_remove(&self, id: String) {
+        let mut c = self.client.clone();
+        let _ = self.rt.block_on(async move {
+            c.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await?;
+            c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await
+        });
+    }
+
     fn remove_pods(&mut self) {
         for id in std::mem::take(&mut self.pods) {
-            let mut c = self.client.clone();
-            let _ = self.rt.block_on(async move {
-                c.stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await?;
-                c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-                    .await
-            });
+            self.stop_remove(id);
         }
     }
 }
