@@ -90,7 +90,7 @@ pub fn run(
     let mut out = Vec::new();
     for round in 0..rounds {
         let t = Instant::now();
-        let (mut tracker, _) = identity::Tracker::new(identity::tracker::Options::default());
+        let (mut tracker, _) = identity::Tracker::new(&identity::tracker::Options::default());
         tracker.refresh();
         let identity_ms = ms(t.elapsed());
 

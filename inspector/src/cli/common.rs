@@ -99,7 +99,7 @@ impl IdentityArgs {
     #[must_use]
     pub fn tracker(&self) -> crate::identity::Tracker {
         let (mut tracker, notes) =
-            crate::identity::Tracker::new(crate::identity::tracker::Options {
+            crate::identity::Tracker::new(&crate::identity::tracker::Options {
                 docker_socket: (!self.docker_socket.as_os_str().is_empty())
                     .then(|| self.docker_socket.clone()),
                 cri_socket: self.cri_socket.clone(),

@@ -37,7 +37,7 @@ pub struct Tracker {
 impl Tracker {
     /// Connects to what answers. Returns messages about what did not (for the log).
     #[must_use]
-    pub fn new(opts: Options) -> (Self, Vec<String>) {
+    pub fn new(opts: &Options) -> (Self, Vec<String>) {
         let mut notes = Vec::new();
         let mut docker_rx = None;
         let mut providers: Vec<Box<dyn Provider + Send>> = vec![Box::new(lab::Labs::default())];
