@@ -1,6 +1,11 @@
 //! `inspector`: an eBPF container network inspector. The CLI lives in `inspector::cli`; this
 //! entry point only turns a failure into one line on stderr and a non-zero exit code.
 fn main() {
+    // Like other Unix tools, end quietly when the reader goes away (`inspector ... | head`)
+    // instead of panicking on the next write. Attachments are file descriptors: they go
+    // with the process however it ends.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let code = match inspector::cli::run() {
         Ok(()) => 0,
         Err(e) => {

@@ -35,8 +35,24 @@ fn expected(name: &str) -> Expected {
     }
 }
 
+/// The container's address on its (one) network, default bridge or user-defined.
 fn ip_of(name: &str) -> String {
-    Dockerd::inspect(name, "{{.NetworkSettings.IPAddress}}")
+    Dockerd::inspect(
+        name,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    )
+}
+
+/// The Linux bridge of the container's network: docker0, or br-<12 chars of the network id>.
+fn bridge_of(name: &str) -> String {
+    let net = Dockerd::inspect(
+        name,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.NetworkID}}{{end}}",
+    );
+    match net.split_once(' ') {
+        Some(("bridge", _)) | None => "docker0".into(),
+        Some((_, id)) => format!("br-{}", &id[..12]),
+    }
 }
 
 fn netns_of(name: &str) -> u64 {
@@ -126,7 +142,7 @@ fn check_topology(names: &[&str]) {
                 let peer = &eth0["peer"];
                 assert_eq!(peer["ifindex"].as_u64(), Some(iflink), "{w}");
                 assert_eq!(peer["netns_name"], "host");
-                assert_eq!(peer["bridge"], "docker0");
+                assert_eq!(peer["bridge"], bridge_of(name).as_str(), "{w}");
                 let host_name = std::fs::read_dir("/sys/class/net")
                     .unwrap()
                     .filter_map(Result::ok)
@@ -138,7 +154,7 @@ fn check_topology(names: &[&str]) {
                 assert_eq!(peer["ifname"].as_str(), host_name.as_deref(), "{w}");
                 // Container mode: the address is the namespace owner's.
                 let owner = x.network_mode.strip_prefix("container:").unwrap_or(name);
-                let ip = Dockerd::inspect(owner, "{{.NetworkSettings.IPAddress}}");
+                let ip = ip_of(owner);
                 assert!(
                     w["ips"]
                         .as_array()
@@ -225,8 +241,18 @@ fn check_lifecycle(d: &mut Dockerd, name: &str) {
 fn docker_four_modes_every_flow_end_is_the_right_container() {
     let mut d = Dockerd::start();
     let t = unique("i");
-    let [srv, side, cli, hostc, nonec, late, gone] =
-        ["srv", "side", "cli", "host", "none", "late", "gone"].map(|n| format!("{t}-{n}"));
+    let [srv, side, cli, hostc, nonec, late, gone, u1, u2, net] = [
+        "srv", "side", "cli", "host", "none", "late", "gone", "u1", "u2", "net",
+    ]
+    .map(|n| format!("{t}-{n}"));
+    // A user-defined bridge network (as Compose makes), next to the default one.
+    d.network(&net, "198.19.3.0/24");
+    d.run(
+        &u1,
+        &["--network", &net],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    d.run(&u2, &["--network", &net], &[]);
     d.run(&srv, &[], &["httpd", "-f", "-p", "80", "-h", "/www"]);
     d.run(
         &side,
@@ -242,7 +268,9 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
     );
     let (srv_ip, cli_ip) = (ip_of(&srv), ip_of(&cli));
     let gw = Dockerd::inspect(&srv, "{{.NetworkSettings.Gateway}}");
-    check_topology(&[&srv, &side, &cli, &hostc, &nonec]);
+    let (u1_ip, u2_ip) = (ip_of(&u1), ip_of(&u2));
+    assert!(u1_ip.starts_with("198.19.3."), "{u1_ip}");
+    check_topology(&[&srv, &side, &cli, &hostc, &nonec, &u1, &u2]);
     check_lifecycle(&mut d, &format!("{t}-ev"));
 
     let insp = Inspector::start(&[
@@ -267,6 +295,10 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
     assert!(
         Dockerd::exec(&nonec, "wget -q -O /dev/null http://127.0.0.1:80/"),
         "none-mode over lo"
+    );
+    assert!(
+        Dockerd::exec(&u2, &format!("wget -q -O /dev/null http://{u1_ip}/")),
+        "u2 -> u1 on the user-defined network"
     );
     // Started while the inspector runs; `gone` is also removed before it stops.
     d.run(&late, &[], &[]);
@@ -293,12 +325,18 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
         ("none", expected(&nonec)),
         ("late", late_x),
         ("gone", gone_x),
+        ("u1", expected(&u1)),
+        ("u2", expected(&u2)),
     ]
     .into_iter()
     .collect();
     assert_eq!(x["side"].network_mode, format!("container:{}", x["srv"].id));
     assert_eq!(x["host"].network_mode, "host");
     assert_eq!(x["none"].network_mode, "none");
+    assert_eq!(
+        x["u1"].network_mode, net,
+        "a user-defined network's mode is its name"
+    );
     let none_ns = netns_of(&nonec);
 
     let flows = json_lines(&out.stdout, "flow");
@@ -310,6 +348,8 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
             (a, _) if a == cli_ip => Some("cli"),
             (a, _) if a == late_ip => Some("late"),
             (a, _) if a == gone_ip => Some("gone"),
+            (a, Some(80)) if a == u1_ip => Some("u1"),
+            (a, _) if a == u2_ip => Some("u2"),
             (a, Some(_)) if a == gw => Some("host"),
             ("127.0.0.1", Some(_)) if netns == none_ns => Some("none"),
             _ => None,
@@ -329,7 +369,9 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
             *seen.entry(name).or_default() += 1;
         }
     }
-    for name in ["srv", "side", "cli", "host", "none", "late", "gone"] {
+    for name in [
+        "srv", "side", "cli", "host", "none", "late", "gone", "u1", "u2",
+    ] {
         assert!(
             seen.get(name).copied().unwrap_or(0) >= 2,
             "no attributed TCP flows of {name}: {seen:?}"

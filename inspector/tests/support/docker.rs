@@ -22,10 +22,12 @@ pub struct Dockerd {
     data_root: Option<PathBuf>,
     /// (`iptables-save`, nft tables, `ip_forward`) before a daemon of ours started.
     before: Option<(String, Vec<String>, String)>,
-    had_docker0: bool,
     /// dockerd bind-mounts the host namespace here for host-mode sandboxes, and leaves it.
     had_default_netns: bool,
     containers: Vec<String>,
+    networks: Vec<String>,
+    /// Links before a daemon of ours started (its bridges are removed after it stops).
+    links_before: Vec<String>,
 }
 
 fn docker_ok(args: &[&str]) -> bool {
@@ -54,6 +56,16 @@ pub fn nft_tables() -> Vec<String> {
         .collect()
 }
 
+fn links() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -65,8 +77,9 @@ impl Dockerd {
             child: None,
             data_root: None,
             before: None,
-            had_docker0: link_exists("docker0"),
             had_default_netns: Path::new(DEFAULT_NETNS).exists(),
+            networks: Vec::new(),
+            links_before: links(),
             containers: Vec::new(),
         };
         if docker_ok(&["version"]) {
@@ -185,6 +198,14 @@ impl Dockerd {
             .is_ok_and(|s| s.success())
     }
 
+    /// `docker network create --subnet SUBNET NAME` (a user-defined bridge, `br-<id>`);
+    /// removed on drop. Returns the network id.
+    pub fn network(&mut self, name: &str, subnet: &str) -> String {
+        let id = docker(&["network", "create", "--subnet", subnet, name]);
+        self.networks.push(id.clone());
+        id
+    }
+
     pub fn remove(name_or_id: &str) {
         let _ = docker_ok(&["rm", "-f", name_or_id]);
     }
@@ -194,6 +215,9 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         for c in self.containers.drain(..) {
             let _ = docker_ok(&["rm", "-f", &c]);
+        }
+        for n in self.networks.drain(..) {
+            let _ = docker_ok(&["network", "rm", &n]);
         }
         let Some(mut child) = self.child.take() else {
             return;
@@ -210,8 +234,11 @@ impl Drop for Dockerd {
             let _ = Command::new("umount").arg(DEFAULT_NETNS).status();
             let _ = std::fs::remove_file(DEFAULT_NETNS);
         }
-        if !self.had_docker0 && link_exists("docker0") {
-            let _ = Command::new("ip").args(["link", "del", "docker0"]).status();
+        // Bridges the daemon made (docker0, br-<network>) stay after it stops.
+        for l in links() {
+            if !self.links_before.contains(&l) && (l == "docker0" || l.starts_with("br-")) {
+                let _ = Command::new("ip").args(["link", "del", &l]).status();
+            }
         }
         if let Some((dump, tables, forward)) = &self.before {
             // Tables dockerd created go; the ones that were there get their old rules back.
