@@ -561,3 +561,62 @@ fn check_socket_owner_cgroups(lab: &str) {
         assert_eq!(has, want, "{name}: {shown}");
     }
 }
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn trace_events_names_namespaces_coming_and_going() {
+    let _g = NODE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = unique("e");
+    let f = write_spec(&format!(
+        "name = \"{lab}\"\nsubnet = \"198.18.80.0/24\"\n[[workload]]\nname = \"solo\"\nmode = \"bridge\"\n"
+    ));
+    let insp = Inspector::start(&[
+        "-o",
+        "json",
+        "trace",
+        "--events",
+        "-q",
+        "--rescan-ms",
+        "200",
+        "--proto",
+        "sctp",
+    ]);
+    let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
+    let guard = LabGuard(lab.clone());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    drop(guard);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let out = insp.interrupt();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = json_lines(&out.stdout, "lifecycle");
+    let ns = format!("{lab}-solo");
+    for action in ["appeared", "disappeared"] {
+        assert!(
+            evs.iter().any(|e| e["object"] == "netns"
+                && e["action"] == action
+                && e["netns_name"] == ns.as_str()
+                && e["workload"]["name"] == "solo"
+                && e["workload"]["id"] == format!("{lab}/solo").as_str()),
+            "no netns {action} event for {ns}: {evs:#?}"
+        );
+        assert!(
+            evs.iter().any(|e| e["object"] == "link"
+                && e["action"] == action
+                && e["netns_name"] == ns.as_str()
+                && e["ifname"] == "eth0"
+                && e["workload"]["name"] == "solo"),
+            "no eth0 {action} event in {ns}: {evs:#?}"
+        );
+    }
+}
