@@ -590,9 +590,9 @@ fn trace_events_names_namespaces_coming_and_going() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    std::thread::sleep(std::time::Duration::from_secs(1));
     drop(guard);
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let out = insp.interrupt();
     assert!(
         out.status.success(),
