@@ -236,6 +236,74 @@ fn check_lifecycle(d: &mut Dockerd, name: &str) {
     assert!(links.iter().any(|e| e["netns_name"] == "host" && e["ifname"].as_str().unwrap().starts_with("veth")), "{links:#?}");
 }
 
+/// `inspector explain` on real Docker: each mode named with its own objects; the bridge
+/// container's paths name its veth's host end and docker0, and its MASQUERADE rule is the
+/// one Docker wrote for its subnet.
+fn check_explain(srv: &str, side: &str, host: &str, none: &str) {
+    let ex = |name: &str| -> Value {
+        let out = support::run_inspector(
+            &["-o", "json", "explain", name, "--docker-socket", SOCKET],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout, "explain").remove(0)
+    };
+    let (b, c, h, n) = (ex(srv), ex(side), ex(host), ex(none));
+    assert!(
+        b["mode"].as_str().unwrap().starts_with("bridge mode"),
+        "{b}"
+    );
+    assert!(
+        c["mode"].as_str().unwrap().starts_with("container mode"),
+        "{c}"
+    );
+    assert!(c["mode"].as_str().unwrap().contains(srv), "{c}");
+    assert!(h["mode"].as_str().unwrap().starts_with("host mode"), "{h}");
+    assert!(n["mode"].as_str().unwrap().starts_with("none mode"), "{n}");
+    let subnet = Dockerd::inspect(
+        srv,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}}{{end}}",
+    );
+    let net = subnet
+        .rsplit_once('.')
+        .map(|(a, _)| format!("{a}.0/"))
+        .unwrap();
+    let names: Vec<&str> = b["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"to another workload on the bridge") && names.contains(&"out of the node"),
+        "{b}"
+    );
+    let out = b["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "out of the node")
+        .unwrap();
+    assert!(
+        out["rules"].as_array().unwrap().iter().any(|r| {
+            let r = r.as_str().unwrap();
+            r.contains("MASQUERADE") && r.contains(&format!("-s {net}"))
+        }),
+        "{out}"
+    );
+    let hop2 = &out["hops"][1];
+    assert_eq!(
+        (hop2["netns_name"].as_str(), hop2["direction"].as_str()),
+        (Some("host"), Some("ingress")),
+        "{out}"
+    );
+    assert_eq!(out["hops"][2]["ifname"], "docker0", "{out}");
+}
+
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn docker_four_modes_every_flow_end_is_the_right_container() {
@@ -271,6 +339,7 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
     let (u1_ip, u2_ip) = (ip_of(&u1), ip_of(&u2));
     assert!(u1_ip.starts_with("198.19.3."), "{u1_ip}");
     check_topology(&[&srv, &side, &cli, &hostc, &nonec, &u1, &u2]);
+    check_explain(&srv, &side, &hostc, &nonec);
     check_lifecycle(&mut d, &format!("{t}-ev"));
 
     let insp = Inspector::start(&[
