@@ -252,18 +252,27 @@ fn check_explain(srv: &str, side: &str, host: &str, none: &str) {
         );
         json_lines(&out.stdout, "explain").remove(0)
     };
-    let (b, c, h, n) = (ex(srv), ex(side), ex(host), ex(none));
+    let (bridge, shared, hostm, nonem) = (ex(srv), ex(side), ex(host), ex(none));
     assert!(
-        b["mode"].as_str().unwrap().starts_with("bridge mode"),
-        "{b}"
+        bridge["mode"].as_str().unwrap().starts_with("bridge mode"),
+        "{bridge}"
     );
     assert!(
-        c["mode"].as_str().unwrap().starts_with("container mode"),
-        "{c}"
+        shared["mode"]
+            .as_str()
+            .unwrap()
+            .starts_with("container mode"),
+        "{shared}"
     );
-    assert!(c["mode"].as_str().unwrap().contains(srv), "{c}");
-    assert!(h["mode"].as_str().unwrap().starts_with("host mode"), "{h}");
-    assert!(n["mode"].as_str().unwrap().starts_with("none mode"), "{n}");
+    assert!(shared["mode"].as_str().unwrap().contains(srv), "{shared}");
+    assert!(
+        hostm["mode"].as_str().unwrap().starts_with("host mode"),
+        "{hostm}"
+    );
+    assert!(
+        nonem["mode"].as_str().unwrap().starts_with("none mode"),
+        "{nonem}"
+    );
     let subnet = Dockerd::inspect(
         srv,
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}/{{.IPPrefixLen}}{{end}}",
@@ -272,7 +281,7 @@ fn check_explain(srv: &str, side: &str, host: &str, none: &str) {
         .rsplit_once('.')
         .map(|(a, _)| format!("{a}.0/"))
         .unwrap();
-    let names: Vec<&str> = b["paths"]
+    let names: Vec<&str> = bridge["paths"]
         .as_array()
         .unwrap()
         .iter()
@@ -280,9 +289,9 @@ fn check_explain(srv: &str, side: &str, host: &str, none: &str) {
         .collect();
     assert!(
         names.contains(&"to another workload on the bridge") && names.contains(&"out of the node"),
-        "{b}"
+        "{bridge}"
     );
-    let out = b["paths"]
+    let out = bridge["paths"]
         .as_array()
         .unwrap()
         .iter()
@@ -290,8 +299,8 @@ fn check_explain(srv: &str, side: &str, host: &str, none: &str) {
         .unwrap();
     assert!(
         out["rules"].as_array().unwrap().iter().any(|r| {
-            let r = r.as_str().unwrap();
-            r.contains("MASQUERADE") && r.contains(&format!("-s {net}"))
+            let rule = r.as_str().unwrap();
+            rule.contains("MASQUERADE") && rule.contains(&format!("-s {net}"))
         }),
         "{out}"
     );
