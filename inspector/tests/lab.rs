@@ -65,31 +65,11 @@ fn assert_same(before: &[(String, String)], after: &[(String, String)], what: &s
 }
 
 fn spec(name: &str, net: u8) -> String {
-    format!(
-        r#"name = "{name}"
-subnet = "198.18.{net}.0/24"
-[[workload]]
-name = "web"
-mode = "bridge"
-publish = ["8080:80/tcp"]
-[[workload]]
-name = "client"
-mode = "bridge"
-[[workload]]
-name = "sidecar"
-mode = "container:web"
-[[workload]]
-name = "agent"
-mode = "host"
-[[workload]]
-name = "batch"
-mode = "none"
-[external]
-name = "ext"
-subnet = "198.18.{}.0/24"
-"#,
-        net + 1
-    )
+    // The embedded four-mode spec, renamed and moved to subnets of its own.
+    inspector::lab::spec::DEFAULT_SPEC
+        .replace("name = \"insp-lab\"", &format!("name = \"{name}\""))
+        .replace("198.18.20.", &format!("198.18.{net}."))
+        .replace("198.18.21.", &format!("198.18.{}.", net + 1))
 }
 
 fn write_spec(text: &str) -> tempfile_path::Path {
@@ -216,7 +196,7 @@ fn lab_up_down_restores_the_node_and_bad_specs_change_nothing() {
             "prefix length",
         ),
         (
-            spec(&name, 50).replace("198.18.50.0/24", "10.1.0.0/24"),
+            spec(&name, 50).replace("198.18.50.0/24", "203.0.113.0/24"),
             "outside 198.18.0.0/15",
         ),
         (

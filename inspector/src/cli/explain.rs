@@ -48,10 +48,7 @@ fn print(ex: &Explanation) {
     let w = &ex.workload;
     println!(
         "{} {} (id {}, {} {})",
-        w.kind
-            .and_then(|k| serde_json::to_value(k).ok())
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        w.kind.map_or("", |k| k.as_str()),
         w.name,
         crate::identity::short_id(&w.id),
         w.runtime,

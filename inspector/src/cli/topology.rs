@@ -152,11 +152,7 @@ fn print_ns(n: &NsOut<'_>) {
 }
 
 fn print_workload(w: &WorkloadView) {
-    let kind = w
-        .kind
-        .and_then(|k| serde_json::to_value(k).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let kind = w.kind.map_or("", |k| k.as_str());
     let mode = crate::identity::mode_label(w.network_mode.as_deref());
     println!(
         "{kind} {} ({} {mode}, id {})",

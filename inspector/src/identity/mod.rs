@@ -37,6 +37,18 @@ pub enum Kind {
     Lab,
 }
 
+impl Kind {
+    /// As JSON writes it: container, pod, lab.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Container => "container",
+            Self::Pod => "pod",
+            Self::Lab => "lab",
+        }
+    }
+}
+
 /// A port published on the host (Docker `-p`, lab spec).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PublishedPort {

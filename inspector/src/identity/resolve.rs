@@ -40,12 +40,7 @@ impl Endpoint {
         Self {
             name: Some(w.name.clone()),
             id: Some(w.id.clone()),
-            kind: w.kind.map(|k| {
-                serde_json::to_value(k)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }),
+            kind: w.kind.map(|k| k.as_str().to_owned()),
             runtime: Some(w.runtime.clone()),
             network_mode: w.network_mode.clone(),
             shared_by: Vec::new(),

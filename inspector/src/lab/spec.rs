@@ -434,7 +434,7 @@ mod tests {
         let base = |extra: &str| format!("name = \"t\"\nsubnet = \"198.18.30.0/24\"\n{extra}");
         for (spec, want) in [
             (
-                base("").replace("198.18.30.0/24", "10.0.0.0/24"),
+                base("").replace("198.18.30.0/24", "203.0.113.0/24"),
                 "outside 198.18.0.0/15",
             ),
             (
