@@ -8,5 +8,6 @@ pub mod identity;
 pub mod lab;
 pub mod output;
 pub mod probe;
+pub mod services;
 pub mod topology;
 pub mod traffic;

@@ -423,3 +423,22 @@ pub fn mono_now_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
     (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
+
+/// `--service NAMESPACE/NAME`: checked before anything is attached.
+///
+/// # Errors
+/// Anything but two non-empty DNS labels separated by one '/'.
+pub fn check_service_name(s: &str) -> anyhow::Result<()> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    match s.split_once('/') {
+        Some((ns, name)) if label(ns) && label(name) => Ok(()),
+        _ => anyhow::bail!(
+            "--service '{s}' must be NAMESPACE/NAME (lower-case letters, digits and '-')"
+        ),
+    }
+}

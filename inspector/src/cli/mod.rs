@@ -7,6 +7,7 @@ mod events;
 mod explain;
 mod flows;
 mod lab;
+mod services;
 mod topology;
 mod trace;
 
@@ -48,6 +49,9 @@ pub enum Command {
     Events(events::Args),
     /// The four-mode lab: Docker's bridge, host, none and container modes in namespaces.
     Lab(lab::Args),
+    /// Kubernetes Services as kube-proxy programmed them (iptables or nftables mode): frontend,
+    /// endpoints and chains, read from the live rules of the host and of lab nodes.
+    Services(services::Args),
     /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
     Bench(bench::Args),
 }
@@ -91,5 +95,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Lab(a) => lab::run(&a, cli.output),
         Command::Explain(a) => explain::run(&a, cli.output),
         Command::Events(a) => events::run(&a, cli.output),
+        Command::Services(a) => services::run(&a, cli.output),
     }
 }

@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use super::{
     netlink::{Nl, sysctl},
     netns, rules,
-    spec::{Mode, Plan},
+    spec::{KubeProxy, Mode, Plan},
 };
 use crate::{
     identity::{
@@ -158,23 +158,96 @@ fn build(plan: &Plan, rec: &mut LabRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
-    let text = rules::docker_rules(plan);
-    let mut child = netns::command_in(node, "iptables-restore")?
+fn feed(node: &Path, plan: &Plan, program: &str, args: &[&str], text: &str) -> anyhow::Result<()> {
+    let mut child = netns::command_in(node, program)?
+        .args(args)
         .stdin(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running iptables-restore (installed by `cargo xtask setup`)")?;
+        .with_context(|| format!("running {program} (installed by `cargo xtask setup`)"))?;
     std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, text.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
-            "iptables-restore in {} failed: {}",
+            "{program} in {} failed: {}",
             plan.node_ns,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(())
+}
+
+fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
+    if plan.docker_rules {
+        feed(
+            node,
+            plan,
+            "iptables-restore",
+            &[],
+            &rules::docker_rules(plan),
+        )?;
+    }
+    let Some(mode) = plan.kube_proxy else {
+        return Ok(());
+    };
+    // What a kubelet node has: bridged pod traffic goes through netfilter (so a reply from a
+    // backend to a client on the same bridge is un-DNATed), and in iptables mode
+    // localhost NodePorts (route_localnet).
+    run_in(node, || -> std::io::Result<()> {
+        sysctl("net/bridge/bridge-nf-call-iptables", "1")?;
+        // The ServiceCIDR route below points back out of the bridge; an ICMP redirect there
+        // would use up the per-host ICMP budget the REJECT of a Service without endpoints
+        // needs (the client would time out instead of being refused).
+        sysctl("net/ipv4/conf/all/send_redirects", "0")?;
+        sysctl(
+            &format!("net/ipv4/conf/{}/send_redirects", plan.bridge),
+            "0",
+        )?;
+        if mode == KubeProxy::Iptables {
+            sysctl("net/ipv4/conf/all/route_localnet", "1")?;
+        }
+        Ok(())
+    })??;
+    // Unanswered ClusterIPs (no endpoints, unallocated) must reach the filter hooks, as they
+    // do on a node with a default route, instead of dying in the routing lookup.
+    let out = netns::command_in(node, "ip")?
+        .args([
+            "route",
+            "add",
+            &format!("{}/{}", plan.service_cidr.0, plan.service_cidr.1),
+            "dev",
+            &plan.bridge,
+        ])
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip route add in {} failed: {}",
+            plan.node_ns,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let cfg = crate::services::rules::Config {
+        cluster_cidr: Some(format!("{}/{}", plan.subnet.0, plan.subnet.1)),
+        service_cidr: Some(format!("{}/{}", plan.service_cidr.0, plan.service_cidr.1)),
+    };
+    match mode {
+        KubeProxy::Iptables => feed(
+            node,
+            plan,
+            "iptables-restore",
+            &["--noflush"],
+            &crate::services::rules::iptables(&plan.services, &cfg),
+        ),
+        KubeProxy::Nftables => feed(
+            node,
+            plan,
+            "nft",
+            &["-f", "-"],
+            &crate::services::rules::nftables(&plan.services, &cfg),
+        ),
+    }
 }
 
 /// Removes what a record lists: the workloads' processes (`cgroup.kill`), cgroups (deepest

@@ -50,6 +50,82 @@ pub struct LabSpec {
     #[serde(default, rename = "workload")]
     pub workloads: Vec<WorkloadSpec>,
     pub external: Option<ExternalSpec>,
+    /// Docker's iptables rules on the node (default true). A Kubernetes-node lab turns them
+    /// off: Docker's FORWARD drops would hide kube-proxy's paths in nftables mode.
+    #[serde(default = "yes")]
+    pub docker_rules: bool,
+    /// kube-proxy's mode for the lab's Services: "iptables" or "nftables".
+    pub kube_proxy: Option<String>,
+    /// The ServiceCIDR ClusterIPs come from (default 198.18.128.0/17).
+    pub service_cidr: Option<String>,
+    /// Services whose endpoints are lab workloads ("pods").
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSpec>,
+    /// Generated Services (`scale/svc-N`, 3 endpoints each, nothing listening) added before
+    /// the spec's own, to give the rule set a big cluster's size (at most 30,000).
+    #[serde(default)]
+    pub extra_services: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A Kubernetes Service of the lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ip: String,
+    #[serde(rename = "port")]
+    pub ports: Vec<ServicePortSpec>,
+    /// "None" (default) or "ClientIP".
+    pub session_affinity: Option<String>,
+    /// ClientIP affinity timeout (default 10800 s, as Kubernetes).
+    pub affinity_timeout: Option<u32>,
+    /// Workloads (bridge mode) that are the Service's ready endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePortSpec {
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    /// Default: `port`.
+    pub target_port: Option<u16>,
+    #[serde(default = "default_proto")]
+    pub protocol: String,
+    pub node_port: Option<u16>,
+}
+
+fn default_proto() -> String {
+    "tcp".into()
+}
+
+/// kube-proxy's proxy mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KubeProxy {
+    Iptables,
+    Nftables,
+}
+
+impl KubeProxy {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
 }
 
 fn default_bridge() -> String {
@@ -129,6 +205,11 @@ pub struct Plan {
     pub workloads: Vec<PlannedWorkload>,
     /// (namespace, node-side veth, node address, external address, prefix).
     pub external: Option<(String, String, Ipv4Addr, Ipv4Addr, u8)>,
+    pub docker_rules: bool,
+    pub kube_proxy: Option<KubeProxy>,
+    pub service_cidr: (Ipv4Addr, u8),
+    /// Generated ones first, then the spec's (the spec's are last in iptables order).
+    pub services: Vec<crate::services::rules::Service>,
 }
 
 fn in_range(a: Ipv4Addr) -> bool {
@@ -381,6 +462,7 @@ impl LabSpec {
                 ))
             }
         };
+        let (kube_proxy, service_cidr, services) = self.plan_services(&out, net)?;
         Ok(Plan {
             name: self.name.clone(),
             node_ns,
@@ -389,7 +471,183 @@ impl LabSpec {
             gateway,
             workloads: out,
             external,
+            docker_rules: self.docker_rules,
+            kube_proxy,
+            service_cidr,
+            services,
         })
+    }
+}
+
+/// Largest number of generated Services.
+pub const MAX_EXTRA_SERVICES: usize = 30_000;
+
+type ServicePlan = (
+    Option<KubeProxy>,
+    (Ipv4Addr, u8),
+    Vec<crate::services::rules::Service>,
+);
+
+impl LabSpec {
+    fn plan_services(
+        &self,
+        workloads: &[PlannedWorkload],
+        net: (Ipv4Addr, u8),
+    ) -> Result<ServicePlan, String> {
+        use crate::services::rules::{Port, Service, generated};
+        let kube_proxy = match self.kube_proxy.as_deref() {
+            None => None,
+            Some("iptables") => Some(KubeProxy::Iptables),
+            Some("nftables") => Some(KubeProxy::Nftables),
+            Some(m) => {
+                return Err(format!(
+                    "kube_proxy '{m}' is not a mode this lab can build (iptables, nftables; IPVS needs a kernel with IP_VS)"
+                ));
+            }
+        };
+        let cidr = subnet(
+            self.service_cidr.as_deref().unwrap_or("198.18.128.0/17"),
+            "service_cidr",
+        )?;
+        let inside = |a: Ipv4Addr, n: (Ipv4Addr, u8)| {
+            let m = u32::MAX << (32 - n.1);
+            u32::from(a) & m == u32::from(n.0)
+        };
+        if inside(net.0, cidr) || inside(cidr.0, net) {
+            return Err(format!(
+                "service_cidr {}/{} overlaps the bridge subnet {}",
+                cidr.0, cidr.1, self.subnet
+            ));
+        }
+        if (!self.services.is_empty() || self.extra_services > 0) && kube_proxy.is_none() {
+            return Err("services need kube_proxy = \"iptables\" or \"nftables\"".into());
+        }
+        if self.extra_services > MAX_EXTRA_SERVICES {
+            return Err(format!(
+                "extra_services {} is more than {MAX_EXTRA_SERVICES}",
+                self.extra_services
+            ));
+        }
+        let size = 1usize << (32 - cidr.1);
+        if self.extra_services + 256 > size {
+            return Err(format!(
+                "service_cidr {}/{} has no room for {} generated services (they start at its 256th address)",
+                cidr.0, cidr.1, self.extra_services
+            ));
+        }
+        let mut out = generated(
+            self.extra_services,
+            3,
+            Ipv4Addr::from(u32::from(cidr.0) + 256),
+            Ipv4Addr::new(198, 19, 128, 0),
+        );
+        let mut seen = HashSet::new();
+        let mut vips = HashSet::new();
+        for s in &self.services {
+            let label = format!("service '{}/{}'", s.namespace, s.name);
+            let name_ok = |n: &str| {
+                !n.is_empty()
+                    && n.len() <= 63
+                    && n.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if !name_ok(&s.namespace) || !name_ok(&s.name) {
+                return Err(format!(
+                    "{label}: namespace and name must be DNS labels (a-z, 0-9, '-')"
+                ));
+            }
+            if !seen.insert((s.namespace.clone(), s.name.clone())) {
+                return Err(format!("duplicate {label}"));
+            }
+            let vip: Ipv4Addr = s
+                .cluster_ip
+                .parse()
+                .map_err(|_| format!("{label}: cluster_ip '{}' is not IPv4", s.cluster_ip))?;
+            if !inside(vip, cidr) {
+                return Err(format!(
+                    "{label}: cluster_ip {vip} is outside service_cidr {}/{}",
+                    cidr.0, cidr.1
+                ));
+            }
+            if u32::from(vip) - u32::from(cidr.0) >= 256 && self.extra_services > 0 {
+                return Err(format!(
+                    "{label}: cluster_ip {vip} is in the generated services' range (use the first 256 addresses of service_cidr)"
+                ));
+            }
+            if !vips.insert(vip) {
+                return Err(format!("{label}: cluster_ip {vip} is taken"));
+            }
+            if s.ports.is_empty() {
+                return Err(format!("{label} has no ports"));
+            }
+            let mut ports = Vec::new();
+            for p in &s.ports {
+                if p.protocol != "tcp" && p.protocol != "udp" {
+                    return Err(format!(
+                        "{label}: protocol '{}' must be tcp or udp",
+                        p.protocol
+                    ));
+                }
+                if p.port == 0 || p.target_port == Some(0) {
+                    return Err(format!("{label}: port 0 is not a port"));
+                }
+                if let Some(np) = p.node_port
+                    && !(30000..=32767).contains(&np)
+                {
+                    return Err(format!("{label}: node_port {np} is outside 30000-32767"));
+                }
+                if s.ports.len() > 1 && p.name.is_empty() {
+                    return Err(format!(
+                        "{label}: every port needs a name when there are several"
+                    ));
+                }
+                ports.push(Port {
+                    name: p.name.clone(),
+                    port: p.port,
+                    target_port: p.target_port.unwrap_or(p.port),
+                    protocol: p.protocol.clone(),
+                    node_port: p.node_port,
+                });
+            }
+            let affinity = match s.session_affinity.as_deref() {
+                None | Some("None") => None,
+                Some("ClientIP") => Some(s.affinity_timeout.unwrap_or(10_800)),
+                Some(o) => {
+                    return Err(format!(
+                        "{label}: session_affinity '{o}' must be None or ClientIP"
+                    ));
+                }
+            };
+            let mut endpoints = Vec::new();
+            for e in &s.endpoints {
+                let w = workloads.iter().find(|w| &w.name == e).ok_or_else(|| {
+                    format!("{label}: endpoint '{e}' names no workload of the lab")
+                })?;
+                let ip = w.addr.ok_or_else(|| {
+                    format!("{label}: endpoint '{e}' is not in bridge mode (pods have their own address)")
+                })?;
+                endpoints.push(ip);
+            }
+            out.push(Service {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                cluster_ip: vip,
+                ports,
+                affinity,
+                endpoints,
+            });
+        }
+        let mut nps = HashSet::new();
+        for s in &out {
+            for p in &s.ports {
+                if let Some(np) = p.node_port
+                    && !nps.insert((p.protocol.clone(), np))
+                {
+                    return Err(format!("node_port {np}/{} is used twice", p.protocol));
+                }
+            }
+        }
+        Ok((kube_proxy, cidr, out))
     }
 }
 

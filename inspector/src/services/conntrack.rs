@@ -1,0 +1,264 @@
+//! The kernel's connection tracking table over ctnetlink (`NETLINK_NETFILTER`, subsystem
+//! `CTNETLINK`), dumped inside a chosen network namespace: each connection's original and
+//! reply tuples and its status bits. A DNAT shows as a reply source that differs from the
+//! original destination (the backend); a SNAT/MASQUERADE as a reply destination that differs
+//! from the original source. This is what the kernel actually did, per connection - unlike
+//! nat-table counters, which count only first packets and not which backend they chose.
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+};
+
+use serde::Serialize;
+
+const NETLINK_NETFILTER: i32 = 12;
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+const CTA_MARK: u16 = 8;
+const CTA_ID: u16 = 12;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+/// `IPS_SRC_NAT` / `IPS_DST_NAT` status bits.
+pub const IPS_SRC_NAT: u32 = 1 << 4;
+pub const IPS_DST_NAT: u32 = 1 << 5;
+
+/// One direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Tuple {
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Default for Tuple {
+    fn default() -> Self {
+        Self {
+            proto: 0,
+            src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            sport: 0,
+            dport: 0,
+        }
+    }
+}
+
+/// One tracked connection.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Conn {
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub status: u32,
+    pub mark: u32,
+    pub id: u32,
+}
+
+impl Conn {
+    /// The destination was rewritten (DNAT): the reply comes from here.
+    #[must_use]
+    pub fn dnat_to(&self) -> Option<(IpAddr, u16)> {
+        (self.orig.dst != self.reply.src || self.orig.dport != self.reply.sport)
+            .then_some((self.reply.src, self.reply.sport))
+    }
+
+    /// The source was rewritten (SNAT/MASQUERADE): the backend saw this address.
+    #[must_use]
+    pub fn snat_to(&self) -> Option<(IpAddr, u16)> {
+        (self.orig.src != self.reply.dst || self.orig.sport != self.reply.dport)
+            .then_some((self.reply.dst, self.reply.dport))
+    }
+}
+
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let data = &b[4..len];
+        b = &b[(len + 3 & !3).min(b.len())..];
+        Some((ty, data))
+    })
+}
+
+fn be16(d: &[u8]) -> u16 {
+    d.get(..2).map_or(0, |x| u16::from_be_bytes([x[0], x[1]]))
+}
+
+fn be32(d: &[u8]) -> u32 {
+    d.get(..4)
+        .map_or(0, |x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+fn ip(d: &[u8]) -> Option<IpAddr> {
+    match d.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3]))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).ok()?))),
+        _ => None,
+    }
+}
+
+fn tuple(d: &[u8]) -> Tuple {
+    let mut t = Tuple::default();
+    for (ty, v) in attrs(d) {
+        match ty {
+            CTA_TUPLE_IP => {
+                for (k, a) in attrs(v) {
+                    match k {
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = ip(a).unwrap_or(t.src),
+                        CTA_IP_V4_DST | CTA_IP_V6_DST => t.dst = ip(a).unwrap_or(t.dst),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (k, a) in attrs(v) {
+                    match k {
+                        CTA_PROTO_NUM => t.proto = a.first().copied().unwrap_or(0),
+                        CTA_PROTO_SRC_PORT => t.sport = be16(a),
+                        CTA_PROTO_DST_PORT => t.dport = be16(a),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+/// Decodes one ctnetlink message body (after the 4-byte nfgenmsg).
+fn conn(body: &[u8]) -> Conn {
+    let mut c = Conn::default();
+    for (ty, v) in attrs(body) {
+        match ty {
+            CTA_TUPLE_ORIG => c.orig = tuple(v),
+            CTA_TUPLE_REPLY => c.reply = tuple(v),
+            CTA_STATUS => c.status = be32(v),
+            CTA_MARK => c.mark = be32(v),
+            CTA_ID => c.id = be32(v),
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Dumps the conntrack table of the calling thread's namespace.
+///
+/// # Errors
+/// Netlink failures (e.g. no `CAP_NET_ADMIN`).
+pub fn dump_here() -> io::Result<Vec<Conn>> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 3,
+        tv_usec: 0,
+    };
+    // SAFETY: valid option struct for SO_RCVTIMEO.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            u32::try_from(size_of::<libc::timeval>()).unwrap_or(16),
+        );
+    }
+    let mut req = [0u8; 20];
+    req[0..4].copy_from_slice(&20u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
+    // SAFETY: sending a complete buffer on our socket (kernel as destination: zeroed addr).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = u16::try_from(libc::AF_NETLINK).unwrap_or(16);
+    // SAFETY: as above.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&raw const addr).cast(),
+            u32::try_from(size_of::<libc::sockaddr_nl>()).unwrap_or(12),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: reading into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut b = &buf[..usize::try_from(n).unwrap_or(0)];
+        while b.len() >= 16 {
+            let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let ty = u16::from_ne_bytes([b[4], b[5]]);
+            if len < 16 || len > b.len() {
+                break;
+            }
+            match ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                }
+                _ if len >= 20 => out.push(conn(&b[20..len])),
+                _ => {}
+            }
+            b = &b[(len + 3 & !3).min(b.len())..];
+        }
+    }
+}
+
+/// Dumps the conntrack table of the namespace at `netns` (None: this one).
+///
+/// # Errors
+/// Entering the namespace or the netlink dump failed.
+pub fn dump(netns: Option<&Path>) -> io::Result<Vec<Conn>> {
+    match netns {
+        None => dump_here(),
+        Some(p) => crate::topology::netns::run_in(p, dump_here)?,
+    }
+}
