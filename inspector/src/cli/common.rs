@@ -59,6 +59,13 @@ pub struct FilterArgs {
     /// Do not log attach/detach changes on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Only connections to this Kubernetes Service (NAMESPACE/NAME), as kube-proxy's rules
+    /// and conntrack say: both sides of the DNAT.
+    #[arg(long, value_name = "NS/NAME")]
+    pub service: Option<String>,
+    /// Do not read kube-proxy's rules and conntrack (no `service`/`backend`/`nat` on flows).
+    #[arg(long)]
+    pub no_services: bool,
     /// Do not trace the kernel's packet drops (`skb:kfree_skb`); no tracefs needed then.
     #[arg(long)]
     pub no_drops: bool,
@@ -145,7 +152,11 @@ impl Settings {
 
 /// Parses the packet filter; no kernel access, so it can fail before anything happens.
 pub fn parse_filter(a: &FilterArgs) -> anyhow::Result<Filter> {
+    if let Some(s) = &a.service {
+        check_service_name(s)?;
+    }
     Ok(Filter {
+        service: a.service.clone(),
         proto: a.proto.as_deref().map(Proto::parse).transpose()?,
         host: a.host.as_deref().map(Cidr::parse).transpose()?,
         port: a.port.as_deref().map(filter::parse_port).transpose()?,
@@ -273,6 +284,22 @@ pub fn start_with(
     }
     let mut follower = Follower::new(probe, selection.clone());
     follower.identity = a.identity.tracker();
+    if !a.no_services || a.service.is_some() {
+        follower.enable_services();
+        if let (Some(want), Some(s)) = (&a.service, &follower.services) {
+            let s = s.borrow();
+            if !s.entries().any(|(_, e)| &e.ns_name() == want) {
+                let nodes: Vec<String> = crate::services::read::nodes()
+                    .into_iter()
+                    .map(|n| n.name)
+                    .collect();
+                bail!(
+                    "no Service '{want}' in kube-proxy's rules of {} (list them with `inspector services`)",
+                    nodes.join(", ")
+                );
+            }
+        }
+    }
     let changes = follower.reconcile();
     log_changes(a, &changes);
     if let Some(p) = &a.ready_file {

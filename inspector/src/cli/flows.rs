@@ -181,6 +181,10 @@ pub fn records(f: &Follower, filter: &Filter) -> anyhow::Result<Vec<FlowRecord>>
             })
             .collect()
     })?;
+    f.attribute_services(&mut v);
+    if let Some(want) = &filter.service {
+        v.retain(|r| r.service_name().as_ref() == Some(want));
+    }
     v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.first_ns.cmp(&b.first_ns)));
     Ok(v)
 }

@@ -29,6 +29,9 @@ pub struct Filter {
     pub proto: Option<Proto>,
     pub host: Option<Cidr>,
     pub port: Option<u16>,
+    /// `--service NS/NAME`: only connections to that Service (decided in userspace, from
+    /// conntrack; not part of the kernel-side filter).
+    pub service: Option<String>,
 }
 
 /// A filter the user typed that makes no sense; the message names it and says what is allowed.

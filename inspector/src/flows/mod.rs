@@ -51,6 +51,14 @@ pub struct FlowRecord {
     /// Who sent it and who receives it (`null` when unknown).
     pub src_endpoint: Option<Endpoint>,
     pub dst_endpoint: Option<Endpoint>,
+    /// For connections to a Kubernetes Service: the Service, the backend the kernel chose
+    /// (and its chain), and the NAT conntrack recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<crate::services::attrib::ServiceRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::services::attrib::BackendRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<crate::services::attrib::NatRef>,
     /// IP protocol number (for attribution by socket).
     #[serde(skip)]
     pub ip_proto: u8,
@@ -184,6 +192,9 @@ impl FlowRecord {
             tcp_flags: tcp_flags(s.tcp_flags),
             anomalies: anomalies(s.status),
             src_endpoint: None,
+            service: None,
+            backend: None,
+            nat: None,
             dst_endpoint: None,
             ip_proto: if is_ip { k.proto } else { 0 },
         }
@@ -197,6 +208,28 @@ impl FlowRecord {
         self.dst_endpoint = self
             .dst
             .and_then(|ip| r.endpoint(ip, self.dport, self.ip_proto, self.netns));
+    }
+
+    /// Service, backend and NAT from conntrack, if this flow is a connection to a Service.
+    pub fn attribute_service(&mut self, s: &crate::services::attrib::Services) {
+        let (Some(src), Some(dst), Some(sport), Some(dport)) =
+            (self.src, self.dst, self.sport, self.dport)
+        else {
+            return;
+        };
+        if let Some(a) = s.lookup(self.ip_proto, src, sport, dst, dport) {
+            self.service = Some(a.service.clone());
+            self.backend = Some(a.backend.clone());
+            self.nat = Some(a.nat.clone());
+        }
+    }
+
+    /// `ns/name` of the Service this flow went to, if any.
+    #[must_use]
+    pub fn service_name(&self) -> Option<String> {
+        self.service
+            .as_ref()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
     }
 
     /// "198.18.0.2:41234" / "198.18.0.2" / "-".

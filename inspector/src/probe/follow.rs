@@ -108,9 +108,12 @@ pub struct Follower {
     pub track_lifecycle: bool,
     namer: crate::identity::lifecycle::Namer,
     owners: std::cell::RefCell<(Option<std::time::Instant>, SocketOwners)>,
+    /// kube-proxy's Services and their conntrack state (None: not looked at).
+    pub services: Option<std::cell::RefCell<crate::services::attrib::Services>>,
     cache: NsidCache,
     /// Attach failures already reported (each is retried every rescan, but said once).
     reported: HashSet<String>,
+    reported_services: std::cell::RefCell<HashSet<String>>,
 }
 
 impl Follower {
@@ -126,8 +129,10 @@ impl Follower {
             track_lifecycle: false,
             namer: crate::identity::lifecycle::Namer::default(),
             owners: std::cell::RefCell::default(),
+            services: None,
             cache: NsidCache::default(),
             reported: HashSet::new(),
+            reported_services: std::cell::RefCell::default(),
         }
     }
 
@@ -203,6 +208,33 @@ impl Follower {
 
     /// Resolves flow ends against the current identity, topology and socket owners. The
     /// owners map is read at most every 100 ms (it can hold 64k entries).
+    /// Turns Service attribution on: reads the rules of the host and lab nodes now.
+    pub fn enable_services(&mut self) {
+        let mut s = crate::services::attrib::Services::new();
+        s.refresh_rules(true);
+        self.services = Some(std::cell::RefCell::new(s));
+    }
+
+    /// Annotates records with their Service, backend and NAT (when enabled), re-reading the
+    /// rules every 5 s and conntrack at most every 100 ms.
+    pub fn attribute_services(&self, recs: &mut [crate::flows::FlowRecord]) {
+        let Some(cell) = &self.services else { return };
+        let mut s = cell.borrow_mut();
+        s.refresh_rules(false);
+        if s.is_empty() {
+            return;
+        }
+        s.refresh_conntrack(Some(&self.identity.identity));
+        for r in recs {
+            r.attribute_service(&s);
+        }
+        for w in s.warnings.drain(..) {
+            if self.reported_services.borrow_mut().insert(w.clone()) {
+                eprintln!("inspector: warning: {w}");
+            }
+        }
+    }
+
     pub fn with_resolver<T>(&self, f: impl FnOnce(&Resolver<'_>) -> T) -> Result<T, ProbeError> {
         let mut cache = self.owners.borrow_mut();
         if cache

@@ -5,6 +5,7 @@
 //!
 //! Chain names follow kube-proxy's hashing (see `hash`), so a chain seen in a dump or a
 //! counter can be traced back to its service and endpoint even when comments are absent.
+pub mod attrib;
 pub mod conntrack;
 pub mod iptables;
 pub mod nft;
