@@ -66,6 +66,11 @@ pub fn drop_records(f: &Follower, s: &super::common::Settings) -> anyhow::Result
         .filter(|(k, _)| s.filter.matches(&crate::flows::drops::flow_key(k)))
         .map(|(k, st)| DropRecord::new(k, st, f.probe.drop_reason(k.reason), &f.names))
         .collect();
+    for d in &mut v {
+        if d.reason == "NETFILTER_DROP" {
+            d.rule = f.dropping_rule(d.netns);
+        }
+    }
     v.sort_by_key(|d| std::cmp::Reverse(d.packets));
     Ok(v)
 }
@@ -141,7 +146,9 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
             if drops.is_empty() {
                 return Ok(());
             }
-            let mut t = Table::new(&["DROPPED AT", "REASON", "PROTO", "SRC", "DST", "PACKETS"]);
+            let mut t = Table::new(&[
+                "DROPPED AT", "REASON", "PROTO", "SRC", "DST", "PACKETS", "RULE",
+            ]);
             for d in &drops {
                 t.row(vec![
                     format!("{}/{}", d.netns_name, d.ifname),
@@ -150,6 +157,7 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
                     d.src_str(),
                     d.dst_str(),
                     d.packets.to_string(),
+                    d.rule.clone().unwrap_or_default(),
                 ]);
             }
             println!();

@@ -7,6 +7,7 @@ mod events;
 mod explain;
 mod flows;
 mod lab;
+mod path;
 mod services;
 mod topology;
 mod trace;
@@ -52,6 +53,10 @@ pub enum Command {
     /// Kubernetes Services as kube-proxy programmed them (iptables or nftables mode): frontend,
     /// endpoints and chains, read from the live rules of the host and of lab nodes.
     Services(services::Args),
+    /// One probe connection (or the next real one, --watch) from a workload or namespace to
+    /// an address, Service or workload, hop by hop: interfaces, kube-proxy's NAT (Service
+    /// chain -> endpoint chain -> pod), masquerade, and the verdict with drop reason.
+    Path(path::Args),
     /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
     Bench(bench::Args),
 }
@@ -96,5 +101,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Explain(a) => explain::run(&a, cli.output),
         Command::Events(a) => events::run(&a, cli.output),
         Command::Services(a) => services::run(&a, cli.output),
+        Command::Path(a) => path::run(&a, cli.output),
     }
 }

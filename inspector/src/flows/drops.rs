@@ -25,6 +25,10 @@ pub struct DropRecord {
     pub packets: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// For netfilter drops: the DROP/REJECT rule whose counter grew since the inspector
+    /// started, in the namespace of the drop (`table CHAIN: rule`), when iptables has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// The flow key with the same addresses, ports and protocol (for decoding and filtering).
@@ -61,6 +65,7 @@ impl DropRecord {
             packets: s.packets,
             first_ns: s.first_ns,
             last_ns: s.last_ns,
+            rule: None,
         }
     }
 

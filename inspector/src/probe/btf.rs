@@ -8,7 +8,9 @@ use std::{collections::HashMap, path::Path};
 
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_ENUM64: u32 = 19;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -39,6 +41,8 @@ struct Type {
     /// For modifiers and typedefs: the referenced type.
     ty: u32,
     members: Vec<Member>,
+    /// For enums: (name, value) of each enumerator.
+    enumerators: Vec<(u32, u64)>,
 }
 
 /// Parsed BTF types and strings.
@@ -78,6 +82,7 @@ impl Btf {
             kind: 0,
             ty: 0,
             members: Vec::new(),
+            enumerators: Vec::new(),
         }];
         let mut off = 0;
         while off + 12 <= tb.len() {
@@ -89,7 +94,23 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kflag = info >> 31 == 1;
             let mut members = Vec::new();
+            let mut enumerators = Vec::new();
             let extra = match kind {
+                KIND_ENUM => {
+                    for i in 0..vlen {
+                        let m = off + i * 8;
+                        enumerators.push((u32_at(tb, m)?, u64::from(u32_at(tb, m + 4)?)));
+                    }
+                    vlen * 8
+                }
+                KIND_ENUM64 => {
+                    for i in 0..vlen {
+                        let m = off + i * 12;
+                        let v = u64::from(u32_at(tb, m + 4)?) | u64::from(u32_at(tb, m + 8)?) << 32;
+                        enumerators.push((u32_at(tb, m)?, v));
+                    }
+                    vlen * 12
+                }
                 1 | 14 | 17 => 4,
                 3 => 12,
                 KIND_STRUCT | KIND_UNION => {
@@ -104,8 +125,8 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                6 | 13 => vlen * 8,
-                15 | 19 => vlen * 12,
+                13 => vlen * 8,
+                15 => vlen * 12,
                 _ => 0,
             };
             off += extra;
@@ -114,6 +135,7 @@ impl Btf {
                 kind,
                 ty: size_or_type,
                 members,
+                enumerators,
             });
         }
         let mut btf = Self {
@@ -122,12 +144,29 @@ impl Btf {
             by_name: HashMap::new(),
         };
         for (id, t) in btf.types.iter().enumerate() {
-            if matches!(t.kind, KIND_STRUCT | KIND_UNION) && t.name != 0 {
+            if matches!(t.kind, KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64) && t.name != 0 {
                 let n = btf.str_at(t.name).to_owned();
                 btf.by_name.entry(n).or_default().push(id as u32);
             }
         }
         Some(btf)
+    }
+
+    /// The enumerators of `enum name`: value -> name.
+    #[must_use]
+    pub fn enum_values(&self, name: &str) -> Option<std::collections::BTreeMap<u64, String>> {
+        let id = self
+            .by_name
+            .get(name)?
+            .iter()
+            .find(|id| matches!(self.types[**id as usize].kind, KIND_ENUM | KIND_ENUM64))?;
+        Some(
+            self.types[*id as usize]
+                .enumerators
+                .iter()
+                .map(|(n, v)| (*v, self.str_at(*n).to_owned()))
+                .collect(),
+        )
     }
 
     fn str_at(&self, off: u32) -> &str {
@@ -229,9 +268,51 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
     })
 }
 
+/// Names of `enum skb_drop_reason` in the running kernel's BTF, without the
+/// `SKB_DROP_REASON_` prefix ("`NO_SOCKET`").
+///
+/// # Errors
+/// No readable BTF, or no such enum in it.
+pub fn drop_reasons(path: &Path) -> Result<std::collections::BTreeMap<u32, String>, BtfError> {
+    let btf = Btf::load(path)?;
+    let values = btf
+        .enum_values("skb_drop_reason")
+        .ok_or_else(|| BtfError::Missing("enum skb_drop_reason".into()))?;
+    Ok(values
+        .into_iter()
+        .filter_map(|(v, n)| {
+            Some((
+                u32::try_from(v).ok()?,
+                n.strip_prefix("SKB_DROP_REASON_").unwrap_or(&n).to_owned(),
+            ))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The running kernel's enum, checked against the tracepoint's own symbol table (an
+    /// independent source: the format file's `__print_symbolic`).
+    #[test]
+    fn drop_reason_names_from_btf_match_the_tracepoint_format() {
+        let btf = Path::new("/sys/kernel/btf/vmlinux");
+        if !btf.exists() {
+            return;
+        }
+        let names = drop_reasons(btf).expect("enum skb_drop_reason in BTF");
+        assert_eq!(names.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
+        assert!(names.values().any(|n| n == "NETFILTER_DROP"));
+        assert!(names.values().any(|n| n == "NO_SOCKET"));
+        if let Ok(tf) = crate::probe::tracefs::ensure_mounted()
+            && let Ok(fmt) = crate::probe::tracefs::kfree_skb_format(&tf)
+        {
+            for (v, n) in &fmt.reasons {
+                assert_eq!(names.get(v), Some(n), "reason {v}");
+            }
+        }
+    }
 
     /// Against the running kernel's BTF when there is one: the offsets must be the ones the
     /// kernel's own UAPI-stable layout implies where there is such a layout (`sk_buff.next` at

@@ -1,5 +1,6 @@
 //! Keeping the attachments in step with the node: every rescan attaches to interfaces that
 //! appeared (new namespaces, new veths) and lets go of ones that vanished, without a restart.
+use std::collections::HashMap;
 use std::collections::HashSet;
 
 use super::{AttachKey, Probe, ProbeError};
@@ -110,6 +111,9 @@ pub struct Follower {
     owners: std::cell::RefCell<(Option<std::time::Instant>, SocketOwners)>,
     /// kube-proxy's Services and their conntrack state (None: not looked at).
     pub services: Option<std::cell::RefCell<crate::services::attrib::Services>>,
+    /// DROP/REJECT rule counters of the node namespaces when services were enabled, by
+    /// namespace inode (for naming the rule behind a netfilter drop).
+    pub nf_counters: HashMap<u64, (Option<std::path::PathBuf>, crate::services::counters::Snapshot)>,
     cache: NsidCache,
     /// Attach failures already reported (each is retried every rescan, but said once).
     reported: HashSet<String>,
@@ -130,6 +134,7 @@ impl Follower {
             namer: crate::identity::lifecycle::Namer::default(),
             owners: std::cell::RefCell::default(),
             services: None,
+            nf_counters: HashMap::new(),
             cache: NsidCache::default(),
             reported: HashSet::new(),
             reported_services: std::cell::RefCell::default(),
@@ -213,6 +218,28 @@ impl Follower {
         let mut s = crate::services::attrib::Services::new();
         s.refresh_rules(true);
         self.services = Some(std::cell::RefCell::new(s));
+        for n in crate::services::read::nodes() {
+            let path = n
+                .netns
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("/proc/self/ns/net"));
+            if let Ok(m) = std::fs::metadata(&path) {
+                use std::os::unix::fs::MetadataExt as _;
+                let snap = crate::services::counters::snapshot(n.netns.as_deref());
+                self.nf_counters.insert(m.ino(), (n.netns, snap));
+            }
+        }
+    }
+
+    /// The DROP/REJECT rule in namespace `inode` that counted packets since the start.
+    #[must_use]
+    pub fn dropping_rule(&self, inode: u64) -> Option<String> {
+        let (path, start) = self.nf_counters.get(&inode)?;
+        let hit = crate::services::counters::snapshot(path.as_deref())
+            .grown_since(start)
+            .into_iter()
+            .next()?;
+        Some(format!("{} {}: {}", hit.table, hit.chain, hit.rule))
     }
 
     /// Annotates records with their Service, backend and NAT (when enabled), re-reading the

@@ -189,7 +189,9 @@ impl Probe {
             let fmt = tracefs::kfree_skb_format(&path)?;
             config.off_tp_skbaddr = fmt.off_skbaddr;
             config.off_tp_reason = fmt.off_reason;
-            drop_reasons = fmt.reasons;
+            // Names from the running kernel's BTF (`enum skb_drop_reason`); the format
+            // file's symbol table only if BTF lacks the enum.
+            drop_reasons = btf::drop_reasons(&preflight::btf_path()).unwrap_or(fmt.reasons);
             Some(path)
         } else {
             None

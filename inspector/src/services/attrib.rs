@@ -65,11 +65,14 @@ pub struct NatRef {
 }
 
 /// Service, backend and NAT of one connection.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Attribution {
     pub service: ServiceRef,
     pub backend: BackendRef,
     pub nat: NatRef,
+    /// The conntrack entry itself (its tuples).
+    #[serde(skip)]
+    pub conn: Conn,
 }
 
 type Key = (u8, IpAddr, u16, IpAddr, u16);
@@ -282,6 +285,7 @@ impl NodeView {
                 }),
                 conntrack_id: c.id,
             },
+            conn: c.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@
 //! counter can be traced back to its service and endpoint even when comments are absent.
 pub mod attrib;
 pub mod conntrack;
+pub mod counters;
 pub mod iptables;
 pub mod nft;
 pub mod read;
