@@ -40,7 +40,7 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
 
 /// One packet at one hook (`inspector trace -o json` line).
 #[derive(Serialize)]
-struct TraceLine {
+struct TraceLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     ts_ns: u64,
@@ -68,6 +68,12 @@ struct TraceLine {
     anomalies: String,
     src_endpoint: Option<crate::identity::Endpoint>,
     dst_endpoint: Option<crate::identity::Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a crate::services::attrib::ServiceRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'a crate::services::attrib::BackendRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat: Option<&'a crate::services::attrib::NatRef>,
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
@@ -104,9 +110,28 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             if batch.is_empty() {
                 break;
             }
+            // Service attribution: conntrack is re-read when a packet's connection is not
+            // in the last dump (its entry appears as the first packet crosses the node).
+            let svc = f.services.as_ref().map(|c| {
+                let mut s = c.borrow_mut();
+                s.refresh_rules(false);
+                s.refresh_conntrack(Some(&f.identity.identity));
+                if batch.iter().any(|ev| service_of(&s, ev).is_none()) {
+                    s.refresh_conntrack_soon(Some(&f.identity.identity));
+                }
+                s
+            });
             let done = f.with_resolver(|r| -> anyhow::Result<bool> {
                 for ev in &batch {
-                    emit(ev, &f.names, r, fmt, offset, start_ns)?;
+                    let at = svc.as_ref().and_then(|s| service_of(s, ev));
+                    if let Some(want) = &settings.filter.service
+                        && at.is_none_or(|a| {
+                            &format!("{}/{}", a.service.namespace, a.service.name) != want
+                        })
+                    {
+                        continue;
+                    }
+                    emit(ev, &f.names, r, fmt, offset, start_ns, at)?;
                     seen += 1;
                     if a.count.is_some_and(|c| seen >= c) {
                         return Ok(true);
@@ -114,6 +139,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 }
                 Ok(false)
             })??;
+            drop(svc);
             if done {
                 break 'outer;
             }
@@ -140,6 +166,15 @@ fn header() -> String {
     )
 }
 
+/// The Service attribution of the connection an event's packet belongs to.
+fn service_of<'a>(
+    s: &'a crate::services::attrib::Services,
+    ev: &PacketEvent,
+) -> Option<&'a crate::services::attrib::Attribution> {
+    let k = FlowRecord::decode_key(&ev.key)?;
+    s.lookup(k.0, k.1, k.2, k.3, k.4)
+}
+
 fn emit(
     ev: &PacketEvent,
     names: &crate::topology::names::Names,
@@ -147,6 +182,7 @@ fn emit(
     fmt: Format,
     offset: i128,
     start_ns: u64,
+    at: Option<&crate::services::attrib::Attribution>,
 ) -> anyhow::Result<()> {
     let stats = crate::probe::Counts {
         packets: 1,
@@ -182,6 +218,9 @@ fn emit(
             anomalies: r.anomalies.clone(),
             src_endpoint: r.src_endpoint.clone(),
             dst_endpoint: r.dst_endpoint.clone(),
+            service: at.map(|a| &a.service),
+            backend: at.map(|a| &a.backend),
+            nat: at.map(|a| &a.nat),
         })?,
         Format::Table | Format::Dot => {
             let rel = ev.ts_ns.saturating_sub(start_ns) as f64 / 1e9;

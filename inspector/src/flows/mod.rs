@@ -210,6 +210,13 @@ impl FlowRecord {
             .and_then(|ip| r.endpoint(ip, self.dport, self.ip_proto, self.netns));
     }
 
+    /// (IP protocol, src, sport, dst, dport) of a key that has ports.
+    #[must_use]
+    pub fn decode_key(k: &FlowKey) -> Option<(u8, IpAddr, u16, IpAddr, u16)> {
+        let (src, dst) = addrs(k);
+        carries_ports(k.ethertype, k.proto).then_some((k.proto, src?, k.sport, dst?, k.dport))
+    }
+
     /// Service, backend and NAT from conntrack, if this flow is a connection to a Service.
     pub fn attribute_service(&mut self, s: &crate::services::attrib::Services) {
         let (Some(src), Some(dst), Some(sport), Some(dport)) =

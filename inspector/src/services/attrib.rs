@@ -176,6 +176,19 @@ impl Services {
         }
     }
 
+    /// Like [`Self::refresh_conntrack`] but after only 10 ms: for packets whose connection
+    /// was not in the last dump.
+    pub fn refresh_conntrack_soon(&mut self, identity: Option<&crate::identity::Identity>) {
+        if self
+            .conntrack_at
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(10))
+        {
+            return;
+        }
+        self.conntrack_at = None;
+        self.refresh_conntrack(identity);
+    }
+
     /// The attribution of the connection a packet with this tuple belongs to (either
     /// direction, before or after NAT).
     #[must_use]
