@@ -147,7 +147,13 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
                 return Ok(());
             }
             let mut t = Table::new(&[
-                "DROPPED AT", "REASON", "PROTO", "SRC", "DST", "PACKETS", "RULE",
+                "DROPPED AT",
+                "REASON",
+                "PROTO",
+                "SRC",
+                "DST",
+                "PACKETS",
+                "RULE",
             ]);
             for d in &drops {
                 t.row(vec![

@@ -111,6 +111,19 @@ struct Source {
     netns: PathBuf,
     label: String,
     ips: Vec<IpAddr>,
+    /// The lab node namespace the source belongs to (its Services are the lab's).
+    node: Option<String>,
+}
+
+/// The lab a workload id ("lab/name") or namespace name ("lab-...") belongs to.
+fn lab_node(id_or_ns: &str) -> Option<String> {
+    crate::identity::lab::LabRecord::all()
+        .into_iter()
+        .find(|r| {
+            id_or_ns.starts_with(&format!("{}/", r.lab))
+                || r.namespaces.iter().any(|n| n == id_or_ns)
+        })
+        .map(|r| format!("{}-node", r.lab))
 }
 
 fn split_port(s: &str) -> (&str, Option<u16>) {
@@ -134,11 +147,17 @@ fn source(a: &Args, tracker: &crate::identity::Tracker) -> anyhow::Result<Source
         let ns = w
             .netns
             .and_then(|ino| all.iter().find(|n| n.inode == ino))
-            .with_context(|| format!("workload '{}' has no network namespace to start from", w.name))?;
+            .with_context(|| {
+                format!(
+                    "workload '{}' has no network namespace to start from",
+                    w.name
+                )
+            })?;
         return Ok(Source {
             netns: ns.path.clone(),
             label: w.name.clone(),
             ips: w.ips.clone(),
+            node: lab_node(&w.id),
         });
     }
     let ns = common::resolve_netns(&a.src, &all).map_err(|_| {
@@ -151,22 +170,27 @@ fn source(a: &Args, tracker: &crate::identity::Tracker) -> anyhow::Result<Source
         netns: ns.path.clone(),
         label: ns.name.clone(),
         ips: Vec::new(),
+        node: lab_node(&ns.name),
     })
 }
 
 fn destination(
     a: &Args,
+    src: &Source,
     tracker: &crate::identity::Tracker,
     services: &crate::services::attrib::Services,
 ) -> anyhow::Result<SocketAddr> {
     let (host, port) = split_port(&a.dst);
     if let Ok(ip) = host.parse::<IpAddr>() {
-        let port = port.with_context(|| format!("destination '{}' needs a port (IP:PORT)", a.dst))?;
+        let port =
+            port.with_context(|| format!("destination '{}' needs a port (IP:PORT)", a.dst))?;
         return Ok(SocketAddr::new(ip, port));
     }
     if host.contains('/') {
-        let mut m = services.entries().filter(|(_, e)| {
-            e.ns_name() == host
+        // A lab workload's Services are its lab's; otherwise the host's (or any node's).
+        let mut m = services.entries().filter(|(node, e)| {
+            src.node.as_deref().is_none_or(|n| n == *node)
+                && e.ns_name() == host
                 && e.cluster_ip.is_some()
                 && e.protocol == a.proto
                 && port.is_none_or(|p| p == e.port)
@@ -216,11 +240,20 @@ struct Outcome {
 
 /// One bounded connection (TCP connect + a line + close; UDP one datagram and one read)
 /// from inside `netns`.
-fn probe(netns: &std::path::Path, proto: &str, dst: SocketAddr, timeout: Duration) -> anyhow::Result<Outcome> {
+fn probe(
+    netns: &std::path::Path,
+    proto: &str,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let tcp = proto == "tcp";
     topology::netns::run_in(netns, move || -> std::io::Result<Outcome> {
-        let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let domain = if dst.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         let s = if tcp {
             Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?
         } else {
@@ -242,14 +275,19 @@ fn probe(netns: &std::path::Path, proto: &str, dst: SocketAddr, timeout: Duratio
         let started = Instant::now();
         let classify = |e: &std::io::Error| -> (&'static str, String) {
             match e.raw_os_error() {
-                Some(libc::ECONNREFUSED) => ("refused", "connection refused (TCP RST or ICMP port unreachable)".into()),
+                Some(libc::ECONNREFUSED) => (
+                    "refused",
+                    "connection refused (TCP RST or ICMP port unreachable)".into(),
+                ),
                 Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => ("unreachable", e.to_string()),
-                Some(libc::ETIMEDOUT | libc::EAGAIN | libc::EINPROGRESS) => {
-                    ("no-answer", format!("no answer within {:.1} s", timeout.as_secs_f64()))
-                }
-                _ if e.kind() == std::io::ErrorKind::TimedOut => {
-                    ("no-answer", format!("no answer within {:.1} s", timeout.as_secs_f64()))
-                }
+                Some(libc::ETIMEDOUT | libc::EAGAIN | libc::EINPROGRESS) => (
+                    "no-answer",
+                    format!("no answer within {:.1} s", timeout.as_secs_f64()),
+                ),
+                _ if e.kind() == std::io::ErrorKind::TimedOut => (
+                    "no-answer",
+                    format!("no answer within {:.1} s", timeout.as_secs_f64()),
+                ),
                 _ => ("error", e.to_string()),
             }
         };
@@ -271,7 +309,11 @@ fn probe(netns: &std::path::Path, proto: &str, dst: SocketAddr, timeout: Duratio
                 }
                 Err(e) => {
                     let (v, d) = classify(&e);
-                    Ok(Outcome { local, verdict: v, detail: d })
+                    Ok(Outcome {
+                        local,
+                        verdict: v,
+                        detail: d,
+                    })
                 }
             }
         } else {
@@ -288,7 +330,11 @@ fn probe(netns: &std::path::Path, proto: &str, dst: SocketAddr, timeout: Duratio
                 }),
                 Err(e) => {
                     let (v, d) = classify(&e);
-                    Ok(Outcome { local, verdict: v, detail: d })
+                    Ok(Outcome {
+                        local,
+                        verdict: v,
+                        detail: d,
+                    })
                 }
             }
         }
@@ -335,7 +381,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let src = source(a, &tracker)?;
     let mut services = crate::services::attrib::Services::new();
     services.refresh_rules(true);
-    let dst = destination(a, &tracker, &services)?;
+    let dst = destination(a, &src, &tracker, &services)?;
     let timeout = Duration::from_secs_f64(a.timeout);
     let fa = FilterArgs {
         quiet: true,
@@ -469,10 +515,12 @@ fn watch(
             // Give the connection time to complete, then judge it from what was seen.
             std::thread::sleep(Duration::from_millis(500));
             let local = r.src.zip(r.sport).map(|(ip, p)| SocketAddr::new(ip, p));
-            let answered = super::flows::records(f, &Filter::default())?.iter().any(|x| {
-                x.src == Some(dst.ip()) && x.dst == r.src && x.dport == r.sport
-                    || x.service.is_some() && x.dst == r.src && x.dport == r.sport
-            });
+            let answered = super::flows::records(f, &Filter::default())?
+                .iter()
+                .any(|x| {
+                    x.src == Some(dst.ip()) && x.dst == r.src && x.dport == r.sport
+                        || x.service.is_some() && x.dst == r.src && x.dport == r.sport
+                });
             let (v, d) = if answered {
                 ("delivered", "a reply was seen")
             } else {
@@ -636,10 +684,16 @@ fn print(r: &PathReport) {
             } else {
                 format!(", reason {}", d.reason)
             },
-            d.rule.as_ref().map(|x| format!(", by {x}")).unwrap_or_default()
+            d.rule
+                .as_ref()
+                .map(|x| format!(", by {x}"))
+                .unwrap_or_default()
         );
     }
     for h in &r.rules_hit {
-        println!("  rule counted {} packet(s): {} {}", h.packets, h.table, h.rule);
+        println!(
+            "  rule counted {} packet(s): {} {}",
+            h.packets, h.table, h.rule
+        );
     }
 }

@@ -113,7 +113,13 @@ pub struct Follower {
     pub services: Option<std::cell::RefCell<crate::services::attrib::Services>>,
     /// DROP/REJECT rule counters of the node namespaces when services were enabled, by
     /// namespace inode (for naming the rule behind a netfilter drop).
-    pub nf_counters: HashMap<u64, (Option<std::path::PathBuf>, crate::services::counters::Snapshot)>,
+    pub nf_counters: HashMap<
+        u64,
+        (
+            Option<std::path::PathBuf>,
+            crate::services::counters::Snapshot,
+        ),
+    >,
     cache: NsidCache,
     /// Attach failures already reported (each is retried every rescan, but said once).
     reported: HashSet<String>,

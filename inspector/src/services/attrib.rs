@@ -131,9 +131,12 @@ impl Services {
 
     /// Every Service of every node (for `--service` checks and `path`).
     pub fn entries(&self) -> impl Iterator<Item = (&str, &ServiceEntry)> {
-        self.nodes
-            .iter()
-            .flat_map(|n| n.table.services.iter().map(move |s| (n.node.name.as_str(), s)))
+        self.nodes.iter().flat_map(|n| {
+            n.table
+                .services
+                .iter()
+                .map(move |s| (n.node.name.as_str(), s))
+        })
     }
 
     /// Re-reads the rules of the host and of lab nodes when due (every 5 s).
@@ -152,7 +155,9 @@ impl Services {
                     found: Vec::new(),
                 }),
                 Ok(_) => {}
-                Err(e) => self.warnings.push(format!("services of {}: {e:#}", node.name)),
+                Err(e) => self
+                    .warnings
+                    .push(format!("services of {}: {e:#}", node.name)),
             }
         }
         self.nodes = nodes;
@@ -162,7 +167,10 @@ impl Services {
     /// Dumps conntrack in every node with Services (at most every 100 ms) and attributes
     /// each connection addressed to one.
     pub fn refresh_conntrack(&mut self, identity: Option<&crate::identity::Identity>) {
-        if self.conntrack_at.is_some_and(|t| t.elapsed() < CONNTRACK_EVERY) {
+        if self
+            .conntrack_at
+            .is_some_and(|t| t.elapsed() < CONNTRACK_EVERY)
+        {
             return;
         }
         self.conntrack_at = Some(Instant::now());

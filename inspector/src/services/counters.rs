@@ -25,9 +25,12 @@ pub struct RuleHit {
 pub fn snapshot(netns: Option<&Path>) -> Snapshot {
     let mut m = HashMap::new();
     let out = match netns {
-        Some(p) => crate::lab::netns::command_in(p, "iptables-save")
-            .and_then(|mut c| c.arg("-c").output()),
-        None => std::process::Command::new("iptables-save").arg("-c").output(),
+        Some(p) => {
+            crate::lab::netns::command_in(p, "iptables-save").and_then(|mut c| c.arg("-c").output())
+        }
+        None => std::process::Command::new("iptables-save")
+            .arg("-c")
+            .output(),
     };
     let Ok(out) = out else {
         return Snapshot(m);
@@ -65,7 +68,11 @@ impl Snapshot {
             .0
             .iter()
             .filter_map(|((table, rule), now)| {
-                let was = before.0.get(&(table.clone(), rule.clone())).copied().unwrap_or(0);
+                let was = before
+                    .0
+                    .get(&(table.clone(), rule.clone()))
+                    .copied()
+                    .unwrap_or(0);
                 (*now > was).then(|| RuleHit {
                     table: table.clone(),
                     chain: rule

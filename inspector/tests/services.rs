@@ -1,0 +1,662 @@
+//! Service routing on a lab node with kube-proxy's exact rules, in iptables and in nftables
+//! mode: the per-backend split the inspector reports equals conntrack's (the CLI, an
+//! independent reader) and the accepts the three servers counted; ClientIP affinity pins;
+//! a NodePort from outside is masqueraded; a Service without endpoints is refused and the
+//! REJECT is named; a DROP rule in FORWARD is named with reason and interface; `path` shows
+//! each hop, checked against iproute2's veth peers and conntrack.
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{Inspector, bin, json_lines, run_inspector, sh, unique};
+
+/// `lab down` on drop, even when the test panics.
+struct LabGuard(String);
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
+}
+
+fn spec(name: &str, mode: &str, net: u8) -> String {
+    format!(
+        r#"name = "{name}"
+subnet = "198.18.{net}.0/24"
+docker_rules = false
+kube_proxy = "{mode}"
+service_cidr = "198.18.{svc}.0/24"
+
+[[workload]]
+name = "web1"
+mode = "bridge"
+[[workload]]
+name = "web2"
+mode = "bridge"
+[[workload]]
+name = "web3"
+mode = "bridge"
+[[workload]]
+name = "client"
+mode = "bridge"
+
+[external]
+name = "ext"
+subnet = "198.18.{ext}.0/24"
+
+[[service]]
+namespace = "shop"
+name = "web"
+cluster_ip = "198.18.{svc}.10"
+endpoints = ["web1", "web2", "web3"]
+[[service.port]]
+name = "http"
+port = 80
+target_port = 8080
+node_port = 30080
+
+[[service]]
+namespace = "shop"
+name = "sticky"
+cluster_ip = "198.18.{svc}.11"
+session_affinity = "ClientIP"
+endpoints = ["web1", "web2", "web3"]
+[[service.port]]
+port = 80
+target_port = 8080
+
+[[service]]
+namespace = "shop"
+name = "empty"
+cluster_ip = "198.18.{svc}.12"
+[[service.port]]
+name = "http"
+port = 80
+"#,
+        ext = net + 1,
+        svc = net + 2,
+    )
+}
+
+/// Runs `f` on a thread inside the named network namespace.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns");
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        f()
+    })
+}
+
+/// A TCP server on :8080 in a namespace that counts accepts; stops on drop (bounded).
+struct Server {
+    stop: Arc<AtomicBool>,
+    accepts: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(ns: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepts = Arc::new(AtomicU64::new(0));
+        let (s, a) = (Arc::clone(&stop), Arc::clone(&accepts));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = in_netns(ns, move || {
+            let l = TcpListener::bind("0.0.0.0:8080").expect("bind 8080");
+            l.set_nonblocking(true).unwrap();
+            tx.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.write_all(b"x");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+        Self {
+            stop,
+            accepts,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.accepts.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `n` bounded connections from `ns` to `dst` (each reads the server's byte); returns how
+/// many succeeded.
+fn connect_n(ns: &str, dst: &str, n: usize) -> usize {
+    let dst: SocketAddr = dst.parse().unwrap();
+    in_netns(ns, move || {
+        (0..n)
+            .filter(|_| {
+                TcpStream::connect_timeout(&dst, Duration::from_secs(2)).is_ok_and(|mut s| {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).is_ok()
+                })
+            })
+            .count()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Per backend (reply source "ip:port"), conntrack's connections to `vip:port`, read with
+/// the conntrack CLI in the node namespace.
+fn conntrack_split(node: &str, vip: &str, port: u16) -> BTreeMap<String, u64> {
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        node,
+        "conntrack",
+        "-L",
+        "-p",
+        "tcp",
+        "-d",
+        vip,
+        "--dport",
+        &port.to_string(),
+    ]);
+    let mut m = BTreeMap::new();
+    for l in out.lines() {
+        // ... src=C dst=VIP sport=S dport=80 src=BACKEND dst=C sport=8080 dport=S ...
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let srcs: Vec<&str> = f.iter().filter_map(|x| x.strip_prefix("src=")).collect();
+        let sports: Vec<&str> = f.iter().filter_map(|x| x.strip_prefix("sport=")).collect();
+        if srcs.len() >= 2 && sports.len() >= 2 {
+            *m.entry(format!("{}:{}", srcs[1], sports[1])).or_default() += 1;
+        }
+    }
+    m
+}
+
+fn ifname_of(ns: &str, ifindex: u64) -> String {
+    let links: Value = serde_json::from_str(&sh(&["ip", "-n", ns, "-j", "link"])).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ifindex"].as_u64() == Some(ifindex))
+        .and_then(|l| l["ifname"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The node-side veth of a workload's eth0, as iproute2 reports the peer.
+fn node_veth(lab: &str, w: &str) -> String {
+    let l: Value = serde_json::from_str(&sh(&[
+        "ip",
+        "-n",
+        &format!("{lab}-{w}"),
+        "-j",
+        "link",
+        "show",
+        "eth0",
+    ]))
+    .unwrap();
+    ifname_of(&format!("{lab}-node"), l[0]["link_index"].as_u64().unwrap())
+}
+
+fn run_mode(mode: &str, net: u8) {
+    let lab = unique("s");
+    let f = std::env::temp_dir().join(format!("{lab}.toml"));
+    std::fs::write(&f, spec(&lab, mode, net)).unwrap();
+    let up = run_inspector(&["lab", "up", "--spec", f.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&f);
+    let _guard = LabGuard(lab.clone());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let (node, client, ext) = (
+        format!("{lab}-node"),
+        format!("{lab}-client"),
+        format!("{lab}-ext"),
+    );
+    let svc = |last: u8| format!("198.18.{}.{last}", net + 2);
+    let ip = |last: u8| format!("198.18.{net}.{last}");
+
+    // The service table, against the spec and kube-proxy's chain-name hash.
+    let out = run_inspector(&["-o", "json", "services", "--lab", &lab], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = json_lines(&out.stdout, "service");
+    assert_eq!(table.len(), 3, "{table:?}");
+    let by = |n: &str| table.iter().find(|s| s["name"] == n).unwrap().clone();
+    let web = by("web");
+    let eps: Vec<String> = (2..=4).map(|i| format!("{}:8080", ip(i))).collect();
+    assert_eq!(web["endpoints"], serde_json::json!(eps));
+    assert_eq!(web["cluster_ip"], svc(10));
+    assert_eq!(web["node_port"], 30080);
+    assert_eq!(web["mode"], mode);
+    let want_chain = if mode == "iptables" {
+        format!(
+            "KUBE-SVC-{}",
+            inspector::services::port_proto_hash("shop/web:http", "tcp")
+        )
+    } else {
+        format!(
+            "service-{}",
+            inspector::services::nft_service_base("shop", "web", "tcp", "http")
+        )
+    };
+    assert_eq!(web["chain"], want_chain.as_str());
+    assert_eq!(by("sticky")["affinity"], true);
+    assert_eq!(by("empty")["endpoints"], serde_json::json!([]));
+    let ipvs = json_lines(&out.stdout, "ipvs");
+    assert!(!std::path::Path::new("/proc/net/ip_vs").exists());
+    assert!(
+        ipvs[0]["state"].as_str().unwrap().starts_with("no IPVS"),
+        "{ipvs:?}"
+    );
+
+    let servers: Vec<Server> = ["web1", "web2", "web3"]
+        .iter()
+        .map(|w| Server::start(&format!("{lab}-{w}")))
+        .collect();
+    let insp = Inspector::start(&[
+        "flows",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "30",
+        "--netns",
+        &client,
+        "--netns",
+        &ext,
+        "--netns",
+        &node,
+    ]);
+    // 300 connections to the ClusterIP, 20 to the sticky one, 1 NodePort from outside.
+    assert_eq!(connect_n(&client, &format!("{}:80", svc(10)), 300), 300);
+    let before_sticky: Vec<u64> = servers.iter().map(Server::count).collect();
+    assert_eq!(connect_n(&client, &format!("{}:80", svc(11)), 20), 20);
+    assert_eq!(
+        connect_n(&ext, &format!("198.18.{}.1:30080", net + 1), 1),
+        1
+    );
+    let accepts: Vec<u64> = servers.iter().map(Server::count).collect();
+    // Ask for the result now (SIGINT prints the final snapshot).
+    std::thread::sleep(Duration::from_millis(300));
+    let out = insp.interrupt();
+    let flows = json_lines(&out.stdout, "flow");
+
+    // Per backend: distinct client ports the inspector attributed at the client's eth0.
+    let mut ours: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sticky: BTreeMap<String, u64> = BTreeMap::new();
+    for fl in &flows {
+        if fl["netns_name"] != client.as_str() || fl["direction"] != "egress" {
+            continue;
+        }
+        let Some(b) = fl["backend"]["endpoint"].as_str() else {
+            continue;
+        };
+        match fl["service"]["name"].as_str() {
+            Some("web") => *ours.entry(b.into()).or_default() += 1,
+            Some("sticky") => {
+                assert_eq!(fl["backend"]["affinity"], true);
+                *sticky.entry(b.into()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let ct = conntrack_split(&node, &svc(10), 80);
+    let servers_saw: BTreeMap<String, u64> = eps
+        .iter()
+        .zip(&before_sticky)
+        .map(|(e, n)| (e.clone(), *n))
+        .collect();
+    eprintln!("{mode}: inspector {ours:?} conntrack {ct:?} servers {servers_saw:?}");
+    assert_eq!(ours.values().sum::<u64>(), 300, "{ours:?}");
+    assert_eq!(ours, ct, "inspector vs conntrack");
+    assert_eq!(ours, servers_saw, "inspector vs the servers' accepts");
+    assert!(ours.len() == 3, "300 connections used only {ours:?}");
+    // Affinity: one backend for all 20, as the servers saw.
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    assert_eq!(sticky.values().sum::<u64>(), 20);
+    let pinned = sticky.keys().next().unwrap();
+    let pinned_idx = eps.iter().position(|e| e == pinned).unwrap();
+    assert!(accepts[pinned_idx] >= before_sticky[pinned_idx] + 20);
+
+    // NodePort from outside: attributed, masqueraded to the bridge's address (conntrack's
+    // reply destination), and that source is what the backend's veth saw.
+    let np = flows
+        .iter()
+        .find(|fl| fl["netns_name"] == ext.as_str() && fl["service"]["via"] == "NodePort")
+        .unwrap_or_else(|| panic!("no NodePort flow at {ext}"));
+    let snat = np["nat"]["snat"].as_str().expect("masquerade");
+    let masq_ip = ip(1);
+    assert!(snat.contains(&format!("-> {masq_ip}:")), "{snat}");
+    let backend = np["backend"]["endpoint"].as_str().unwrap();
+    assert!(flows.iter().any(|fl| fl["netns_name"] == node.as_str()
+        && fl["src"] == masq_ip.as_str()
+        && format!("{}:{}", fl["dst"].as_str().unwrap_or(""), fl["dport"]) == backend));
+    drop(servers);
+
+    // `path`, hop by hop, against iproute2 (veth peers) and conntrack (the backend).
+    let servers: Vec<Server> = ["web1", "web2", "web3"]
+        .iter()
+        .map(|w| Server::start(&format!("{lab}-{w}")))
+        .collect();
+    let out = run_inspector(
+        &["-o", "json", "path", &format!("{lab}/client"), "shop/web"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = &json_lines(&out.stdout, "path")[0];
+    assert_eq!(p["verdict"], "delivered", "{p}");
+    assert_eq!(p["service"]["chain"], want_chain.as_str());
+    let be = p["backend"]["endpoint"].as_str().unwrap();
+    let be_workload = p["backend"]["workload"].as_str().unwrap().to_owned();
+    assert_eq!(
+        be,
+        format!(
+            "{}:8080",
+            ip(2 + u8::try_from(
+                ["web1", "web2", "web3"]
+                    .iter()
+                    .position(|w| *w == be_workload)
+                    .unwrap()
+            )
+            .unwrap())
+        )
+    );
+    let sport = p["nat"]["original"]
+        .as_str()
+        .unwrap()
+        .split(" -> ")
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ct_line = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "conntrack",
+        "-L",
+        "-p",
+        "tcp",
+        "--sport",
+        &sport,
+    ]);
+    assert!(
+        ct_line.contains(&format!("src={} ", be.split(':').next().unwrap())),
+        "{ct_line}"
+    );
+    let hops: Vec<(String, String)> = p["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            if h["kind"] == "nat" {
+                ("nat".into(), h["detail"].as_str().unwrap().to_owned())
+            } else {
+                (
+                    format!(
+                        "{}/{}",
+                        h["netns_name"].as_str().unwrap(),
+                        h["ifname"].as_str().unwrap()
+                    ),
+                    h["direction"].as_str().unwrap().to_owned(),
+                )
+            }
+        })
+        .collect();
+    let client_veth = node_veth(&lab, "client");
+    let be_veth = node_veth(&lab, &be_workload);
+    let pos = |name: &str, dir: &str| {
+        hops.iter()
+            .position(|(n, d)| n == name && d == dir)
+            .unwrap_or_else(|| panic!("no hop {name} {dir} in {hops:?}"))
+    };
+    let a = pos(&format!("{client}/eth0"), "egress");
+    let b = pos(&format!("{node}/{client_veth}"), "ingress");
+    let n = hops.iter().position(|(k, _)| k == "nat").expect("nat hop");
+    let c = pos(&format!("{node}/{be_veth}"), "egress");
+    let d = pos(&format!("{lab}-{be_workload}/eth0"), "ingress");
+    assert!(a < b && b < n && n < c && c < d, "{hops:?}");
+    let nat = &hops[n].1;
+    assert!(
+        nat.contains(&want_chain) && nat.contains(&format!("pod {be_workload}")),
+        "{nat}"
+    );
+    assert!(
+        nat.contains(p["backend"]["chain"].as_str().unwrap()),
+        "{nat}"
+    );
+    assert!(!p["reply_hops"].as_array().unwrap().is_empty());
+    drop(servers);
+
+    // No endpoints: refused, and the inspector names the REJECT.
+    let refused = in_netns(&client, {
+        let d: SocketAddr = format!("{}:80", svc(12)).parse().unwrap();
+        move || TcpStream::connect_timeout(&d, Duration::from_secs(2)).map_err(|e| e.kind())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(refused.err(), Some(std::io::ErrorKind::ConnectionRefused));
+    let out = run_inspector(
+        &[
+            "-o",
+            "json",
+            "path",
+            &format!("{lab}/client"),
+            "shop/empty:80",
+        ],
+        &[],
+    );
+    let p = &json_lines(&out.stdout, "path")[0];
+    assert_eq!(p["verdict"], "refused", "{p}");
+    assert_eq!(p["drop_reason"], "NETFILTER_DROP", "{p}");
+    let rule = p["drop"]["rule"].as_str().unwrap();
+    assert!(
+        rule.contains("reject") && rule.contains("shop/empty:http has no endpoints"),
+        "{rule}"
+    );
+    assert_eq!(p["drop"]["netns_name"], node.as_str());
+    if mode == "iptables" {
+        assert!(
+            p["rules_hit"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("-j REJECT"),
+            "{p}"
+        );
+    }
+
+    // A DROP rule in the node's FORWARD chain: reason, interface and the rule.
+    let web1 = ip(2);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "iptables",
+        "-I",
+        "FORWARD",
+        "1",
+        "-s",
+        &ip(5),
+        "-d",
+        &web1,
+        "-p",
+        "tcp",
+        "--dport",
+        "8080",
+        "-j",
+        "DROP",
+    ]);
+    let out = run_inspector(
+        &[
+            "-o",
+            "json",
+            "path",
+            &format!("{lab}/client"),
+            &format!("{web1}:8080"),
+            "--timeout",
+            "1",
+        ],
+        &[],
+    );
+    let p = &json_lines(&out.stdout, "path")[0];
+    assert_eq!(p["verdict"], "dropped", "{p}");
+    assert_eq!(p["drop_reason"], "NETFILTER_DROP");
+    assert_eq!(p["drop"]["netns_name"], node.as_str());
+    assert!(!p["drop"]["ifname"].as_str().unwrap().is_empty());
+    let rule = p["drop"]["rule"].as_str().unwrap();
+    assert!(
+        rule.starts_with("filter FORWARD") && rule.contains("-j DROP"),
+        "{rule}"
+    );
+    let saved = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "iptables-save",
+        "-c",
+        "-t",
+        "filter",
+    ]);
+    let counted = saved
+        .lines()
+        .find(|l| l.contains("-A FORWARD") && l.contains("-j DROP") && l.contains(&web1))
+        .unwrap();
+    assert!(!counted.starts_with("[0:"), "{counted}");
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn iptables_mode_split_affinity_nodeport_reject_drop_and_path() {
+    run_mode("iptables", 70);
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn nftables_mode_split_affinity_nodeport_reject_drop_and_path() {
+    run_mode("nftables", 74);
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn bad_service_input_is_one_line_and_changes_nothing() {
+    let lab = unique("b");
+    for (edit, want) in [
+        (
+            ("kube_proxy = \"iptables\"", "kube_proxy = \"ipvs\""),
+            "IPVS needs a kernel",
+        ),
+        (
+            (
+                "endpoints = [\"web1\", \"web2\", \"web3\"]",
+                "endpoints = [\"nope\"]",
+            ),
+            "names no workload",
+        ),
+        (
+            ("node_port = 30080", "node_port = 80"),
+            "outside 30000-32767",
+        ),
+        (
+            (
+                "cluster_ip = \"198.18.92.10\"",
+                "cluster_ip = \"203.0.113.10\"",
+            ),
+            "outside service_cidr",
+        ),
+    ] {
+        let text = spec(&lab, "iptables", 90).replacen(edit.0, edit.1, 1);
+        assert_ne!(
+            text,
+            spec(&lab, "iptables", 90),
+            "edit {edit:?} did not apply"
+        );
+        let f = std::env::temp_dir().join(format!("{}.toml", unique("bad")));
+        std::fs::write(&f, text).unwrap();
+        let out = run_inspector(&["lab", "up", "--spec", f.to_str().unwrap()], &[]);
+        let _ = std::fs::remove_file(&f);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    for (args, want) in [
+        (
+            vec!["flows", "--service", "Bad_Name", "--duration", "1"],
+            "NAMESPACE/NAME",
+        ),
+        (
+            vec!["flows", "--service", "nope/nothing", "--duration", "1"],
+            "no Service 'nope/nothing'",
+        ),
+        (vec!["path", "host", "198.18.0.1"], "needs a port"),
+        (
+            vec!["path", "no-such-thing", "198.18.0.1:80"],
+            "is no container",
+        ),
+        (
+            vec!["path", "host", "198.18.0.1:80", "--proto", "icmp"],
+            "tcp or udp",
+        ),
+    ] {
+        let out = run_inspector(&args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Nothing of the rejected labs exists (other tests may run labs meanwhile).
+    assert!(
+        !sh(&["ip", "netns", "list"]).contains(&format!("{lab}-")),
+        "a rejected lab left namespaces"
+    );
+    assert!(!std::path::Path::new(&format!("/run/inspector/labs/{lab}.json")).exists());
+}
