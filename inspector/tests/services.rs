@@ -1,7 +1,7 @@
 //! Service routing on a lab node with kube-proxy's exact rules, in iptables and in nftables
 //! mode: the per-backend split the inspector reports equals conntrack's (the CLI, an
-//! independent reader) and the accepts the three servers counted; ClientIP affinity pins;
-//! a NodePort from outside is masqueraded; a Service without endpoints is refused and the
+//! independent reader) and the accepts the three servers counted; `ClientIP` affinity pins;
+//! a `NodePort` from outside is masqueraded; a Service without endpoints is refused and the
 //! REJECT is named; a DROP rule in FORWARD is named with reason and interface; `path` shows
 //! each hop, checked against iproute2's veth peers and conntrack.
 mod support;
@@ -122,7 +122,7 @@ impl Server {
             let l = TcpListener::bind("0.0.0.0:8080").expect("bind 8080");
             l.set_nonblocking(true).unwrap();
             tx.send(()).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(120);
+            let deadline = Instant::now() + Duration::from_mins(2);
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match l.accept() {
                     Ok((mut c, _)) => {
@@ -234,10 +234,10 @@ fn node_veth(lab: &str, w: &str) -> String {
 
 fn run_mode(mode: &str, net: u8) {
     let lab = unique("s");
-    let f = std::env::temp_dir().join(format!("{lab}.toml"));
-    std::fs::write(&f, spec(&lab, mode, net)).unwrap();
-    let up = run_inspector(&["lab", "up", "--spec", f.to_str().unwrap()], &[]);
-    let _ = std::fs::remove_file(&f);
+    let spec_file = std::env::temp_dir().join(format!("{lab}.toml"));
+    std::fs::write(&spec_file, spec(&lab, mode, net)).unwrap();
+    let up = run_inspector(&["lab", "up", "--spec", spec_file.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&spec_file);
     let _guard = LabGuard(lab.clone());
     assert!(
         up.status.success(),
@@ -457,13 +457,19 @@ fn run_mode(mode: &str, net: u8) {
             .position(|(n, d)| n == name && d == dir)
             .unwrap_or_else(|| panic!("no hop {name} {dir} in {hops:?}"))
     };
-    let a = pos(&format!("{client}/eth0"), "egress");
-    let b = pos(&format!("{node}/{client_veth}"), "ingress");
-    let n = hops.iter().position(|(k, _)| k == "nat").expect("nat hop");
-    let c = pos(&format!("{node}/{be_veth}"), "egress");
-    let d = pos(&format!("{lab}-{be_workload}/eth0"), "ingress");
-    assert!(a < b && b < n && n < c && c < d, "{hops:?}");
-    let nat = &hops[n].1;
+    let at_client = pos(&format!("{client}/eth0"), "egress");
+    let at_node_in = pos(&format!("{node}/{client_veth}"), "ingress");
+    let at_nat = hops.iter().position(|(k, _)| k == "nat").expect("nat hop");
+    let at_node_out = pos(&format!("{node}/{be_veth}"), "egress");
+    let at_backend = pos(&format!("{lab}-{be_workload}/eth0"), "ingress");
+    assert!(
+        at_client < at_node_in
+            && at_node_in < at_nat
+            && at_nat < at_node_out
+            && at_node_out < at_backend,
+        "{hops:?}"
+    );
+    let nat = &hops[at_nat].1;
     assert!(
         nat.contains(&want_chain) && nat.contains(&format!("pod {be_workload}")),
         "{nat}"

@@ -3,6 +3,7 @@
 //! interfaces, interleaved round by round (the observer order rotates each round), reported
 //! as medians with min/max and ratios to the no-observer median.
 pub mod scale;
+pub mod services;
 pub mod workload;
 
 use std::{

@@ -20,6 +20,105 @@ pub enum What {
     /// Identity resolution and attach time for N workloads (a lab of N bridge-mode
     /// namespaces with veth pairs and cgroups); medians over rounds.
     Scale(ScaleArgs),
+    /// Parse time of kube-proxy's rules for N Services x M endpoints (iptables-save text and
+    /// nft JSON, programmed into a scratch namespace and dumped back); medians over rounds.
+    Services(ServicesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServicesArgs {
+    /// Services, 1..30000.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u16).range(1..=30_000))]
+    pub count: u16,
+    /// Endpoints per Service, 1..100.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub endpoints: u16,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub rounds: u16,
+}
+
+/// Target from the service-routing issue: each format parsed in under this.
+const PARSE_TARGET_MS: f64 = 150.0;
+
+fn services(a: &ServicesArgs, fmt: Format) -> anyhow::Result<()> {
+    let (setup, samples) = bench::services::run(
+        usize::from(a.count),
+        usize::from(a.endpoints),
+        usize::from(a.rounds),
+        |s| {
+            eprintln!(
+                "inspector: round {}: iptables-save parse {:.1} ms, nft JSON parse {:.1} ms",
+                s.round + 1,
+                s.iptables_ms,
+                s.nft_ms
+            );
+        },
+    )?;
+    let stat = |f: fn(&bench::services::ParseSample) -> f64| -> (f64, f64, f64) {
+        let v: Vec<f64> = samples.iter().map(f).collect();
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        (bench::median(&v), min, max)
+    };
+    let rows = [
+        (
+            "iptables-save text",
+            stat(|s| s.iptables_ms),
+            setup.iptables_save_bytes,
+        ),
+        ("nft JSON", stat(|s| s.nft_ms), setup.nft_json_bytes),
+    ];
+    match fmt {
+        Format::Json => {
+            output::json_line(&serde_json::json!({"type": "services_setup", "setup": setup}))?;
+            for s in &samples {
+                output::json_line(&serde_json::json!({"type": "services_sample", "sample": s}))?;
+            }
+            for (what, (med, min, max), bytes) in rows {
+                output::json_line(
+                    &serde_json::json!({"type": "services_summary", "what": what,
+                    "median_ms": med, "min_ms": min, "max_ms": max, "bytes": bytes,
+                    "target_ms": PARSE_TARGET_MS, "met": med < PARSE_TARGET_MS,
+                    "services": a.count, "endpoints": a.endpoints}),
+                )?;
+            }
+        }
+        Format::Table | Format::Dot => {
+            println!(
+                "{} Services x {} endpoints, {} rounds; programmed in {:.0} ms (iptables-restore, {} rules) and {:.0} ms (nft -f); dumped in {:.0} ms (iptables-save) and {:.0} ms (nft -j)",
+                setup.services,
+                setup.endpoints_per_service,
+                samples.len(),
+                setup.iptables_restore_ms,
+                setup.iptables_rules,
+                setup.nft_load_ms,
+                setup.iptables_save_ms,
+                setup.nft_json_ms
+            );
+            let mut t = Table::new(&["PARSE", "MEDIAN MS", "MIN", "MAX", "INPUT MB", "TARGET"]);
+            for (what, (med, min, max), bytes) in rows {
+                #[expect(clippy::cast_precision_loss, reason = "sizes are small")]
+                let mb = bytes as f64 / 1e6;
+                t.row(vec![
+                    what.into(),
+                    format!("{med:.1}"),
+                    format!("{min:.1}"),
+                    format!("{max:.1}"),
+                    format!("{mb:.1}"),
+                    format!(
+                        "<{PARSE_TARGET_MS:.0} ms: {}",
+                        if med < PARSE_TARGET_MS {
+                            "met"
+                        } else {
+                            "MISSED"
+                        }
+                    ),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +233,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let o = match &a.what {
         What::Overhead(o) => o,
         What::Scale(s) => return scale(s, fmt),
+        What::Services(s) => return services(s, fmt),
     };
     if o.rounds == 0 {
         anyhow::bail!("--rounds must be at least 1");

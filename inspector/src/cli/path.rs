@@ -5,6 +5,7 @@
 //! kernel's reason, the interface, and the rule when it can be known.
 use std::{
     collections::HashSet,
+    fmt::Write as _,
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
@@ -33,7 +34,7 @@ pub struct Args {
     /// Where the connection starts: a container, pod or lab workload (name or id), or a
     /// network namespace (`ip netns` name, /proc/PID/ns/net, inode, "host").
     pub src: String,
-    /// Where it goes: IP:PORT, a Service NAMESPACE/NAME[:PORT] (its ClusterIP), or a
+    /// Where it goes: IP:PORT, a Service NAMESPACE/NAME[:PORT] (its `ClusterIP`), or a
     /// workload NAME:PORT.
     pub dst: String,
     /// tcp or udp.
@@ -254,7 +255,7 @@ fn probe(
         } else {
             Domain::IPV6
         };
-        let s = if tcp {
+        let sock = if tcp {
             Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?
         } else {
             Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?
@@ -270,8 +271,8 @@ fn probe(
         route.connect(dst)?;
         let src_ip = route.local_addr()?.ip();
         drop(route);
-        s.bind(&SockAddr::from(SocketAddr::new(src_ip, 0)))?;
-        let local = s.local_addr()?.as_socket();
+        sock.bind(&SockAddr::from(SocketAddr::new(src_ip, 0)))?;
+        let local = sock.local_addr()?.as_socket();
         let started = Instant::now();
         let classify = |e: &std::io::Error| -> (&'static str, String) {
             match e.raw_os_error() {
@@ -292,10 +293,10 @@ fn probe(
             }
         };
         if tcp {
-            match s.connect_timeout(&SockAddr::from(dst), timeout) {
+            match sock.connect_timeout(&SockAddr::from(dst), timeout) {
                 Ok(()) => {
                     let ms = started.elapsed().as_secs_f64() * 1e3;
-                    let mut st: std::net::TcpStream = s.into();
+                    let mut st: std::net::TcpStream = sock.into();
                     let _ = st.set_read_timeout(Some(Duration::from_millis(300)));
                     let _ = st.write_all(b"inspector path probe\n");
                     let _ = st.shutdown(std::net::Shutdown::Write);
@@ -317,9 +318,9 @@ fn probe(
                 }
             }
         } else {
-            s.connect(&SockAddr::from(dst))?;
-            s.set_read_timeout(Some(timeout))?;
-            let u: std::net::UdpSocket = s.into();
+            sock.connect(&SockAddr::from(dst))?;
+            sock.set_read_timeout(Some(timeout))?;
+            let u: std::net::UdpSocket = sock.into();
             u.send(b"inspector path probe\n")?;
             let mut buf = [0u8; 512];
             match u.recv(&mut buf) {
@@ -518,8 +519,9 @@ fn watch(
             let answered = super::flows::records(f, &Filter::default())?
                 .iter()
                 .any(|x| {
-                    x.src == Some(dst.ip()) && x.dst == r.src && x.dport == r.sport
-                        || x.service.is_some() && x.dst == r.src && x.dport == r.sport
+                    x.dst == r.src
+                        && x.dport == r.sport
+                        && (x.src == Some(dst.ip()) || x.service.is_some())
                 });
             let (v, d) = if answered {
                 ("delivered", "a reply was seen")
@@ -552,14 +554,15 @@ fn nat_hop(at: &Attribution) -> Hop {
         at.backend.endpoint,
     );
     if let Some(sn) = &at.nat.snat {
-        detail.push_str(&format!(
+        let _ = write!(
+            detail,
             "; SNAT {sn} (masquerade: KUBE-MARK-MASQ/mark-for-masquerade, then {})",
             if s.mode == "nftables" {
                 "masquerading"
             } else {
                 "KUBE-POSTROUTING"
             }
-        ));
+        );
     }
     Hop {
         kind: "nat",

@@ -178,17 +178,55 @@ fn feed(node: &Path, plan: &Plan, program: &str, args: &[&str], text: &str) -> a
     Ok(())
 }
 
+/// Several `iptables-restore` inputs as one: each table once, the inputs' lines in order.
+/// One full restore (no `--noflush`) is much faster than appending with `--noflush`, which
+/// iptables-nft 1.8.9 makes quadratic (110,000 kube-proxy rules: 271 s against ~3 s).
+fn merge_restore(texts: &[String]) -> String {
+    let mut tables: Vec<(String, String)> = Vec::new();
+    for text in texts {
+        let mut cur: Option<usize> = None;
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                cur = Some(if let Some(i) = tables.iter().position(|(n, _)| n == t) {
+                    i
+                } else {
+                    tables.push((t.to_owned(), String::new()));
+                    tables.len() - 1
+                });
+            } else if line == "COMMIT" {
+                cur = None;
+            } else if let Some(i) = cur {
+                tables[i].1.push_str(line);
+                tables[i].1.push('\n');
+            }
+        }
+    }
+    let mut out = String::new();
+    for (t, body) in tables {
+        out.push('*');
+        out.push_str(&t);
+        out.push('\n');
+        out.push_str(&body);
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
 fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
+    let mut restore = Vec::new();
     if plan.docker_rules {
-        feed(
-            node,
-            plan,
-            "iptables-restore",
-            &[],
-            &rules::docker_rules(plan),
-        )?;
+        restore.push(rules::docker_rules(plan));
     }
     let Some(mode) = plan.kube_proxy else {
+        if !restore.is_empty() {
+            feed(
+                node,
+                plan,
+                "iptables-restore",
+                &[],
+                &merge_restore(&restore),
+            )?;
+        }
         return Ok(());
     };
     // What a kubelet node has: bridged pod traffic goes through netfilter (so a reply from a
@@ -232,22 +270,28 @@ fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
         cluster_cidr: Some(format!("{}/{}", plan.subnet.0, plan.subnet.1)),
         service_cidr: Some(format!("{}/{}", plan.service_cidr.0, plan.service_cidr.1)),
     };
-    match mode {
-        KubeProxy::Iptables => feed(
+    if mode == KubeProxy::Iptables {
+        restore.push(crate::services::rules::iptables(&plan.services, &cfg));
+    }
+    if !restore.is_empty() {
+        feed(
             node,
             plan,
             "iptables-restore",
-            &["--noflush"],
-            &crate::services::rules::iptables(&plan.services, &cfg),
-        ),
-        KubeProxy::Nftables => feed(
+            &[],
+            &merge_restore(&restore),
+        )?;
+    }
+    if mode == KubeProxy::Nftables {
+        feed(
             node,
             plan,
             "nft",
             &["-f", "-"],
             &crate::services::rules::nftables(&plan.services, &cfg),
-        ),
+        )?;
     }
+    Ok(())
 }
 
 /// Removes what a record lists: the workloads' processes (`cgroup.kill`), cgroups (deepest

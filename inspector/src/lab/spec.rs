@@ -56,7 +56,7 @@ pub struct LabSpec {
     pub docker_rules: bool,
     /// kube-proxy's mode for the lab's Services: "iptables" or "nftables".
     pub kube_proxy: Option<String>,
-    /// The ServiceCIDR ClusterIPs come from (default 198.18.128.0/17).
+    /// The `ServiceCIDR` `ClusterIPs` come from (default 198.18.128.0/17).
     pub service_cidr: Option<String>,
     /// Services whose endpoints are lab workloads ("pods").
     #[serde(default, rename = "service")]
@@ -81,9 +81,9 @@ pub struct ServiceSpec {
     pub cluster_ip: String,
     #[serde(rename = "port")]
     pub ports: Vec<ServicePortSpec>,
-    /// "None" (default) or "ClientIP".
+    /// "None" (default) or "`ClientIP`".
     pub session_affinity: Option<String>,
-    /// ClientIP affinity timeout (default 10800 s, as Kubernetes).
+    /// `ClientIP` affinity timeout (default 10800 s, as Kubernetes).
     pub affinity_timeout: Option<u32>,
     /// Workloads (bridge mode) that are the Service's ready endpoints.
     #[serde(default)]

@@ -22,7 +22,7 @@ pub struct ServiceRef {
     pub namespace: String,
     pub name: String,
     pub port_name: String,
-    /// How it was addressed: "ClusterIP" or "NodePort".
+    /// How it was addressed: "`ClusterIP`" or "`NodePort`".
     pub via: &'static str,
     /// The address:port the client used.
     pub frontend: String,
@@ -46,7 +46,7 @@ pub struct BackendRef {
     pub chain: Option<String>,
     /// The workload (pod, container) with that address.
     pub workload: Option<String>,
-    /// ClientIP affinity pinned it (the service has affinity rules).
+    /// `ClientIP` affinity pinned it (the service has affinity rules).
     pub affinity: bool,
 }
 

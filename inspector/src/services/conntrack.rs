@@ -99,7 +99,7 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
             return None;
         }
         let data = &b[4..len];
-        b = &b[(len + 3 & !3).min(b.len())..];
+        b = &b[((len + 3) & !3).min(b.len())..];
         Some((ty, data))
     })
 }
@@ -247,7 +247,7 @@ pub fn dump_here() -> io::Result<Vec<Conn>> {
                 _ if len >= 20 => out.push(conn(&b[20..len])),
                 _ => {}
             }
-            b = &b[(len + 3 & !3).min(b.len())..];
+            b = &b[((len + 3) & !3).min(b.len())..];
         }
     }
 }

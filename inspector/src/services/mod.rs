@@ -115,7 +115,7 @@ pub struct Backend {
     pub probability: Option<String>,
 }
 
-/// One service port: a frontend (ClusterIP:port, and NodePort if any) and its endpoints.
+/// One service port: a frontend (ClusterIP:port, and `NodePort` if any) and its endpoints.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServiceEntry {
     pub namespace: String,
@@ -132,7 +132,7 @@ pub struct ServiceEntry {
     pub chain: String,
     /// Per endpoint: its chain (and probability).
     pub backends: Vec<Backend>,
-    /// ClientIP session affinity rules present.
+    /// `ClientIP` session affinity rules present.
     pub affinity: bool,
     /// What happens with no endpoints: "reject" / "drop" (and where), else empty.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -205,7 +205,7 @@ impl ServiceTable {
         Self::new(v)
     }
 
-    /// The service whose ClusterIP frontend is `ip:port/proto`.
+    /// The service whose `ClusterIP` frontend is `ip:port/proto`.
     #[must_use]
     pub fn by_cluster_ip(&self, ip: Ipv4Addr, proto: &str, port: u16) -> Option<&ServiceEntry> {
         self.by_vip
@@ -213,7 +213,7 @@ impl ServiceTable {
             .map(|i| &self.services[*i])
     }
 
-    /// The service whose NodePort is `port/proto`.
+    /// The service whose `NodePort` is `port/proto`.
     #[must_use]
     pub fn by_node_port(&self, proto: &str, port: u16) -> Option<&ServiceEntry> {
         self.by_nodeport
@@ -221,7 +221,7 @@ impl ServiceTable {
             .map(|i| &self.services[*i])
     }
 
-    /// Frontend lookup: a ClusterIP:port, else a NodePort when `local` says the address is
+    /// Frontend lookup: a ClusterIP:port, else a `NodePort` when `local` says the address is
     /// one of the node's own.
     #[must_use]
     pub fn frontend(

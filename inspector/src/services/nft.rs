@@ -7,18 +7,11 @@
 //!
 //! The JSON is deserialised into borrowed, typed structs that skip what is not needed, which
 //! keeps 10,000 services well inside the parse budget.
-use std::{borrow::Cow, collections::HashMap, net::Ipv4Addr};
+use std::{borrow::Cow, net::Ipv4Addr};
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{Backend, ServiceEntry};
-
-#[derive(Deserialize)]
-struct Doc<'a> {
-    #[serde(borrow)]
-    nftables: Vec<Obj<'a>>,
-}
 
 #[derive(Deserialize)]
 struct Obj<'a> {
@@ -34,8 +27,8 @@ struct Map<'a> {
     table: Cow<'a, str>,
     #[serde(borrow)]
     name: Cow<'a, str>,
-    #[serde(default)]
-    elem: Vec<Value>,
+    #[serde(borrow, default)]
+    elem: Vec<ElemPair<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -69,47 +62,422 @@ struct Expr<'a> {
     goto: Option<Target<'a>>,
     #[serde(borrow, default)]
     dnat: Option<Dnat<'a>>,
+    #[serde(borrow, default)]
+    vmap: Option<Vmap<'a>>,
+    #[serde(borrow, rename = "match", default)]
+    matches: Option<Match<'a>>,
+}
+
+/// `{"match": {"right": ...}}`: only a string right side (a set reference) matters.
+#[derive(Deserialize)]
+struct Match<'a> {
+    #[serde(borrow, default)]
+    right: StrOnly<'a>,
+}
+
+#[derive(Deserialize)]
+struct Vmap<'a> {
     #[serde(default)]
-    vmap: Option<Value>,
-    #[serde(rename = "match", default)]
-    matches: Option<Value>,
+    key: VmapKey,
+    #[serde(borrow, default)]
+    data: VmapData<'a>,
 }
 
-/// (key values, verdict chain or "drop"/"reject", element comment).
-fn elements(elem: &[Value]) -> Vec<(Vec<Value>, String, Option<String>)> {
-    elem.iter()
-        .filter_map(|e| {
-            let pair = e.as_array()?;
-            let (mut key, val) = (pair.first()?, pair.get(1)?);
-            let mut comment = None;
-            if let Some(inner) = key.get("elem") {
-                comment = inner
-                    .get("comment")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                key = inner.get("val")?;
+#[derive(Deserialize, Default)]
+struct VmapKey {
+    #[serde(default)]
+    numgen: Option<Numgen>,
+}
+
+#[derive(Deserialize)]
+struct Numgen {
+    #[serde(rename = "mod")]
+    modulus: u64,
+}
+
+/// A JSON value of which only a string is kept; anything else is skipped without building
+/// it.
+#[derive(Default)]
+struct StrOnly<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrOnly<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StrOnly<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
             }
-            let parts = key
-                .get("concat")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_else(|| vec![key.clone()]);
-            let verdict = val
-                .get("goto")
-                .or_else(|| val.get("jump"))
-                .and_then(|t| t.get("target"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| val.as_object().and_then(|o| o.keys().next().cloned()))?;
-            Some((parts, verdict, comment))
-        })
-        .collect()
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(StrOnly(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOnly(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StrOnly(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StrOnly(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StrOnly(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StrOnly(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(StrOnly(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StrOnly(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StrOnly(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
-fn port_of(v: &Value) -> Option<u16> {
-    v.as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .or_else(|| v.as_str()?.parse().ok())
+/// A vmap's data: a named map (`"@service-ips"`, not needed) or an anonymous one whose
+/// elements are (slot, verdict) pairs.
+#[derive(Default)]
+struct VmapData<'a>(Vec<(Option<u64>, Option<Cow<'a, str>>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for VmapData<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = VmapData<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("vmap data")
+            }
+            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(VmapData::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(VmapData::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = a.next_key::<&'de str>()? {
+                    if k == "set" {
+                        let pairs: Vec<Pair<'de>> = a.next_value()?;
+                        out.extend(pairs.into_iter().map(|p| (p.0, p.1)));
+                    } else {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(VmapData(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[slot, {"goto": {"target": chain}}]`.
+struct Pair<'a>(Option<u64>, Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pair<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pair<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [key, verdict] pair")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let slot = a.next_element::<Scalar<'de>>()?.and_then(|s| match s {
+                    Scalar::Num(n) => Some(n),
+                    _ => None,
+                });
+                let verdict = a.next_element::<Verdict<'de>>()?.and_then(|v| v.0);
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Pair(slot, verdict))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Pair(None, None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `{"goto": {"target": ..}}` / `{"jump": ..}`, or a plain verdict (`{"drop": null}`,
+/// `"accept"`): the target chain, or the verdict's name.
+struct Verdict<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Verdict<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Verdict<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a verdict")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Verdict(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Verdict(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = None;
+                while let Some(k) = a.next_key::<&'de str>()? {
+                    if k == "goto" || k == "jump" {
+                        out = Some(a.next_value::<Target<'de>>()?.target);
+                    } else {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                        if out.is_none() {
+                            out = Some(Cow::Borrowed(k));
+                        }
+                    }
+                }
+                Ok(Verdict(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A key part of a map element: an address or protocol name, or a port number.
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Num(u64),
+    Other,
+}
+
+impl Scalar<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn port(&self) -> Option<u16> {
+        match self {
+            Scalar::Num(n) => u16::try_from(*n).ok(),
+            Scalar::Str(s) => s.parse().ok(),
+            Scalar::Other => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key part")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Num))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A map element's key: `{"concat": [..]}`, `{"elem": {"val": .., "comment": ..}}`, or a
+/// scalar.
+struct ElemKey<'a> {
+    parts: Vec<Scalar<'a>>,
+    comment: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ElemKey<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ElemKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map element key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(ElemKey {
+                    parts: vec![Scalar::Str(Cow::Borrowed(v))],
+                    comment: None,
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ElemKey {
+                    parts: vec![Scalar::Str(Cow::Owned(v.to_owned()))],
+                    comment: None,
+                })
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ElemKey {
+                    parts: vec![Scalar::Num(v)],
+                    comment: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = ElemKey {
+                    parts: Vec::new(),
+                    comment: None,
+                };
+                while let Some(k) = a.next_key::<&'de str>()? {
+                    match k {
+                        "concat" => out.parts = a.next_value()?,
+                        "elem" => {
+                            let inner: ElemKey<'de> = a.next_value()?;
+                            out.parts = inner.parts;
+                            out.comment = inner.comment;
+                        }
+                        "val" => out.parts = a.next_value::<ElemKey<'de>>()?.parts,
+                        "comment" => out.comment = Some(a.next_value()?),
+                        _ => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[key, verdict]` of a verdict map.
+struct ElemPair<'a> {
+    key: ElemKey<'a>,
+    verdict: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ElemPair<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ElemPair<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map element")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let key = a.next_element::<ElemKey<'de>>()?.unwrap_or(ElemKey {
+                    parts: Vec::new(),
+                    comment: None,
+                });
+                let verdict = a.next_element::<Verdict<'de>>()?.and_then(|v| v.0);
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ElemPair { key, verdict })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(ElemPair {
+                    key: ElemKey {
+                        parts: Vec::new(),
+                        comment: None,
+                    },
+                    verdict: None,
+                })
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(ElemPair {
+                    key: ElemKey {
+                        parts: vec![Scalar::Str(Cow::Borrowed(v))],
+                        comment: None,
+                    },
+                    verdict: None,
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ElemPair {
+                    key: ElemKey {
+                        parts: vec![Scalar::Str(Cow::Owned(v.to_owned()))],
+                        comment: None,
+                    },
+                    verdict: None,
+                })
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ElemPair {
+                    key: ElemKey {
+                        parts: vec![Scalar::Num(v)],
+                        comment: None,
+                    },
+                    verdict: None,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `service-HASH8-ns/name/proto/port` -> (ns, name, proto, port name).
@@ -126,125 +494,265 @@ fn names(chain: &str) -> Option<(String, String, String, String)> {
     ))
 }
 
-/// The service table in `nft -j` output.
-///
-/// # Errors
-/// Text that is not nft's JSON.
-pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
-    let doc: Doc<'_> =
-        serde_json::from_str(json).map_err(|e| format!("not nft JSON output: {e}"))?;
-    let mut service_ips = Vec::new();
-    let mut nodeports = Vec::new();
-    let mut no_eps = Vec::new();
-    let mut ext: HashMap<String, String> = HashMap::new();
-    let mut svc_eps: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-    let mut affinity: HashMap<String, bool> = HashMap::new();
-    let mut dnat: HashMap<String, String> = HashMap::new();
-    for o in doc.nftables {
+type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
+/// A service chain's endpoint chains, with their (numgen slot, modulus).
+type EndpointChains<'a> = Vec<(Cow<'a, str>, Option<(u64, u64)>)>;
+
+/// What the walk over the JSON objects collects, borrowing from the text.
+#[derive(Default)]
+struct Acc<'a> {
+    service_ips: Vec<ElemPair<'a>>,
+    nodeports: Vec<ElemPair<'a>>,
+    no_eps: Vec<ElemPair<'a>>,
+    /// external-* chain -> the service-*/local-* chain it goes to.
+    ext: FxMap<Cow<'a, str>, Cow<'a, str>>,
+    /// service chain -> its endpoint chains with their (numgen slot, modulus).
+    svc_eps: FxMap<Cow<'a, str>, EndpointChains<'a>>,
+    affinity: rustc_hash::FxHashSet<Cow<'a, str>>,
+    /// endpoint chain -> DNAT (address, port).
+    dnat: FxMap<Cow<'a, str>, (Cow<'a, str>, Option<u16>)>,
+}
+
+impl<'a> Acc<'a> {
+    fn add(&mut self, o: Obj<'a>) {
         if let Some(m) = o.map {
             if m.table != "kube-proxy" {
-                continue;
+                return;
             }
             match m.name.as_ref() {
-                "service-ips" => service_ips = elements(&m.elem),
-                "service-nodeports" => nodeports = elements(&m.elem),
-                "no-endpoint-services" | "no-endpoint-nodeports" => {
-                    no_eps.extend(elements(&m.elem));
-                }
+                "service-ips" => self.service_ips = m.elem,
+                "service-nodeports" => self.nodeports = m.elem,
+                "no-endpoint-services" | "no-endpoint-nodeports" => self.no_eps.extend(m.elem),
                 _ => {}
             }
         } else if let Some(r) = o.rule {
             if r.table != "kube-proxy" {
-                continue;
+                return;
             }
-            let chain = r.chain.as_ref();
+            let chain = r.chain;
             if chain.starts_with("external-") {
-                for e in &r.expr {
-                    if let Some(t) = e.goto.as_ref().or(e.jump.as_ref())
+                for e in r.expr {
+                    if let Some(t) = e.goto.or(e.jump)
                         && (t.target.starts_with("service-") || t.target.starts_with("local-"))
                     {
-                        ext.insert(chain.to_owned(), t.target.clone().into_owned());
+                        self.ext.insert(chain.clone(), t.target);
                     }
                 }
             } else if chain.starts_with("service-") || chain.starts_with("local-") {
-                let eps = svc_eps.entry(chain.to_owned()).or_default();
                 let has_set_match = r.expr.iter().any(|e| {
-                    e.matches.as_ref().is_some_and(|m| {
-                        m.get("right")
-                            .and_then(Value::as_str)
-                            .is_some_and(|s| s.starts_with("@affinity-"))
-                    })
+                    e.matches
+                        .as_ref()
+                        .and_then(|m| m.right.0.as_deref())
+                        .is_some_and(|s| s.starts_with("@affinity-"))
                 });
-                for e in &r.expr {
-                    if let Some(t) = e.goto.as_ref().or(e.jump.as_ref())
+                if has_set_match {
+                    self.affinity.insert(chain.clone());
+                }
+                let eps = self.svc_eps.entry(chain).or_default();
+                for e in r.expr {
+                    if let Some(t) = e.goto.or(e.jump)
                         && t.target.starts_with("endpoint-")
+                        && !eps.iter().any(|(c, _)| *c == t.target)
                     {
-                        if has_set_match {
-                            affinity.insert(chain.to_owned(), true);
-                        }
-                        if !eps.iter().any(|(c, _)| c == t.target.as_ref()) {
-                            eps.push((t.target.clone().into_owned(), None));
-                        }
+                        eps.push((t.target, None));
                     }
-                    if let Some(v) = &e.vmap
-                        && let Some(set) = v
-                            .get("data")
-                            .and_then(|d| d.get("set"))
-                            .and_then(Value::as_array)
-                    {
-                        let modulus = v
-                            .get("key")
-                            .and_then(|k| k.get("numgen"))
-                            .and_then(|n| n.get("mod"))
-                            .and_then(Value::as_u64);
-                        for pair in set {
-                            let Some(target) = pair
-                                .get(1)
-                                .and_then(|x| x.get("goto").or_else(|| x.get("jump")))
-                                .and_then(|t| t.get("target"))
-                                .and_then(Value::as_str)
-                            else {
-                                continue;
-                            };
-                            let slot = pair.get(0).and_then(Value::as_u64);
-                            let label = match (slot, modulus) {
-                                (Some(s), Some(m)) => Some(format!("numgen {s} of {m}")),
-                                _ => None,
-                            };
-                            match eps.iter_mut().find(|(c, _)| c == target) {
+                    if let Some(v) = e.vmap {
+                        let modulus = v.key.numgen.map(|n| n.modulus);
+                        for (slot, target) in v.data.0 {
+                            let Some(target) = target else { continue };
+                            let label = slot.zip(modulus);
+                            match eps.iter_mut().find(|(c, _)| *c == target) {
                                 Some(e) => e.1 = label,
-                                None => eps.push((target.to_owned(), label)),
+                                None => eps.push((target, label)),
                             }
                         }
                     }
                 }
             } else if chain.starts_with("endpoint-") {
-                for e in &r.expr {
-                    if let Some(d) = &e.dnat
-                        && let Some(a) = &d.addr
+                for e in r.expr {
+                    if let Some(d) = e.dnat
+                        && let Some(a) = d.addr
                     {
-                        let ep = match d.port {
-                            Some(p) => format!("{a}:{p}"),
-                            None => a.clone().into_owned(),
-                        };
-                        dnat.insert(chain.to_owned(), ep);
+                        self.dnat.insert(chain.clone(), (a, d.port));
                     }
                 }
             }
         }
     }
+}
+
+/// Streams `{"nftables": [...]}` into an [`Acc`], one object at a time.
+struct DocSeed<'s, 'a>(&'s mut Acc<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for DocSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DocSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("nft's JSON document")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let mut seen = false;
+        while let Some(k) = a.next_key::<&'de str>()? {
+            if k == "nftables" {
+                seen = true;
+                a.next_value_seed(ListSeed(&mut *self.0))?;
+            } else {
+                a.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        if seen {
+            Ok(())
+        } else {
+            Err(serde::de::Error::missing_field("nftables"))
+        }
+    }
+}
+
+struct ListSeed<'s, 'a>(&'s mut Acc<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ListSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ListSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of nft objects")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while let Some(o) = a.next_element::<Obj<'de>>()? {
+            self.0.add(o);
+        }
+        Ok(())
+    }
+}
+
+/// Walks one JSON document into an [`Acc`].
+fn walk(json: &str) -> Result<Acc<'_>, String> {
+    let mut acc = Acc::default();
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::DeserializeSeed::deserialize(DocSeed(&mut acc), &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| format!("not nft JSON output: {e}"))?;
+    Ok(acc)
+}
+
+/// The top-level list's objects as two runs of text (`{..}, {..}, ... {..}`), cut before a
+/// rule object near the middle; None if the text is not laid out that way.
+fn split(json: &str) -> Option<(&str, &str)> {
+    const MARK: &str = "}}, {\"rule\": {";
+    let body = json
+        .strip_prefix("{\"nftables\": [")?
+        .trim_end()
+        .strip_suffix("]}")?;
+    let mid = body.len() / 2;
+    let at = mid + body.get(mid..)?.find(MARK)?;
+    Some((&body[..at + 2], &body[at + 4..]))
+}
+
+/// Walks a run of comma-separated objects (part of the top-level list).
+fn walk_objects(mut text: &str) -> Result<Acc<'_>, String> {
+    let mut acc = Acc::default();
+    loop {
+        text = text.trim_start();
+        if text.is_empty() {
+            return Ok(acc);
+        }
+        let mut it = serde_json::Deserializer::from_str(text).into_iter::<Obj<'_>>();
+        match it.next() {
+            Some(Ok(o)) => acc.add(o),
+            Some(Err(e)) => return Err(format!("not nft JSON output: {e}")),
+            None => return Ok(acc),
+        }
+        let used = it.byte_offset();
+        text = text[used..].trim_start();
+        text = text.strip_prefix(',').unwrap_or(text);
+    }
+}
+
+impl Acc<'_> {
+    fn merge(&mut self, o: Self) {
+        if !o.service_ips.is_empty() {
+            self.service_ips.extend(o.service_ips);
+        }
+        self.nodeports.extend(o.nodeports);
+        self.no_eps.extend(o.no_eps);
+        self.ext.extend(o.ext);
+        self.svc_eps.reserve(o.svc_eps.len());
+        self.dnat.reserve(o.dnat.len());
+        for (k, v) in o.svc_eps {
+            let e = self.svc_eps.entry(k).or_default();
+            for (c, slot) in v {
+                match e.iter_mut().find(|(x, _)| *x == c) {
+                    Some(x) => x.1 = x.1.or(slot),
+                    None => e.push((c, slot)),
+                }
+            }
+        }
+        self.affinity.extend(o.affinity);
+        self.dnat.extend(o.dnat);
+    }
+}
+
+/// The service table in `nft -j` output.
+///
+/// # Errors
+/// Text that is not nft's JSON.
+pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
+    parse_with(json, 1 << 20)
+}
+
+/// [`parse`], splitting the walk over two threads above `split_above` bytes.
+fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, String> {
+    // Big dumps: the top-level list is cut in two at a rule object near the middle and each
+    // half walked on its own thread (the walk is most of the time). Both borrow the text.
+    let acc = match (json.len() > split_above).then(|| split(json)).flatten() {
+        Some((a, b)) => std::thread::scope(|s| {
+            let t = s.spawn(|| walk_objects(a));
+            let second = walk_objects(b)?;
+            let mut first = t
+                .join()
+                .map_err(|_| "parser thread panicked".to_owned())??;
+            first.merge(second);
+            Ok::<_, String>(first)
+        })?,
+        None => walk(json)?,
+    };
+    let Acc {
+        service_ips,
+        nodeports,
+        no_eps,
+        ext,
+        svc_eps,
+        affinity,
+        dnat,
+    } = acc;
     let mut out = Vec::with_capacity(service_ips.len());
-    let mut by_chain: HashMap<String, usize> = HashMap::new();
+    let mut by_chain: FxMap<&str, usize> = FxMap::default();
+    by_chain.reserve(service_ips.len());
     let entry = |chain: &str| -> ServiceEntry {
         let backends: Vec<Backend> = svc_eps
             .get(chain)
             .map(|v| {
                 v.iter()
-                    .filter_map(|(c, label)| {
+                    .filter_map(|(c, slot)| {
+                        let (addr, port) = dnat.get(c.as_ref())?;
                         Some(Backend {
-                            endpoint: dnat.get(c)?.clone(),
-                            chain: c.clone(),
-                            probability: label.clone(),
+                            endpoint: match port {
+                                Some(p) => format!("{addr}:{p}"),
+                                None => addr.to_string(),
+                            },
+                            chain: c.to_string(),
+                            probability: slot.map(|(s, m)| format!("numgen {s} of {m}")),
                         })
                     })
                     .collect()
@@ -258,18 +766,20 @@ pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
             endpoints: backends.iter().map(|b| b.endpoint.clone()).collect(),
             chain: chain.to_owned(),
             backends,
-            affinity: affinity.get(chain).copied().unwrap_or(false),
+            affinity: affinity.contains(chain),
             mode: "nftables",
             ..ServiceEntry::default()
         }
     };
-    for (key, chain, _) in &service_ips {
-        let (Some(ip), Some(proto), Some(port)) = (
+    for el in &service_ips {
+        let key = &el.key.parts;
+        let (Some(ip), Some(proto), Some(port), Some(chain)) = (
             key.first()
-                .and_then(Value::as_str)
+                .and_then(Scalar::as_str)
                 .and_then(|s| s.parse::<Ipv4Addr>().ok()),
-            key.get(1).and_then(Value::as_str),
-            key.get(2).and_then(port_of),
+            key.get(1).and_then(Scalar::as_str),
+            key.get(2).and_then(Scalar::port),
+            el.verdict.as_deref(),
         ) else {
             continue;
         };
@@ -278,31 +788,36 @@ pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
         }
         let mut e = entry(chain);
         e.cluster_ip = Some(ip);
-        e.protocol = proto.to_owned();
+        proto.clone_into(&mut e.protocol);
         e.port = port;
-        by_chain.insert(chain.clone(), out.len());
+        by_chain.insert(chain, out.len());
         out.push(e);
     }
-    for (key, chain, _) in &nodeports {
-        let (Some(proto), Some(port)) = (
-            key.first().and_then(Value::as_str),
-            key.get(1).and_then(port_of),
+    for el in &nodeports {
+        let key = &el.key.parts;
+        let (Some(proto), Some(port), Some(chain)) = (
+            key.first().and_then(Scalar::as_str),
+            key.get(1).and_then(Scalar::port),
+            el.verdict.as_deref(),
         ) else {
             continue;
         };
-        let svc = ext.get(chain).cloned().unwrap_or_else(|| chain.clone());
-        match by_chain.get(&svc) {
-            Some(i) => out[*i].node_port = Some(port),
-            None => {
-                let mut e = entry(&svc);
-                e.protocol = proto.to_owned();
-                e.node_port = Some(port);
-                out.push(e);
-            }
+        let svc = ext
+            .get(chain)
+            .map_or_else(|| chain.to_owned(), ToString::to_string);
+        if let Some(i) = by_chain.get(svc.as_str()) {
+            out[*i].node_port = Some(port)
+        } else {
+            let mut e = entry(&svc);
+            proto.clone_into(&mut e.protocol);
+            e.node_port = Some(port);
+            out.push(e);
         }
     }
-    for (key, verdict, comment) in &no_eps {
-        let spn = comment.clone().unwrap_or_default();
+    for el in &no_eps {
+        let key = &el.key.parts;
+        let verdict = el.verdict.as_deref().unwrap_or("");
+        let spn = el.key.comment.as_deref().unwrap_or_default().to_owned();
         let (namespace, name, port_name) = super::split_spn(&spn);
         let what = if verdict == "reject-chain" {
             "reject via no-endpoint-services -> reject-chain".to_owned()
@@ -310,13 +825,16 @@ pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
             format!("{verdict} via no-endpoint-services")
         };
         if key.len() == 2 {
-            let (Some(proto), Some(port)) = (key[0].as_str(), port_of(&key[1])) else {
+            let (Some(proto), Some(port)) = (key[0].as_str(), key[1].port()) else {
                 continue;
             };
-            if let Some(e) = out
-                .iter_mut()
-                .find(|e| e.spn() == spn && e.endpoints.is_empty() && e.protocol == proto)
-            {
+            if let Some(e) = out.iter_mut().find(|e| {
+                e.endpoints.is_empty()
+                    && e.protocol == proto
+                    && e.namespace == namespace
+                    && e.name == name
+                    && e.port_name == port_name
+            }) {
                 e.node_port = Some(port);
                 continue;
             }
@@ -335,10 +853,10 @@ pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
         }
         let (Some(ip), Some(proto), Some(port)) = (
             key.first()
-                .and_then(Value::as_str)
+                .and_then(Scalar::as_str)
                 .and_then(|s| s.parse::<Ipv4Addr>().ok()),
-            key.get(1).and_then(Value::as_str),
-            key.get(2).and_then(port_of),
+            key.get(1).and_then(Scalar::as_str),
+            key.get(2).and_then(Scalar::port),
         ) else {
             continue;
         };
@@ -363,7 +881,7 @@ mod tests {
     use super::*;
 
     /// `nft -j list ruleset` of the rules `rules::nftables` wrote (nft 1.0.6): two services
-    /// (one with a NodePort, one with ClientIP affinity) and one without endpoints.
+    /// (one with a `NodePort`, one with `ClientIP` affinity) and one without endpoints.
     const SAMPLE: &str = include_str!("../../testdata/kube-proxy/nft-sample.json");
 
     #[test]
@@ -397,6 +915,22 @@ mod tests {
         assert_eq!(empty.cluster_ip, Some(Ipv4Addr::new(198, 18, 128, 20)));
         assert_eq!(empty.node_port, Some(30080));
         assert!(empty.no_endpoints.starts_with("reject"));
+    }
+
+    #[test]
+    fn the_two_thread_walk_gives_the_same_table() {
+        assert!(
+            split(SAMPLE).is_some(),
+            "the sample has rule objects to cut at"
+        );
+        let one = parse_with(SAMPLE, usize::MAX).unwrap();
+        let two = parse_with(SAMPLE, 0).unwrap();
+        let key = |v: &[ServiceEntry]| {
+            let mut k: Vec<String> = v.iter().map(|e| format!("{e:?}")).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(key(&one), key(&two));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! its hashes, its comments, its rule order, its masquerade mark (0x4000), probabilities
 //! formatted `%0.10f`, `recent` affinity lists / nft affinity sets, REJECT for services
 //! without endpoints. (DATAPATHS.md §2-3 documents each rule and where it comes from.)
-//! iptables mode produces `iptables-restore --noflush` input; nftables mode an `nft -f` script
+//! iptables mode produces `iptables-restore` input (built-in chains' jumps inserted first); nftables mode an `nft -f` script
 //! for the table `ip kube-proxy`.
 use std::{fmt::Write as _, net::Ipv4Addr};
 
@@ -35,10 +35,10 @@ pub struct Service {
 /// Node-wide settings kube-proxy takes from its flags.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `--cluster-cidr` (local-traffic detector): ClusterIP traffic from outside it is
+    /// `--cluster-cidr` (local-traffic detector): `ClusterIP` traffic from outside it is
     /// masqueraded. None: no such rule.
     pub cluster_cidr: Option<String>,
-    /// The ServiceCIDR (nftables mode drops traffic to unallocated ClusterIPs in it).
+    /// The `ServiceCIDR` (nftables mode drops traffic to unallocated `ClusterIPs` in it).
     pub service_cidr: Option<String>,
 }
 
@@ -56,7 +56,7 @@ fn probability(i: usize, n: usize) -> String {
     format!("{p:0.10}")
 }
 
-/// `iptables-restore --noflush` input: kube-proxy's filter and nat tables for `services`,
+/// `iptables-restore` input: kube-proxy's filter and nat tables for `services`,
 /// with the jumps from the built-in chains inserted first (as kube-proxy's `EnsureRule`
 /// prepends them).
 #[must_use]
@@ -475,7 +475,7 @@ pub fn nftables(services: &[Service], cfg: &Config) -> String {
     o
 }
 
-/// `count` generated Services named `scale/svc-N`, tcp port 80, ClusterIPs from
+/// `count` generated Services named `scale/svc-N`, tcp port 80, `ClusterIPs` from
 /// `vip_base` and `per` endpoints each from `ep_base` (nothing listens there: they exist to
 /// make the rule set as large as a big cluster's).
 #[must_use]

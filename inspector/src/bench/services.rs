@@ -1,0 +1,141 @@
+//! `inspector bench services`: how long reading a big cluster's Service rules takes. N
+//! generated Services x M endpoints are programmed with kube-proxy's exact rules into a
+//! scratch namespace (iptables-restore, then nft -f), dumped back the way `inspector
+//! services` reads a node (iptables-save; nft -j), and each dump is parsed over rounds.
+use std::{net::Ipv4Addr, time::Instant};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::{
+    lab::netns,
+    services::{iptables, nft, read, rules},
+};
+
+/// One round's parse times.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParseSample {
+    pub round: usize,
+    pub iptables_ms: f64,
+    pub nft_ms: f64,
+    pub iptables_services: usize,
+    pub nft_services: usize,
+}
+
+/// What was built and dumped once, before the rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Setup {
+    pub services: usize,
+    pub endpoints_per_service: usize,
+    pub iptables_restore_ms: f64,
+    pub nft_load_ms: f64,
+    pub iptables_save_ms: f64,
+    pub iptables_save_bytes: usize,
+    pub iptables_rules: usize,
+    pub nft_json_ms: f64,
+    pub nft_json_bytes: usize,
+}
+
+/// The scratch namespace, removed on drop.
+struct Scratch(String);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.0);
+    }
+}
+
+fn feed(ns: &std::path::Path, program: &str, args: &[&str], text: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut child = netns::command_in(ns, program)?
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Builds the rules, dumps them, and parses each dump `rounds` times.
+///
+/// # Errors
+/// The scratch namespace or a rules tool failing.
+pub fn run(
+    count: usize,
+    per: usize,
+    rounds: usize,
+    mut progress: impl FnMut(&ParseSample),
+) -> anyhow::Result<(Setup, Vec<ParseSample>)> {
+    let name = format!("insp-bench-svc-{}", std::process::id());
+    let path = netns::create(&name).context("creating the scratch namespace")?;
+    let _scratch = Scratch(name);
+    let svcs = rules::generated(
+        count,
+        per,
+        Ipv4Addr::new(198, 18, 128, 0),
+        Ipv4Addr::new(198, 19, 128, 0),
+    );
+    let cfg = rules::Config {
+        cluster_cidr: Some("198.19.128.0/17".into()),
+        service_cidr: Some("198.18.128.0/17".into()),
+    };
+    // A fresh namespace: one full restore (with --noflush iptables-nft 1.8.9 is quadratic).
+    let iptables_restore_ms = feed(
+        &path,
+        "iptables-restore",
+        &[],
+        &rules::iptables(&svcs, &cfg),
+    )?;
+    let nft_load_ms = feed(&path, "nft", &["-f", "-"], &rules::nftables(&svcs, &cfg))?;
+    let t = Instant::now();
+    let saved = read::iptables_save(Some(&path))?;
+    let iptables_save_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let json = read::nft_json(Some(&path))?.context("the kube-proxy table vanished")?;
+    let nft_json_ms = t.elapsed().as_secs_f64() * 1e3;
+    let setup = Setup {
+        services: count,
+        endpoints_per_service: per,
+        iptables_restore_ms,
+        nft_load_ms,
+        iptables_save_ms,
+        iptables_save_bytes: saved.len(),
+        iptables_rules: saved.lines().filter(|l| l.starts_with("-A ")).count(),
+        nft_json_ms,
+        nft_json_bytes: json.len(),
+    };
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let t = Instant::now();
+        let a = iptables::parse(&saved);
+        let iptables_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let b = nft::parse(&json).map_err(anyhow::Error::msg)?;
+        let nft_ms = t.elapsed().as_secs_f64() * 1e3;
+        if a.len() != count || b.len() != count {
+            bail!(
+                "parsed {} (iptables) and {} (nftables) services of {count}",
+                a.len(),
+                b.len()
+            );
+        }
+        let s = ParseSample {
+            round,
+            iptables_ms,
+            nft_ms,
+            iptables_services: a.len(),
+            nft_services: b.len(),
+        };
+        progress(&s);
+        samples.push(s);
+    }
+    Ok((setup, samples))
+}
