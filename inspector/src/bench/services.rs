@@ -74,6 +74,13 @@ pub fn run(
     rounds: usize,
     mut progress: impl FnMut(&ParseSample),
 ) -> anyhow::Result<(Setup, Vec<ParseSample>)> {
+    // Scratch namespaces of earlier runs that were killed (their process is gone).
+    for old in netns::list_with_prefix("insp-bench-svc-") {
+        let pid = old.trim_start_matches("insp-bench-svc-");
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = netns::delete(&old);
+        }
+    }
     let name = format!("insp-bench-svc-{}", std::process::id());
     let path = netns::create(&name).context("creating the scratch namespace")?;
     let _scratch = Scratch(name);
