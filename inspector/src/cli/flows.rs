@@ -230,11 +230,17 @@ fn print(
             }
         }
         Format::Table | Format::Dot => {
-            let mut t = Table::new(&[
+            // Connections to Services get a column: the Service and the backend chosen.
+            let svc_col = recs.iter().any(|r| r.service.is_some());
+            let mut header = vec![
                 "NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "PACKETS", "BYTES", "FLAGS",
-            ]);
+            ];
+            if svc_col {
+                header.push("SERVICE -> BACKEND");
+            }
+            let mut t = Table::new(&header);
             for r in &recs {
-                t.row(vec![
+                let mut row = vec![
                     r.netns_name.clone(),
                     r.ifname.clone(),
                     r.direction.into(),
@@ -257,7 +263,11 @@ fn print(
                     .copied()
                     .collect::<Vec<_>>()
                     .join(" "),
-                ]);
+                ];
+                if svc_col {
+                    row.push(service_label(r));
+                }
+                t.row(row);
             }
             if refresh && is_tty() {
                 print!("\x1b[2J\x1b[H");
@@ -269,6 +279,19 @@ fn print(
         }
     }
     Ok(())
+}
+
+/// `shop/web:http -> web-2 (198.18.30.4:8080)`, or "" for flows not to a Service.
+#[must_use]
+pub fn service_label(r: &FlowRecord) -> String {
+    let (Some(s), Some(b)) = (&r.service, &r.backend) else {
+        return String::new();
+    };
+    let spn = crate::services::spn(&s.namespace, &s.name, &s.port_name);
+    match &b.workload {
+        Some(w) => format!("{spn} -> {w} ({})", b.endpoint),
+        None => format!("{spn} -> {}", b.endpoint),
+    }
 }
 
 #[derive(serde::Serialize)]

@@ -7,7 +7,7 @@ use crate::{
     identity::lab::LabRecord,
     lab::{
         modes,
-        spec::{DEFAULT_SPEC, LabSpec},
+        spec::{DEFAULT_SPEC, KUBE_SPEC, LabSpec},
     },
     output::{self, Format, Table},
 };
@@ -24,6 +24,10 @@ pub enum LabCmd {
     Up {
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
+        /// The embedded Kubernetes-node spec (`lab spec --kube`) with kube-proxy in this mode:
+        /// iptables or nftables.
+        #[arg(long, value_name = "MODE", conflicts_with = "spec")]
+        kube: Option<String>,
     },
     /// Remove a lab: exactly what `lab up` made (namespaces, links, rules, cgroups).
     Down {
@@ -32,6 +36,9 @@ pub enum LabCmd {
         name: Option<String>,
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
+        /// The embedded Kubernetes-node lab (insp-kube).
+        #[arg(long, conflicts_with_all = ["spec", "name"])]
+        kube: bool,
     },
     /// The labs on this node: workloads, modes, namespaces, addresses, published ports.
     Status,
@@ -43,7 +50,11 @@ pub enum LabCmd {
         command: Vec<String>,
     },
     /// Print the embedded default spec (a starting point for your own).
-    Spec,
+    Spec {
+        /// The Kubernetes-node spec instead (Services, kube-proxy rules).
+        #[arg(long)]
+        kube: bool,
+    },
 }
 
 fn load_spec(path: Option<&PathBuf>) -> anyhow::Result<LabSpec> {
@@ -68,12 +79,22 @@ fn need_root() -> anyhow::Result<()> {
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     match &a.cmd {
-        LabCmd::Spec => {
-            print!("{DEFAULT_SPEC}");
+        LabCmd::Spec { kube } => {
+            print!("{}", if *kube { KUBE_SPEC } else { DEFAULT_SPEC });
             Ok(())
         }
-        LabCmd::Up { spec } => {
-            let spec = load_spec(spec.as_ref())?;
+        LabCmd::Up { spec, kube } => {
+            let spec = match kube.as_deref() {
+                None => load_spec(spec.as_ref())?,
+                Some(m @ ("iptables" | "nftables")) => LabSpec::from_toml(&KUBE_SPEC.replace(
+                    "kube_proxy = \"iptables\"",
+                    &format!("kube_proxy = \"{m}\""),
+                ))
+                .map_err(anyhow::Error::msg)?,
+                Some(m) => bail!(
+                    "--kube '{m}': kube-proxy modes the lab builds are iptables and nftables (IPVS needs a kernel with IP_VS)"
+                ),
+            };
             let plan = spec.plan().map_err(|e| anyhow::anyhow!("lab spec: {e}"))?;
             need_root()?;
             let rec = modes::up(&plan)?;
@@ -86,9 +107,14 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             );
             print_status(&[rec], fmt)
         }
-        LabCmd::Down { name, spec } => {
+        LabCmd::Down { name, spec, kube } => {
             let name = match name {
                 Some(n) => n.clone(),
+                None if *kube => {
+                    LabSpec::from_toml(KUBE_SPEC)
+                        .map_err(anyhow::Error::msg)?
+                        .name
+                }
                 None => load_spec(spec.as_ref())?.name,
             };
             need_root()?;

@@ -481,6 +481,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         rules_hit,
         drops: Vec::new(),
     };
+    if report.service.is_none() {
+        // No DNAT happened (no endpoints, or refused before NAT): name the Service the
+        // address belongs to from the rules.
+        report.service = frontend_of(&services, src.node.as_deref(), dst, &a.proto);
+    }
     explain_failure(&mut report, &drops, &services, dst, &a.proto);
     match fmt {
         Format::Json => output::json_line(&report)?,
@@ -537,6 +542,34 @@ fn watch(
     )
 }
 
+/// The Service whose ClusterIP:port is `dst`, from the rules alone.
+fn frontend_of(
+    services: &crate::services::attrib::Services,
+    node: Option<&str>,
+    dst: SocketAddr,
+    proto: &str,
+) -> Option<ServiceRef> {
+    let (n, e) = services.entries().find(|(n, e)| {
+        node.is_none_or(|want| want == *n)
+            && e.protocol == proto
+            && e.cluster_ip.map(IpAddr::V4) == Some(dst.ip())
+            && e.port == dst.port()
+    })?;
+    Some(ServiceRef {
+        namespace: e.namespace.clone(),
+        name: e.name.clone(),
+        port_name: e.port_name.clone(),
+        via: "ClusterIP",
+        frontend: dst.to_string(),
+        cluster_ip: e.cluster_ip,
+        port: e.port,
+        protocol: e.protocol.clone(),
+        chain: e.chain.clone(),
+        mode: e.mode,
+        node: n.to_owned(),
+    })
+}
+
 fn nat_hop(at: &Attribution) -> Hop {
     let s = &at.service;
     let spn = crate::services::spn(&s.namespace, &s.name, &s.port_name);
@@ -553,14 +586,17 @@ fn nat_hop(at: &Attribution) -> Hop {
             .unwrap_or_default(),
         at.backend.endpoint,
     );
+    if at.backend.affinity {
+        detail.push_str("; the Service has ClientIP affinity: this client stays on this pod");
+    }
     if let Some(sn) = &at.nat.snat {
         let _ = write!(
             detail,
-            "; SNAT {sn} (masquerade: KUBE-MARK-MASQ/mark-for-masquerade, then {})",
+            "; SNAT {sn} ({})",
             if s.mode == "nftables" {
-                "masquerading"
+                "masquerade: mark-for-masquerade, then chain masquerading"
             } else {
-                "KUBE-POSTROUTING"
+                "masquerade: KUBE-MARK-MASQ, then KUBE-POSTROUTING"
             }
         );
     }

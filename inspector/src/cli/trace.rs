@@ -234,6 +234,17 @@ fn emit(
             if !r.anomalies.is_empty() {
                 info.push(r.anomalies.clone());
             }
+            if let Some(a) = at {
+                let spn = crate::services::spn(
+                    &a.service.namespace,
+                    &a.service.name,
+                    &a.service.port_name,
+                );
+                info.push(format!(
+                    "{spn} -> {}",
+                    a.backend.workload.as_deref().unwrap_or(&a.backend.endpoint)
+                ));
+            }
             // Fixed widths keep lines aligned while streaming.
             println!(
                 "{:>11}  {:<16}  {:<12}  {:<7}  {:<6}  {:<30}  {:<30}  {:>5}  {}",

@@ -38,6 +38,67 @@ name = "ext"
 subnet = "198.18.21.0/24"
 "#;
 
+/// The embedded Kubernetes-node spec: three "pods" behind Services (one with a NodePort,
+/// one with ClientIP affinity, one without endpoints), a client pod, an outside client, and
+/// kube-proxy's rules in iptables mode (`lab up --kube nftables` switches the mode).
+pub const KUBE_SPEC: &str = r#"# inspector lab: a Kubernetes node's Service routing, with kube-proxy's exact rules.
+name = "insp-kube"
+bridge = "cni0"
+subnet = "198.18.30.0/24"
+docker_rules = false
+kube_proxy = "iptables"
+service_cidr = "198.18.32.0/24"
+
+[[workload]]
+name = "web-0"
+mode = "bridge"
+
+[[workload]]
+name = "web-1"
+mode = "bridge"
+
+[[workload]]
+name = "web-2"
+mode = "bridge"
+
+[[workload]]
+name = "client"
+mode = "bridge"
+
+[external]
+name = "ext"
+subnet = "198.18.31.0/24"
+
+[[service]]
+namespace = "shop"
+name = "web"
+cluster_ip = "198.18.32.10"
+endpoints = ["web-0", "web-1", "web-2"]
+[[service.port]]
+name = "http"
+port = 80
+target_port = 8080
+node_port = 30080
+
+[[service]]
+namespace = "shop"
+name = "sticky"
+cluster_ip = "198.18.32.11"
+session_affinity = "ClientIP"
+endpoints = ["web-0", "web-1", "web-2"]
+[[service.port]]
+port = 80
+target_port = 8080
+
+[[service]]
+namespace = "shop"
+name = "empty"
+cluster_ip = "198.18.32.12"
+[[service.port]]
+name = "http"
+port = 80
+"#;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabSpec {
@@ -657,6 +718,103 @@ mod tests {
 
     fn plan(text: &str) -> Result<Plan, String> {
         LabSpec::from_toml(text)?.plan()
+    }
+
+    #[test]
+    fn kube_spec_plans_services_with_their_pods() {
+        let p = plan(KUBE_SPEC).expect("kube spec");
+        assert_eq!(p.kube_proxy, Some(KubeProxy::Iptables));
+        assert!(!p.docker_rules);
+        assert_eq!(p.services.len(), 3);
+        let web = &p.services[0];
+        assert_eq!(web.cluster_ip, Ipv4Addr::new(198, 18, 32, 10));
+        assert_eq!(
+            web.endpoints,
+            [2, 3, 4].map(|i| Ipv4Addr::new(198, 18, 30, i))
+        );
+        assert_eq!(web.ports[0].node_port, Some(30080));
+        assert_eq!(p.services[1].affinity, Some(10_800));
+        assert!(p.services[2].endpoints.is_empty());
+        let nft =
+            plan(&KUBE_SPEC.replace("kube_proxy = \"iptables\"", "kube_proxy = \"nftables\""))
+                .unwrap();
+        assert_eq!(nft.kube_proxy, Some(KubeProxy::Nftables));
+    }
+
+    #[test]
+    fn bad_services_are_refused_with_their_reason() {
+        for (from, to, want) in [
+            (
+                "kube_proxy = \"iptables\"",
+                "kube_proxy = \"ipvs\"",
+                "IPVS needs a kernel",
+            ),
+            (
+                "kube_proxy = \"iptables\"\n",
+                "",
+                "services need kube_proxy",
+            ),
+            (
+                "\"web-0\", \"web-1\", \"web-2\"]\n[[service.port]]\nname",
+                "\"nope\"]\n[[service.port]]\nname",
+                "names no workload",
+            ),
+            (
+                "node_port = 30080",
+                "node_port = 8080",
+                "outside 30000-32767",
+            ),
+            (
+                "cluster_ip = \"198.18.32.10\"",
+                "cluster_ip = \"198.18.33.10\"",
+                "outside service_cidr",
+            ),
+            (
+                "cluster_ip = \"198.18.32.11\"",
+                "cluster_ip = \"198.18.32.10\"",
+                "is taken",
+            ),
+            (
+                "session_affinity = \"ClientIP\"",
+                "session_affinity = \"Sticky\"",
+                "None or ClientIP",
+            ),
+            (
+                "service_cidr = \"198.18.32.0/24\"",
+                "service_cidr = \"198.18.30.0/23\"",
+                "overlaps the bridge",
+            ),
+            ("name = \"sticky\"", "name = \"web\"", "duplicate service"),
+            (
+                "docker_rules = false",
+                "docker_rules = false\nextra_services = 30001",
+                "more than 30000",
+            ),
+        ] {
+            let text = KUBE_SPEC.replacen(from, to, 1);
+            assert_ne!(text, KUBE_SPEC, "{from:?} not in the spec");
+            let e = plan(&text).expect_err(want);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn extra_services_come_first_in_rule_order() {
+        let text = KUBE_SPEC
+            .replace(
+                "docker_rules = false",
+                "docker_rules = false\nextra_services = 1000",
+            )
+            .replace(
+                "service_cidr = \"198.18.32.0/24\"",
+                "service_cidr = \"198.18.128.0/17\"",
+            )
+            .replace("198.18.32.1", "198.18.128.1");
+        let p = plan(&text).unwrap();
+        assert_eq!(p.services.len(), 1003);
+        assert_eq!(p.services[0].name, "svc-0");
+        assert_eq!(p.services[1000].name, "web");
+        assert_eq!(p.services[0].cluster_ip, Ipv4Addr::new(198, 18, 129, 0));
     }
 
     #[test]
