@@ -38,8 +38,8 @@ name = "ext"
 subnet = "198.18.21.0/24"
 "#;
 
-/// The embedded Kubernetes-node spec: three "pods" behind Services (one with a NodePort,
-/// one with ClientIP affinity, one without endpoints), a client pod, an outside client, and
+/// The embedded Kubernetes-node spec: three "pods" behind Services (one with a `NodePort`,
+/// one with `ClientIP` affinity, one without endpoints), a client pod, an outside client, and
 /// kube-proxy's rules in iptables mode (`lab up --kube nftables` switches the mode).
 pub const KUBE_SPEC: &str = r#"# inspector lab: a Kubernetes node's Service routing, with kube-proxy's exact rules.
 name = "insp-kube"

@@ -312,7 +312,7 @@ fn assemble(
     }
     for f in nodeports {
         if let Some(i) = by_suffix.get(suffix(&f.chain)) {
-            out[*i].node_port = Some(f.port)
+            out[*i].node_port = Some(f.port);
         } else {
             let mut e = entry(f);
             e.node_port = Some(f.port);

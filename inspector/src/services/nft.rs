@@ -806,7 +806,7 @@ fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, Strin
             .get(chain)
             .map_or_else(|| chain.to_owned(), ToString::to_string);
         if let Some(i) = by_chain.get(svc.as_str()) {
-            out[*i].node_port = Some(port)
+            out[*i].node_port = Some(port);
         } else {
             let mut e = entry(&svc);
             proto.clone_into(&mut e.protocol);
