@@ -118,6 +118,47 @@ fn demo_shows_paths_and_owners_and_cleans_up() {
             .any(|d| d["dst"] == "198.18.21.2" && d["dport"] == 9 && d["reason"] == "NO_SOCKET"),
         "{drops:#?}"
     );
+    // The Kubernetes part: a ClusterIP through kube-proxy's chains to a pod, a NodePort from
+    // outside (masqueraded), a Service without endpoints (refused, the REJECT named).
+    let probes = json_lines(&out.stdout, "probe");
+    assert_eq!(probes.len(), 3, "{probes:#?}");
+    let svc_chain = format!(
+        "KUBE-SVC-{}",
+        inspector::services::port_proto_hash("shop/web:http", "tcp")
+    );
+    let cluster = &probes[0];
+    assert_eq!(cluster["verdict"], "delivered", "{cluster}");
+    assert_eq!(cluster["service"]["chain"], svc_chain.as_str());
+    assert!(
+        ["web-0", "web-1", "web-2"]
+            .contains(&cluster["backend"]["workload"].as_str().unwrap_or("")),
+        "{cluster}"
+    );
+    assert!(
+        cluster["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["kind"] == "nat"),
+        "{cluster}"
+    );
+    let np = &probes[1];
+    assert_eq!(np["service"]["via"], "NodePort", "{np}");
+    assert!(
+        np["nat"]["snat"]
+            .as_str()
+            .is_some_and(|s| s.contains("-> 198.18.30.1:")),
+        "{np}"
+    );
+    let empty = &probes[2];
+    assert_eq!(empty["verdict"], "refused", "{empty}");
+    assert!(
+        empty["drop"]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("shop/empty:http has no endpoints")),
+        "{empty}"
+    );
+    assert!(!std::path::Path::new("/run/inspector/labs/insp-demo-k.json").exists());
     let left: Vec<String> = std::fs::read_dir("/var/run/netns")
         .map(|rd| {
             rd.flatten()

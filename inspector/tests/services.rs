@@ -387,7 +387,7 @@ fn run_mode(mode: &str, net: u8) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let p = &json_lines(&out.stdout, "path")[0];
+    let p = &json_lines(&out.stdout, "probe")[0];
     assert_eq!(p["verdict"], "delivered", "{p}");
     assert_eq!(p["service"]["chain"], want_chain.as_str());
     let be = p["backend"]["endpoint"].as_str().unwrap();
@@ -499,7 +499,7 @@ fn run_mode(mode: &str, net: u8) {
         ],
         &[],
     );
-    let p = &json_lines(&out.stdout, "path")[0];
+    let p = &json_lines(&out.stdout, "probe")[0];
     assert_eq!(p["verdict"], "refused", "{p}");
     assert_eq!(p["drop_reason"], "NETFILTER_DROP", "{p}");
     let rule = p["drop"]["rule"].as_str().unwrap();
@@ -552,7 +552,7 @@ fn run_mode(mode: &str, net: u8) {
         ],
         &[],
     );
-    let p = &json_lines(&out.stdout, "path")[0];
+    let p = &json_lines(&out.stdout, "probe")[0];
     assert_eq!(p["verdict"], "dropped", "{p}");
     assert_eq!(p["drop_reason"], "NETFILTER_DROP");
     assert_eq!(p["drop"]["netns_name"], node.as_str());

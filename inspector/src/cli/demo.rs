@@ -17,7 +17,7 @@ use crate::{
     identity::lab::LabRecord,
     lab::{
         self, modes,
-        spec::{DEFAULT_SPEC, LabSpec},
+        spec::{DEFAULT_SPEC, KUBE_SPEC, LabSpec},
     },
     output::Format,
     probe::{follow::Follower, preflight},
@@ -26,6 +26,8 @@ use crate::{
 
 /// The demo lab's name (its namespaces are `insp-demo-*`).
 pub const DEMO_LAB: &str = "insp-demo";
+/// The Kubernetes-node part of the demo (Services behind kube-proxy's rules).
+pub const DEMO_KUBE_LAB: &str = "insp-demo-k";
 const BUSYBOX: &str = "/bin/busybox";
 
 #[derive(clap::Args, Debug)]
@@ -88,9 +90,11 @@ fn fetch(lab: &str, w: &str, url: &str) -> anyhow::Result<bool> {
 
 fn remove_stale() -> usize {
     let mut n = 0;
-    if let Ok(r) = LabRecord::load(DEMO_LAB) {
-        modes::down(&r);
-        n += r.namespaces.len();
+    for lab in [DEMO_LAB, DEMO_KUBE_LAB] {
+        if let Ok(r) = LabRecord::load(lab) {
+            modes::down(&r);
+            n += r.namespaces.len();
+        }
     }
     for ns in lab::netns::list_with_prefix(&format!("{DEMO_LAB}-")) {
         let _ = lab::netns::delete(&ns);
@@ -227,18 +231,84 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;
     drop(f);
-    let _ = std::fs::remove_dir_all(&www);
     let n = rec.namespaces.len();
     if a.keep {
+        let _ = std::fs::remove_dir_all(&www);
         up.0 = None;
         eprintln!(
             "inspector: demo lab kept ({n} namespaces): try `inspector explain web`, `inspector \
-             topology`; remove it with `inspector demo --clean`"
+             topology`; remove it with `inspector demo --clean` (the Kubernetes part runs \
+             without --keep; build it with `inspector lab up --kube iptables`)"
         );
         return Ok(());
     }
     drop(up);
     eprintln!("inspector: demo lab removed ({n} namespaces)");
+    check()?;
+    kube(fmt, &www_s, &check)?;
+    let _ = std::fs::remove_dir_all(&www);
+    Ok(())
+}
+
+/// The Kubernetes-node part: a Service with three pods behind kube-proxy's iptables rules,
+/// followed by `inspector path` from a pod (a `ClusterIP`), from outside the node (a `NodePort`,
+/// masqueraded) and to a Service without endpoints (refused, REJECT named).
+fn kube(fmt: Format, www: &str, check: &dyn Fn() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut spec = LabSpec::from_toml(KUBE_SPEC).map_err(anyhow::Error::msg)?;
+    spec.name = DEMO_KUBE_LAB.into();
+    let plan = spec.plan().map_err(anyhow::Error::msg)?;
+    let up = Up(Some(
+        modes::up(&plan).context("building the Kubernetes demo lab")?,
+    ));
+    let rec = up.0.clone().context("lab record")?;
+    eprintln!(
+        "inspector: Kubernetes demo lab up: pods web-0, web-1, web-2, client behind kube-proxy's iptables rules (namespaces {})",
+        rec.namespaces.join(", ")
+    );
+    let mut servers = Servers(Vec::new());
+    for w in ["web-0", "web-1", "web-2"] {
+        servers.0.push(
+            as_workload(DEMO_KUBE_LAB, w, &["httpd", "-f", "-p", "8080", "-h", www])?
+                .spawn()
+                .context("starting busybox httpd")?,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fetch(DEMO_KUBE_LAB, "client", "http://198.18.32.10/")? && Instant::now() < deadline {}
+    check()?;
+    let me = std::env::current_exe()?;
+    let out = |args: &[&str]| -> anyhow::Result<()> {
+        let mut c = Command::new(&me);
+        if fmt == Format::Json {
+            c.args(["-o", "json"]);
+        }
+        let st = c.args(args).status().context("running inspector")?;
+        if !st.success() {
+            bail!("`inspector {}` failed", args.join(" "));
+        }
+        Ok(())
+    };
+    out(&["services", "--lab", DEMO_KUBE_LAB])?;
+    let client = format!("{DEMO_KUBE_LAB}/client");
+    let ext = format!("{DEMO_KUBE_LAB}-ext");
+    for args in [
+        vec!["path", client.as_str(), "shop/web"],
+        vec!["path", ext.as_str(), "198.18.31.1:30080"],
+        vec!["path", client.as_str(), "shop/empty:80"],
+    ] {
+        check()?;
+        if fmt != Format::Json {
+            println!();
+            println!("$ inspector {}", args.join(" "));
+        }
+        out(&args)?;
+    }
+    drop(servers);
+    drop(up);
+    eprintln!(
+        "inspector: Kubernetes demo lab removed ({} namespaces)",
+        rec.namespaces.len()
+    );
     Ok(())
 }
 

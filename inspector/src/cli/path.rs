@@ -81,7 +81,7 @@ pub struct DropWhere {
     pub rule: Option<String>,
 }
 
-/// The whole answer (`type: "path"` JSON).
+/// The whole answer (`type: "probe"` JSON).
 #[derive(Clone, Debug, Serialize)]
 pub struct PathReport {
     #[serde(rename = "type")]
@@ -464,7 +464,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         })
         .collect();
     let mut report = PathReport {
-        kind: "path",
+        kind: "probe",
         src: format!("{} ({})", src.label, local),
         dst: dst.to_string(),
         proto: a.proto.clone(),
