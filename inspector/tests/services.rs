@@ -479,6 +479,45 @@ fn run_mode(mode: &str, net: u8) {
         "{nat}"
     );
     assert!(!p["reply_hops"].as_array().unwrap().is_empty());
+    // --watch: the next real connection from the client to the Service, not a probe.
+    let mut watch = std::process::Command::new(bin())
+        .args([
+            "-o",
+            "json",
+            "path",
+            &format!("{lab}/client"),
+            "shop/web",
+            "--watch",
+            "--timeout",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It attaches first; connect until it has seen one (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watch.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        connect_n(&client, &format!("{}:80", svc(10)), 1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = support::wait_bounded(watch, Duration::from_secs(5));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = &json_lines(&out.stdout, "probe")[0];
+    assert_eq!(w["verdict"], "delivered", "{w}");
+    assert_eq!(w["service"]["name"], "web", "{w}");
+    assert!(
+        w["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["kind"] == "nat"),
+        "{w}"
+    );
     drop(servers);
 
     // No endpoints: refused, and the inspector names the REJECT.
@@ -561,6 +600,40 @@ fn run_mode(mode: &str, net: u8) {
     assert!(
         rule.starts_with("filter FORWARD") && rule.contains("-j DROP"),
         "{rule}"
+    );
+    // The same drop in `flows`: flow, interface, both ends named, and the rule.
+    let insp = Inspector::start(&[
+        "flows",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "30",
+        "--netns",
+        &node,
+    ]);
+    let dst: SocketAddr = format!("{web1}:8080").parse().unwrap();
+    let blocked = in_netns(&client, move || {
+        TcpStream::connect_timeout(&dst, Duration::from_millis(800)).is_ok()
+    })
+    .join()
+    .unwrap();
+    assert!(!blocked, "the DROP rule let a connection through");
+    let out = insp.interrupt();
+    let drops = json_lines(&out.stdout, "drop");
+    let d = drops
+        .iter()
+        .find(|d| {
+            d["reason"] == "NETFILTER_DROP" && d["dst"] == web1.as_str() && d["dport"] == 8080
+        })
+        .unwrap_or_else(|| panic!("no NETFILTER_DROP to {web1}:8080 in {drops:#?}"));
+    assert_eq!(d["netns_name"], node.as_str());
+    assert!(!d["ifname"].as_str().unwrap().is_empty());
+    assert_eq!(d["src_endpoint"]["name"], "client", "{d}");
+    assert_eq!(d["dst_endpoint"]["name"], "web1", "{d}");
+    assert!(
+        d["rule"].as_str().unwrap().starts_with("filter FORWARD"),
+        "{d}"
     );
     let saved = sh(&[
         "ip",

@@ -71,6 +71,11 @@ pub fn drop_records(f: &Follower, s: &super::common::Settings) -> anyhow::Result
             d.rule = f.dropping_rule(d.netns);
         }
     }
+    f.with_resolver(|r| {
+        for d in &mut v {
+            d.attribute(r);
+        }
+    })?;
     v.sort_by_key(|d| std::cmp::Reverse(d.packets));
     Ok(v)
 }
@@ -156,12 +161,18 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
                 "RULE",
             ]);
             for d in &drops {
+                let who = |s: String, e: Option<&crate::identity::Endpoint>| match e
+                    .and_then(|e| e.name.as_deref())
+                {
+                    Some(n) => format!("{s} ({n})"),
+                    None => s,
+                };
                 t.row(vec![
                     format!("{}/{}", d.netns_name, d.ifname),
                     d.reason.clone(),
                     d.proto.clone(),
-                    d.src_str(),
-                    d.dst_str(),
+                    who(d.src_str(), d.src_endpoint.as_ref()),
+                    who(d.dst_str(), d.dst_endpoint.as_ref()),
                     d.packets.to_string(),
                     d.rule.clone().unwrap_or_default(),
                 ]);

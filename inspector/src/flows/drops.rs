@@ -29,6 +29,12 @@ pub struct DropRecord {
     /// started, in the namespace of the drop (`table CHAIN: rule`), when iptables has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Who sent it and who it was for (`null` when unknown), as for flows.
+    pub src_endpoint: Option<crate::identity::Endpoint>,
+    pub dst_endpoint: Option<crate::identity::Endpoint>,
+    /// IP protocol number (for attribution by socket).
+    #[serde(skip)]
+    pub ip_proto: u8,
 }
 
 /// The flow key with the same addresses, ports and protocol (for decoding and filtering).
@@ -66,7 +72,20 @@ impl DropRecord {
             first_ns: s.first_ns,
             last_ns: s.last_ns,
             rule: None,
+            src_endpoint: None,
+            dst_endpoint: None,
+            ip_proto: k.proto,
         }
+    }
+
+    /// Names the ends, like [`crate::flows::FlowRecord::attribute`].
+    pub fn attribute(&mut self, r: &crate::identity::Resolver<'_>) {
+        self.src_endpoint = self
+            .src
+            .and_then(|ip| r.endpoint(ip, self.sport, self.ip_proto, self.netns));
+        self.dst_endpoint = self
+            .dst
+            .and_then(|ip| r.endpoint(ip, self.dport, self.ip_proto, self.netns));
     }
 
     #[must_use]
