@@ -80,12 +80,13 @@ impl DropRecord {
 
     /// Names the ends, like [`crate::flows::FlowRecord::attribute`].
     pub fn attribute(&mut self, r: &crate::identity::Resolver<'_>) {
-        self.src_endpoint = self
-            .src
-            .and_then(|ip| r.endpoint(ip, self.sport, self.ip_proto, self.netns));
-        self.dst_endpoint = self
-            .dst
-            .and_then(|ip| r.endpoint(ip, self.dport, self.ip_proto, self.netns));
+        (self.src_endpoint, self.dst_endpoint) = super::ends(
+            r,
+            (self.src, self.sport),
+            (self.dst, self.dport),
+            self.ip_proto,
+            self.netns,
+        );
     }
 
     #[must_use]

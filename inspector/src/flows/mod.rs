@@ -64,6 +64,21 @@ pub struct FlowRecord {
     pub ip_proto: u8,
 }
 
+/// Who is at each end of a packet seen in namespace `seen_in` (flows and drops alike).
+#[must_use]
+pub fn ends(
+    r: &Resolver<'_>,
+    src: (Option<IpAddr>, Option<u16>),
+    dst: (Option<IpAddr>, Option<u16>),
+    ip_proto: u8,
+    seen_in: u64,
+) -> (Option<Endpoint>, Option<Endpoint>) {
+    let one = |(ip, port): (Option<IpAddr>, Option<u16>)| {
+        ip.and_then(|ip| r.endpoint(ip, port, ip_proto, seen_in))
+    };
+    (one(src), one(dst))
+}
+
 /// Protocol name for an `EtherType` / IP protocol pair.
 #[must_use]
 pub fn proto_name(ethertype: u16, proto: u8) -> String {
@@ -202,12 +217,13 @@ impl FlowRecord {
 
     /// Fills in `src_endpoint` and `dst_endpoint`.
     pub fn attribute(&mut self, r: &Resolver<'_>) {
-        self.src_endpoint = self
-            .src
-            .and_then(|ip| r.endpoint(ip, self.sport, self.ip_proto, self.netns));
-        self.dst_endpoint = self
-            .dst
-            .and_then(|ip| r.endpoint(ip, self.dport, self.ip_proto, self.netns));
+        (self.src_endpoint, self.dst_endpoint) = ends(
+            r,
+            (self.src, self.sport),
+            (self.dst, self.dport),
+            self.ip_proto,
+            self.netns,
+        );
     }
 
     /// (IP protocol, src, sport, dst, dport) of a key that has ports.
