@@ -42,6 +42,8 @@ pub struct Config {
     /// its format file at start-up.
     pub off_tp_skbaddr: u32,
     pub off_tp_reason: u32,
+    /// Offset of `location` (the freeing call site) in the same record.
+    pub off_tp_location: u32,
     /// For the socket-owner program: `sk_buff.sk`, `sock.__sk_common.skc_net.net`.
     pub off_skb_sk: u32,
     pub off_sk_net: u32,
@@ -55,7 +57,7 @@ pub struct Config {
     pub flags: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 100);
+const _: () = assert!(core::mem::size_of::<Config>() == 104);
 
 impl Config {
     #[must_use]
@@ -76,6 +78,7 @@ impl Config {
             off_skb_proto: 0,
             off_tp_skbaddr: 0,
             off_tp_reason: 0,
+            off_tp_location: 0,
             off_skb_sk: 0,
             off_sk_net: 0,
             port: 0,

@@ -148,6 +148,9 @@ pub const IFNS_SLOTS: u32 = 1 << 18;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DropKey {
+    /// Where the kernel freed it: the call site's address (`location` of the tracepoint),
+    /// named from /proc/kallsyms in userspace.
+    pub location: u64,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// Namespace inode and ifindex of `skb->dev` when the packet was dropped (0 if none).
@@ -161,8 +164,9 @@ pub struct DropKey {
     pub ethertype: u16,
     pub proto: u8,
     pub _pad: u8,
+    pub _pad2: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<DropKey>() == 52);
+const _: () = assert!(core::mem::size_of::<DropKey>() == 64);
 
 /// A socket as the socket-owner program records it: its namespace, protocol and local end
 /// (the unspecified address for a wildcard bind). The value is the cgroup v2 id of the

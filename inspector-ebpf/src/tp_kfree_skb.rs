@@ -97,7 +97,11 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
             ..parse::Parsed::default()
         }
     };
+    let off_location = conf!(off_tp_location) as usize;
+    // SAFETY: offset from the tracepoint's format file; the helper bounds-checks.
+    let location: u64 = unsafe { ctx.read_at(off_location) }.unwrap_or(0);
     let key = DropKey {
+        location,
         src: p.src,
         dst: p.dst,
         netns,
@@ -108,6 +112,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
         ethertype: proto,
         proto: p.proto,
         _pad: 0,
+        _pad2: [0; 4],
     };
     // SAFETY: plain helper call.
     let jiffies = unsafe { bpf_jiffies64() };

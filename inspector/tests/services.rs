@@ -635,6 +635,20 @@ fn run_mode(mode: &str, net: u8) {
         d["rule"].as_str().unwrap().starts_with("filter FORWARD"),
         "{d}"
     );
+    // The freeing call site is a real kernel function.
+    let func = d["location"]
+        .as_str()
+        .unwrap()
+        .split('+')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(!func.is_empty(), "{d}");
+    let syms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    assert!(
+        syms.lines().any(|l| l.ends_with(&format!(" {func}"))),
+        "{func}"
+    );
     let saved = sh(&[
         "ip",
         "netns",

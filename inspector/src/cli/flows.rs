@@ -154,6 +154,7 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
             let mut t = Table::new(&[
                 "DROPPED AT",
                 "REASON",
+                "FREED IN",
                 "PROTO",
                 "SRC",
                 "DST",
@@ -170,6 +171,7 @@ pub fn print_drops(f: &Follower, s: &super::common::Settings, fmt: Format) -> an
                 t.row(vec![
                     format!("{}/{}", d.netns_name, d.ifname),
                     d.reason.clone(),
+                    d.location.clone(),
                     d.proto.clone(),
                     who(d.src_str(), d.src_endpoint.as_ref()),
                     who(d.dst_str(), d.dst_endpoint.as_ref()),

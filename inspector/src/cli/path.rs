@@ -75,6 +75,8 @@ pub struct Hop {
 #[derive(Clone, Debug, Serialize)]
 pub struct DropWhere {
     pub reason: String,
+    /// The kernel function that freed the packet.
+    pub location: String,
     pub netns_name: String,
     pub ifname: String,
     /// The rule or chain that decided, when it can be known.
@@ -629,6 +631,7 @@ fn explain_failure(
         .iter()
         .map(|d| DropWhere {
             reason: d.reason.clone(),
+            location: d.location.clone(),
             netns_name: d.netns_name.clone(),
             ifname: d.ifname.clone(),
             rule: None,
@@ -648,6 +651,7 @@ fn explain_failure(
         r.drop_reason = Some(d.reason.clone());
         r.drop = Some(DropWhere {
             reason: d.reason.clone(),
+            location: d.location.clone(),
             netns_name: d.netns_name.clone(),
             ifname: d.ifname.clone(),
             rule,
@@ -658,6 +662,7 @@ fn explain_failure(
     } else if let Some((_, e)) = no_eps {
         r.drop = Some(DropWhere {
             reason: String::new(),
+            location: String::new(),
             netns_name: String::new(),
             ifname: String::new(),
             rule: Some(format!("{} ({} has no endpoints)", e.no_endpoints, e.spn())),
@@ -720,8 +725,10 @@ fn print(r: &PathReport) {
             "  dropped{place}{}{}",
             if d.reason.is_empty() {
                 String::new()
-            } else {
+            } else if d.location.is_empty() {
                 format!(", reason {}", d.reason)
+            } else {
+                format!(", reason {} in {}", d.reason, d.location)
             },
             d.rule
                 .as_ref()

@@ -17,6 +17,8 @@ pub struct DropRecord {
     pub ifname: String,
     /// Kernel drop reason (`enum skb_drop_reason`), e.g. "`NO_SOCKET`", "`NETFILTER_DROP`".
     pub reason: String,
+    /// The kernel function that freed it ("`nf_hook_slow+0x9a`"; "" if unknown).
+    pub location: String,
     pub proto: String,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
@@ -63,6 +65,7 @@ impl DropRecord {
             ifindex: k.ifindex,
             ifname,
             reason,
+            location: crate::probe::kallsyms::location(k.location),
             proto: proto_name(k.ethertype, k.proto),
             src,
             dst,

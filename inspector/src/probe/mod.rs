@@ -8,6 +8,7 @@ mod attach;
 pub mod btf;
 pub mod clock;
 pub mod follow;
+pub mod kallsyms;
 pub mod preflight;
 pub mod sockets;
 pub mod tracefs;
@@ -189,6 +190,7 @@ impl Probe {
             let fmt = tracefs::kfree_skb_format(&path)?;
             config.off_tp_skbaddr = fmt.off_skbaddr;
             config.off_tp_reason = fmt.off_reason;
+            config.off_tp_location = fmt.off_location;
             // Names from the running kernel's BTF (`enum skb_drop_reason`); the format
             // file's symbol table only if BTF lacks the enum.
             drop_reasons = btf::drop_reasons(&preflight::btf_path()).unwrap_or(fmt.reasons);

@@ -53,6 +53,7 @@ pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
 pub struct KfreeSkbFormat {
     pub off_skbaddr: u32,
     pub off_reason: u32,
+    pub off_location: u32,
     pub reasons: BTreeMap<u32, String>,
 }
 
@@ -85,6 +86,7 @@ fn field_offset(text: &str, name: &str) -> Option<u32> {
 fn parse_format(text: &str) -> Option<KfreeSkbFormat> {
     let off_skbaddr = field_offset(text, "skbaddr")?;
     let off_reason = field_offset(text, "reason")?;
+    let off_location = field_offset(text, "location")?;
     // __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, ...)
     let mut reasons = BTreeMap::new();
     if let Some(sym) = text.split("__print_symbolic(REC->reason,").nth(1) {
@@ -101,6 +103,7 @@ fn parse_format(text: &str) -> Option<KfreeSkbFormat> {
     Some(KfreeSkbFormat {
         off_skbaddr,
         off_reason,
+        off_location,
         reasons,
     })
 }
@@ -119,7 +122,7 @@ print fmt: \"...\", REC->skbaddr, __print_symbolic(REC->reason, { 2, \"NOT_SPECI
     #[test]
     fn reads_offsets_and_reason_names() {
         let f = parse_format(SAMPLE).unwrap();
-        assert_eq!((f.off_skbaddr, f.off_reason), (8, 36));
+        assert_eq!((f.off_skbaddr, f.off_reason, f.off_location), (8, 36, 16));
         assert_eq!(f.reasons.get(&3).map(String::as_str), Some("NO_SOCKET"));
         assert_eq!(
             f.reasons.get(&12).map(String::as_str),
