@@ -520,6 +520,49 @@ fn run_mode(mode: &str, net: u8) {
     );
     drop(servers);
 
+    // `trace --service`: only packets of connections to that Service, on both sides of the
+    // DNAT, each with its backend.
+    let servers: Vec<Server> = ["web1", "web2", "web3"]
+        .iter()
+        .map(|w| Server::start(&format!("{lab}-{w}")))
+        .collect();
+    let insp = Inspector::start(&[
+        "trace",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "30",
+        "--service",
+        "shop/web",
+        "--netns",
+        &client,
+        "--netns",
+        &node,
+    ]);
+    assert_eq!(connect_n(&client, &format!("{}:80", svc(10)), 3), 3);
+    assert_eq!(connect_n(&client, &format!("{}:80", svc(11)), 3), 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = insp.interrupt();
+    let pkts = json_lines(&out.stdout, "packet");
+    assert!(!pkts.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        pkts.iter().all(|p| p["service"]["name"] == "web"),
+        "{pkts:#?}"
+    );
+    let conns: std::collections::HashSet<String> = pkts
+        .iter()
+        .map(|p| p["nat"]["original"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(conns.len(), 3, "{conns:?}");
+    // Both sides of the DNAT: to the ClusterIP at the client, to a pod after it.
+    assert!(pkts.iter().any(|p| p["dst"] == svc(10).as_str()));
+    assert!(pkts.iter().any(|p| {
+        eps.iter()
+            .any(|e| e.starts_with(&format!("{}:", p["dst"].as_str().unwrap_or(""))))
+    }));
+    drop(servers);
+
     // No endpoints: refused, and the inspector names the REJECT.
     let refused = in_netns(&client, {
         let d: SocketAddr = format!("{}:80", svc(12)).parse().unwrap();

@@ -116,7 +116,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 let mut s = c.borrow_mut();
                 s.refresh_rules(false);
                 s.refresh_conntrack(Some(&f.identity.identity));
-                if batch.iter().any(|ev| service_of(&s, ev).is_none()) {
+                if batch.iter().any(|ev| {
+                    service_of(&s, ev).is_none()
+                        && FlowRecord::decode_key(&ev.key)
+                            .is_some_and(|k| s.is_frontend(k.0, k.1, k.2, k.3, k.4))
+                }) {
                     s.refresh_conntrack_soon(Some(&f.identity.identity));
                 }
                 s

@@ -214,6 +214,21 @@ impl Services {
             .find_map(|n| n.index.get(&k).map(|i| &n.found[*i]))
     }
 
+    /// Whether a packet with these ends is addressed to (or answered from) a Service
+    /// frontend: a `ClusterIP:port`, or a `NodePort`. Only such packets justify re-reading
+    /// conntrack when their connection is not in the last dump.
+    #[must_use]
+    pub fn is_frontend(&self, proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> bool {
+        let p = proto_name(proto);
+        let hit = |ip: IpAddr, port: u16| {
+            self.nodes.iter().any(|n| {
+                matches!(ip, IpAddr::V4(v4) if n.table.by_cluster_ip(v4, p, port).is_some())
+                    || n.table.by_node_port(p, port).is_some()
+            })
+        };
+        hit(dst, dport) || hit(src, sport)
+    }
+
     /// Every attributed connection (for counting per backend).
     pub fn all(&self) -> impl Iterator<Item = &Attribution> {
         self.nodes.iter().flat_map(|n| n.found.iter())
