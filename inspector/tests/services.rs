@@ -232,6 +232,14 @@ fn node_veth(lab: &str, w: &str) -> String {
     ifname_of(&format!("{lab}-node"), l[0]["link_index"].as_u64().unwrap())
 }
 
+/// The three backends' servers.
+fn start_servers(lab: &str) -> Vec<Server> {
+    ["web1", "web2", "web3"]
+        .iter()
+        .map(|w| Server::start(&format!("{lab}-{w}")))
+        .collect()
+}
+
 fn run_mode(mode: &str, net: u8) {
     let lab = unique("s");
     let spec_file = std::env::temp_dir().join(format!("{lab}.toml"));
@@ -289,10 +297,7 @@ fn run_mode(mode: &str, net: u8) {
         "{ipvs:?}"
     );
 
-    let servers: Vec<Server> = ["web1", "web2", "web3"]
-        .iter()
-        .map(|w| Server::start(&format!("{lab}-{w}")))
-        .collect();
+    let servers = start_servers(&lab);
     let insp = Inspector::start(&[
         "flows",
         "-o",
@@ -374,10 +379,7 @@ fn run_mode(mode: &str, net: u8) {
     drop(servers);
 
     // `path`, hop by hop, against iproute2 (veth peers) and conntrack (the backend).
-    let servers: Vec<Server> = ["web1", "web2", "web3"]
-        .iter()
-        .map(|w| Server::start(&format!("{lab}-{w}")))
-        .collect();
+    let servers = start_servers(&lab);
     let out = run_inspector(
         &["-o", "json", "path", &format!("{lab}/client"), "shop/web"],
         &[],
@@ -522,10 +524,7 @@ fn run_mode(mode: &str, net: u8) {
 
     // `trace --service`: only packets of connections to that Service, on both sides of the
     // DNAT, each with its backend.
-    let servers: Vec<Server> = ["web1", "web2", "web3"]
-        .iter()
-        .map(|w| Server::start(&format!("{lab}-{w}")))
-        .collect();
+    let servers = start_servers(&lab);
     let insp = Inspector::start(&[
         "trace",
         "-o",
