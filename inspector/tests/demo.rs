@@ -6,19 +6,7 @@ use serde_json::Value;
 use support::{json_lines, run_inspector};
 
 fn hops(p: &Value) -> Vec<String> {
-    p["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            format!(
-                "{}/{}/{}",
-                h["netns_name"].as_str().unwrap(),
-                h["ifname"].as_str().unwrap(),
-                h["direction"].as_str().unwrap()
-            )
-        })
-        .collect()
+    support::hop_names(p, "direction")
 }
 
 fn name(p: &Value, end: &str) -> String {

@@ -142,3 +142,68 @@ fn lost_events_are_counted_exactly() {
         "each packet leaving a/eth0 was delivered or counted as lost"
     );
 }
+
+/// `trace --hops`: every packet of a bridged ping once, with its four hops in path order -
+/// the sender's eth0, its bridge port, the receiver's bridge port, the receiver's eth0 (veth
+/// peers as iproute2 names them) - and times that only go forward.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn trace_hops_stitches_each_packet_across_the_bridge() {
+    let lab = BridgeLab::new("th");
+    let insp = Inspector::start(&[
+        "trace",
+        "--hops",
+        "-o",
+        "json",
+        "-q",
+        "--proto",
+        "icmp",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.b.name,
+        "--netns",
+        &lab.br.name,
+    ]);
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "4", "-i", "0.05", "-W", "2", "198.18.0.3"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let out = insp.interrupt();
+    let pkts = json_lines(&out.stdout, "packet_hops");
+    let requests: Vec<&serde_json::Value> = pkts
+        .iter()
+        .filter(|p| p["src"] == "198.18.0.2" && p["dst"] == "198.18.0.3")
+        .collect();
+    let replies = pkts
+        .iter()
+        .filter(|p| p["src"] == "198.18.0.3" && p["dst"] == "198.18.0.2")
+        .count();
+    assert_eq!(requests.len(), 4, "{pkts:#?}");
+    assert_eq!(replies, 4, "{pkts:#?}");
+    let a_ns = lab.a.name.as_str();
+    let b_ns = lab.b.name.as_str();
+    let br = lab.br.name.as_str();
+    for p in requests {
+        let hops = support::hop_names(p, "hook");
+        assert_eq!(
+            hops,
+            [
+                format!("{a_ns}/eth0/tc-egress"),
+                format!("{br}/va/tc-ingress"),
+                format!("{br}/vb/tc-egress"),
+                format!("{b_ns}/eth0/tc-ingress"),
+            ],
+            "{p}"
+        );
+        let ts: Vec<u64> = p["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["ts_ns"].as_u64().unwrap())
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+        assert_eq!(p["total_ns"].as_u64().unwrap(), ts[3] - ts[0]);
+    }
+}

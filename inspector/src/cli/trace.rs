@@ -29,6 +29,11 @@ pub struct Args {
     /// named with the container, pod or lab workload that owns it.
     #[arg(long)]
     pub events: bool,
+    /// One line per packet instead of per hook: its hops in path order with the time from
+    /// each hop to the next (events of one packet stitched by IP id, length and TCP seq/ack,
+    /// which NAT leaves alone). Packets are printed once quiet for 200 ms.
+    #[arg(long)]
+    pub hops: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -84,10 +89,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let offset = common::mono_to_unix_offset();
     let start_ns = common::mono_now_ns();
     let mut seen = 0u64;
-    if fmt == Format::Table {
+    if fmt == Format::Table && !a.hops {
         println!("{}", header());
     }
     let mut batch: Vec<PacketEvent> = Vec::new();
+    let mut stitcher = a.hops.then(crate::flows::hops::Stitcher::default);
     'outer: while !clock.stopped() {
         clock.wait(&[ring.as_raw_fd()], None);
         // Drain in batches: one identity resolver (and one read of the socket owners) per
@@ -125,6 +131,23 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 }
                 s
             });
+            if let Some(st) = stitcher.as_mut() {
+                for ev in &batch {
+                    if let Some(want) = &settings.filter.service
+                        && svc
+                            .as_ref()
+                            .and_then(|s| service_of(s, ev))
+                            .is_none_or(|a| {
+                                &format!("{}/{}", a.service.namespace, a.service.name) != want
+                            })
+                    {
+                        continue;
+                    }
+                    st.push(ev);
+                }
+                drop(svc);
+                continue;
+            }
             let done = f.with_resolver(|r| -> anyhow::Result<bool> {
                 for ev in &batch {
                     let at = svc.as_ref().and_then(|s| service_of(s, ev));
@@ -148,6 +171,20 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 break 'outer;
             }
         }
+        if let Some(st) = stitcher.as_mut() {
+            let quiet = st.take_quiet(common::mono_now_ns(), HOPS_IDLE_NS);
+            seen += emit_packets(
+                &f,
+                &quiet,
+                fmt,
+                offset,
+                start_ns,
+                a.count.map(|c| c.saturating_sub(seen)),
+            )?;
+            if a.count.is_some_and(|c| seen >= c) {
+                break 'outer;
+            }
+        }
         if clock.rescan_due() {
             let _ = f.probe.clock();
             let changes = f.reconcile();
@@ -158,9 +195,163 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(st) = stitcher.as_mut() {
+        let rest = st.take_quiet(0, 0);
+        emit_packets(
+            &f,
+            &rest,
+            fmt,
+            offset,
+            start_ns,
+            a.count.map(|c| c.saturating_sub(seen)),
+        )?;
+    }
     super::flows::print_drops(&f, &settings, fmt)?;
     super::flows::print_stats(&f, fmt)?;
     Ok(())
+}
+
+/// A packet is printed once no hook has seen it for this long.
+const HOPS_IDLE_NS: u64 = 200_000_000;
+
+/// One hop of a stitched packet (`hops` entries of `trace --hops -o json`).
+#[derive(Serialize)]
+struct HopLine {
+    netns: u64,
+    netns_name: String,
+    ifindex: u32,
+    ifname: String,
+    /// `tc-ingress` or `tc-egress`.
+    hook: &'static str,
+    direction: &'static str,
+    ts_ns: u64,
+    /// Time since the previous hop (0 at the first).
+    delta_ns: u64,
+    /// The packet's addresses at this hop (they change across NAT).
+    src: String,
+    dst: String,
+}
+
+/// One packet with all its hops (`type: "packet_hops"`).
+#[derive(Serialize)]
+struct PacketHops {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time_unix_ns: i128,
+    proto: String,
+    src: String,
+    dst: String,
+    src_endpoint: Option<crate::identity::Endpoint>,
+    dst_endpoint: Option<crate::identity::Endpoint>,
+    len: u32,
+    tcp_flags: String,
+    hops: Vec<HopLine>,
+    /// First hop to last.
+    total_ns: u64,
+}
+
+/// Prints stitched packets (at most `limit`); returns how many were printed.
+fn emit_packets(
+    f: &crate::probe::follow::Follower,
+    packets: &[Vec<PacketEvent>],
+    fmt: Format,
+    offset: i128,
+    start_ns: u64,
+    limit: Option<u64>,
+) -> anyhow::Result<u64> {
+    let mut n = 0u64;
+    f.with_resolver(|r| -> anyhow::Result<()> {
+        for evs in packets {
+            if limit.is_some_and(|l| n >= l) {
+                break;
+            }
+            let Some(first) = evs.first() else { continue };
+            let rec = |ev: &PacketEvent| record(ev, &f.names);
+            let mut head = rec(first);
+            head.attribute(r);
+            let mut prev = first.ts_ns;
+            let hops: Vec<HopLine> = evs
+                .iter()
+                .map(|ev| {
+                    let h = rec(ev);
+                    let d = Direction::from_u8(ev.key.direction);
+                    let line = HopLine {
+                        netns: h.netns,
+                        netns_name: h.netns_name.clone(),
+                        ifindex: h.ifindex,
+                        ifname: h.ifname.clone(),
+                        hook: if d == Direction::Egress {
+                            "tc-egress"
+                        } else {
+                            "tc-ingress"
+                        },
+                        direction: d.as_str(),
+                        ts_ns: ev.ts_ns,
+                        delta_ns: ev.ts_ns.saturating_sub(prev),
+                        src: h.src_str(),
+                        dst: h.dst_str(),
+                    };
+                    prev = ev.ts_ns;
+                    line
+                })
+                .collect();
+            let p = PacketHops {
+                kind: "packet_hops",
+                time_unix_ns: i128::from(first.ts_ns) + offset,
+                proto: head.proto.clone(),
+                src: head.src_str(),
+                dst: head.dst_str(),
+                src_endpoint: head.src_endpoint.clone(),
+                dst_endpoint: head.dst_endpoint.clone(),
+                len: first.len,
+                tcp_flags: head.tcp_flags.clone(),
+                total_ns: evs
+                    .last()
+                    .map_or(0, |l| l.ts_ns.saturating_sub(first.ts_ns)),
+                hops,
+            };
+            match fmt {
+                Format::Json => output::json_line(&p)?,
+                Format::Table | Format::Dot => {
+                    #[expect(clippy::cast_precision_loss, reason = "display only")]
+                    let rel = first.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
+                    let path = p
+                        .hops
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| {
+                            let at = crate::flows::path::hop_label(
+                                &h.netns_name,
+                                &h.ifname,
+                                h.direction,
+                            );
+                            if i == 0 {
+                                at
+                            } else {
+                                #[expect(clippy::cast_precision_loss, reason = "display only")]
+                                let us = h.delta_ns as f64 / 1e3;
+                                format!("+{us:.1}us {at}")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" -> ");
+                    #[expect(clippy::cast_precision_loss, reason = "display only")]
+                    let total = p.total_ns as f64 / 1e3;
+                    println!(
+                        "{rel:>11.6}  {} {} -> {} {} {}B: {path} (total {total:.1}us)",
+                        p.proto,
+                        head.src_label(),
+                        head.dst_label(),
+                        p.tcp_flags,
+                        p.len
+                    );
+                }
+            }
+            n += 1;
+        }
+        Ok(())
+    })??;
+    Ok(n)
 }
 
 fn header() -> String {
@@ -168,6 +359,19 @@ fn header() -> String {
         "{:>11}  {:<16}  {:<12}  {:<7}  {:<6}  {:<30}  {:<30}  {:>5}  {}",
         "TIME", "NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "LEN", "INFO"
     )
+}
+
+/// One event as a one-packet flow record (names, decoded addresses).
+fn record(ev: &PacketEvent, names: &crate::topology::names::Names) -> FlowRecord {
+    let stats = crate::probe::Counts {
+        packets: 1,
+        bytes: u64::from(ev.len),
+        first_ns: ev.ts_ns,
+        last_ns: ev.ts_ns,
+        tcp_flags: ev.tcp_flags,
+        status: ev.status,
+    };
+    FlowRecord::new(&ev.key, &stats, names)
 }
 
 /// The Service attribution of the connection an event's packet belongs to.
@@ -188,15 +392,7 @@ fn emit(
     start_ns: u64,
     at: Option<&crate::services::attrib::Attribution>,
 ) -> anyhow::Result<()> {
-    let stats = crate::probe::Counts {
-        packets: 1,
-        bytes: u64::from(ev.len),
-        first_ns: ev.ts_ns,
-        last_ns: ev.ts_ns,
-        tcp_flags: ev.tcp_flags,
-        status: ev.status,
-    };
-    let mut r = FlowRecord::new(&ev.key, &stats, names);
+    let mut r = record(ev, names);
     r.attribute(resolver);
     match fmt {
         Format::Json => output::json_line(&TraceLine {

@@ -2,6 +2,7 @@
 //! namespaces and interfaces, and flows stitched across hops into the path they took.
 pub mod drops;
 pub mod filter;
+pub mod hops;
 pub mod path;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

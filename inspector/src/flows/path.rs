@@ -39,21 +39,17 @@ impl FlowPath {
     pub fn render(&self) -> String {
         self.hops
             .iter()
-            .map(|h| {
-                format!(
-                    "{}/{}({})",
-                    h.netns_name,
-                    h.ifname,
-                    if h.direction == "ingress" {
-                        "in"
-                    } else {
-                        "out"
-                    }
-                )
-            })
+            .map(|h| hop_label(&h.netns_name, &h.ifname, h.direction))
             .collect::<Vec<_>>()
             .join(" -> ")
     }
+}
+
+/// `netns/ifname(in|out)`.
+#[must_use]
+pub fn hop_label(netns_name: &str, ifname: &str, direction: &str) -> String {
+    let dir = if direction == "ingress" { "in" } else { "out" };
+    format!("{netns_name}/{ifname}({dir})")
 }
 
 /// Groups per-hook records into paths, ordered by when each flow was first seen.

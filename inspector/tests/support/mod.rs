@@ -469,3 +469,21 @@ pub fn held_objects(pid: i32) -> HeldObjects {
     }
     h
 }
+
+/// `netns_name/ifname/<field>` of each entry of a JSON line's `hops` (field: "direction",
+/// "hook", ...).
+pub fn hop_names(p: &serde_json::Value, field: &str) -> Vec<String> {
+    p["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            format!(
+                "{}/{}/{}",
+                h["netns_name"].as_str().unwrap_or(""),
+                h["ifname"].as_str().unwrap_or(""),
+                h[field].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
