@@ -207,3 +207,111 @@ fn trace_hops_stitches_each_packet_across_the_bridge() {
         assert_eq!(p["total_ns"].as_u64().unwrap(), ts[3] - ts[0]);
     }
 }
+
+/// Per-hop timing against an independent oracle: a tbf qdisc on the sender's eth0 holds a
+/// burst of 1000-byte frames at 8 Mbit/s, so each frame waits 1000 B / (1 MB/s) = 1 ms longer
+/// than the one before (backlog / rate). The inspector must put that wait on the hop from the
+/// sender's eth0 to its bridge port, growing by 1 ms per packet within 10%.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
+    let lab = BridgeLab::new("tq");
+    // Resolve the neighbour first, so the measured packets go straight to the qdisc.
+    support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.3"]);
+    lab.a.exec(&[
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "1600",
+        "latency", "2s",
+    ]);
+    let insp = Inspector::start(&[
+        "trace",
+        "--hops",
+        "-o",
+        "json",
+        "-q",
+        "--proto",
+        "udp",
+        "--port",
+        "7300",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+    ]);
+    // 20 datagrams at once: 958 B payload + 8 UDP + 20 IP + 14 Ethernet = 1000 B frames,
+    // each payload distinct (it is part of a UDP packet's fingerprint).
+    let ns = std::fs::File::open(lab.a.path()).unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
+        for i in 0..20u8 {
+            s.send_to(&[i; 958], "198.18.0.3:7300").unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let out = insp.interrupt();
+    let a_eth0 = format!("{}/eth0/tc-egress", lab.a.name);
+    let port = format!("{}/va/tc-ingress", lab.br.name);
+    let mut waits: Vec<(u64, f64)> = Vec::new();
+    for p in json_lines(&out.stdout, "packet_hops") {
+        if !p["src"].as_str().unwrap_or("").starts_with("198.18.0.2:")
+            || p["len"].as_u64() != Some(1000)
+        {
+            continue;
+        }
+        let names = support::hop_names(&p, "hook");
+        let ts = |name: &str| {
+            names
+                .iter()
+                .position(|n| n == name)
+                .map(|i| p["hops"][i]["ts_ns"].as_u64().unwrap())
+        };
+        let (Some(t0), Some(t1)) = (ts(&a_eth0), ts(&port)) else {
+            panic!("packet without both hops: {p}");
+        };
+        // The queue is on that hop: it is the largest gap of the packet's path.
+        let biggest = p["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["delta_ns"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        if t1 - t0 > 300_000 {
+            assert_eq!(biggest, t1 - t0, "{p}");
+        }
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
+        waits.push((t0, (t1 - t0) as f64 / 1e6));
+    }
+    waits.sort_by_key(|w| w.0);
+    assert_eq!(waits.len(), 20, "{waits:?}");
+    // Theil-Sen slope (median of the pairwise slopes) of the wait against the packet's
+    // position, over the packets that queued (the first ones pass on the burst's tokens):
+    // robust to a few waits stretched by a late softirq on a busy machine.
+    let q: Vec<(f64, f64)> = waits
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.1 > 0.3)
+        .map(|(i, w)| (f64::from(u32::try_from(i).unwrap()), w.1))
+        .collect();
+    assert!(q.len() >= 15, "only {} packets queued: {waits:?}", q.len());
+    let mut slopes: Vec<f64> = Vec::new();
+    for (i, a) in q.iter().enumerate() {
+        for b in &q[i + 1..] {
+            slopes.push((b.1 - a.1) / (b.0 - a.0));
+        }
+    }
+    slopes.sort_by(f64::total_cmp);
+    let slope = slopes[slopes.len() / 2];
+    eprintln!("tbf: per-packet wait grows {slope:.3} ms (expected 1.000); waits {waits:?}");
+    assert!(
+        (slope - 1.0).abs() < 0.1,
+        "slope {slope:.3} ms/packet, expected 1.0 ms: {waits:?}"
+    );
+}

@@ -85,8 +85,16 @@ fn l4_words(snap: &[u8], proto: u8, l4: usize) -> Option<(u32, u32)> {
             u32::from(be16(snap, l4)?),
             u32::from(be16(snap, l4 + 6).unwrap_or(0)),
         )),
-        // UDP: its length (ports change under NAT).
-        17 => Some((u32::from(be16(snap, l4 + 4)?), 0)),
+        // UDP: its length and a hash of the payload bytes the snapshot holds (ports change
+        // under NAT; unconnected sockets send every datagram with IP id 0).
+        17 => Some((
+            u32::from(be16(snap, l4 + 4)?),
+            snap.get(l4 + 8..).map_or(0, |p| {
+                p.iter().fold(0x811c_9dc5u32, |h, b| {
+                    (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+                })
+            }),
+        )),
         _ => Some((0, 0)),
     }
 }
