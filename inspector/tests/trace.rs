@@ -222,6 +222,23 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "1600",
         "latency", "2s",
     ]);
+    let lat = Inspector::start(&[
+        "flows",
+        "--latency",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "30",
+        "--proto",
+        "udp",
+        "--port",
+        "7300",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+    ]);
     let insp = Inspector::start(&[
         "trace",
         "--hops",
@@ -310,6 +327,35 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     slopes.sort_by(f64::total_cmp);
     let slope = slopes[slopes.len() / 2];
     eprintln!("tbf: per-packet wait grows {slope:.3} ms (expected 1.000); waits {waits:?}");
+    // `flows --latency` (another attachment, its own events) reports the same hop's
+    // distribution: 20 packets, its median and maximum as the waits above.
+    let out = lat.interrupt();
+    let rows = json_lines(&out.stdout, "latency");
+    let row = rows
+        .iter()
+        .find(|r| {
+            r["from"] == format!("{}/eth0(out)", lab.a.name).as_str()
+                && r["to"] == format!("{}/va(in)", lab.br.name).as_str()
+        })
+        .unwrap_or_else(|| panic!("no latency row for the queued hop: {rows:#?}"));
+    assert_eq!(row["packets"], 20, "{row}");
+    let mut sorted: Vec<f64> = waits.iter().map(|w| w.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
+    let ms = |k: &str| row[k].as_u64().unwrap() as f64 / 1e6;
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.05 * b.max(1.0);
+    assert!(
+        close(ms("max_ns"), sorted[19]),
+        "max {} vs {}",
+        ms("max_ns"),
+        sorted[19]
+    );
+    assert!(
+        close(ms("p50_ns"), sorted[9]),
+        "p50 {} vs {}",
+        ms("p50_ns"),
+        sorted[9]
+    );
     assert!(
         (slope - 1.0).abs() < 0.1,
         "slope {slope:.3} ms/packet, expected 1.0 ms: {waits:?}"

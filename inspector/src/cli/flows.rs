@@ -26,16 +26,37 @@ pub struct Args {
     /// line per hop.
     #[arg(long)]
     pub paths: bool,
+    /// Per-hop latency: p50/p90/p99/max of the time from each hop to the next, per endpoint
+    /// pair. Needs per-packet events (the ring buffer); packets are stitched across hops as
+    /// in `trace --hops`.
+    #[arg(long)]
+    pub latency: bool,
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
-    let (mut f, settings) = common::start(&a.filter, false)?;
+    let (mut f, settings) = if a.latency {
+        common::start_with(&a.filter, true, 8 << 20)?
+    } else {
+        common::start(&a.filter, false)?
+    };
+    let mut ring = if a.latency {
+        Some(f.probe.take_events()?)
+    } else {
+        None
+    };
+    let mut stitcher = crate::flows::hops::Stitcher::default();
+    let mut latency = crate::flows::hops::Latency::default();
     let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;
     let interval = Duration::from_secs_f64(a.interval);
     let mut next_print = Instant::now() + interval;
     let once = a.duration.is_some();
     while !clock.stopped() {
-        clock.wait(&[], (!once).then_some(next_print));
+        let fds: Vec<std::os::fd::RawFd> =
+            ring.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        clock.wait(&fds, (!once).then_some(next_print));
+        if let Some(r) = ring.as_mut() {
+            drain_latency(&f, r, &settings.filter, &mut stitcher, &mut latency, false)?;
+        }
         if clock.rescan_due() {
             let _ = f.probe.clock();
             let changes = f.reconcile();
@@ -48,9 +69,127 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     }
     // Final snapshot: in --duration mode this is the result; interrupted refreshes get one too.
     print(&f, a, &settings.filter, fmt, false)?;
+    if let Some(r) = ring.as_mut() {
+        drain_latency(&f, r, &settings.filter, &mut stitcher, &mut latency, true)?;
+        print_latency(&latency, fmt)?;
+    }
     print_drops(&f, &settings, fmt)?;
     print_stats(&f, fmt)?;
     Ok(())
+}
+
+/// Reads the events waiting in the ring, stitches them into packets and adds the quiet
+/// ones (all of them when `all`) to the latency table.
+fn drain_latency(
+    f: &Follower,
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    filter: &Filter,
+    stitcher: &mut crate::flows::hops::Stitcher,
+    latency: &mut crate::flows::hops::Latency,
+    all: bool,
+) -> anyhow::Result<()> {
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<inspector_common::PacketEvent>() {
+            continue;
+        }
+        // SAFETY: the kernel wrote a whole PacketEvent (checked length); read unaligned.
+        let ev: inspector_common::PacketEvent =
+            unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        drop(item);
+        if filter.matches(&ev.key) {
+            stitcher.push(&ev);
+        }
+    }
+    let packets = if all {
+        stitcher.take_quiet(0, 0)
+    } else {
+        stitcher.take_quiet(common::mono_now_ns(), 200_000_000)
+    };
+    if packets.is_empty() {
+        return Ok(());
+    }
+    f.with_resolver(|r| {
+        for evs in &packets {
+            if evs.len() < 2 {
+                continue;
+            }
+            let hops: Vec<(String, u64)> = evs
+                .iter()
+                .map(|ev| {
+                    let rec = crate::cli::trace::record(ev, &f.names);
+                    (
+                        path::hop_label(&rec.netns_name, &rec.ifname, rec.direction),
+                        ev.ts_ns,
+                    )
+                })
+                .collect();
+            let mut head = crate::cli::trace::record(&evs[0], &f.names);
+            head.attribute(r);
+            let end = |ip: Option<std::net::IpAddr>, e: Option<&crate::identity::Endpoint>| {
+                e.and_then(|e| e.name.clone())
+                    .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
+            };
+            let pair = format!(
+                "{} -> {} {}",
+                end(head.src, head.src_endpoint.as_ref()),
+                end(head.dst, head.dst_endpoint.as_ref()),
+                head.proto
+            );
+            latency.add(&pair, &hops);
+        }
+    })?;
+    Ok(())
+}
+
+/// The per-hop latency table (`type: "latency"` lines in JSON).
+fn print_latency(l: &crate::flows::hops::Latency, fmt: Format) -> anyhow::Result<()> {
+    let rows = l.rows();
+    match fmt {
+        Format::Json => {
+            for r in &rows {
+                output::json_line(&LatencyLine {
+                    kind: "latency",
+                    row: r,
+                })?;
+            }
+        }
+        Format::Table | Format::Dot => {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let us = |ns: u64| {
+                #[expect(clippy::cast_precision_loss, reason = "display only")]
+                let v = ns as f64 / 1e3;
+                format!("{v:.1}")
+            };
+            let mut t = Table::new(&[
+                "PAIR", "FROM", "TO", "PACKETS", "P50 US", "P90 US", "P99 US", "MAX US",
+            ]);
+            for r in &rows {
+                t.row(vec![
+                    r.pair.clone(),
+                    r.from.clone(),
+                    r.to.clone(),
+                    r.packets.to_string(),
+                    us(r.p50_ns),
+                    us(r.p90_ns),
+                    us(r.p99_ns),
+                    us(r.max_ns),
+                ]);
+            }
+            println!();
+            print!("{}", t.render());
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct LatencyLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    row: &'a crate::flows::hops::LatencyRow,
 }
 
 /// Drops in the selected namespaces (all drops if no namespace was selected) that pass the

@@ -362,7 +362,7 @@ fn header() -> String {
 }
 
 /// One event as a one-packet flow record (names, decoded addresses).
-fn record(ev: &PacketEvent, names: &crate::topology::names::Names) -> FlowRecord {
+pub fn record(ev: &PacketEvent, names: &crate::topology::names::Names) -> FlowRecord {
     let stats = crate::probe::Counts {
         packets: 1,
         bytes: u64::from(ev.len),

@@ -151,6 +151,82 @@ impl Stitcher {
     }
 }
 
+/// Time between consecutive hops, per endpoint pair and hop, over stitched packets
+/// (`flows --latency`).
+#[derive(Default)]
+pub struct Latency {
+    samples: std::collections::BTreeMap<(String, String, String), Vec<u64>>,
+}
+
+/// One row of the latency table (`type: "latency"` JSON).
+#[derive(Debug, serde::Serialize)]
+pub struct LatencyRow {
+    /// `src -> dst`, named when the ends are known.
+    pub pair: String,
+    /// `netns/ifname(out|in)` of the hop the time is measured from, and to.
+    pub from: String,
+    pub to: String,
+    pub packets: usize,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// At most this many samples per (pair, hop); later ones replace earlier ones in turn.
+const MAX_SAMPLES: usize = 100_000;
+
+impl Latency {
+    /// Adds one packet: `hops` are (label) in path order with their timestamps.
+    pub fn add(&mut self, pair: &str, hops: &[(String, u64)]) {
+        for w in hops.windows(2) {
+            let v = self
+                .samples
+                .entry((pair.to_owned(), w[0].0.clone(), w[1].0.clone()))
+                .or_default();
+            let d = w[1].1.saturating_sub(w[0].1);
+            if v.len() < MAX_SAMPLES {
+                v.push(d);
+            } else {
+                let i = usize::try_from(d).unwrap_or(0) % MAX_SAMPLES;
+                v[i] = d;
+            }
+        }
+    }
+
+    /// Percentiles per (pair, hop).
+    #[must_use]
+    pub fn rows(&self) -> Vec<LatencyRow> {
+        self.samples
+            .iter()
+            .map(|((pair, from, to), v)| {
+                let mut s = v.clone();
+                s.sort_unstable();
+                let pct = |p: usize| {
+                    s[((s.len() * p).div_ceil(100))
+                        .saturating_sub(1)
+                        .min(s.len() - 1)]
+                };
+                LatencyRow {
+                    pair: pair.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    packets: s.len(),
+                    p50_ns: pct(50),
+                    p90_ns: pct(90),
+                    p99_ns: pct(99),
+                    max_ns: s[s.len() - 1],
+                }
+            })
+            .collect()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +277,30 @@ mod tests {
         let hops: Vec<(u64, u32)> = done[0].iter().map(|e| (e.ts_ns, e.key.ifindex)).collect();
         assert_eq!(hops, [(100, 9), (130, 10), (190, 11), (195, 2)]);
         assert_eq!(done[1].len(), 1);
+    }
+
+    #[test]
+    fn latency_percentiles_per_hop() {
+        let mut l = Latency::default();
+        for i in 1..=100u64 {
+            l.add(
+                "a -> b",
+                &[
+                    ("x".into(), 0),
+                    ("y".into(), i * 10),
+                    ("z".into(), i * 10 + 5),
+                ],
+            );
+        }
+        let rows = l.rows();
+        assert_eq!(rows.len(), 2);
+        let xy = rows.iter().find(|r| r.from == "x").unwrap();
+        assert_eq!(
+            (xy.packets, xy.p50_ns, xy.p90_ns, xy.p99_ns, xy.max_ns),
+            (100, 500, 900, 990, 1000)
+        );
+        let yz = rows.iter().find(|r| r.from == "y").unwrap();
+        assert_eq!((yz.p50_ns, yz.max_ns), (5, 5));
     }
 
     #[test]
