@@ -150,21 +150,7 @@ fn lost_events_are_counted_exactly() {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn trace_hops_stitches_each_packet_across_the_bridge() {
     let lab = BridgeLab::new("th");
-    let insp = Inspector::start(&[
-        "trace",
-        "--hops",
-        "-o",
-        "json",
-        "-q",
-        "--proto",
-        "icmp",
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.b.name,
-        "--netns",
-        &lab.br.name,
-    ]);
+    let insp = hops_tracer(&lab, &["--proto", "icmp"]);
     support::in_ns(
         &lab.a.name,
         &["ping", "-c", "4", "-i", "0.05", "-W", "2", "198.18.0.3"],
@@ -215,13 +201,7 @@ fn trace_hops_stitches_each_packet_across_the_bridge() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
-    let lab = BridgeLab::new("tq");
-    // Resolve the neighbour first, so the measured packets go straight to the qdisc.
-    support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.3"]);
-    lab.a.exec(&[
-        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "1600",
-        "latency", "2s",
-    ]);
+    let lab = tbf_lab("tq");
     let lat = Inspector::start(&[
         "flows",
         "--latency",
@@ -239,38 +219,9 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         "--netns",
         &lab.br.name,
     ]);
-    let insp = Inspector::start(&[
-        "trace",
-        "--hops",
-        "-o",
-        "json",
-        "-q",
-        "--proto",
-        "udp",
-        "--port",
-        "7300",
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.br.name,
-    ]);
-    // 20 datagrams at once: 958 B payload + 8 UDP + 20 IP + 14 Ethernet = 1000 B frames,
-    // each payload distinct (it is part of a UDP packet's fingerprint).
-    let ns = std::fs::File::open(lab.a.path()).unwrap();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
-        for i in 0..20u8 {
-            s.send_to(&[i; 958], "198.18.0.3:7300").unwrap();
-        }
-    })
-    .join()
-    .unwrap();
+    let insp = hops_tracer(&lab, &["--proto", "udp", "--port", "7300"]);
+    // 20 frames of 1000 B at once.
+    udp_frames(&lab, 20, 7300);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let out = insp.interrupt();
     let a_eth0 = format!("{}/eth0/tc-egress", lab.a.name);
@@ -360,4 +311,101 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         (slope - 1.0).abs() < 0.1,
         "slope {slope:.3} ms/packet, expected 1.0 ms: {waits:?}"
     );
+}
+
+/// The hops of one echo request and its reply add up to the round trip `ping` itself
+/// measured (an independent clock: the client's), when a tbf queue on the sender's eth0
+/// makes the request wait behind a burst of frames.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn trace_hops_add_up_to_the_round_trip_the_client_measured() {
+    let lab = tbf_lab("ts");
+    let insp = hops_tracer(&lab, &["--proto", "icmp"]);
+    // 30 ms of backlog (30 frames of 1000 B at 1 MB/s), then one echo request behind it.
+    udp_frames(&lab, 30, 7301);
+    let out = support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "3", "198.18.0.3"]);
+    let rtt_ms: f64 = out
+        .split("time=")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no rtt in {out}"));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let out = insp.interrupt();
+    let pkts = json_lines(&out.stdout, "packet_hops");
+    let total = |src: &str| {
+        let p = pkts
+            .iter()
+            .filter(|p| p["src"] == src)
+            .max_by_key(|p| p["time_unix_ns"].as_i64().unwrap())
+            .unwrap_or_else(|| panic!("no packet from {src}: {pkts:#?}"));
+        assert_eq!(p["hops"].as_array().unwrap().len(), 4, "{p}");
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
+        let ms = p["total_ns"].as_u64().unwrap() as f64 / 1e6;
+        ms
+    };
+    let (req, rep) = (total("198.18.0.2"), total("198.18.0.3"));
+    eprintln!("rtt {rtt_ms} ms = request {req:.3} ms + reply {rep:.3} ms + the hosts' own time");
+    assert!(rtt_ms > 5.0, "the request did not queue (rtt {rtt_ms} ms)");
+    // The hops lie inside the round trip, and with the queue they are nearly all of it (the
+    // rest is the two stacks between socket and eth0; ping prints 3 significant digits).
+    assert!(
+        req + rep <= rtt_ms * 1.01,
+        "hops {req}+{rep} ms > rtt {rtt_ms} ms"
+    );
+    assert!(
+        req + rep >= rtt_ms * 0.9,
+        "hops {req}+{rep} ms << rtt {rtt_ms} ms"
+    );
+}
+
+/// A bridge lab whose `a` sends through a tbf qdisc at 8 Mbit/s (1 MB/s: a 1000-byte frame
+/// takes 1 ms), with the neighbour already resolved.
+fn tbf_lab(tag: &str) -> BridgeLab {
+    let lab = BridgeLab::new(tag);
+    support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.3"]);
+    lab.a.exec(&[
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "1600",
+        "latency", "2s",
+    ]);
+    lab
+}
+
+/// `n` datagrams at once from `a` to b:`port`: 958 B payload + 8 UDP + 20 IP + 14 Ethernet
+/// = 1000 B frames, each payload distinct (it is part of a UDP packet's fingerprint).
+fn udp_frames(lab: &BridgeLab, n: u8, port: u16) {
+    let ns = std::fs::File::open(lab.a.path()).unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
+        for i in 0..n {
+            s.send_to(&[i; 958], format!("198.18.0.3:{port}")).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// `trace --hops -o json` on the lab's a, bridge and b namespaces, with `extra` filters.
+fn hops_tracer(lab: &BridgeLab, extra: &[&str]) -> Inspector {
+    let mut args = vec![
+        "trace",
+        "--hops",
+        "-o",
+        "json",
+        "-q",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+        "--netns",
+        &lab.b.name,
+    ];
+    args.extend_from_slice(extra);
+    Inspector::start(&args)
 }
