@@ -96,16 +96,6 @@ mod tempfile_path {
     }
 }
 
-/// `lab down` on drop, even when the test panics.
-struct LabGuard(String);
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(bin())
-            .args(["lab", "down", "--name", &self.0])
-            .output();
-    }
-}
-
 /// A server started with `lab run`, killed on drop.
 struct Server(Child);
 impl Drop for Server {
@@ -170,7 +160,7 @@ fn lab_up_down_restores_the_node_and_bad_specs_change_nothing() {
     let name = unique("u");
     let f = write_spec(&spec(&name, 50));
     let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
-    let guard = LabGuard(name.clone());
+    let guard = support::LabGuard(name.clone());
     assert!(
         up.status.success(),
         "{}",
@@ -255,7 +245,7 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
     let lab = unique("m");
     let f = write_spec(&spec(&lab, 60));
     let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
-    let _guard = LabGuard(lab.clone());
+    let _guard = support::LabGuard(lab.clone());
     assert!(
         up.status.success(),
         "{}",
@@ -480,7 +470,7 @@ fn fast_attach_attaches_everything_and_restores_rcu_expedited() {
     }
     let f = write_spec(&text);
     let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
-    let _guard = LabGuard(lab.clone());
+    let _guard = support::LabGuard(lab.clone());
     assert!(
         up.status.success(),
         "{}",
@@ -564,7 +554,7 @@ fn trace_events_names_namespaces_coming_and_going() {
         "sctp",
     ]);
     let up = run_inspector(&["lab", "up", "--spec", f.as_str()], &[]);
-    let guard = LabGuard(lab.clone());
+    let guard = support::LabGuard(lab.clone());
     assert!(
         up.status.success(),
         "{}",

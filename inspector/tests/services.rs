@@ -11,7 +11,6 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -23,73 +22,21 @@ use std::{
 use serde_json::Value;
 use support::{Inspector, bin, json_lines, run_inspector, sh, unique};
 
-/// `lab down` on drop, even when the test panics.
-struct LabGuard(String);
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(bin())
-            .args(["lab", "down", "--name", &self.0])
-            .output();
-    }
-}
-
+/// The embedded Kubernetes-node spec, renamed, in `mode`, on subnets of its own (pods on
+/// 198.18.NET/24, outside on NET+1, `ClusterIPs` on NET+2), pods named web1..web3.
 fn spec(name: &str, mode: &str, net: u8) -> String {
-    format!(
-        r#"name = "{name}"
-subnet = "198.18.{net}.0/24"
-docker_rules = false
-kube_proxy = "{mode}"
-service_cidr = "198.18.{svc}.0/24"
-
-[[workload]]
-name = "web1"
-mode = "bridge"
-[[workload]]
-name = "web2"
-mode = "bridge"
-[[workload]]
-name = "web3"
-mode = "bridge"
-[[workload]]
-name = "client"
-mode = "bridge"
-
-[external]
-name = "ext"
-subnet = "198.18.{ext}.0/24"
-
-[[service]]
-namespace = "shop"
-name = "web"
-cluster_ip = "198.18.{svc}.10"
-endpoints = ["web1", "web2", "web3"]
-[[service.port]]
-name = "http"
-port = 80
-target_port = 8080
-node_port = 30080
-
-[[service]]
-namespace = "shop"
-name = "sticky"
-cluster_ip = "198.18.{svc}.11"
-session_affinity = "ClientIP"
-endpoints = ["web1", "web2", "web3"]
-[[service.port]]
-port = 80
-target_port = 8080
-
-[[service]]
-namespace = "shop"
-name = "empty"
-cluster_ip = "198.18.{svc}.12"
-[[service.port]]
-name = "http"
-port = 80
-"#,
-        ext = net + 1,
-        svc = net + 2,
-    )
+    inspector::lab::spec::KUBE_SPEC
+        .replace("name = \"insp-kube\"", &format!("name = \"{name}\""))
+        .replace(
+            "kube_proxy = \"iptables\"",
+            &format!("kube_proxy = \"{mode}\""),
+        )
+        .replace("198.18.30.", &format!("198.18.{net}."))
+        .replace("198.18.31.", &format!("198.18.{}.", net + 1))
+        .replace("198.18.32.", &format!("198.18.{}.", net + 2))
+        .replace("web-0", "web1")
+        .replace("web-1", "web2")
+        .replace("web-2", "web3")
 }
 
 /// Runs `f` on a thread inside the named network namespace.
@@ -246,7 +193,7 @@ fn run_mode(mode: &str, net: u8) {
     std::fs::write(&spec_file, spec(&lab, mode, net)).unwrap();
     let up = run_inspector(&["lab", "up", "--spec", spec_file.to_str().unwrap()], &[]);
     let _ = std::fs::remove_file(&spec_file);
-    let _guard = LabGuard(lab.clone());
+    let _guard = support::LabGuard(lab.clone());
     assert!(
         up.status.success(),
         "{}",

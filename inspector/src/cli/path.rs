@@ -294,7 +294,7 @@ fn probe(
                 _ => ("error", e.to_string()),
             }
         };
-        if tcp {
+        let (verdict, detail) = if tcp {
             match sock.connect_timeout(&SockAddr::from(dst), timeout) {
                 Ok(()) => {
                     let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -304,20 +304,9 @@ fn probe(
                     let _ = st.shutdown(std::net::Shutdown::Write);
                     let mut buf = [0u8; 256];
                     let _ = st.read(&mut buf);
-                    Ok(Outcome {
-                        local,
-                        verdict: "delivered",
-                        detail: format!("connected in {ms:.2} ms"),
-                    })
+                    ("delivered", format!("connected in {ms:.2} ms"))
                 }
-                Err(e) => {
-                    let (v, d) = classify(&e);
-                    Ok(Outcome {
-                        local,
-                        verdict: v,
-                        detail: d,
-                    })
-                }
+                Err(e) => classify(&e),
             }
         } else {
             sock.connect(&SockAddr::from(dst))?;
@@ -326,21 +315,15 @@ fn probe(
             u.send(b"inspector path probe\n")?;
             let mut buf = [0u8; 512];
             match u.recv(&mut buf) {
-                Ok(n) => Ok(Outcome {
-                    local,
-                    verdict: "delivered",
-                    detail: format!("answered with {n} bytes"),
-                }),
-                Err(e) => {
-                    let (v, d) = classify(&e);
-                    Ok(Outcome {
-                        local,
-                        verdict: v,
-                        detail: d,
-                    })
-                }
+                Ok(n) => ("delivered", format!("answered with {n} bytes")),
+                Err(e) => classify(&e),
             }
-        }
+        };
+        Ok(Outcome {
+            local,
+            verdict,
+            detail,
+        })
     })?
     .context("probe connection")
 }

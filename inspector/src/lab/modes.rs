@@ -217,18 +217,39 @@ fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
     if plan.docker_rules {
         restore.push(rules::docker_rules(plan));
     }
-    let Some(mode) = plan.kube_proxy else {
-        if !restore.is_empty() {
-            feed(
-                node,
-                plan,
-                "iptables-restore",
-                &[],
-                &merge_restore(&restore),
-            )?;
-        }
-        return Ok(());
+    let cfg = crate::services::rules::Config {
+        cluster_cidr: Some(format!("{}/{}", plan.subnet.0, plan.subnet.1)),
+        service_cidr: Some(format!("{}/{}", plan.service_cidr.0, plan.service_cidr.1)),
     };
+    if let Some(mode) = plan.kube_proxy {
+        prepare_kube_node(node, plan, mode)?;
+        if mode == KubeProxy::Iptables {
+            restore.push(crate::services::rules::iptables(&plan.services, &cfg));
+        }
+    }
+    if !restore.is_empty() {
+        feed(
+            node,
+            plan,
+            "iptables-restore",
+            &[],
+            &merge_restore(&restore),
+        )?;
+    }
+    if plan.kube_proxy == Some(KubeProxy::Nftables) {
+        feed(
+            node,
+            plan,
+            "nft",
+            &["-f", "-"],
+            &crate::services::rules::nftables(&plan.services, &cfg),
+        )?;
+    }
+    Ok(())
+}
+
+/// What a kubelet node has around kube-proxy's rules.
+fn prepare_kube_node(node: &Path, plan: &Plan, mode: KubeProxy) -> anyhow::Result<()> {
     // What a kubelet node has: bridged pod traffic goes through netfilter (so a reply from a
     // backend to a client on the same bridge is un-DNATed), and in iptables mode
     // localhost NodePorts (route_localnet).
@@ -249,49 +270,19 @@ fn install_rules(node: &Path, plan: &Plan) -> anyhow::Result<()> {
     })??;
     // Unanswered ClusterIPs (no endpoints, unallocated) must reach the filter hooks, as they
     // do on a node with a default route, instead of dying in the routing lookup.
-    let out = netns::command_in(node, "ip")?
-        .args([
+    feed(
+        node,
+        plan,
+        "ip",
+        &[
             "route",
             "add",
             &format!("{}/{}", plan.service_cidr.0, plan.service_cidr.1),
             "dev",
             &plan.bridge,
-        ])
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip route add in {} failed: {}",
-            plan.node_ns,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let cfg = crate::services::rules::Config {
-        cluster_cidr: Some(format!("{}/{}", plan.subnet.0, plan.subnet.1)),
-        service_cidr: Some(format!("{}/{}", plan.service_cidr.0, plan.service_cidr.1)),
-    };
-    if mode == KubeProxy::Iptables {
-        restore.push(crate::services::rules::iptables(&plan.services, &cfg));
-    }
-    if !restore.is_empty() {
-        feed(
-            node,
-            plan,
-            "iptables-restore",
-            &[],
-            &merge_restore(&restore),
-        )?;
-    }
-    if mode == KubeProxy::Nftables {
-        feed(
-            node,
-            plan,
-            "nft",
-            &["-f", "-"],
-            &crate::services::rules::nftables(&plan.services, &cfg),
-        )?;
-    }
-    Ok(())
+        ],
+        "",
+    )
 }
 
 /// Removes what a record lists: the workloads' processes (`cgroup.kill`), cgroups (deepest

@@ -161,14 +161,25 @@ impl ServiceEntry {
     }
 }
 
+/// IP protocol number of a Service port's protocol name (the index key: lookups happen per
+/// packet and must not allocate).
+fn proto_number(p: &str) -> u8 {
+    match p {
+        "tcp" => 6,
+        "udp" => 17,
+        "sctp" => 132,
+        _ => 0,
+    }
+}
+
 /// A node's services, indexed by frontend.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServiceTable {
     pub services: Vec<ServiceEntry>,
     #[serde(skip)]
-    by_vip: HashMap<(Ipv4Addr, String, u16), usize>,
+    by_vip: HashMap<(Ipv4Addr, u8, u16), usize>,
     #[serde(skip)]
-    by_nodeport: HashMap<(String, u16), usize>,
+    by_nodeport: HashMap<(u8, u16), usize>,
 }
 
 impl ServiceTable {
@@ -187,11 +198,12 @@ impl ServiceTable {
             ..Self::default()
         };
         for (i, s) in t.services.iter().enumerate() {
+            let p = proto_number(&s.protocol);
             if let Some(ip) = s.cluster_ip {
-                t.by_vip.insert((ip, s.protocol.clone(), s.port), i);
+                t.by_vip.insert((ip, p, s.port), i);
             }
             if let Some(np) = s.node_port {
-                t.by_nodeport.insert((s.protocol.clone(), np), i);
+                t.by_nodeport.insert((p, np), i);
             }
         }
         t
@@ -209,7 +221,7 @@ impl ServiceTable {
     #[must_use]
     pub fn by_cluster_ip(&self, ip: Ipv4Addr, proto: &str, port: u16) -> Option<&ServiceEntry> {
         self.by_vip
-            .get(&(ip, proto.to_owned(), port))
+            .get(&(ip, proto_number(proto), port))
             .map(|i| &self.services[*i])
     }
 
@@ -217,7 +229,7 @@ impl ServiceTable {
     #[must_use]
     pub fn by_node_port(&self, proto: &str, port: u16) -> Option<&ServiceEntry> {
         self.by_nodeport
-            .get(&(proto.to_owned(), port))
+            .get(&(proto_number(proto), port))
             .map(|i| &self.services[*i])
     }
 

@@ -72,7 +72,7 @@ struct Expr<'a> {
 #[derive(Deserialize)]
 struct Match<'a> {
     #[serde(borrow, default)]
-    right: StrOnly<'a>,
+    right: Scalar<'a>,
 }
 
 #[derive(Deserialize)]
@@ -95,60 +95,19 @@ struct Numgen {
     modulus: u64,
 }
 
-/// A JSON value of which only a string is kept; anything else is skipped without building
-/// it.
-#[derive(Default)]
-struct StrOnly<'a>(Option<Cow<'a, str>>);
+/// Skips the rest of a JSON array without building it.
+fn skip_seq<'de, A: serde::de::SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Ok(())
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for StrOnly<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = StrOnly<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(StrOnly(Some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StrOnly(Some(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(StrOnly(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(StrOnly(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(StrOnly(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(StrOnly(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(StrOnly(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(StrOnly(None))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(StrOnly(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
+/// Skips the rest of a JSON object without building it.
+fn skip_map<'de, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a
+        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+        .is_some()
+    {}
+    Ok(())
 }
 
 /// A vmap's data: a named map (`"@service-ips"`, not needed) or an anonymous one whose
@@ -177,8 +136,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for VmapData<'a> {
                 let mut out = Vec::new();
                 while let Some(k) = a.next_key::<&'de str>()? {
                     if k == "set" {
-                        let pairs: Vec<Pair<'de>> = a.next_value()?;
-                        out.extend(pairs.into_iter().map(|p| (p.0, p.1)));
+                        let pairs: Vec<Pair<'de, Scalar<'de>>> = a.next_value()?;
+                        out.extend(pairs.into_iter().map(|p| {
+                            let slot = match p.key {
+                                Some(Scalar::Num(n)) => Some(n),
+                                _ => None,
+                            };
+                            (slot, p.verdict)
+                        }));
                     } else {
                         a.next_value::<serde::de::IgnoredAny>()?;
                     }
@@ -190,14 +155,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for VmapData<'a> {
     }
 }
 
-/// `[slot, {"goto": {"target": chain}}]`.
-struct Pair<'a>(Option<u64>, Option<Cow<'a, str>>);
+/// `[key, verdict]`: an element of a verdict map (`[{"concat": [..]}, {"goto": ..}]`) or of
+/// an anonymous vmap (`[0, {"goto": {"target": chain}}]`).
+struct Pair<'a, K> {
+    key: Option<K>,
+    verdict: Option<Cow<'a, str>>,
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for Pair<'a> {
+impl<'de: 'a, 'a, K: Deserialize<'de>> Deserialize<'de> for Pair<'a, K> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Pair<'de>;
+        struct V<K>(std::marker::PhantomData<K>);
+        impl<'de, K: Deserialize<'de>> serde::de::Visitor<'de> for V<K> {
+            type Value = Pair<'de, K>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a [key, verdict] pair")
             }
@@ -205,26 +174,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Pair<'a> {
                 self,
                 mut a: A,
             ) -> Result<Self::Value, A::Error> {
-                let slot = a.next_element::<Scalar<'de>>()?.and_then(|s| match s {
-                    Scalar::Num(n) => Some(n),
-                    _ => None,
-                });
+                let key = a.next_element::<K>()?;
                 let verdict = a.next_element::<Verdict<'de>>()?.and_then(|v| v.0);
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Pair(slot, verdict))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Pair(None, None))
+                skip_seq(a)?;
+                Ok(Pair { key, verdict })
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_seq(V(std::marker::PhantomData))
     }
 }
 
@@ -268,10 +224,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Verdict<'a> {
     }
 }
 
-/// A key part of a map element: an address or protocol name, or a port number.
+/// A JSON value kept only if it is a string or a number (an address, protocol name, port,
+/// set reference); anything else is skipped without building it.
+#[derive(Default)]
 enum Scalar<'a> {
     Str(Cow<'a, str>),
     Num(u64),
+    #[default]
     Other,
 }
 
@@ -323,19 +282,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
-                mut a: A,
+                a: A,
             ) -> Result<Self::Value, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                skip_seq(a)?;
                 Ok(Scalar::Other)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
-                mut a: A,
+                a: A,
             ) -> Result<Self::Value, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+                skip_map(a)?;
                 Ok(Scalar::Other)
             }
         }
@@ -359,31 +315,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for ElemKey<'a> {
                 f.write_str("a map element key")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(ElemKey {
-                    parts: vec![Scalar::Str(Cow::Borrowed(v))],
-                    comment: None,
-                })
+                Ok(ElemKey::one(Scalar::Str(Cow::Borrowed(v))))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ElemKey {
-                    parts: vec![Scalar::Str(Cow::Owned(v.to_owned()))],
-                    comment: None,
-                })
+                Ok(ElemKey::one(Scalar::Str(Cow::Owned(v.to_owned()))))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(ElemKey {
-                    parts: vec![Scalar::Num(v)],
-                    comment: None,
-                })
+                Ok(ElemKey::one(Scalar::Num(v)))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut a: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut out = ElemKey {
-                    parts: Vec::new(),
-                    comment: None,
-                };
+                let mut out = ElemKey::one(Scalar::Other);
+                out.parts.clear();
                 while let Some(k) = a.next_key::<&'de str>()? {
                     match k {
                         "concat" => out.parts = a.next_value()?,
@@ -406,77 +351,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for ElemKey<'a> {
     }
 }
 
-/// `[key, verdict]` of a verdict map.
-struct ElemPair<'a> {
-    key: ElemKey<'a>,
-    verdict: Option<Cow<'a, str>>,
+/// An element of a verdict map.
+type ElemPair<'a> = Pair<'a, ElemKey<'a>>;
+
+impl<'a> ElemKey<'a> {
+    fn one(s: Scalar<'a>) -> Self {
+        Self {
+            parts: vec![s],
+            comment: None,
+        }
+    }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for ElemPair<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ElemPair<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map element")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let key = a.next_element::<ElemKey<'de>>()?.unwrap_or(ElemKey {
-                    parts: Vec::new(),
-                    comment: None,
-                });
-                let verdict = a.next_element::<Verdict<'de>>()?.and_then(|v| v.0);
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(ElemPair { key, verdict })
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(ElemPair {
-                    key: ElemKey {
-                        parts: Vec::new(),
-                        comment: None,
-                    },
-                    verdict: None,
-                })
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(ElemPair {
-                    key: ElemKey {
-                        parts: vec![Scalar::Str(Cow::Borrowed(v))],
-                        comment: None,
-                    },
-                    verdict: None,
-                })
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ElemPair {
-                    key: ElemKey {
-                        parts: vec![Scalar::Str(Cow::Owned(v.to_owned()))],
-                        comment: None,
-                    },
-                    verdict: None,
-                })
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(ElemPair {
-                    key: ElemKey {
-                        parts: vec![Scalar::Num(v)],
-                        comment: None,
-                    },
-                    verdict: None,
-                })
-            }
-        }
-        d.deserialize_any(V)
+impl ElemPair<'_> {
+    fn parts(&self) -> &[Scalar<'_>] {
+        self.key.as_ref().map_or(&[], |k| k.parts.as_slice())
+    }
+
+    fn comment(&self) -> Option<&str> {
+        self.key.as_ref().and_then(|k| k.comment.as_deref())
     }
 }
 
@@ -542,7 +435,7 @@ impl<'a> Acc<'a> {
                 let has_set_match = r.expr.iter().any(|e| {
                     e.matches
                         .as_ref()
-                        .and_then(|m| m.right.0.as_deref())
+                        .and_then(|m| m.right.as_str())
                         .is_some_and(|s| s.starts_with("@affinity-"))
                 });
                 if has_set_match {
@@ -772,7 +665,7 @@ fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, Strin
         }
     };
     for el in &service_ips {
-        let key = &el.key.parts;
+        let key = el.parts();
         let (Some(ip), Some(proto), Some(port), Some(chain)) = (
             key.first()
                 .and_then(Scalar::as_str)
@@ -794,7 +687,7 @@ fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, Strin
         out.push(e);
     }
     for el in &nodeports {
-        let key = &el.key.parts;
+        let key = el.parts();
         let (Some(proto), Some(port), Some(chain)) = (
             key.first().and_then(Scalar::as_str),
             key.get(1).and_then(Scalar::port),
@@ -815,9 +708,9 @@ fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, Strin
         }
     }
     for el in &no_eps {
-        let key = &el.key.parts;
+        let key = el.parts();
         let verdict = el.verdict.as_deref().unwrap_or("");
-        let spn = el.key.comment.as_deref().unwrap_or_default().to_owned();
+        let spn = el.comment().unwrap_or_default().to_owned();
         let (namespace, name, port_name) = super::split_spn(&spn);
         let what = if verdict == "reject-chain" {
             "reject via no-endpoint-services -> reject-chain".to_owned()

@@ -487,3 +487,13 @@ pub fn hop_names(p: &serde_json::Value, field: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// `inspector lab down --name LAB` on drop, even when the test panics.
+pub struct LabGuard(pub String);
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
+}
