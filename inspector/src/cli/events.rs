@@ -61,7 +61,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             emit(&lifecycle::from_docker(&e, &tracker.identity), fmt)?;
         }
         let found = lifecycle::diff(&topo, &now, &tracker.identity);
-        for e in namer.ready(found, &tracker.identity, patience) {
+        for e in namer.ready(found, &tracker.identity, &now, patience) {
             emit(&e, fmt)?;
         }
         topo = now;

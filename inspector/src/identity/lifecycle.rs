@@ -40,24 +40,40 @@ fn provisional(e: &Endpoint) -> bool {
 }
 
 /// Holds back "appeared" events nobody owns yet - a namespace is often made before its
-/// runtime reports the container - and names them once the runtime has caught up (or gives
-/// up after `patience` scans and says so with a null owner).
+/// runtime reports the container, and a veth pair is made with both ends on the host before
+/// one end moves into it - and names them once the runtime has caught up (or gives up after
+/// `patience` scans and says so with a null owner).
 #[derive(Default)]
 pub struct Namer {
     pending: Vec<(u32, Event)>,
 }
 
 impl Namer {
-    /// Takes this scan's events; returns those ready to show, in order.
-    pub fn ready(&mut self, new: Vec<Event>, identity: &Identity, patience: u32) -> Vec<Event> {
+    /// Takes this scan's events; returns those ready to show, in order. `topo` is the scan
+    /// they came from: a held-back link's other end is looked up again in it (it may have
+    /// moved into the container's namespace since the link appeared).
+    pub fn ready(
+        &mut self,
+        new: Vec<Event>,
+        identity: &Identity,
+        topo: &Topology,
+        patience: u32,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         let mut keep = Vec::new();
-        // Something went away: show what is pending first, so events stay in order.
-        let flush = new.iter().any(|e| e.action == "disappeared");
+        // A held-back thing that went away is shown before its going, so events stay in order.
+        let gone: Vec<(u64, Option<u32>)> = new
+            .iter()
+            .filter(|e| e.action == "disappeared")
+            .filter_map(|e| Some((e.netns?, e.ifindex)))
+            .collect();
         for (age, mut e) in std::mem::take(&mut self.pending)
             .into_iter()
             .chain(new.into_iter().map(|e| (0, e)))
         {
+            if age > 0 && e.object == "link" {
+                e.refresh_peer(topo);
+            }
             if e.workload.as_ref().is_none_or(provisional) {
                 e.workload = e
                     .netns
@@ -65,6 +81,10 @@ impl Namer {
                     .or_else(|| e.peer_netns.and_then(|n| owner(identity, n)));
             }
             let named = e.workload.as_ref().is_some_and(|w| !provisional(w));
+            let flush = e.netns.is_some_and(|n| {
+                gone.iter()
+                    .any(|&(gn, gi)| gn == n && (gi.is_none() || gi == e.ifindex))
+            });
             if named || e.action != "appeared" || age >= patience || flush {
                 out.push(e);
             } else {
@@ -73,6 +93,22 @@ impl Namer {
         }
         self.pending = keep;
         out
+    }
+}
+
+impl Event {
+    /// Looks up this link's other end again in `topo`.
+    fn refresh_peer(&mut self, topo: &Topology) {
+        let (Some(ns), Some(ifindex)) = (self.netns, self.ifindex) else {
+            return;
+        };
+        let Some(&p) = topo.peers.get(&(ns, ifindex)) else {
+            return;
+        };
+        if let Some((pns, pl)) = topo.link(p) {
+            self.peer = Some(format!("{}/{}", pns.netns.name, pl.name));
+            self.peer_netns = Some(p.0);
+        }
     }
 }
 

@@ -210,7 +210,7 @@ impl Follower {
         if self.track_lifecycle && !self.topology.namespaces.is_empty() {
             let ev =
                 crate::identity::lifecycle::diff(&self.topology, &topo, &self.identity.identity);
-            let ready = self.namer.ready(ev, &self.identity.identity, 4);
+            let ready = self.namer.ready(ev, &self.identity.identity, &topo, 4);
             self.lifecycle.extend(ready);
         }
         self.topology = topo;
