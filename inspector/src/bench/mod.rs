@@ -2,8 +2,11 @@
 //! `inspector flows` attached to every hop, and with `tcpdump -w /dev/null` on the same
 //! interfaces, interleaved round by round (the observer order rotates each round), reported
 //! as medians with min/max and ratios to the no-observer median.
+pub mod loadgen;
+pub mod modes;
 pub mod scale;
 pub mod services;
+pub mod svg;
 pub mod workload;
 
 use std::{

@@ -72,7 +72,7 @@ pub fn run(w: Workload, p: &Pair, secs: f64, busy_poll: bool) -> io::Result<f64>
 
 /// Pins the calling thread to one CPU (client on 0, server on 1 when there are two), so runs
 /// are comparable: the sender's CPU carries the whole veth/bridge path.
-fn pin(cpu: usize) {
+pub(crate) fn pin(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity on this thread.
     unsafe {
@@ -83,9 +83,9 @@ fn pin(cpu: usize) {
 }
 
 /// CPU for the server side.
-const SERVER_CPU: usize = 1;
+pub(crate) const SERVER_CPU: usize = 1;
 /// CPU for the client side.
-const CLIENT_CPU: usize = 0;
+pub(crate) const CLIENT_CPU: usize = 0;
 
 /// Payload of the small-packet test.
 const SMALL: usize = 64;

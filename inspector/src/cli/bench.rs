@@ -1,5 +1,6 @@
-//! `inspector bench overhead`: what attaching the inspector to every hop costs, next to what
-//! tcpdump costs on the same interfaces, on the same run. See docs/benchmarks.md.
+//! `inspector bench`: the same workloads over every network mode, side by side; and
+//! `bench overhead` (what attaching the inspector to every hop costs, next to tcpdump),
+//! `bench scale`, `bench services`. See docs/benchmarks.md.
 use crate::{
     bench::{self, Observer, Workload},
     output::{self, Format, Table},
@@ -7,13 +8,21 @@ use crate::{
 };
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
-    pub what: What,
+    pub what: Option<What>,
+    /// Without a subcommand: `bench modes`.
+    #[command(flatten)]
+    pub modes: ModesArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum What {
+    /// The same workloads over each network mode (host, bridge, container, none, published
+    /// port, a Service's cluster IP through kube-proxy iptables and nftables at 1/1,000/10,000 Services),
+    /// interleaved over repetitions; medians, spread, per-hop in-kernel time. The default.
+    Modes(ModesArgs),
     /// Small-packet UDP, TCP request/response and bulk TCP with no observer, with the
     /// inspector and with tcpdump, interleaved; medians and ratios.
     Overhead(OverheadArgs),
@@ -24,6 +33,8 @@ pub enum What {
     /// nft JSON, programmed into a scratch namespace and dumped back); medians over rounds.
     Services(ServicesArgs),
 }
+
+pub use super::bench_modes::ModesArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct ServicesArgs {
@@ -231,9 +242,11 @@ const TARGETS: [(Workload, f64); 3] = [
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     preflight::privileges()?;
     let o = match &a.what {
-        What::Overhead(o) => o,
-        What::Scale(s) => return scale(s, fmt),
-        What::Services(s) => return services(s, fmt),
+        Some(What::Overhead(o)) => o,
+        Some(What::Scale(s)) => return scale(s, fmt),
+        Some(What::Services(s)) => return services(s, fmt),
+        Some(What::Modes(m)) => return super::bench_modes::run(m, fmt),
+        None => return super::bench_modes::run(&a.modes, fmt),
     };
     if o.rounds == 0 {
         anyhow::bail!("--rounds must be at least 1");

@@ -1,6 +1,7 @@
 //! Command-line interface: flag definitions (clap) and dispatch, one file per subcommand.
 //! Raw flags become validated settings in `common` before anything touches the kernel.
 mod bench;
+mod bench_modes;
 mod common;
 mod demo;
 mod events;

@@ -1,0 +1,242 @@
+//! `inspector bench` smoke test: every mode and workload, short and bounded, on real labs
+//! (namespaces, veths, bridges, Docker-style and kube-proxy rules in both modes). Checks the
+//! JSON report is complete and self-consistent, the traced hops follow each mode's real path,
+//! the charts are written and every lab is gone afterwards. The numbers themselves belong to
+//! `cargo xtask bench`, not to a test.
+mod support;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+const MODES: [&str; 9] = [
+    "host",
+    "container",
+    "none",
+    "bridge",
+    "bridge-dnat",
+    "iptables-1",
+    "iptables-50",
+    "nftables-1",
+    "nftables-50",
+];
+const WORKLOADS: [&str; 4] = ["rr", "crr", "stream", "udp-rr"];
+
+fn bench_namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.starts_with("insp-bm-")
+                        || n.starts_with("insp-bi1-")
+                        || n.starts_with("insp-bi50-")
+                        || n.starts_with("insp-bn1-")
+                        || n.starts_with("insp-bn50-")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn entry<'a>(results: &'a [Value], mode: &str, w: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|e| e["mode"] == mode && e["workload"] == w)
+        .unwrap_or_else(|| panic!("no result for {w} over {mode}"))
+}
+
+/// The hops of the pair whose first hop leaves `from` (a "netns/ifname" prefix).
+fn pair_from(e: &Value, from: &str) -> Vec<(String, String)> {
+    let hops = e["hops"].as_array().expect("hops array");
+    let Some(first) = hops
+        .iter()
+        .find(|h| h["from"].as_str().unwrap().starts_with(from))
+    else {
+        panic!("no hop from {from} in {hops:#?}");
+    };
+    hops.iter()
+        .filter(|h| h["pair"] == first["pair"])
+        .map(|h| {
+            (
+                h["from"].as_str().unwrap().to_owned(),
+                h["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: builds labs in network namespaces"]
+fn bench_reports_every_mode_and_workload_and_cleans_up() {
+    let svg = std::env::temp_dir().join(format!("insp-bench-svg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&svg);
+    let child = Command::new(support::bin())
+        .args([
+            "-o",
+            "json",
+            "bench",
+            "--modes",
+            "all",
+            "--services",
+            "1,50",
+            "--duration",
+            "0.2",
+            "--repeat",
+            "1",
+            "--hops-secs",
+            "0.3",
+            "--svg",
+        ])
+        .arg(&svg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inspector bench");
+    let out = support::wait_bounded(child, Duration::from_mins(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {err}");
+    // A progress line per step at least every 2 s (stderr is not a terminal here).
+    assert!(err.contains("inspector: bench ["), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(report["type"], "bench");
+    let modes: Vec<&str> = report["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for m in MODES {
+        assert!(modes.contains(&m), "mode {m} missing from {modes:?}");
+    }
+    let results = report["results"].as_array().expect("results array");
+    assert_eq!(results.len(), MODES.len() * WORKLOADS.len(), "{results:#?}");
+    for m in MODES {
+        for w in WORKLOADS {
+            let e = entry(results, m, w);
+            let rate = e["rate"].as_f64().unwrap();
+            assert!(rate > 0.0, "{w} over {m}: rate {rate}");
+            assert_eq!(e["runs"], 1, "{e}");
+            if w == "stream" {
+                // Gbit/s over veths and lo on any machine of this kind: between 0.1 and 400.
+                assert!((0.1..400.0).contains(&rate), "{m} stream {rate} Gbit/s");
+                continue;
+            }
+            let (p50, p99) = (e["p50_us"].as_f64().unwrap(), e["p99_us"].as_f64().unwrap());
+            assert!(
+                0.0 < p50 && p50 <= p99 && p99 < 1e6,
+                "{w} over {m}: {p50} {p99}"
+            );
+            // Transactions run one at a time: the mean latency is 1/rate, and the median of
+            // the individually timed transactions must be near it (two clocks, one truth).
+            let mean_us = 1e6 / rate;
+            assert!(
+                p50 > 0.2 * mean_us && p50 < 1.5 * mean_us,
+                "{w} over {m}: p50 {p50} us against a mean of {mean_us} us from the rate"
+            );
+            if w == "crr" {
+                let c = e["connect_p50_us"].as_f64().unwrap();
+                assert!(
+                    0.0 < c && c < p50,
+                    "{m}: connect {c} us within a {p50} us transaction"
+                );
+            }
+            // Nothing lost: a lost UDP answer waits a second, which a 0.2 s run would show.
+            assert_eq!(e["errors"], 0, "{w} over {m}: {e}");
+        }
+    }
+    // The traced hops follow each mode's real path, in order.
+    let bridge = pair_from(entry(results, "bridge", "rr"), "insp-bm-cli/eth0(out)");
+    assert_eq!(bridge.len(), 3, "{bridge:?}");
+    assert!(bridge[0].1.starts_with("insp-bm-node/veth") && bridge[0].1.ends_with("(in)"));
+    assert!(bridge[1].1.starts_with("insp-bm-node/veth") && bridge[1].1.ends_with("(out)"));
+    assert_eq!(bridge[2].1, "insp-bm-srv/eth0(in)");
+    for w in bridge.windows(2) {
+        assert_eq!(w[0].1, w[1].0, "{bridge:?}");
+    }
+    let dnat = pair_from(entry(results, "bridge-dnat", "rr"), "insp-bm-ext/eth0(out)");
+    assert_eq!(dnat.last().unwrap().1, "insp-bm-srv/eth0(in)", "{dnat:?}");
+    for m in ["iptables-50", "nftables-1"] {
+        let ns = if m.starts_with("ipt") {
+            "insp-bi50"
+        } else {
+            "insp-bn1"
+        };
+        let k = pair_from(entry(results, m, "rr"), &format!("{ns}-cli/eth0(out)"));
+        assert_eq!(
+            k.last().unwrap().1,
+            format!("{ns}-srv/eth0(in)"),
+            "{m}: {k:?}"
+        );
+    }
+    let host = pair_from(entry(results, "host", "rr"), "insp-bm-node/lo(out)");
+    assert_eq!(
+        host,
+        vec![("insp-bm-node/lo(out)".into(), "insp-bm-node/lo(in)".into())]
+    );
+    // Published ports and Services really were on the path: the kube labs' Service is
+    // reached at its ClusterIP and the pairs name it.
+    let k = entry(results, "iptables-1", "rr");
+    assert!(
+        k["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["pair"].as_str().unwrap().contains("198.18.128.10")),
+        "{k}"
+    );
+    for f in [
+        "latency-by-mode.svg",
+        "throughput-by-mode.svg",
+        "connect-vs-services.svg",
+    ] {
+        let text = std::fs::read_to_string(svg.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(
+            text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
+        for m in MODES {
+            if f != "connect-vs-services.svg" {
+                assert!(text.contains(&format!(">{m}<")), "{f} does not name {m}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&svg);
+    // Every lab is gone: namespaces and records.
+    assert!(bench_namespaces().is_empty(), "{:?}", bench_namespaces());
+    for lab in ["insp-bm", "insp-bi1", "insp-bi50", "insp-bn1", "insp-bn50"] {
+        assert!(
+            !std::path::Path::new(&format!("/run/inspector/labs/{lab}.json")).exists(),
+            "lab record {lab} left behind"
+        );
+    }
+}
+
+#[test]
+fn bench_bad_arguments_are_one_line() {
+    for (args, needle) in [
+        (
+            &["bench", "--modes", "bridge,warp"][..],
+            "unknown mode 'warp'",
+        ),
+        (
+            &["bench", "--workloads", "rr,ping"][..],
+            "unknown workload 'ping'",
+        ),
+        (
+            &["bench", "--cpus", "0,999"][..],
+            "not a CPU of this machine",
+        ),
+        (&["bench", "--services", "0"][..], "each count must be"),
+        (&["bench", "--modes", "iptables-99999"][..], "unknown mode"),
+    ] {
+        let out = support::run_inspector(args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
