@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// Which test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum Test {
     Rr,
@@ -126,7 +126,7 @@ impl Ends {
 }
 
 /// One run's result.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Run {
     /// Operations per second (Gbit/s for stream).
     pub rate: f64,
@@ -200,7 +200,7 @@ struct Timed {
 }
 
 /// CPUs the client and the server are pinned to.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
 pub struct Cpus {
     pub client: usize,
     pub server: usize,

@@ -4,6 +4,7 @@
 //! as medians with min/max and ratios to the no-observer median.
 pub mod loadgen;
 pub mod modes;
+pub mod pipeline;
 pub mod scale;
 pub mod services;
 pub mod svg;
@@ -28,6 +29,8 @@ pub use workload::Workload;
 pub enum Observer {
     None,
     Inspector,
+    /// `inspector flows --latency`: an event per packet per hook, stitched into per-hop times.
+    InspectorHops,
     Tcpdump,
 }
 
@@ -39,6 +42,7 @@ impl Observer {
         match self {
             Self::None => "none",
             Self::Inspector => "inspector",
+            Self::InspectorHops => "inspector-hops",
             Self::Tcpdump => "tcpdump",
         }
     }
@@ -104,7 +108,7 @@ impl Drop for Running {
 fn start(obs: Observer, lab: &Lab, extra: &[String]) -> anyhow::Result<Running> {
     match obs {
         Observer::None => Ok(Running(Vec::new())),
-        Observer::Inspector => {
+        Observer::Inspector | Observer::InspectorHops => {
             let ready =
                 std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
             let _ = std::fs::remove_file(&ready);
@@ -115,6 +119,9 @@ fn start(obs: Observer, lab: &Lab, extra: &[String]) -> anyhow::Result<Running> 
                 cmd.args(["--netns", n]);
             }
             cmd.args(extra);
+            if obs == Observer::InspectorHops {
+                cmd.arg("--latency");
+            }
             let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
             let deadline = Instant::now() + Duration::from_secs(30);
             while !ready.exists() {
@@ -163,6 +170,55 @@ pub struct Sample {
     pub workload: Workload,
     pub observer: Observer,
     pub value: f64,
+    /// With `--bpf-stats`: average run time of the inspector's tc programs (ns) and runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prog_ns_per_run: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prog_runs: Option<u64>,
+}
+
+/// Run time and run count of the inspector's tc programs, summed (`bpf_stats` must be on).
+fn tc_prog_stats() -> Option<(u64, u64)> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let (mut ns, mut runs) = (0u64, 0u64);
+    for p in v.as_array()? {
+        if matches!(
+            p["name"].as_str(),
+            Some("insp_tc_egress" | "insp_tc_ingress")
+        ) {
+            ns += p["run_time_ns"].as_u64().unwrap_or(0);
+            runs += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    (runs > 0).then_some((ns, runs))
+}
+
+/// Turns `kernel.bpf_stats_enabled` on while it lives (it adds ~50 ns of accounting to
+/// every program run, the same for both inspector observers).
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    fn on(want: bool) -> anyhow::Result<Self> {
+        const P: &str = "/proc/sys/kernel/bpf_stats_enabled";
+        if !want {
+            return Ok(Self(None));
+        }
+        let old = std::fs::read_to_string(P).context("reading kernel.bpf_stats_enabled")?;
+        std::fs::write(P, "1").context("turning kernel.bpf_stats_enabled on")?;
+        Ok(Self(Some(old.trim().to_owned())))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old);
+        }
+    }
 }
 
 /// Median, spread and ratio to the no-observer median, per (workload, observer).
@@ -181,6 +237,12 @@ pub struct Summary {
     pub ratio: f64,
     /// 1 - ratio, in percent.
     pub overhead_pct: f64,
+    /// The time this observer adds per packet per hook crossing (from the medians: the
+    /// per-packet time 1/rate against the no-observer one, over the hooks a packet crosses).
+    pub added_ns_per_hop: Option<f64>,
+    /// With `--bpf-stats`: median run time of the tc programs per run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prog_ns_per_run: Option<f64>,
 }
 
 #[must_use]
@@ -194,6 +256,23 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Hooks a packet crosses on the bench lab's path (client eth0 out, its host veth in, the
+/// server's host veth out, server eth0 in; bridged packets do not pass the bridge's own tc).
+const HOOKS_PER_PACKET: f64 = 4.0;
+
+impl Options {
+    /// The observers of this run: none, inspector, (inspector-hops,) tcpdump.
+    #[must_use]
+    pub fn observers(&self) -> Vec<Observer> {
+        let mut v = vec![Observer::None, Observer::Inspector];
+        if self.per_hop {
+            v.push(Observer::InspectorHops);
+        }
+        v.push(Observer::Tcpdump);
+        v
+    }
+}
+
 /// Options of `bench overhead`.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -204,6 +283,10 @@ pub struct Options {
     pub inspector_args: Vec<String>,
     /// The small-packet receiver spins instead of sleeping.
     pub busy_poll: bool,
+    /// Also run `inspector flows --latency` (an event per packet per hop) as an observer.
+    pub per_hop: bool,
+    /// Turn `bpf_stats` on and report the tc programs' run time per run.
+    pub bpf_stats: bool,
     /// Set by SIGINT/SIGTERM: stop after the current measurement and clean up.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -230,14 +313,16 @@ pub fn overhead(
         2,
         Duration::from_secs(2),
     )?;
+    let observers = opts.observers();
+    let _stats = BpfStats::on(opts.bpf_stats)?;
     let mut samples = Vec::new();
     for round in 0..opts.rounds {
         for (wi, &w) in opts.workloads.iter().enumerate() {
             // Each measurement gets a freshly started observer, and the observer order rotates
             // with the round and the workload, so none always runs first, last, or right
             // after another workload's after-effects (a flood's queued packets, say).
-            let mut order = Observer::ALL.to_vec();
-            order.rotate_left((round + wi) % Observer::ALL.len());
+            let mut order = observers.clone();
+            order.rotate_left((round + wi) % observers.len());
             for obs in order {
                 if opts.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     bail!("interrupted; the lab and every observer were removed");
@@ -245,12 +330,19 @@ pub fn overhead(
                 let running = start(obs, &lab, &opts.inspector_args)?;
                 let value = workload::run(w, &pair, opts.secs, opts.busy_poll)
                     .with_context(|| format!("{} with {}", w.name(), obs.name()))?;
+                let prog = if opts.bpf_stats && running.0.len() == 1 {
+                    tc_prog_stats()
+                } else {
+                    None
+                };
                 drop(running);
                 let s = Sample {
                     round,
                     workload: w,
                     observer: obs,
                     value,
+                    prog_ns_per_run: prog.map(|(ns, n)| ns as f64 / n as f64),
+                    prog_runs: prog.map(|p| p.1),
                 };
                 progress(&s);
                 samples.push(s);
@@ -268,9 +360,14 @@ pub fn overhead(
                 .collect::<Vec<_>>()
         };
         let base = median(&vals(Observer::None));
-        for o in Observer::ALL {
+        for &o in &observers {
             let v = vals(o);
             let m = median(&v);
+            let progs: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.workload == w && s.observer == o)
+                .filter_map(|s| s.prog_ns_per_run)
+                .collect();
             out.push(Summary {
                 kind: "summary",
                 workload: w,
@@ -282,6 +379,10 @@ pub fn overhead(
                 max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 ratio: m / base,
                 overhead_pct: (1.0 - m / base) * 100.0,
+                added_ns_per_hop: w
+                    .per_packet()
+                    .map(|per| (1.0 / m - 1.0 / base) * 1e9 / per / HOOKS_PER_PACKET),
+                prog_ns_per_run: (!progs.is_empty()).then(|| median(&progs)),
             });
         }
     }

@@ -284,7 +284,7 @@ fn remove_stale(name: &str) {
 }
 
 /// What a lab setup cost.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Setup {
     pub lab: String,
     pub what: String,
@@ -422,7 +422,7 @@ pub struct Options {
 }
 
 /// One measured run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Sample {
     pub repetition: usize,
     pub mode: String,
@@ -444,7 +444,7 @@ pub struct Hop {
 }
 
 /// Median and spread (min, max) of one value over repetitions.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
 pub struct Spread {
     pub median: f64,
     pub min: f64,
@@ -465,13 +465,13 @@ impl Spread {
 }
 
 /// One mode x workload: medians over repetitions, spreads, and the mode's hop breakdown.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub mode: String,
     pub workload: Test,
     pub what: String,
     pub runs: usize,
-    pub unit: &'static str,
+    pub unit: String,
     pub rate: f64,
     pub rate_spread: Option<Spread>,
     pub p50_us: Option<f64>,
@@ -482,24 +482,24 @@ pub struct Entry {
     pub connect_p50_spread: Option<Spread>,
     pub connect_p99_us: Option<f64>,
     pub cpu_us_per_op: f64,
-    pub op: &'static str,
+    pub op: String,
     pub errors: u64,
     /// rate / host mode's rate for this workload (when host was measured).
     pub rate_vs_host: Option<f64>,
     /// p50 / host mode's p50.
     pub p50_vs_host: Option<f64>,
-    pub kube_proxy: Option<&'static str>,
+    pub kube_proxy: Option<String>,
     pub services: Option<u32>,
     /// The mode's per-hop in-kernel times, from its traced TCP rr run.
     pub hops: Vec<Hop>,
 }
 
 /// The whole report (`-o json`: this one document).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Report {
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub generator: &'static str,
+    pub kind: String,
+    pub generator: String,
     pub duration_s: f64,
     pub repeat: usize,
     pub cpus: usize,
@@ -514,7 +514,7 @@ pub struct Report {
     pub ordering: Vec<Expectation>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Expectation {
     pub expectation: String,
     pub measured: String,
@@ -640,8 +640,8 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, usize, &str)) -> anyh
     let results = summarize(opts, &samples, &hops);
     let ordering = orderings(&results);
     Ok(Report {
-        kind: "bench",
-        generator: GENERATOR,
+        kind: "bench".into(),
+        generator: GENERATOR.into(),
         duration_s: opts.secs,
         repeat: opts.repeat,
         cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -681,7 +681,7 @@ fn summarize(opts: &Options, samples: &[Sample], hops: &BTreeMap<Mode, Vec<Hop>>
                 workload: t,
                 what: m.what(),
                 runs: runs.len(),
-                unit: t.unit(),
+                unit: t.unit().into(),
                 rate: rate.map_or(0.0, |s| s.median),
                 rate_spread: rate,
                 p50_us: p50.map(|s| s.median),
@@ -692,13 +692,13 @@ fn summarize(opts: &Options, samples: &[Sample], hops: &BTreeMap<Mode, Vec<Hop>>
                 connect_p50_spread: con,
                 connect_p99_us: con99.map(|s| s.median),
                 cpu_us_per_op: cpu.map_or(0.0, |s| s.median),
-                op: t.op(),
+                op: t.op().into(),
                 errors: runs.iter().map(|r| r.errors).sum(),
                 rate_vs_host: None,
                 p50_vs_host: None,
                 kube_proxy: m
                     .kube_lab()
-                    .map(|(nft, _)| if nft { "nftables" } else { "iptables" }),
+                    .map(|(nft, _)| if nft { "nftables" } else { "iptables" }.to_owned()),
                 services: m.kube_lab().map(|(_, n)| n),
                 hops: hops.get(&m).cloned().unwrap_or_default(),
             });
@@ -750,7 +750,7 @@ fn orderings(results: &[Entry]) -> Vec<Expectation> {
     for (nft, name) in [(false, "iptables"), (true, "nftables")] {
         let mut pts: Vec<(u32, f64)> = results
             .iter()
-            .filter(|e| e.workload == Test::Crr && e.kube_proxy == Some(name))
+            .filter(|e| e.workload == Test::Crr && e.kube_proxy.as_deref() == Some(name))
             .filter_map(|e| Some((e.services?, e.connect_p50_us?)))
             .collect();
         pts.sort_by_key(|p| p.0);

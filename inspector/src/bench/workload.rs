@@ -43,6 +43,17 @@ impl Workload {
         }
     }
 
+    /// Packets per unit of the measured value (datagrams per datagram; request and response
+    /// per transaction); None for bulk, whose cost is not per packet.
+    #[must_use]
+    pub const fn per_packet(self) -> Option<f64> {
+        match self {
+            Self::UdpSmall => Some(1.0),
+            Self::TcpRr => Some(2.0),
+            Self::TcpBulk => None,
+        }
+    }
+
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {

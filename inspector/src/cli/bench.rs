@@ -29,12 +29,145 @@ pub enum What {
     /// Identity resolution and attach time for N workloads (a lab of N bridge-mode
     /// namespaces with veth pairs and cgroups); medians over rounds.
     Scale(ScaleArgs),
+    /// The userspace event pipeline (decode, filter, stitch, per-hop histograms) fed by a
+    /// synthetic producer: events/s on one core, and loss at a paced rate through a ring of
+    /// the kernel ring's size.
+    Pipeline(PipelineArgs),
     /// Parse time of kube-proxy's rules for N Services x M endpoints (iptables-save text and
     /// nft JSON, programmed into a scratch namespace and dumped back); medians over rounds.
     Services(ServicesArgs),
 }
 
 pub use super::bench_modes::ModesArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct PipelineArgs {
+    /// Events for the throughput run (decoded and aggregated as fast as one core goes).
+    #[arg(long, default_value_t = 50_000_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000_000))]
+    pub events: u64,
+    /// Events per second of the paced run.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    pub rate: u64,
+    /// Seconds of the paced run (0: skip it).
+    #[arg(long, default_value_t = 60.0, value_parser = parse_secs_or_zero)]
+    pub secs: f64,
+    /// Hooks each synthetic packet crosses.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=12))]
+    pub hops: u8,
+}
+
+fn parse_secs_or_zero(s: &str) -> Result<f64, String> {
+    if s == "0" {
+        Ok(0.0)
+    } else {
+        super::common::parse_secs(s)
+    }
+}
+
+/// Targets from the per-hop issue.
+const PIPELINE_TARGET_EPS: f64 = 10e6;
+
+fn pipeline(a: &PipelineArgs, fmt: Format) -> anyhow::Result<()> {
+    let hops = usize::from(a.hops);
+    eprintln!(
+        "inspector: bench pipeline: {} events through decode + filter + stitch + histograms on CPU 0",
+        a.events
+    );
+    let t = bench::pipeline::throughput(a.events, hops, 10_000_000, 0);
+    let stop = super::common::stop_flag()?;
+    let p = (a.secs > 0.0).then(|| {
+        eprintln!(
+            "inspector: bench pipeline: {} events/s for {:.0} s through an {} MiB ring (producer on CPU 1, consumer on CPU 0)",
+            a.rate,
+            a.secs,
+            bench::pipeline::RING_BYTES >> 20
+        );
+        bench::pipeline::paced(a.rate, a.secs, hops, 1, 0, &stop)
+    });
+    match fmt {
+        Format::Json => {
+            output::json_line(&serde_json::json!({"type": "pipeline_throughput",
+                "target_events_per_sec": PIPELINE_TARGET_EPS,
+                "met": t.events_per_sec >= PIPELINE_TARGET_EPS, "result": t}))?;
+            if let Some(p) = &p {
+                output::json_line(&serde_json::json!({"type": "pipeline_paced",
+                    "met": p.lost == 0 && p.consumed == p.produced, "result": p}))?;
+            }
+        }
+        Format::Table | Format::Dot => {
+            println!(
+                "throughput: {} events in {:.2} s on one core: {:.2} M events/s ({:.1} ns per event; target >= 10 M/s: {}); {} packets, {} closed early for room; packets per hop {:?}, p50 per hop {:?} ns (produced: {} ns)",
+                t.events,
+                t.seconds,
+                t.events_per_sec / 1e6,
+                t.ns_per_event,
+                if t.events_per_sec >= PIPELINE_TARGET_EPS {
+                    "met"
+                } else {
+                    "MISSED"
+                },
+                t.packets,
+                t.closed_early,
+                t.counted_per_hop,
+                t.p50_ns,
+                bench::pipeline::HOP_NS
+            );
+            if let Some(p) = &p {
+                println!(
+                    "paced: {} events/s for {:.1} s: produced {}, consumed {}, lost {} ({}); most waiting at one wake-up {} ({:.1}% of the ring); consumer CPU {:.1}%; packets per hop {:?}",
+                    p.rate,
+                    p.seconds,
+                    p.produced,
+                    p.consumed,
+                    p.lost,
+                    if p.lost == 0 && p.consumed == p.produced {
+                        "zero loss: met"
+                    } else {
+                        "MISSED"
+                    },
+                    p.max_backlog,
+                    p.max_backlog_pct,
+                    p.consumer_cpu_pct,
+                    p.counted_per_hop
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What per-hop timestamping adds per hop: `inspector-hops` against `inspector` (the same
+/// programs without per-packet events), from throughput and, with --bpf-stats, from the
+/// programs' own run time.
+fn per_hop_lines(summary: &[bench::Summary]) {
+    for w in [Workload::UdpSmall, Workload::TcpRr] {
+        let get = |o: Observer| summary.iter().find(|s| s.workload == w && s.observer == o);
+        let (Some(plain), Some(hops)) = (get(Observer::Inspector), get(Observer::InspectorHops))
+        else {
+            continue;
+        };
+        let (Some(counting), Some(timing)) = (plain.added_ns_per_hop, hops.added_ns_per_hop) else {
+            continue;
+        };
+        let added = timing - counting;
+        let prog = match (plain.prog_ns_per_run, hops.prog_ns_per_run) {
+            (Some(before), Some(after)) => format!(
+                "; tc program run {before:.0} -> {after:.0} ns ({:+.0} ns per hop, bpf_stats)",
+                after - before
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "{:<9} per-hop timestamping adds {added:.0} ns per packet per hop over counting alone ({timing:.0} ns against no observer; target <= {PER_HOP_TARGET_NS:.0} ns: {}){prog}",
+            w.name(),
+            if added <= PER_HOP_TARGET_NS {
+                "met"
+            } else {
+                "MISSED"
+            },
+        );
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ServicesArgs {
@@ -230,7 +363,18 @@ pub struct OverheadArgs {
     /// wake-up IPIs that make the sender's rate swing, and shows per-packet cost more plainly.
     #[arg(long)]
     pub busy_poll: bool,
+    /// Also observe with `inspector flows --latency` (an event per packet per hop, stitched
+    /// into per-hop times) and report what per-hop timestamping adds per hop.
+    #[arg(long)]
+    pub per_hop: bool,
+    /// Turn the kernel's BPF run-time statistics on for the run (restored after) and report
+    /// the tc programs' own run time per run (they add ~50 ns of accounting to each).
+    #[arg(long)]
+    pub bpf_stats: bool,
 }
+
+/// Target from the per-hop issue: what per-hop timestamping may add per hop, on average.
+const PER_HOP_TARGET_NS: f64 = 60.0;
 
 /// Targets from the foundation issue: (workload, max overhead %).
 const TARGETS: [(Workload, f64); 3] = [
@@ -246,6 +390,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         Some(What::Scale(s)) => return scale(s, fmt),
         Some(What::Services(s)) => return services(s, fmt),
         Some(What::Modes(m)) => return super::bench_modes::run(m, fmt),
+        Some(What::Pipeline(p)) => return pipeline(p, fmt),
         None => return super::bench_modes::run(&a.modes, fmt),
     };
     if o.rounds == 0 {
@@ -271,11 +416,13 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         stop,
         inspector_args: o.inspector_args.clone(),
         busy_poll: o.busy_poll,
+        per_hop: o.per_hop,
+        bpf_stats: o.bpf_stats,
     };
     eprintln!(
         "inspector: bench overhead: {} rounds x {} observers x {} workloads x {:.1} s",
         opts.rounds,
-        Observer::ALL.len(),
+        opts.observers().len(),
         opts.workloads.len(),
         opts.secs
     );
@@ -303,7 +450,16 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         }
         Format::Table | Format::Dot => {
             let mut t = Table::new(&[
-                "WORKLOAD", "OBSERVER", "MEDIAN", "MIN", "MAX", "UNIT", "RATIO", "OVERHEAD",
+                "WORKLOAD",
+                "OBSERVER",
+                "MEDIAN",
+                "MIN",
+                "MAX",
+                "UNIT",
+                "RATIO",
+                "OVERHEAD",
+                "ADDED NS/HOP",
+                "PROG NS/RUN",
             ]);
             for s in &summary {
                 t.row(vec![
@@ -315,9 +471,18 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                     s.unit.into(),
                     format!("{:.4}", s.ratio),
                     format!("{:+.2}%", s.overhead_pct),
+                    s.added_ns_per_hop
+                        .filter(|_| s.observer != Observer::None)
+                        .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+                    s.prog_ns_per_run
+                        .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
                 ]);
             }
             print!("{}", t.render());
+            if o.per_hop {
+                println!();
+                per_hop_lines(&summary);
+            }
             println!();
             for (w, target) in TARGETS {
                 let get = |o: Observer| summary.iter().find(|s| s.workload == w && s.observer == o);

@@ -40,6 +40,10 @@ pub struct ModesArgs {
     /// modes). `0,1` measures with that wake-up included.
     #[arg(long, default_value = "0,0", value_parser = parse_cpus)]
     pub cpus: crate::bench::loadgen::Cpus,
+    /// Do not run anything: show a report saved with `-o json` (as a table, or as charts
+    /// with --svg).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
     /// Write SVG charts into this directory (latency by mode, throughput by mode,
     /// connection setup vs Services).
     #[arg(long, value_name = "DIR")]
@@ -116,6 +120,13 @@ impl Progress {
 }
 
 pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
+    if let Some(f) = &a.from {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--from: cannot read {}", f.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--from: {} is not a bench report: {e}", f.display()))?;
+        return show(&report, a, fmt);
+    }
     crate::probe::preflight::privileges()?;
     if a.services
         .iter()
@@ -150,13 +161,19 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
         last: None,
     };
     let report = modes::run(&opts, |d, t, w| bar.show(d, t, w))?;
+    show(&report, a, fmt)
+}
+
+fn show(report: &Report, a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     if let Some(dir) = &a.svg {
-        let files = write_charts(&report, dir)?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--svg: cannot create {}", dir.display()))?;
+        let files = write_charts(report, dir)?;
         eprintln!("inspector: charts: {}", files.join(", "));
     }
     match fmt {
-        Format::Json => output::json_line(&report)?,
-        Format::Table | Format::Dot => print_table(&report),
+        Format::Json => output::json_line(report)?,
+        Format::Table | Format::Dot => print_table(report),
     }
     Ok(())
 }
@@ -216,7 +233,7 @@ fn print_table(r: &Report) {
             } else {
                 format!("{:.0}", e.rate)
             },
-            e.unit.into(),
+            e.unit.clone(),
             spread_pct(e),
             f1(e.p50_us),
             f1(e.p99_us),
@@ -357,7 +374,7 @@ fn write_charts(r: &Report, dir: &std::path::Path) -> anyhow::Result<Vec<String>
             let mut pts: Vec<(f64, f64, f64, f64)> = r
                 .results
                 .iter()
-                .filter(|e| e.workload == Test::Crr && e.kube_proxy == Some(k))
+                .filter(|e| e.workload == Test::Crr && e.kube_proxy.as_deref() == Some(*k))
                 .filter_map(|e| {
                     let s = e.connect_p50_spread?;
                     Some((f64::from(e.services?), s.median, s.min, s.max))

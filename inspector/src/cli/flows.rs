@@ -44,8 +44,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut stitcher = crate::flows::hops::Stitcher::default();
-    let mut latency = crate::flows::hops::Latency::default();
+    let mut latency = crate::flows::hops::Aggregator::default();
     let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;
     let interval = Duration::from_secs_f64(a.interval);
     let mut next_print = Instant::now() + interval;
@@ -55,7 +54,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             ring.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
         clock.wait(&fds, (!once).then_some(next_print));
         if let Some(r) = ring.as_mut() {
-            drain_latency(&f, r, &settings.filter, &mut stitcher, &mut latency, false)?;
+            drain_latency(r, &settings.filter, &mut latency, false);
         }
         if clock.rescan_due() {
             let _ = f.probe.clock();
@@ -70,24 +69,22 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     // Final snapshot: in --duration mode this is the result; interrupted refreshes get one too.
     print(&f, a, &settings.filter, fmt, false)?;
     if let Some(r) = ring.as_mut() {
-        drain_latency(&f, r, &settings.filter, &mut stitcher, &mut latency, true)?;
-        print_latency(&latency, fmt)?;
+        drain_latency(r, &settings.filter, &mut latency, true);
+        print_latency(&f, &latency, fmt)?;
     }
     print_drops(&f, &settings, fmt)?;
     print_stats(&f, fmt)?;
     Ok(())
 }
 
-/// Reads the events waiting in the ring, stitches them into packets and adds the quiet
-/// ones (all of them when `all`) to the latency table.
+/// Reads the events waiting in the ring into the per-hop aggregator and closes the packets
+/// first seen more than 200 ms ago (all of them when `all`).
 fn drain_latency(
-    f: &Follower,
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     filter: &Filter,
-    stitcher: &mut crate::flows::hops::Stitcher,
-    latency: &mut crate::flows::hops::Latency,
+    latency: &mut crate::flows::hops::Aggregator,
     all: bool,
-) -> anyhow::Result<()> {
+) {
     while let Some(item) = ring.next() {
         if item.len() < std::mem::size_of::<inspector_common::PacketEvent>() {
             continue;
@@ -97,53 +94,44 @@ fn drain_latency(
             unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         drop(item);
         if filter.matches(&ev.key) {
-            stitcher.push(&ev);
+            latency.push(&ev);
         }
     }
-    let packets = if all {
-        stitcher.take_quiet(0, 0)
+    if all {
+        latency.close_quiet(0, 0);
     } else {
-        stitcher.take_quiet(common::mono_now_ns(), 200_000_000)
-    };
-    if packets.is_empty() {
-        return Ok(());
+        latency.close_quiet(common::mono_now_ns(), 200_000_000);
     }
-    f.with_resolver(|r| {
-        for evs in &packets {
-            if evs.len() < 2 {
-                continue;
-            }
-            let hops: Vec<(String, u64)> = evs
-                .iter()
-                .map(|ev| {
-                    let rec = crate::cli::trace::record(ev, &f.names);
-                    (
-                        path::hop_label(&rec.netns_name, &rec.ifname, rec.direction),
-                        ev.ts_ns,
-                    )
-                })
-                .collect();
-            let mut head = crate::cli::trace::record(&evs[0], &f.names);
-            head.attribute(r);
-            let end = |ip: Option<std::net::IpAddr>, e: Option<&crate::identity::Endpoint>| {
-                e.and_then(|e| e.name.clone())
-                    .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
-            };
-            let pair = format!(
-                "{} -> {} {}",
-                end(head.src, head.src_endpoint.as_ref()),
-                end(head.dst, head.dst_endpoint.as_ref()),
-                head.proto
-            );
-            latency.add(&pair, &hops);
-        }
-    })?;
-    Ok(())
 }
 
 /// The per-hop latency table (`type: "latency"` lines in JSON).
-fn print_latency(l: &crate::flows::hops::Latency, fmt: Format) -> anyhow::Result<()> {
-    let rows = l.rows();
+fn print_latency(
+    f: &Follower,
+    l: &crate::flows::hops::Aggregator,
+    fmt: Format,
+) -> anyhow::Result<()> {
+    let rows = f.with_resolver(|r| {
+        let end = |ip: Option<std::net::IpAddr>, e: Option<&crate::identity::Endpoint>| {
+            e.and_then(|e| e.name.clone())
+                .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
+        };
+        l.rows(
+            |ev| {
+                let rec = crate::cli::trace::record(ev, &f.names);
+                path::hop_label(&rec.netns_name, &rec.ifname, rec.direction)
+            },
+            |ev| {
+                let mut head = crate::cli::trace::record(ev, &f.names);
+                head.attribute(r);
+                format!(
+                    "{} -> {} {}",
+                    end(head.src, head.src_endpoint.as_ref()),
+                    end(head.dst, head.dst_endpoint.as_ref()),
+                    head.proto
+                )
+            },
+        )
+    })?;
     match fmt {
         Format::Json => {
             for r in &rows {

@@ -20,6 +20,18 @@ pub struct Fingerprint {
     pub b: u32,
 }
 
+impl Fingerprint {
+    /// The fingerprint folded into 64 bits (the per-hop aggregator's key: two packets in
+    /// flight at once colliding here is a 1-in-10^10 event at 32,768 packets).
+    #[must_use]
+    pub fn key(&self) -> u64 {
+        let x = (u64::from(self.a) << 32 | u64::from(self.b))
+            ^ (u64::from(self.ip_id) << 24 | u64::from(self.len) << 8 | u64::from(self.proto))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    }
+}
+
 fn be16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(off)?, *b.get(off + 1)?]))
 }
@@ -33,6 +45,21 @@ fn be32(b: &[u8], off: usize) -> Option<u32> {
 #[must_use]
 pub fn fingerprint(ev: &PacketEvent) -> Option<Fingerprint> {
     let snap = &ev.snap[..usize::from(ev.snap_len).min(ev.snap.len())];
+    // Fast path: untagged IPv4 without options carrying TCP, the common case.
+    if let Some(h) = snap.get(..54)
+        && h[12..14] == [0x08, 0x00]
+        && h[14] == 0x45
+        && h[23] == 6
+    {
+        let w32 = |o: usize| u32::from_be_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        return Some(Fingerprint {
+            proto: 6,
+            ip_id: u32::from(u16::from_be_bytes([h[18], h[19]])),
+            len: u16::from_be_bytes([h[16], h[17]]),
+            a: w32(38),
+            b: w32(42),
+        });
+    }
     // The snapshot starts at the MAC header on Ethernet-like devices; skip VLAN tags.
     let mut off = 12;
     let mut ethertype = be16(snap, off)?;
@@ -151,11 +178,70 @@ impl Stitcher {
     }
 }
 
-/// Time between consecutive hops, per endpoint pair and hop, over stitched packets
-/// (`flows --latency`).
-#[derive(Default)]
-pub struct Latency {
-    samples: std::collections::BTreeMap<(String, String, String), Vec<u64>>,
+/// A log-linear histogram of nanoseconds: exact below 32 ns, then 32 buckets per power of
+/// two (a value is reported as its bucket's middle: within 1.6%); the maximum is exact.
+#[derive(Clone, Default)]
+pub struct Histogram {
+    counts: Vec<u32>,
+    n: u64,
+    max: u64,
+}
+
+const SUB: u32 = 32;
+
+fn bucket(v: u64) -> usize {
+    if v < u64::from(SUB) {
+        return v as usize;
+    }
+    let e = v.ilog2();
+    let sub = (v >> (e - 5)) & u64::from(SUB - 1);
+    ((e - 4) * SUB) as usize + sub as usize
+}
+
+fn bucket_value(b: usize) -> u64 {
+    let sub = SUB as usize;
+    if b < sub {
+        return b as u64;
+    }
+    let e = (b / sub) as u32 + 4;
+    let lo = ((sub + b % sub) as u64) << (e - 5);
+    lo + (1u64 << (e - 5)) / 2
+}
+
+impl Histogram {
+    pub fn add(&mut self, v: u64) {
+        let b = bucket(v);
+        if self.counts.len() <= b {
+            self.counts.resize(b + 1, 0);
+        }
+        self.counts[b] = self.counts[b].saturating_add(1);
+        self.n += 1;
+        self.max = self.max.max(v);
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    #[must_use]
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at percentile `p` (0-100].
+    #[must_use]
+    pub fn percentile(&self, p: u64) -> u64 {
+        let rank = (self.n * p).div_ceil(100).clamp(1, self.n.max(1));
+        let mut seen = 0u64;
+        for (b, c) in self.counts.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= rank {
+                return bucket_value(b).min(self.max);
+            }
+        }
+        self.max
+    }
 }
 
 /// One row of the latency table (`type: "latency"` JSON).
@@ -166,64 +252,334 @@ pub struct LatencyRow {
     /// `netns/ifname(out|in)` of the hop the time is measured from, and to.
     pub from: String,
     pub to: String,
-    pub packets: usize,
+    pub packets: u64,
     pub p50_ns: u64,
     pub p90_ns: u64,
     pub p99_ns: u64,
     pub max_ns: u64,
 }
 
-/// At most this many samples per (pair, hop); later ones replace earlier ones in turn.
-const MAX_SAMPLES: usize = 100_000;
+/// A packet being followed (80 bytes, so a table of them stays in cache): when it was first
+/// seen, and each hook it crossed (hop id, ns since first seen).
+#[derive(Clone, Copy, Default)]
+struct Open {
+    /// `Fingerprint::key`; 0 = free.
+    key: u64,
+    first_ts: u64,
+    generation: u32,
+    pair: u32,
+    n: u8,
+    hop: [u16; MAX_HOPS],
+    delta: [u32; MAX_HOPS],
+}
 
-impl Latency {
-    /// Adds one packet: `hops` are (label) in path order with their timestamps.
-    pub fn add(&mut self, pair: &str, hops: &[(String, u64)]) {
-        for w in hops.windows(2) {
-            let v = self
-                .samples
-                .entry((pair.to_owned(), w[0].0.clone(), w[1].0.clone()))
-                .or_default();
-            let d = w[1].1.saturating_sub(w[0].1);
-            if v.len() < MAX_SAMPLES {
-                v.push(d);
-            } else {
-                let i = usize::try_from(d).unwrap_or(0) % MAX_SAMPLES;
-                v[i] = d;
+/// Most hooks one packet is followed across.
+const MAX_HOPS: usize = 8;
+
+/// Buckets of the table of packets being followed; `WAYS` packets per bucket (the oldest
+/// makes room for a new one). 16,384 packets: at low rates a packet is followed for the
+/// whole idle window, at millions of events per second the window shrinks to what the table
+/// spans (6.5 ms at 10 M events/s over 4 hooks) - a packet crosses a node in microseconds -
+/// and the 1.3 MB table stays in cache.
+const BUCKETS: usize = 4_096;
+/// Packets per bucket: with four, a packet still in flight is closed early only if four
+/// packets in flight share its bucket.
+const WAYS: usize = 4;
+
+/// The per-hop latency pipeline of `flows --latency`, built for millions of events per
+/// second on one core: each event is fingerprinted, its hop (namespace, interface,
+/// direction) and endpoint pair interned to small numbers, and appended to its packet in a
+/// two-way set-associative table; a packet is closed once `idle` has passed since its first
+/// event (or when its bucket needs room) and its hop-to-hop times go into one histogram per
+/// (pair, from hop, to hop). Names are looked up only when printing.
+pub struct Aggregator {
+    table: Vec<[Open; WAYS]>,
+    queue: std::collections::VecDeque<(u64, u64, u32)>,
+    generation: u32,
+    /// The last hop looked up, and its id (events come in bursts per hook).
+    last_hop: Option<((u32, u32, u8), u16)>,
+    hop_ids: rustc_hash::FxHashMap<(u32, u32, u8), u16>,
+    /// One event per hop and per pair, to name them.
+    hop_events: Vec<PacketEvent>,
+    /// Whether each hop is an ingress one (egress sorts first at equal times).
+    hop_ingress: Vec<bool>,
+    pair_ids: rustc_hash::FxHashMap<([u8; 16], [u8; 16], u8), u32>,
+    pair_events: Vec<PacketEvent>,
+    /// Per pair: the last hop sequence closed and its rows (most packets of a pair take
+    /// the same path).
+    pair_paths: Vec<PairPath>,
+    row_ids: rustc_hash::FxHashMap<(u32, u16, u16), usize>,
+    rows: Vec<((u32, u16, u16), Histogram)>,
+    /// Events taken, packets closed, packets closed early for room.
+    pub events: u64,
+    pub packets: u64,
+    pub closed_early: u64,
+}
+
+impl Default for Aggregator {
+    fn default() -> Self {
+        Self {
+            table: vec![[Open::default(); WAYS]; BUCKETS],
+            queue: std::collections::VecDeque::with_capacity(BUCKETS * WAYS),
+            generation: 0,
+            last_hop: None,
+            hop_ids: rustc_hash::FxHashMap::default(),
+            hop_events: Vec::new(),
+            hop_ingress: Vec::new(),
+            pair_ids: rustc_hash::FxHashMap::default(),
+            pair_events: Vec::new(),
+            pair_paths: Vec::new(),
+            row_ids: rustc_hash::FxHashMap::default(),
+            rows: Vec::new(),
+            events: 0,
+            packets: 0,
+            closed_early: 0,
+        }
+    }
+}
+
+/// The last hop sequence of a pair and the rows of its hop transitions.
+#[derive(Clone, Copy, Default)]
+struct PairPath {
+    n: u8,
+    hops: [u16; MAX_HOPS],
+    rows: [u32; MAX_HOPS],
+}
+
+/// Most distinct hops (namespace, interface, direction) kept apart; later ones share the last.
+const MAX_HOP_IDS: usize = 65_535;
+
+fn bucket_of(key: u64) -> usize {
+    (key >> 40) as usize % BUCKETS
+}
+
+impl Aggregator {
+    pub fn push(&mut self, ev: &PacketEvent) {
+        self.push_at(ev, ev.ts_ns);
+    }
+
+    /// Like `push`, with the event's time given (for replayed or synthetic events).
+    pub fn push_at(&mut self, ev: &PacketEvent, ts: u64) {
+        self.events += 1;
+        let Some(fp) = fingerprint(ev) else {
+            return;
+        };
+        let key = fp.key() | 1;
+        let k = &ev.key;
+        let hk = (k.netns, k.ifindex, k.direction);
+        let hop = match self.last_hop {
+            Some((lk, id)) if lk == hk => id,
+            _ => {
+                let id = match self.hop_ids.get(&hk) {
+                    Some(&h) => h,
+                    None => self.new_hop(ev),
+                };
+                self.last_hop = Some((hk, id));
+                id
+            }
+        };
+        let b = bucket_of(key);
+        let way = self.table[b].iter().position(|o| o.key == key);
+        if let Some(w) = way {
+            let o = &mut self.table[b][w];
+            let n = usize::from(o.n);
+            if n < MAX_HOPS && !o.hop[..n].contains(&hop) {
+                // Events of one packet can reach the ring slightly out of order (different
+                // CPUs): an earlier one moves the packet's start back.
+                if ts < o.first_ts {
+                    let back = u32::try_from(o.first_ts - ts).unwrap_or(u32::MAX);
+                    for d in &mut o.delta[..n] {
+                        *d = d.saturating_add(back);
+                    }
+                    o.first_ts = ts;
+                }
+                o.hop[n] = hop;
+                o.delta[n] = u32::try_from(ts - o.first_ts).unwrap_or(u32::MAX);
+                o.n += 1;
+                return;
+            }
+            // The same hook twice: a new packet that looks the same (a retransmission).
+            let old = std::mem::take(&mut self.table[b][w]);
+            self.finish(&old);
+        }
+        // A free way, else the older packet of the bucket makes room.
+        let w = if let Some(w) = self.table[b].iter().position(|o| o.key == 0) {
+            w
+        } else {
+            let w = (0..WAYS)
+                .min_by_key(|&w| self.table[b][w].first_ts)
+                .unwrap_or(0);
+            let old = std::mem::take(&mut self.table[b][w]);
+            self.finish(&old);
+            self.closed_early += 1;
+            w
+        };
+        let pk = (k.src, k.dst, k.proto);
+        let pair = match self.pair_ids.get(&pk) {
+            Some(&p) => p,
+            None => self.new_pair(ev, pk),
+        };
+        self.generation = self.generation.wrapping_add(1);
+        let mut o = Open {
+            key,
+            first_ts: ts,
+            generation: self.generation,
+            pair,
+            n: 1,
+            ..Open::default()
+        };
+        o.hop[0] = hop;
+        self.table[b][w] = o;
+        if self.queue.len() >= BUCKETS * WAYS * 4 {
+            // Entries of packets long closed early; keep the queue bounded.
+            self.queue.pop_front();
+        }
+        self.queue.push_back((ts, key, self.generation));
+    }
+
+    #[cold]
+    fn new_hop(&mut self, ev: &PacketEvent) -> u16 {
+        let k = &ev.key;
+        let id = u16::try_from(self.hop_events.len().min(MAX_HOP_IDS)).unwrap_or(u16::MAX);
+        if self.hop_events.len() < MAX_HOP_IDS {
+            self.hop_events.push(*ev);
+            self.hop_ingress
+                .push(k.direction != inspector_common::Direction::Egress as u8);
+        }
+        self.hop_ids.insert((k.netns, k.ifindex, k.direction), id);
+        id
+    }
+
+    #[cold]
+    fn new_pair(&mut self, ev: &PacketEvent, pk: ([u8; 16], [u8; 16], u8)) -> u32 {
+        let p = u32::try_from(self.pair_events.len()).unwrap_or(u32::MAX);
+        self.pair_ids.insert(pk, p);
+        self.pair_events.push(*ev);
+        self.pair_paths.push(PairPath::default());
+        p
+    }
+
+    /// Closes the packets first seen before `now_ns - idle_ns` (all when `idle_ns` is 0).
+    pub fn close_quiet(&mut self, now_ns: u64, idle_ns: u64) {
+        while let Some(&(ts, key, g)) = self.queue.front() {
+            if idle_ns != 0 && ts.saturating_add(idle_ns) > now_ns {
+                break;
+            }
+            self.queue.pop_front();
+            let b = bucket_of(key);
+            if let Some(w) = self.table[b]
+                .iter()
+                .position(|o| o.key == key && o.generation == g)
+            {
+                let old = std::mem::take(&mut self.table[b][w]);
+                self.finish(&old);
+            }
+        }
+        if idle_ns == 0 {
+            for b in 0..BUCKETS {
+                for w in 0..WAYS {
+                    if self.table[b][w].key != 0 {
+                        let old = std::mem::take(&mut self.table[b][w]);
+                        self.finish(&old);
+                    }
+                }
             }
         }
     }
 
-    /// Percentiles per (pair, hop).
-    #[must_use]
-    pub fn rows(&self) -> Vec<LatencyRow> {
-        self.samples
+    fn finish(&mut self, o: &Open) {
+        self.packets += 1;
+        let n = usize::from(o.n);
+        if n < 2 {
+            return;
+        }
+        // Path order: time, then egress before ingress at equal time.
+        let mut order = [(0u32, false, 0u16); MAX_HOPS];
+        for (slot, (&h, &d)) in order.iter_mut().zip(o.hop.iter().zip(&o.delta)).take(n) {
+            let ingress = self
+                .hop_ingress
+                .get(usize::from(h))
+                .copied()
+                .unwrap_or(false);
+            *slot = (d, ingress, h);
+        }
+        let order = &mut order[..n];
+        if !order.is_sorted() {
+            order.sort_unstable();
+        }
+        let pair = o.pair as usize;
+        let Some(&path) = self.pair_paths.get(pair) else {
+            return;
+        };
+        let same = usize::from(path.n) == n
+            && path.hops[..n]
+                .iter()
+                .zip(order.iter())
+                .all(|(a, b)| *a == b.2);
+        let path = if same {
+            path
+        } else {
+            let mut p = PairPath {
+                n: o.n,
+                ..PairPath::default()
+            };
+            for (i, w) in order.windows(2).enumerate() {
+                let key = (o.pair, w[0].2, w[1].2);
+                let r = *self.row_ids.entry(key).or_insert_with(|| {
+                    self.rows.push((key, Histogram::default()));
+                    self.rows.len() - 1
+                });
+                p.rows[i] = u32::try_from(r).unwrap_or(u32::MAX);
+            }
+            for (i, x) in order.iter().enumerate() {
+                p.hops[i] = x.2;
+            }
+            self.pair_paths[pair] = p;
+            p
+        };
+        for (w, &r) in order.windows(2).zip(&path.rows) {
+            if let Some(row) = self.rows.get_mut(r as usize) {
+                row.1.add(u64::from(w[1].0.saturating_sub(w[0].0)));
+            }
+        }
+    }
+
+    /// Percentiles per (pair, hop), named by `hop_name` and `pair_name` from an event of
+    /// that hop / the first event of that pair; in a stable order.
+    pub fn rows(
+        &self,
+        mut hop_name: impl FnMut(&PacketEvent) -> String,
+        mut pair_name: impl FnMut(&PacketEvent) -> String,
+    ) -> Vec<LatencyRow> {
+        let hops: Vec<String> = self.hop_events.iter().map(&mut hop_name).collect();
+        let pairs: Vec<String> = self.pair_events.iter().map(&mut pair_name).collect();
+        let mut out: Vec<LatencyRow> = self
+            .rows
             .iter()
-            .map(|((pair, from, to), v)| {
-                let mut s = v.clone();
-                s.sort_unstable();
-                let pct = |p: usize| {
-                    s[((s.len() * p).div_ceil(100))
-                        .saturating_sub(1)
-                        .min(s.len() - 1)]
-                };
-                LatencyRow {
-                    pair: pair.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
-                    packets: s.len(),
-                    p50_ns: pct(50),
-                    p90_ns: pct(90),
-                    p99_ns: pct(99),
-                    max_ns: s[s.len() - 1],
-                }
+            .map(|&((p, a, b), ref h)| LatencyRow {
+                pair: pairs[p as usize].clone(),
+                from: hops
+                    .get(usize::from(a))
+                    .cloned()
+                    .unwrap_or_else(|| "(other hops)".into()),
+                to: hops
+                    .get(usize::from(b))
+                    .cloned()
+                    .unwrap_or_else(|| "(other hops)".into()),
+                packets: h.count(),
+                p50_ns: h.percentile(50),
+                p90_ns: h.percentile(90),
+                p99_ns: h.percentile(99),
+                max_ns: h.max(),
             })
-            .collect()
+            .collect();
+        out.sort_by(|x, y| (&x.pair, &x.from, &x.to).cmp(&(&y.pair, &y.from, &y.to)));
+        out
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.rows.is_empty()
     }
 }
 
@@ -280,27 +636,61 @@ mod tests {
     }
 
     #[test]
-    fn latency_percentiles_per_hop() {
-        let mut l = Latency::default();
-        for i in 1..=100u64 {
-            l.add(
-                "a -> b",
-                &[
-                    ("x".into(), 0),
-                    ("y".into(), i * 10),
-                    ("z".into(), i * 10 + 5),
-                ],
+    fn histogram_is_within_two_percent_and_max_is_exact() {
+        let mut h = Histogram::default();
+        for v in 1..=100_000u64 {
+            h.add(v * 10);
+        }
+        for (p, exact) in [(50, 500_000u64), (90, 900_000), (99, 990_000)] {
+            let got = h.percentile(p);
+            assert!(
+                got.abs_diff(exact) * 1000 <= exact * 16,
+                "p{p}: {got} vs {exact}"
             );
         }
-        let rows = l.rows();
-        assert_eq!(rows.len(), 2);
-        let xy = rows.iter().find(|r| r.from == "x").unwrap();
+        assert_eq!((h.count(), h.max()), (100_000, 1_000_000));
+        for v in [0u64, 1, 31, 32, 33, 63, 64, 1000, 1 << 40, u64::MAX / 3] {
+            let b = bucket_value(bucket(v));
+            assert!(b.abs_diff(v) as f64 <= v as f64 * 0.016 + 0.5, "{v} -> {b}");
+        }
+    }
+
+    #[test]
+    fn aggregator_follows_packets_across_nat_and_closes_them() {
+        let mut a = Aggregator::default();
+        for i in 0..100u32 {
+            let ts = u64::from(i) * 1_000_000;
+            let before = tcp_frame([198, 18, 30, 5], [198, 18, 32, 10], 40000, 7, i);
+            let after = tcp_frame([198, 18, 30, 1], [198, 18, 30, 2], 51234, 7, i);
+            a.push(&event(ts, 1, 9, &before));
+            a.push(&event(ts + 30 + u64::from(i), 0, 10, &before));
+            a.push(&event(ts + 500, 1, 11, &after));
+            a.push(&event(ts + 505, 0, 2, &after));
+        }
+        a.close_quiet(99_000_000, 10_000_000);
         assert_eq!(
-            (xy.packets, xy.p50_ns, xy.p90_ns, xy.p99_ns, xy.max_ns),
-            (100, 500, 900, 990, 1000)
+            a.packets, 90,
+            "packets first seen 10 ms before 'now' are closed"
         );
-        let yz = rows.iter().find(|r| r.from == "y").unwrap();
-        assert_eq!((yz.p50_ns, yz.max_ns), (5, 5));
+        a.close_quiet(0, 0);
+        assert_eq!((a.events, a.packets, a.closed_early), (400, 100, 0));
+        let rows = a.rows(|e| format!("if{}", e.key.ifindex), |_| "p".into());
+        let got: Vec<(&str, &str, u64)> = rows
+            .iter()
+            .map(|r| (r.from.as_str(), r.to.as_str(), r.packets))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("if10", "if11", 100),
+                ("if11", "if2", 100),
+                ("if9", "if10", 100)
+            ]
+        );
+        let first = rows.iter().find(|r| r.from == "if9").unwrap();
+        assert_eq!(first.max_ns, 129);
+        assert!(first.p50_ns.abs_diff(80) <= 1, "{}", first.p50_ns);
+        assert_eq!(rows.iter().find(|r| r.from == "if11").unwrap().p99_ns, 5);
     }
 
     #[test]
