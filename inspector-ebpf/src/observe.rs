@@ -306,6 +306,11 @@ fn wanted(key: &FlowKey, p: &Parsed) -> bool {
     true
 }
 
+/// `bpf_ringbuf_query` / `bpf_ringbuf_submit` flags (uapi `linux/bpf.h`).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 #[inline(always)]
 fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
@@ -339,6 +344,12 @@ fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u6
         }
         (*ev).snap_len = copied;
     }
-    entry.submit(0);
+    // Waking the consumer (irq_work) costs microseconds in a VM: only once enough waits.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(conf!(ring_wake_bytes)) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags);
     bump(Stat::EventsSent);
 }

@@ -52,7 +52,12 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     while !clock.stopped() {
         let fds: Vec<std::os::fd::RawFd> =
             ring.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-        clock.wait(&fds, (!once).then_some(next_print));
+        let poll = ring.as_ref().map(|_| Instant::now() + common::RING_POLL);
+        let until = match ((!once).then_some(next_print), poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        clock.wait(&fds, until);
         if let Some(r) = ring.as_mut() {
             drain_latency(r, &settings.filter, &mut latency, false);
         }

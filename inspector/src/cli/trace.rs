@@ -95,7 +95,10 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let mut batch: Vec<PacketEvent> = Vec::new();
     let mut stitcher = a.hops.then(crate::flows::hops::Stitcher::default);
     'outer: while !clock.stopped() {
-        clock.wait(&[ring.as_raw_fd()], None);
+        clock.wait(
+            &[ring.as_raw_fd()],
+            Some(std::time::Instant::now() + common::RING_POLL),
+        );
         // Drain in batches: one identity resolver (and one read of the socket owners) per
         // batch, not per packet.
         loop {

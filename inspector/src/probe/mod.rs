@@ -200,6 +200,7 @@ impl Probe {
         };
         let events = config.flags & inspector_common::config::FLAG_EVENTS != 0;
         let ring = if events { opts.ring_bytes } else { 4096 };
+        config.ring_wake_bytes = ring / 16;
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(MAP_EVENTS, ring)
