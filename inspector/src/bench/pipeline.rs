@@ -71,7 +71,8 @@ fn event(packet: u32, flow: u32, hop: usize) -> PacketEvent {
     ev
 }
 
-/// `packets` packets x `hops` hooks as ring records, in delivery order.
+/// `packets` packets x `hops` hooks as ring records, in delivery order; packet `p` goes
+/// between the endpoint pair `p % flows`.
 #[must_use]
 pub fn arena(packets: usize, hops: usize, flows: u32) -> Vec<u8> {
     let mut out = vec![0u8; packets * hops * RECORD];
@@ -123,6 +124,8 @@ fn decode_ref(rec: &[u8]) -> Option<&PacketEvent> {
 /// Result of the throughput run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Throughput {
+    /// Endpoint pairs the packets go between (a histogram per pair and hop).
+    pub pairs: u32,
     pub events: u64,
     pub seconds: f64,
     pub events_per_sec: f64,
@@ -154,10 +157,10 @@ fn check(agg: &Aggregator) -> (Vec<u64>, Vec<u64>) {
 /// Decodes and aggregates `events` events on the calling thread (pinned to `cpu`); event
 /// times advance as if they came at `rate` per second.
 #[must_use]
-pub fn throughput(events: u64, hops: usize, rate: u64, cpu: usize) -> Throughput {
+pub fn throughput(events: u64, hops: usize, pairs: u32, rate: u64, cpu: usize) -> Throughput {
     super::workload::pin(cpu);
     let packets = ((events as usize / hops.max(1)).min(65_536)).next_multiple_of(BATCH);
-    let bytes = arena(packets, hops, 4096);
+    let bytes = arena(packets, hops, pairs);
     // Copied into 8-byte-aligned storage, as the kernel's ring is.
     let mut words = vec![0u64; bytes.len() / 8];
     for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
@@ -197,6 +200,7 @@ pub fn throughput(events: u64, hops: usize, rate: u64, cpu: usize) -> Throughput
     let secs = t0.elapsed().as_secs_f64();
     let (counted_per_hop, p50_ns) = check(&agg);
     Throughput {
+        pairs,
         events: n,
         seconds: secs,
         events_per_sec: n as f64 / secs,
@@ -413,7 +417,7 @@ mod tests {
             "batch of 64 per hook"
         );
         // Whole batches: 160 x 64 packets x 4 hooks.
-        let t = throughput(40_960, 4, 1_000_000, 0);
+        let t = throughput(40_960, 4, 4096, 1_000_000, 0);
         assert_eq!(t.events, 40_960);
         assert_eq!(t.counted_per_hop, vec![10_240; 3]);
         // More packets than the table holds within the idle window: complete ones are closed

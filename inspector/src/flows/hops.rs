@@ -182,6 +182,8 @@ impl Stitcher {
 /// two (a value is reported as its bucket's middle: within 1.6%); the maximum is exact.
 #[derive(Clone, Default)]
 pub struct Histogram {
+    /// Bucket of `counts[0]`.
+    base: usize,
     counts: Vec<u32>,
     n: u64,
     max: u64,
@@ -210,11 +212,21 @@ fn bucket_value(b: usize) -> u64 {
 
 impl Histogram {
     pub fn add(&mut self, v: u64) {
+        // Counts are kept from the lowest bucket seen (`base`) up: one hop's times cluster,
+        // so a histogram stays a few hundred bytes and thousands of them stay in cache.
         let b = bucket(v);
-        if self.counts.len() <= b {
-            self.counts.resize(b + 1, 0);
+        if self.counts.is_empty() {
+            self.base = b;
+        } else if b < self.base {
+            let grow = self.base - b;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.base = b;
         }
-        self.counts[b] = self.counts[b].saturating_add(1);
+        let i = b - self.base;
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] = self.counts[i].saturating_add(1);
         self.n += 1;
         self.max = self.max.max(v);
     }
@@ -237,7 +249,7 @@ impl Histogram {
         for (b, c) in self.counts.iter().enumerate() {
             seen += u64::from(*c);
             if seen >= rank {
-                return bucket_value(b).min(self.max);
+                return bucket_value(self.base + b).min(self.max);
             }
         }
         self.max
