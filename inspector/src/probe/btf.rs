@@ -339,4 +339,134 @@ mod tests {
         assert_eq!(sorted.len(), skb.len(), "distinct sk_buff fields: {o:?}");
         assert!(o.dev_net > 0 && o.dev_ifindex > 0 && o.net_inum > 0);
     }
+
+    /// One type of `bpftool btf dump ... format raw`.
+    #[derive(Default)]
+    struct RawType {
+        kind: String,
+        name: String,
+        /// The type a typedef/const/volatile refers to.
+        target: u32,
+        /// (name, type, bit offset).
+        members: Vec<(String, u32, u32)>,
+    }
+
+    type RawTypes = std::collections::HashMap<u32, RawType>;
+
+    fn raw_types(text: &str) -> RawTypes {
+        let field = |l: &str, k: &str| -> Option<u32> {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.parse().ok())
+        };
+        let mut types = RawTypes::new();
+        let mut cur = 0u32;
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix('[') {
+                let Some((id, rest)) = rest.split_once("] ") else {
+                    continue;
+                };
+                cur = id.parse().unwrap_or(0);
+                types.insert(
+                    cur,
+                    RawType {
+                        kind: rest.split_whitespace().next().unwrap_or("").to_owned(),
+                        name: rest.split('\'').nth(1).unwrap_or("").to_owned(),
+                        target: field(l, "type_id=").unwrap_or(0),
+                        members: Vec::new(),
+                    },
+                );
+            } else if let Some(m) = l.strip_prefix('\t').filter(|m| m.starts_with('\''))
+                && let (Some(t), Some(off)) = (field(m, "type_id="), field(m, "bits_offset="))
+                && let Some(ty) = types.get_mut(&cur)
+            {
+                let name = m.split('\'').nth(1).unwrap_or("").to_owned();
+                ty.members.push((name, t, off));
+            }
+        }
+        types
+    }
+
+    fn resolve(types: &RawTypes, mut id: u32) -> u32 {
+        while let Some(t) = types.get(&id) {
+            if !matches!(
+                t.kind.as_str(),
+                "TYPEDEF" | "CONST" | "VOLATILE" | "RESTRICT" | "TYPE_TAG"
+            ) {
+                break;
+            }
+            id = t.target;
+        }
+        id
+    }
+
+    /// (bit offset, type) of `name` in struct/union `id`, looking into anonymous members.
+    fn find(types: &RawTypes, id: u32, name: &str) -> Option<(u32, u32)> {
+        for (n, t, off) in &types.get(&id)?.members {
+            if n == name {
+                return Some((*off, *t));
+            }
+            if n == "(anon)"
+                && let Some((o, t)) = find(types, resolve(types, *t), name)
+            {
+                return Some((off + o, t));
+            }
+        }
+        None
+    }
+
+    /// Every offset handed to the kernel programs, against `bpftool btf dump ... format raw`
+    /// of the running kernel (an independent BTF reader): members found through anonymous
+    /// structs and unions and typedefs, offsets summed along the path.
+    #[test]
+    fn offsets_equal_what_bpftool_reads_from_the_running_kernel() {
+        let p = Path::new("/sys/kernel/btf/vmlinux");
+        if !p.exists() {
+            return;
+        }
+        let out = std::process::Command::new("bpftool")
+            .args([
+                "btf",
+                "dump",
+                "file",
+                "/sys/kernel/btf/vmlinux",
+                "format",
+                "raw",
+            ])
+            .output()
+            .expect("bpftool (installed by `cargo xtask setup`)");
+        assert!(out.status.success());
+        let types = raw_types(&String::from_utf8_lossy(&out.stdout));
+        let offset = |st: &str, path: &str| -> u32 {
+            let mut id = types
+                .iter()
+                .filter(|(_, t)| t.kind == "STRUCT" && t.name == st && !t.members.is_empty())
+                .map(|(id, _)| *id)
+                .min()
+                .unwrap_or_else(|| panic!("struct {st} in bpftool's dump"));
+            let mut bits = 0;
+            for part in path.split('.') {
+                let (o, t) =
+                    find(&types, id, part).unwrap_or_else(|| panic!("{st}.{path}: no {part}"));
+                bits += o;
+                id = resolve(&types, t);
+            }
+            bits / 8
+        };
+        let o = kernel_offsets(p).expect("offsets from running kernel BTF");
+        for (ours, st, path) in [
+            (o.skb_dev, "sk_buff", "dev"),
+            (o.dev_net, "net_device", "nd_net.net"),
+            (o.net_inum, "net", "ns.inum"),
+            (o.dev_ifindex, "net_device", "ifindex"),
+            (o.skb_head, "sk_buff", "head"),
+            (o.skb_nh, "sk_buff", "network_header"),
+            (o.skb_tail, "sk_buff", "tail"),
+            (o.skb_len, "sk_buff", "len"),
+            (o.skb_proto, "sk_buff", "protocol"),
+            (o.skb_sk, "sk_buff", "sk"),
+            (o.sk_net, "sock", "__sk_common.skc_net.net"),
+        ] {
+            assert_eq!(ours, offset(st, path), "{st}.{path}");
+        }
+    }
 }
