@@ -47,10 +47,10 @@ pub struct Config {
     /// For the socket-owner program: `sk_buff.sk`, `sock.__sk_common.skc_net.net`.
     pub off_skb_sk: u32,
     pub off_sk_net: u32,
-    /// Per-packet events: the consumer is woken only once this many bytes wait in the ring
-    /// (it also drains on a short timer); below it a record is submitted without a wake-up,
-    /// which would cost more than the whole rest of the program.
-    pub ring_wake_bytes: u32,
+    /// Per-packet events: the consumer is woken once every this many events per CPU (it
+    /// also drains on a short timer); the others are submitted without a wake-up, which
+    /// would cost more than the whole rest of the program.
+    pub ring_wake_events: u32,
     /// Source or destination port, 0 = any.
     pub port: u16,
     /// IP protocol number, 0 = any.
@@ -85,7 +85,7 @@ impl Config {
             off_tp_location: 0,
             off_skb_sk: 0,
             off_sk_net: 0,
-            ring_wake_bytes: 0,
+            ring_wake_events: 0,
             port: 0,
             proto: 0,
             host_family: 0,

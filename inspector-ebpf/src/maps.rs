@@ -60,6 +60,19 @@ pub(crate) fn precise_now() -> u64 {
 #[map(name = "inspector_stats")]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0);
 
+/// Adds one to a per-CPU counter and returns its new value on this CPU.
+#[inline(always)]
+pub(crate) fn bump_get(stat: inspector_common::Stat) -> u64 {
+    if let Some(slot) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, tc programs run with BH disabled, so no concurrent writer.
+        unsafe {
+            *slot += 1;
+            return *slot;
+        }
+    }
+    0
+}
+
 #[inline(always)]
 pub(crate) fn bump(stat: inspector_common::Stat) {
     if let Some(slot) = STATS.get_ptr_mut(stat as u32) {

@@ -184,17 +184,28 @@ fn per_hop_lines(summary: &[bench::Summary]) {
             continue;
         };
         let added = timing - counting;
-        let prog = match (plain.prog_ns_per_run, hops.prog_ns_per_run) {
-            (Some(before), Some(after)) => format!(
-                "; tc program run {before:.0} -> {after:.0} ns ({:+.0} ns per hop, bpf_stats)",
-                after - before
+        // The programs' own run time (bpf_stats) is stable to a few ns; the throughput
+        // estimate moves by hundreds of ns between runs on a noisy machine. Judge by the
+        // first when there is one.
+        let (judged, how) = match (plain.prog_ns_per_run, hops.prog_ns_per_run) {
+            (Some(before), Some(after)) => (
+                after - before,
+                format!(
+                    "tc program run {before:.0} -> {after:.0} ns: {:+.0} ns per hop (bpf_stats)",
+                    after - before
+                ),
             ),
-            _ => String::new(),
+            _ => (
+                added,
+                format!(
+                    "{added:+.0} ns per hop from throughput (add --bpf-stats for the programs' own time)"
+                ),
+            ),
         };
         println!(
-            "{:<9} per-hop timestamping adds {added:.0} ns per packet per hop over counting alone ({timing:.0} ns against no observer; target <= {PER_HOP_TARGET_NS:.0} ns: {}){prog}",
+            "{:<9} per-hop timestamping: {how}; target <= {PER_HOP_TARGET_NS:.0} ns: {} (throughput: {added:+.0} ns per packet per hop over counting alone, {timing:.0} ns against no observer)",
             w.name(),
-            if added <= PER_HOP_TARGET_NS {
+            if judged <= PER_HOP_TARGET_NS {
                 "met"
             } else {
                 "MISSED"

@@ -441,7 +441,7 @@ pub fn mono_to_unix_offset() -> i128 {
 
 /// Monotonic clock now, in the same unit as `bpf_ktime_get_ns`.
 /// How long the per-packet event readers sleep at most: the kernel wakes them only once
-/// 1/16 of the ring waits (see `ring_wake_bytes`), so they also drain on this timer.
+/// every 1/16 of the ring's worth of events per CPU (see `ring_wake_events`), so they also drain on this timer.
 pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[must_use]

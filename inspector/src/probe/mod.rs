@@ -200,7 +200,9 @@ impl Probe {
         };
         let events = config.flags & inspector_common::config::FLAG_EVENTS != 0;
         let ring = if events { opts.ring_bytes } else { 4096 };
-        config.ring_wake_bytes = ring / 16;
+        // A wake-up per 1/16 of the ring per CPU (records are the event plus an 8-byte header).
+        let record = (std::mem::size_of::<inspector_common::PacketEvent>() + 8) as u32;
+        config.ring_wake_events = (ring / 16 / record).max(1);
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(MAP_EVENTS, ring)
