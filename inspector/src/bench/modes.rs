@@ -842,14 +842,21 @@ fn traced_hops(
             p99_us: us("p99_ns"),
         });
     }
+    // Its output ended: it is exiting (reaped here, so the drop does not signal it again).
+    let _ = child.0.wait();
     Ok(path_order(hops))
 }
 
-/// A child killed (and reaped) on drop unless it exited.
+/// A child interrupted (SIGINT, so it detaches and prints), then killed if it has not
+/// exited within 15 s, and reaped, on drop.
 struct Child2(Child);
 
 impl Drop for Child2 {
     fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        }
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.0.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {
