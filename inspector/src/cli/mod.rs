@@ -58,7 +58,8 @@ pub enum Command {
     /// an address, Service or workload, hop by hop: interfaces, kube-proxy's NAT (Service
     /// chain -> endpoint chain -> pod), masquerade, and the verdict with drop reason.
     Path(path::Args),
-    /// Measure what the inspector costs (no inspector vs inspector vs tcpdump).
+    /// Benchmarks: network modes side by side (the default), and what the inspector costs
+    /// (overhead, scale, pipeline, services).
     Bench(bench::Args),
 }
 
