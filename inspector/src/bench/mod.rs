@@ -35,8 +35,6 @@ pub enum Observer {
 }
 
 impl Observer {
-    pub const ALL: [Self; 3] = [Self::None, Self::Inspector, Self::Tcpdump];
-
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -82,15 +80,48 @@ fn hops(spec: &BridgeLabSpec) -> Vec<(PathBuf, String)> {
     ]
 }
 
-/// A running observer; stopped (SIGINT, bounded wait, then SIGKILL) on drop.
-struct Running(Vec<Child>);
+/// Running child processes; stopped (SIGINT, bounded wait, then SIGKILL) on drop.
+pub(crate) struct Running(pub(crate) Vec<Child>);
+
+impl Running {
+    /// Interrupts the children still running (SIGINT: an inspector detaches and prints).
+    pub(crate) fn interrupt(&mut self) {
+        for c in &mut self.0 {
+            if c.try_wait().ok().flatten().is_none() {
+                // SAFETY: kill(2) on our own, not yet reaped, child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            }
+        }
+    }
+}
+
+/// Starts `inspector` (this binary) with `args` and `--ready-file`, and waits until it has
+/// attached everything.
+pub(crate) fn start_inspector(args: &[String], stdout: Stdio) -> anyhow::Result<Running> {
+    let ready = std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut running = Running(vec![child]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        if running.0[0].try_wait()?.is_some() || Instant::now() > deadline {
+            bail!("inspector did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(&ready);
+    Ok(running)
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for c in &self.0 {
-            // SAFETY: kill(2) on our own children.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-        }
+        self.interrupt();
         for c in &mut self.0 {
             let deadline = Instant::now() + Duration::from_secs(10);
             while c.try_wait().ok().flatten().is_none() {
@@ -109,30 +140,17 @@ fn start(obs: Observer, lab: &Lab, extra: &[String]) -> anyhow::Result<Running> 
     match obs {
         Observer::None => Ok(Running(Vec::new())),
         Observer::Inspector | Observer::InspectorHops => {
-            let ready =
-                std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
-            let _ = std::fs::remove_file(&ready);
-            let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.args(["flows", "--duration", "86400", "-q", "--ready-file"])
-                .arg(&ready);
+            let mut args: Vec<String> = ["flows", "--duration", "86400", "-q"]
+                .map(String::from)
+                .to_vec();
             for n in lab.ns_names() {
-                cmd.args(["--netns", n]);
+                args.extend(["--netns".to_owned(), n.clone()]);
             }
-            cmd.args(extra);
+            args.extend(extra.iter().cloned());
             if obs == Observer::InspectorHops {
-                cmd.arg("--latency");
+                args.push("--latency".into());
             }
-            let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !ready.exists() {
-                if child.try_wait()?.is_some() || Instant::now() > deadline {
-                    let _ = child.kill();
-                    bail!("inspector did not become ready");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = std::fs::remove_file(&ready);
-            Ok(Running(vec![child]))
+            start_inspector(&args, Stdio::null())
         }
         Observer::Tcpdump => {
             let mut children = Running(Vec::new());

@@ -13,9 +13,9 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
     net::{IpAddr, Ipv4Addr},
-    process::{Child, Stdio},
+    process::Stdio,
     sync::{Arc, atomic::AtomicBool},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -788,11 +788,7 @@ fn traced_hops(
     cpus: loadgen::Cpus,
     stop: &AtomicBool,
 ) -> anyhow::Result<Vec<Hop>> {
-    let ready =
-        std::env::temp_dir().join(format!("inspector-bench-hops-{}.ready", std::process::id()));
-    let _ = std::fs::remove_file(&ready);
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args([
+    let mut args: Vec<String> = [
         "-o",
         "json",
         "flows",
@@ -800,30 +796,25 @@ fn traced_hops(
         "--no-services",
         "--no-drops",
         "-q",
-    ])
-    // Only the benchmark's own TCP runs in these namespaces (no port filter: the
-    // published-port mode's client side uses another port than the server's).
-    .args(["--duration", "3600", "--proto", "tcp", "--ready-file"])
-    .arg(&ready);
+        "--duration",
+        "3600",
+        // Only the benchmark's own TCP runs in these namespaces (no port filter: the
+        // published-port mode's client side uses another port than the server's).
+        "--proto",
+        "tcp",
+    ]
+    .map(String::from)
+    .to_vec();
     for n in &r.trace_ns {
-        cmd.args(["--netns", n]);
+        args.extend(["--netns".to_owned(), n.clone()]);
     }
     if r.lo {
-        cmd.arg("--lo");
+        args.push("--lo".into());
     }
-    let mut child = Child2(cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready.exists() {
-        if child.0.try_wait()?.is_some() || Instant::now() > deadline {
-            bail!("the traced run's inspector did not become ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_file(&ready);
+    let mut child = super::start_inspector(&args, Stdio::piped())?;
     loadgen::run(Test::Rr, &r.ends, secs, cpus, stop)?;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
-    let out = child.0.stdout.take().context("inspector stdout")?;
+    child.interrupt();
+    let out = child.0[0].stdout.take().context("inspector stdout")?;
     let mut hops = Vec::new();
     for line in BufReader::new(out).lines().map_while(Result::ok) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -843,30 +834,8 @@ fn traced_hops(
         });
     }
     // Its output ended: it is exiting (reaped here, so the drop does not signal it again).
-    let _ = child.0.wait();
+    let _ = child.0[0].wait();
     Ok(path_order(hops))
-}
-
-/// A child interrupted (SIGINT, so it detaches and prints), then killed if it has not
-/// exited within 15 s, and reaped, on drop.
-struct Child2(Child);
-
-impl Drop for Child2 {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.0.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 /// Hops of each pair in path order (each hop's `to` is the next one's `from`), busiest

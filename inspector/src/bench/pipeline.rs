@@ -287,26 +287,6 @@ pub struct Paced {
     pub p50_ns: Vec<u64>,
 }
 
-fn mono_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
 /// Producer at `rate` events/s for `secs` (pinned to `producer_cpu`), consumer on
 /// `consumer_cpu`.
 pub fn paced(
@@ -325,7 +305,10 @@ pub fn paced(
         let filter = Filter::default();
         let mut agg = Aggregator::default();
         let mut scratch = [0u8; RECORD];
-        let (c0, t0) = (thread_cpu_ns(), Instant::now());
+        let (c0, t0) = (
+            crate::probe::clock::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID),
+            Instant::now(),
+        );
         let mut consumed = 0u64;
         let mut max_backlog = 0usize;
         loop {
@@ -339,14 +322,16 @@ pub fn paced(
             });
             consumed += n as u64;
             max_backlog = max_backlog.max(n);
-            agg.close_quiet(mono_ns(), 200_000_000);
+            agg.close_quiet(crate::probe::clock::mono_now_ns(), 200_000_000);
             if finished && n == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         agg.close_quiet(0, 0);
-        let cpu = (thread_cpu_ns() - c0) as f64 / t0.elapsed().as_nanos() as f64 * 100.0;
+        let cpu = (crate::probe::clock::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0) as f64
+            / t0.elapsed().as_nanos() as f64
+            * 100.0;
         (consumed, max_backlog, cpu, agg)
     });
     super::workload::pin(producer_cpu);
@@ -362,7 +347,7 @@ pub fn paced(
     while produced + lost < total && !stop.load(Ordering::Relaxed) {
         // Events due by now.
         let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        let now = mono_ns();
+        let now = crate::probe::clock::mono_now_ns();
         while produced + lost < due {
             let i = ((produced + lost) % records.len() as u64) as usize;
             if i == 0 && produced + lost > 0 {

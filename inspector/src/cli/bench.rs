@@ -49,7 +49,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub rate: u64,
     /// Seconds of the paced run (0: skip it).
-    #[arg(long, default_value_t = 60.0, value_parser = parse_secs_or_zero)]
+    #[arg(long, default_value_t = 60.0, value_parser = super::common::parse_secs_or_zero)]
     pub secs: f64,
     /// Hooks each synthetic packet crosses.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
@@ -60,14 +60,6 @@ pub struct PipelineArgs {
     /// Throughput rounds (median, min and max are reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub rounds: u16,
-}
-
-fn parse_secs_or_zero(s: &str) -> Result<f64, String> {
-    if s == "0" {
-        Ok(0.0)
-    } else {
-        super::common::parse_secs(s)
-    }
 }
 
 /// Targets from the per-hop issue.

@@ -32,7 +32,7 @@ pub struct ModesArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub repeat: u16,
     /// Seconds of the traced rr run per mode that gives the per-hop times (0: skip it).
-    #[arg(long, default_value_t = 1.0, value_parser = parse_secs0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::common::parse_secs_or_zero)]
     pub hops_secs: f64,
     /// CPUs of the client and the server threads, CLIENT,SERVER. The default puts both on
     /// CPU 0: the path's own cost, not the cost of waking a thread on another CPU (an IPI,
@@ -71,13 +71,6 @@ fn parse_cpus(s: &str) -> Result<crate::bench::loadgen::Cpus, String> {
         client: cpu(c)?,
         server: cpu(v)?,
     })
-}
-
-fn parse_secs0(s: &str) -> Result<f64, String> {
-    if s == "0" {
-        return Ok(0.0);
-    }
-    super::common::parse_secs(s)
 }
 
 /// A progress bar on stderr: redrawn in place on a terminal, a line per step otherwise.

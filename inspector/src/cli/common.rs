@@ -439,20 +439,16 @@ pub fn mono_to_unix_offset() -> i128 {
     unix.as_nanos() as i128 - mono_ns
 }
 
-/// Monotonic clock now, in the same unit as `bpf_ktime_get_ns`.
 /// How long the per-packet event readers sleep at most: the kernel wakes them only once
-/// every 1/16 of the ring's worth of events per CPU (see `ring_wake_events`), so they also drain on this timer.
+/// every 1/16 of the ring's worth of events per CPU (see `ring_wake_events`), so they also
+/// drain on this timer.
 pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-#[must_use]
-pub fn mono_now_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
-    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+pub use crate::probe::clock::mono_now_ns;
+
+/// Seconds as for `parse_secs`, or exactly `0` (meaning "skip it").
+pub fn parse_secs_or_zero(s: &str) -> Result<f64, String> {
+    if s == "0" { Ok(0.0) } else { parse_secs(s) }
 }
 
 /// `--service NAMESPACE/NAME`: checked before anything is attached.

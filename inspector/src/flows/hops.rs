@@ -588,11 +588,6 @@ impl Aggregator {
         out.sort_by(|x, y| (&x.pair, &x.from, &x.to).cmp(&(&y.pair, &y.from, &y.to)));
         out
     }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
 }
 
 #[cfg(test)]
