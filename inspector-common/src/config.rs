@@ -8,6 +8,8 @@ pub const CONFIG_GLOBAL: &str = "INSPECTOR_CONFIG";
 pub const FLAG_EVENTS: u8 = 1;
 /// Bit in [`Config::flags`]: the `off_*` fields are valid; read each packet's namespace inode.
 pub const FLAG_NETNS: u8 = 2;
+/// Bit in [`Config::flags`]: time each packet from hook to hook in the kernel (see `hop`).
+pub const FLAG_HOPTIME: u8 = 4;
 /// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
 /// the verifier must reject it. Never set outside the test of verifier-error reporting.
 pub const FLAG_FAULT_VERIFIER: u8 = 0x80;

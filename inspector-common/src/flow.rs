@@ -206,6 +206,22 @@ pub struct PacketEvent {
 }
 const _: () = assert!(core::mem::size_of::<PacketEvent>() == 72 + SNAP_LEN);
 
+impl PacketEvent {
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            ts_ns: 0,
+            key: FlowKey::zeroed(),
+            len: 0,
+            mark: 0,
+            snap_len: 0,
+            tcp_flags: 0,
+            status: 0,
+            snap: [0; SNAP_LEN],
+        }
+    }
+}
+
 /// Slots of the per-CPU statistics array (`inspector_stats`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,10 +242,14 @@ pub enum Stat {
     FlowUpdateFailed = 6,
     /// IPv6 packets with more extension headers than the parser follows.
     ExtLimit = 7,
+    /// Hop-to-hop transitions not timed because their histogram slots were all taken.
+    HopSlotsFull = 8,
+    /// Hop-to-hop transitions timed (the rate that per-hop timing's sampling is set by).
+    HopTimed = 9,
 }
 
 /// Number of slots in `inspector_stats`.
-pub const STAT_SLOTS: u32 = 8;
+pub const STAT_SLOTS: u32 = 10;
 
 impl Stat {
     pub const ALL: [Self; STAT_SLOTS as usize] = [
@@ -241,6 +261,8 @@ impl Stat {
         Self::EventsLost,
         Self::FlowUpdateFailed,
         Self::ExtLimit,
+        Self::HopSlotsFull,
+        Self::HopTimed,
     ];
 
     #[must_use]
@@ -254,6 +276,8 @@ impl Stat {
             Self::EventsLost => "events_lost",
             Self::FlowUpdateFailed => "flow_update_failed",
             Self::ExtLimit => "ipv6_ext_limit",
+            Self::HopSlotsFull => "hop_slots_full",
+            Self::HopTimed => "hop_timed",
         }
     }
 }

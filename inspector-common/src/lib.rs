@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod flow;
+pub mod hop;
 pub mod parse;
 
 pub use flow::{

@@ -7,6 +7,7 @@ use aya_ebpf::{
 use inspector_common::{
     ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, SockKey,
     flow::{IFNS_SLOTS, STAT_SLOTS},
+    hop::{HOP_HIST_SLOTS, HOP_SEEN_SLOTS, HopHist, HopSeen},
 };
 
 /// Per-flow, per-hook counters. LRU so a busy node evicts idle flows instead of failing.
@@ -93,3 +94,17 @@ pub(crate) const SOCK_SEEN_SLOTS: u32 = 256;
 /// cookie): lets `insp_sock_owner` skip sockets it has seen.
 #[map(name = "inspector_sockseen")]
 pub(crate) static SOCK_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(SOCK_SEEN_SLOTS, 0);
+
+/// Per-hop timing: the packets each CPU saw last, direct-mapped by fingerprint (see
+/// `inspector_common::hop`). One entry unless userspace switches hop timing on.
+#[map(name = "inspector_hseen")]
+pub(crate) static HOP_SEEN: PerCpuArray<HopSeen> = PerCpuArray::with_max_entries(HOP_SEEN_SLOTS, 0);
+
+/// Per-hop timing: one histogram per transition (from hook, to hook, addresses), per CPU.
+#[map(name = "inspector_hhist")]
+pub(crate) static HOP_HIST: PerCpuArray<HopHist> = PerCpuArray::with_max_entries(HOP_HIST_SLOTS, 0);
+
+/// Per-hop timing: packets are timed 1 in 2^(this value), chosen by fingerprint so every
+/// hook times the same packets. Userspace sets it, and in auto mode moves it with the rate.
+#[map(name = "inspector_hshift")]
+pub(crate) static HOP_SHIFT: Array<u32> = Array::with_max_entries(1, 0);

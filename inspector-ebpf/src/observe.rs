@@ -14,14 +14,17 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
-    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_NETNS},
+    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS},
     flow::{IFNS_SLOTS, SNAP_LEN},
-    parse::{self, ETH_P_IP, FAST_LEN, Parsed, status},
+    hop::{self, HOP_HIST_SLOTS, HOP_MAX_NS, HOP_MAX_SHIFT, HOP_PROBES, HOP_SEEN_SLOTS, HopTag},
+    parse::{self, ETH_P_IP, FAST_LEN, FastV4, Parsed, status},
 };
 
 use crate::{
     config::conf,
-    maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump, bump_get, precise_now},
+    maps::{
+        EVENTS, FLOWS, FLOWS4, HOP_HIST, HOP_SEEN, HOP_SHIFT, IFNS, bump, bump_get, precise_now,
+    },
     skb::Skb,
 };
 
@@ -72,6 +75,9 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             f.status,
             len,
         );
+        if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, &hook) {
+            hop_time(&Linear(data), &f, &hook);
+        }
         if conf!(flags) & FLAG_EVENTS != 0 {
             events(ctx, &f.to_parsed(), &hook, len, mark);
         }
@@ -90,6 +96,112 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         events(ctx, &p, &hook, len, mark);
     }
     TC_ACT_UNSPEC
+}
+
+/// Per-hop timing (see `inspector_common::hop`): if this CPU saw the same packet last at
+/// another hook, the time since goes into that transition's histogram; then this hook
+/// becomes the packet's last.
+#[inline(always)]
+fn hop_time(h: &Linear, f: &FastV4, hook: &Hook) {
+    let fp = hop::fingerprint(h, f.proto);
+    // Sampled by the fingerprint's top bits (the slot index uses bits 32..44): reading the
+    // clock is most of the cost, and every hook must pick the same packets.
+    let shift = HOP_SHIFT.get(0).copied().unwrap_or(0);
+    if shift != 0 && shift <= HOP_MAX_SHIFT && (fp >> (64 - shift)) != 0 {
+        return;
+    }
+    let Some(seen) = HOP_SEEN.get_ptr_mut((fp >> 32) as u32 & (HOP_SEEN_SLOTS - 1)) else {
+        return;
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: this CPU's slot; tc programs run with BH disabled, so nothing interleaves.
+    let s = unsafe { &mut *seen };
+    let moved = s.ifindex != hook.ifindex || s.netns != hook.netns || s.direction != hook.direction;
+    let d = now.wrapping_sub(s.ts);
+    if s.fp == fp && moved && d < HOP_MAX_NS {
+        record(
+            &HopTag {
+                from_netns: s.netns,
+                from_ifindex: s.ifindex,
+                to_netns: hook.netns,
+                to_ifindex: hook.ifindex,
+                src: s.src,
+                dst: s.dst,
+                proto: s.proto,
+                from_direction: s.direction,
+                to_direction: hook.direction,
+                used: 1,
+                _pad: 0,
+            },
+            d,
+        );
+    } else {
+        // A packet not seen before (or the same fingerprint at the same hook again: a new
+        // packet); its addresses here name its pair at every later hop.
+        s.fp = fp;
+        s.src = f.src;
+        s.dst = f.dst;
+        s.proto = f.proto;
+    }
+    s.ts = now;
+    s.netns = hook.netns;
+    s.ifindex = hook.ifindex;
+    s.direction = hook.direction;
+}
+
+/// Adds one hop time to its transition's histogram (open addressing, `HOP_PROBES` slots).
+#[inline(always)]
+fn record(tag: &HopTag, d: u64) {
+    let words = tag.words();
+    let first = tag.slot();
+    let mut i = 0;
+    while i < HOP_PROBES {
+        let Some(slot) = HOP_HIST.get_ptr_mut((first + i) & (HOP_HIST_SLOTS - 1)) else {
+            return;
+        };
+        // SAFETY: this CPU's slot, as above.
+        let hh = unsafe { &mut *slot };
+        if hh.tag.used == 0 {
+            hh.tag = *tag;
+        } else if !same(&hh.tag.words(), &words) {
+            i += 1;
+            continue;
+        }
+        hh.packets += 1;
+        hh.sum_ns += d;
+        if d > hh.max_ns {
+            hh.max_ns = d;
+        }
+        // Opaque to LLVM, so the bounds check below stays for the verifier (LLVM proves it
+        // redundant, the verifier cannot follow that proof).
+        let b = core::hint::black_box(hop::hop_bucket(d));
+        if let Some(c) = hh.buckets.get_mut(b) {
+            *c += 1;
+        }
+        bump(Stat::HopTimed);
+        return;
+    }
+    bump(Stat::HopSlotsFull);
+}
+
+/// Word-by-word equality (`==` on arrays becomes a call to a byte-wise `memcmp`).
+#[inline(always)]
+fn same(a: &[u64; 4], b: &[u64; 4]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
+}
+
+/// The load-time filter for the fast path (`wanted`'s checks on its fields).
+#[inline(always)]
+fn wanted_fast(f: &FastV4, h: &Hook) -> bool {
+    passes(h.netns, h.ifindex, f.proto, f.sport, f.dport, || {
+        let cfg = crate::config::get();
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&f.src);
+        dst[..4].copy_from_slice(&f.dst);
+        cfg.host_matches(4, &src) || cfg.host_matches(4, &dst)
+    })
 }
 
 /// The first `FAST_LEN` bytes of the linear packet data, after the caller's bounds check.
@@ -280,30 +392,48 @@ fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, tcp_flags: u8, statu
 /// The load-time event filter. Zero fields match anything.
 #[inline(always)]
 fn wanted(key: &FlowKey, p: &Parsed) -> bool {
+    passes(
+        key.netns,
+        key.ifindex,
+        key.proto,
+        key.sport,
+        key.dport,
+        || {
+            let cfg = crate::config::get();
+            let fam = p.ip_family();
+            cfg.host_matches(fam, &key.src) || cfg.host_matches(fam, &key.dst)
+        },
+    )
+}
+
+/// The load-time filter's checks (constants to the verifier: the unset ones are pruned);
+/// `host` is asked only when an address filter is set.
+#[inline(always)]
+fn passes(
+    netns: u32,
+    ifindex: u32,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    host: impl FnOnce() -> bool,
+) -> bool {
     let want_ns = conf!(netns);
-    if want_ns != 0 && want_ns != key.netns {
+    if want_ns != 0 && want_ns != netns {
         return false;
     }
     let want_if = conf!(ifindex);
-    if want_if != 0 && want_if != key.ifindex {
+    if want_if != 0 && want_if != ifindex {
         return false;
     }
     let want_proto = conf!(proto);
-    if want_proto != 0 && want_proto != key.proto {
+    if want_proto != 0 && want_proto != proto {
         return false;
     }
     let want_port = conf!(port);
-    if want_port != 0 && want_port != key.sport && want_port != key.dport {
+    if want_port != 0 && want_port != sport && want_port != dport {
         return false;
     }
-    if conf!(host_family) != 0 {
-        let cfg = crate::config::get();
-        let fam = p.ip_family();
-        if !cfg.host_matches(fam, &key.src) && !cfg.host_matches(fam, &key.dst) {
-            return false;
-        }
-    }
-    true
+    conf!(host_family) == 0 || host()
 }
 
 /// `bpf_ringbuf_submit` flags (uapi `linux/bpf.h`).

@@ -313,6 +313,84 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     );
 }
 
+/// Sampled per-hop timing picks packets by fingerprint, so every hop times the same ones:
+/// with 1 in 4, the three transitions of a's datagrams to b (a's eth0 -> bridge port ->
+/// bridge port -> b's eth0) count the same packets, about a quarter of them; a second
+/// inspector timing every packet counts all of them at every hop, as b's eth0 received
+/// them (its kernel counter is the oracle).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn flows_latency_samples_the_same_packets_at_every_hop() {
+    let lab = BridgeLab::new("ls");
+    let args = |sample: &'static str| {
+        vec![
+            "flows".to_owned(),
+            "--latency".into(),
+            "--latency-sample".into(),
+            sample.into(),
+            "-o".into(),
+            "json".into(),
+            "-q".into(),
+            "--duration".into(),
+            "30".into(),
+            "--proto".into(),
+            "udp".into(),
+            "--port".into(),
+            "7310".into(),
+            "--netns".into(),
+            lab.a.name.clone(),
+            "--netns".into(),
+            lab.br.name.clone(),
+            "--netns".into(),
+            lab.b.name.clone(),
+        ]
+    };
+    let start = |sample| {
+        let a = args(sample);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Inspector::start(&a)
+    };
+    let (sampled, every) = (start("4"), start("1"));
+    let before = support::counters(&lab.b)["eth0"].rx_packets;
+    udp_frames(&lab, 400, 7310);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let received = support::counters(&lab.b)["eth0"].rx_packets - before;
+    assert!(received >= 400, "b's eth0 received {received}");
+    let path = [
+        format!("{}/eth0(out)", lab.a.name),
+        format!("{}/va(in)", lab.br.name),
+        format!("{}/vb(out)", lab.br.name),
+        format!("{}/eth0(in)", lab.b.name),
+    ];
+    let counts = |insp: Inspector| -> Vec<u64> {
+        let out = insp.interrupt();
+        let rows = json_lines(&out.stdout, "latency");
+        path.windows(2)
+            .map(|w| {
+                let r = rows
+                    .iter()
+                    .find(|r| r["from"] == w[0].as_str() && r["to"] == w[1].as_str())
+                    .unwrap_or_else(|| panic!("no row {} -> {}: {rows:#?}", w[0], w[1]));
+                assert!(
+                    r["p50_ns"].as_u64().unwrap() <= r["max_ns"].as_u64().unwrap(),
+                    "{r}"
+                );
+                r["packets"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let all = counts(every);
+    assert_eq!(all, [400, 400, 400], "every packet timed at every hop");
+    let some = counts(sampled);
+    eprintln!("1 in 4 of 400 datagrams: {some:?} timed per hop");
+    assert!(
+        some.iter().all(|&c| c == some[0]),
+        "the same packets at every hop: {some:?}"
+    );
+    // Binomial(400, 1/4): 100 +- 8.7; this band is 4.6 standard deviations wide.
+    assert!((60..=140).contains(&some[0]), "{some:?}");
+}
+
 /// The hops of one echo request and its reply add up to the round trip `ping` itself
 /// measured (an independent clock: the client's), when a tbf queue on the sender's eth0
 /// makes the request wait behind a burst of frames.
@@ -373,7 +451,7 @@ fn tbf_lab(tag: &str) -> BridgeLab {
 
 /// `n` datagrams at once from `a` to b:`port`: 958 B payload + 8 UDP + 20 IP + 14 Ethernet
 /// = 1000 B frames, each payload distinct (it is part of a UDP packet's fingerprint).
-fn udp_frames(lab: &BridgeLab, n: u8, port: u16) {
+fn udp_frames(lab: &BridgeLab, n: u16, port: u16) {
     let ns = std::fs::File::open(lab.a.path()).unwrap();
     std::thread::spawn(move || {
         use std::os::fd::AsRawFd as _;
@@ -384,7 +462,9 @@ fn udp_frames(lab: &BridgeLab, n: u8, port: u16) {
         );
         let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
         for i in 0..n {
-            s.send_to(&[i; 958], format!("198.18.0.3:{port}")).unwrap();
+            let mut payload = [i as u8; 958];
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+            s.send_to(&payload, format!("198.18.0.3:{port}")).unwrap();
         }
     })
     .join()

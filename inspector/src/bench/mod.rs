@@ -29,8 +29,11 @@ pub use workload::Workload;
 pub enum Observer {
     None,
     Inspector,
-    /// `inspector flows --latency`: an event per packet per hook, stitched into per-hop times.
+    /// `inspector flows --latency`: the programs time each packet from hook to hook.
     InspectorHops,
+    /// `inspector flows --latency --latency-from events`: an event per packet per hook,
+    /// stitched into per-hop times in userspace.
+    InspectorHopEvents,
     Tcpdump,
 }
 
@@ -41,6 +44,7 @@ impl Observer {
             Self::None => "none",
             Self::Inspector => "inspector",
             Self::InspectorHops => "inspector-hops",
+            Self::InspectorHopEvents => "inspector-hop-events",
             Self::Tcpdump => "tcpdump",
         }
     }
@@ -139,7 +143,7 @@ impl Drop for Running {
 fn start(obs: Observer, lab: &Lab, extra: &[String]) -> anyhow::Result<Running> {
     match obs {
         Observer::None => Ok(Running(Vec::new())),
-        Observer::Inspector | Observer::InspectorHops => {
+        Observer::Inspector | Observer::InspectorHops | Observer::InspectorHopEvents => {
             let mut args: Vec<String> = ["flows", "--duration", "86400", "-q"]
                 .map(String::from)
                 .to_vec();
@@ -149,6 +153,9 @@ fn start(obs: Observer, lab: &Lab, extra: &[String]) -> anyhow::Result<Running> 
             args.extend(extra.iter().cloned());
             if obs == Observer::InspectorHops {
                 args.push("--latency".into());
+            }
+            if obs == Observer::InspectorHopEvents {
+                args.extend(["--latency", "--latency-from", "events"].map(String::from));
             }
             start_inspector(&args, Stdio::null())
         }
@@ -279,12 +286,14 @@ pub fn median(v: &[f64]) -> f64 {
 const HOOKS_PER_PACKET: f64 = 4.0;
 
 impl Options {
-    /// The observers of this run: none, inspector, (inspector-hops,) tcpdump.
+    /// The observers of this run: none, inspector, (inspector-hops, inspector-hop-events,)
+    /// tcpdump.
     #[must_use]
     pub fn observers(&self) -> Vec<Observer> {
         let mut v = vec![Observer::None, Observer::Inspector];
         if self.per_hop {
             v.push(Observer::InspectorHops);
+            v.push(Observer::InspectorHopEvents);
         }
         v.push(Observer::Tcpdump);
         v

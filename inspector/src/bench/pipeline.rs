@@ -37,8 +37,7 @@ pub const RING_BYTES: usize = 8 << 20;
 
 /// An Ethernet + IPv4 + TCP packet event at one hook.
 fn event(packet: u32, flow: u32, hop: usize) -> PacketEvent {
-    // SAFETY: PacketEvent is plain old data; all-zero is a valid value.
-    let mut ev: PacketEvent = unsafe { std::mem::zeroed() };
+    let mut ev = PacketEvent::zeroed();
     let src = [198, 18, 200 + (flow >> 16) as u8, (flow >> 8) as u8];
     let dst = [198, 19, (flow >> 8) as u8, flow as u8];
     let f = &mut ev.snap;

@@ -197,13 +197,22 @@ pub fn resolve_netns<'a>(spec: &str, all: &'a [Netns]) -> anyhow::Result<&'a Net
 /// Checks privileges, validates every filter against the live node, loads and attaches.
 /// Nothing is attached if any check fails.
 pub fn start(a: &FilterArgs, events: bool) -> anyhow::Result<(Follower, Settings)> {
-    start_with(a, events, ProbeOptions::default().ring_bytes)
+    start_with(
+        a,
+        |c| {
+            if events {
+                c.flags |= inspector_common::config::FLAG_EVENTS;
+            }
+        },
+        ProbeOptions::default().ring_bytes,
+    )
 }
 
-/// [`start`] with a given ring buffer size (bytes) for events.
+/// [`start`] with the programs' features set by `configure` (`FLAG_EVENTS`, `FLAG_HOPTIME`
+/// and their settings) and a ring buffer size (bytes) for events.
 pub fn start_with(
     a: &FilterArgs,
-    events: bool,
+    configure: impl FnOnce(&mut Config),
     ring_bytes: u32,
 ) -> anyhow::Result<(Follower, Settings)> {
     let filter = parse_filter(a)?;
@@ -260,9 +269,7 @@ pub fn start_with(
         cfg.netns = u32::try_from(selection.netns[0]).unwrap_or(0);
     }
     filter.apply_to(&mut cfg);
-    if events {
-        cfg.flags |= inspector_common::config::FLAG_EVENTS;
-    }
+    configure(&mut cfg);
     if fault_verifier {
         cfg.flags |= FLAG_FAULT_VERIFIER;
     }

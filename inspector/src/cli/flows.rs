@@ -27,24 +27,84 @@ pub struct Args {
     #[arg(long)]
     pub paths: bool,
     /// Per-hop latency: p50/p90/p99/max of the time from each hop to the next, per endpoint
-    /// pair. Needs per-packet events (the ring buffer); packets are stitched across hops as
-    /// in `trace --hops`.
+    /// pair (the addresses where the packet was first seen).
     #[arg(long)]
     pub latency: bool,
+    /// Where `--latency` is measured. `kernel`: the programs time each packet from hook to
+    /// hook themselves and keep the histograms (IPv4 TCP, UDP and ICMP; no per-packet
+    /// events, tens of ns per hop). `events`: a per-packet event at every hook, stitched in
+    /// userspace as in `trace --hops` (any IP packet, hundreds of ns per hop).
+    #[arg(long, value_enum, default_value_t = LatencyFrom::Kernel, requires = "latency")]
+    pub latency_from: LatencyFrom,
+    /// With `--latency` (kernel): time 1 packet in N (a power of two up to 1024), picked by
+    /// the packet's fingerprint so every hop times the same packets; PACKETS then counts the
+    /// timed packets. `auto`: every packet while the node's timed hops stay under 50,000/s,
+    /// fewer (1 in 2, 4, ...) above, re-set every 250 ms. Reading the clock is most of the
+    /// per-hop cost.
+    #[arg(long, default_value = "auto", value_parser = parse_sample)]
+    pub latency_sample: Sample,
+}
+
+/// See `Args::latency_sample`: `None` is auto, else the shift (N = 2^shift).
+#[derive(Clone, Copy, Debug)]
+pub struct Sample(Option<u32>);
+
+fn parse_sample(s: &str) -> Result<Sample, String> {
+    if s == "auto" {
+        return Ok(Sample(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= 1 << inspector_common::hop::HOP_MAX_SHIFT => {
+            Ok(Sample(Some(n.trailing_zeros())))
+        }
+        _ => Err(format!(
+            "'{s}' is neither 'auto' nor a power of two from 1 to 1024 (e.g. 1, 8, 64)"
+        )),
+    }
+}
+
+/// How often auto sampling looks at the timed rate.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// See `Args::latency_from`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyFrom {
+    Kernel,
+    Events,
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
-    let (mut f, settings) = if a.latency {
-        common::start_with(&a.filter, true, 8 << 20)?
+    let events = a.latency && a.latency_from == LatencyFrom::Events;
+    let kernel = a.latency && a.latency_from == LatencyFrom::Kernel;
+    let (mut f, settings) = if events {
+        common::start_with(
+            &a.filter,
+            |c| c.flags |= inspector_common::config::FLAG_EVENTS,
+            8 << 20,
+        )?
+    } else if kernel {
+        common::start_with(
+            &a.filter,
+            |c| c.flags |= inspector_common::config::FLAG_HOPTIME,
+            4096,
+        )?
     } else {
         common::start(&a.filter, false)?
     };
-    let mut ring = if a.latency {
+    let mut ring = if events {
         Some(f.probe.take_events()?)
     } else {
         None
     };
     let mut latency = crate::flows::hops::Aggregator::default();
+    // Per-hop timing's sampling: (shift, when and at what count the rate was last read).
+    let auto = kernel && a.latency_sample.0.is_none();
+    let mut shift = a.latency_sample.0.unwrap_or(0);
+    let mut shifts_used = vec![shift];
+    if kernel {
+        f.probe.set_hop_shift(shift)?;
+    }
+    let mut last_rate = (Instant::now(), 0u64);
     let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;
     let interval = Duration::from_secs_f64(a.interval);
     let mut next_print = Instant::now() + interval;
@@ -52,7 +112,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     while !clock.stopped() {
         let fds: Vec<std::os::fd::RawFd> =
             ring.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-        let poll = ring.as_ref().map(|_| Instant::now() + common::RING_POLL);
+        let poll = if ring.is_some() {
+            Some(Instant::now() + common::RING_POLL)
+        } else {
+            auto.then(|| last_rate.0 + SAMPLE_EVERY)
+        };
         let until = match ((!once).then_some(next_print), poll) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -60,6 +124,22 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
         clock.wait(&fds, until);
         if let Some(r) = ring.as_mut() {
             drain_latency(r, &settings.filter, &mut latency, false);
+        }
+        if auto && last_rate.0.elapsed() >= SAMPLE_EVERY {
+            let timed = f.probe.stats()?[inspector_common::Stat::HopTimed as usize];
+            let secs = last_rate.0.elapsed().as_secs_f64();
+            #[expect(clippy::cast_precision_loss, reason = "a rate")]
+            let per_sec = timed.saturating_sub(last_rate.1) as f64 / secs;
+            last_rate = (Instant::now(), timed);
+            let next =
+                crate::flows::hops::auto_shift(shift, per_sec, crate::flows::hops::TIMED_PER_SEC);
+            if next != shift {
+                shift = next;
+                f.probe.set_hop_shift(shift)?;
+                if !shifts_used.contains(&shift) {
+                    shifts_used.push(shift);
+                }
+            }
         }
         if clock.rescan_due() {
             let _ = f.probe.clock();
@@ -75,7 +155,23 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     print(&f, a, &settings.filter, fmt, false)?;
     if let Some(r) = ring.as_mut() {
         drain_latency(r, &settings.filter, &mut latency, true);
-        print_latency(&f, &latency, fmt)?;
+        print_latency(&f, Latency::Events(&latency), fmt)?;
+    }
+    if kernel {
+        let hists = f.probe.hop_hists()?;
+        print_latency(&f, Latency::Kernel(&hists), fmt)?;
+        if fmt == Format::Table && !hists.is_empty() {
+            shifts_used.sort_unstable();
+            let n: Vec<String> = shifts_used
+                .iter()
+                .map(|s| (1u32 << s).to_string())
+                .collect();
+            println!(
+                "(packets timed: 1 in {}{})",
+                n.join(", 1 in "),
+                if auto { " (auto)" } else { "" }
+            );
+        }
     }
     print_drops(&f, &settings, fmt)?;
     print_stats(&f, fmt)?;
@@ -109,33 +205,39 @@ fn drain_latency(
     }
 }
 
+/// Where the latency rows come from.
+#[derive(Clone, Copy)]
+enum Latency<'a> {
+    Events(&'a crate::flows::hops::Aggregator),
+    /// Filtered in the kernel (by the load-time filter, at every hop).
+    Kernel(&'a [inspector_common::hop::HopHist]),
+}
+
 /// The per-hop latency table (`type: "latency"` lines in JSON).
-fn print_latency(
-    f: &Follower,
-    l: &crate::flows::hops::Aggregator,
-    fmt: Format,
-) -> anyhow::Result<()> {
+fn print_latency(f: &Follower, l: Latency<'_>, fmt: Format) -> anyhow::Result<()> {
     let rows = f.with_resolver(|r| {
         let end = |ip: Option<std::net::IpAddr>, e: Option<&crate::identity::Endpoint>| {
             e.and_then(|e| e.name.clone())
                 .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
         };
-        l.rows(
-            |ev| {
-                let rec = crate::cli::trace::record(ev, &f.names);
-                path::hop_label(&rec.netns_name, &rec.ifname, rec.direction)
-            },
-            |ev| {
-                let mut head = crate::cli::trace::record(ev, &f.names);
-                head.attribute(r);
-                format!(
-                    "{} -> {} {}",
-                    end(head.src, head.src_endpoint.as_ref()),
-                    end(head.dst, head.dst_endpoint.as_ref()),
-                    head.proto
-                )
-            },
-        )
+        let hop_name = |ev: &inspector_common::PacketEvent| {
+            let rec = crate::cli::trace::record(ev, &f.names);
+            path::hop_label(&rec.netns_name, &rec.ifname, rec.direction)
+        };
+        let pair_name = |ev: &inspector_common::PacketEvent| {
+            let mut head = crate::cli::trace::record(ev, &f.names);
+            head.attribute(r);
+            format!(
+                "{} -> {} {}",
+                end(head.src, head.src_endpoint.as_ref()),
+                end(head.dst, head.dst_endpoint.as_ref()),
+                head.proto
+            )
+        };
+        match l {
+            Latency::Events(a) => a.rows(hop_name, pair_name),
+            Latency::Kernel(h) => crate::flows::hops::kernel_rows(h, hop_name, pair_name),
+        }
     })?;
     match fmt {
         Format::Json => {

@@ -82,7 +82,11 @@ struct TraceLine<'a> {
 }
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
-    let (mut f, settings) = common::start_with(&a.filter, true, a.ring_kib * 1024)?;
+    let (mut f, settings) = common::start_with(
+        &a.filter,
+        |c| c.flags |= inspector_common::config::FLAG_EVENTS,
+        a.ring_kib * 1024,
+    )?;
     f.track_lifecycle = a.events;
     let mut ring = f.probe.take_events()?;
     let mut clock = Clock::new(a.duration, a.filter.rescan_ms)?;

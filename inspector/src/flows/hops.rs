@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use inspector_common::{
     PacketEvent,
+    hop::{HopHist, hop_bucket_value},
     parse::{ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -590,13 +591,103 @@ impl Aggregator {
     }
 }
 
+/// Per-hop timing's sampling in auto mode: at most this many timed hop transitions per
+/// second on the node (about 1% of one CPU at this machine's ~130 ns per timed hop).
+pub const TIMED_PER_SEC: f64 = 50_000.0;
+
+/// The sampling shift (time 1 packet in 2^shift) for the next interval, given the current
+/// one and the timed transitions per second seen under it: every packet while the traffic
+/// is light, and no more than `budget` timed transitions per second when it is not. Goes up
+/// at once; comes down one step at a time, only when the step would stay under half the
+/// budget (so it does not flap).
+#[must_use]
+pub fn auto_shift(shift: u32, timed_per_sec: f64, budget: f64) -> u32 {
+    let max = inspector_common::hop::HOP_MAX_SHIFT;
+    let offered = timed_per_sec * f64::from(1u32 << shift.min(max));
+    let mut want = 0;
+    while want < max && offered / f64::from(1u32 << want) > budget {
+        want += 1;
+    }
+    if want > shift {
+        want
+    } else if shift > 0 && offered / f64::from(1u32 << (shift - 1)) <= budget / 2.0 {
+        shift - 1
+    } else {
+        shift.min(max)
+    }
+}
+
+/// The latency rows of the kernel's per-hop histograms (`inspector_common::hop`), named
+/// like [`Aggregator::rows`] (through an event carrying the hop's or the pair's fields);
+/// transitions that get the same names are merged.
+pub fn kernel_rows(
+    hists: &[HopHist],
+    mut hop_name: impl FnMut(&PacketEvent) -> String,
+    mut pair_name: impl FnMut(&PacketEvent) -> String,
+) -> Vec<LatencyRow> {
+    let mut merged: std::collections::BTreeMap<(String, String, String), HopHist> =
+        std::collections::BTreeMap::new();
+    for h in hists {
+        let t = &h.tag;
+        let hop = |netns: u32, ifindex: u32, dir: u8| {
+            let mut ev = PacketEvent::zeroed();
+            ev.key.netns = netns;
+            ev.key.ifindex = ifindex;
+            ev.key.direction = dir;
+            ev.key.ethertype = ETH_P_IP;
+            ev
+        };
+        let mut pair = hop(t.to_netns, t.to_ifindex, t.to_direction);
+        pair.key.src[..4].copy_from_slice(&t.src);
+        pair.key.dst[..4].copy_from_slice(&t.dst);
+        pair.key.proto = t.proto;
+        let key = (
+            pair_name(&pair),
+            hop_name(&hop(t.from_netns, t.from_ifindex, t.from_direction)),
+            hop_name(&hop(t.to_netns, t.to_ifindex, t.to_direction)),
+        );
+        match merged.entry(key) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(*h);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(h),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|((pair, from, to), h)| {
+            let pct = |p: u64| {
+                let n: u64 = h.buckets.iter().map(|&c| u64::from(c)).sum();
+                let rank = (n * p).div_ceil(100).clamp(1, n.max(1));
+                let mut seen = 0u64;
+                for (b, &c) in h.buckets.iter().enumerate() {
+                    seen += u64::from(c);
+                    if seen >= rank {
+                        return hop_bucket_value(b).min(h.max_ns);
+                    }
+                }
+                h.max_ns
+            };
+            LatencyRow {
+                pair,
+                from,
+                to,
+                packets: h.packets,
+                p50_ns: pct(50),
+                p90_ns: pct(90),
+                p99_ns: pct(99),
+                max_ns: h.max_ns,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn event(ts: u64, dir: u8, ifindex: u32, frame: &[u8]) -> PacketEvent {
-        // SAFETY: PacketEvent is plain old data; all-zero is a valid value.
-        let mut ev: PacketEvent = unsafe { std::mem::zeroed() };
+        let mut ev = PacketEvent::zeroed();
         ev.ts_ns = ts;
         ev.key.direction = dir;
         ev.key.ifindex = ifindex;
@@ -698,6 +789,22 @@ mod tests {
         assert_eq!(first.max_ns, 129);
         assert!(first.p50_ns.abs_diff(80) <= 1, "{}", first.p50_ns);
         assert_eq!(rows.iter().find(|r| r.from == "if11").unwrap().p99_ns, 5);
+    }
+
+    #[test]
+    fn auto_sampling_times_light_traffic_fully_and_caps_heavy_traffic() {
+        let b = TIMED_PER_SEC;
+        assert_eq!(auto_shift(0, 1000.0, b), 0, "light: every packet");
+        // 1 M transitions/s offered: 1 in 32 keeps it under the budget (31,250/s).
+        let s = auto_shift(0, 1_000_000.0, b);
+        assert_eq!(s, 5);
+        let timed = 1_000_000.0 / 32.0;
+        assert_eq!(auto_shift(s, timed, b), 5, "steady");
+        // The traffic halves: 15,625/s timed; one step down would be 31,250/s > half the budget.
+        assert_eq!(auto_shift(5, timed / 2.0, b), 5);
+        // It drops to a tenth: step down by one.
+        assert_eq!(auto_shift(5, timed / 10.0, b), 4);
+        assert_eq!(auto_shift(10, 1e9, b), 10, "never above the maximum");
     }
 
     #[test]

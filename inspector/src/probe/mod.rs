@@ -39,6 +39,9 @@ pub const MAP_IFNS: &str = "inspector_ifns";
 pub const MAP_DROPS: &str = "inspector_drops";
 pub const MAP_CLOCK: &str = "inspector_clock";
 pub const PROG_DROPS: &str = "insp_kfree_skb";
+pub const MAP_HOP_SEEN: &str = "inspector_hseen";
+pub const MAP_HOP_HIST: &str = "inspector_hhist";
+pub const MAP_HOP_SHIFT: &str = "inspector_hshift";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
 
@@ -203,8 +206,20 @@ impl Probe {
         // A wake-up per 1/16 of the ring per CPU (records are the event plus an 8-byte header).
         let record = (std::mem::size_of::<inspector_common::PacketEvent>() + 8) as u32;
         config.ring_wake_events = (ring / 16 / record).max(1);
+        // Per-hop timing's per-CPU tables take ~0.7 MB per CPU: one entry each when it is off.
+        let hoptime = config.flags & inspector_common::config::FLAG_HOPTIME != 0;
+        let (seen, hist) = if hoptime {
+            (
+                inspector_common::hop::HOP_SEEN_SLOTS,
+                inspector_common::hop::HOP_HIST_SLOTS,
+            )
+        } else {
+            (1, 1)
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
+            .map_max_entries(MAP_HOP_SEEN, seen)
+            .map_max_entries(MAP_HOP_HIST, hist)
             .map_max_entries(MAP_EVENTS, ring)
             .map_max_entries(MAP_FLOWS, opts.flow_entries)
             .map_max_entries(MAP_FLOWS4, opts.flow_entries)
@@ -387,6 +402,55 @@ impl Probe {
     /// Socket owners the kernel recorded (see `sockets`).
     pub fn socket_owners(&self) -> Result<crate::identity::SocketOwners, ProbeError> {
         sockets::owners(&self.ebpf)
+    }
+
+    /// Per-hop timing: every transition's histogram, summed over CPUs (a transition can sit
+    /// in different slots on different CPUs).
+    pub fn hop_hists(&self) -> Result<Vec<inspector_common::hop::HopHist>, ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: MAP_HOP_HIST,
+            source,
+        };
+        let map = self.ebpf.map(MAP_HOP_HIST).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: MAP_HOP_HIST.into(),
+            })
+        })?;
+        let arr: PerCpuArray<&MapData, inspector_common::hop::HopHist> =
+            PerCpuArray::try_from(map).map_err(err)?;
+        let mut merged: HashMap<inspector_common::hop::HopTag, inspector_common::hop::HopHist> =
+            HashMap::new();
+        for i in 0..arr.len() {
+            for h in arr.get(&i, 0).map_err(err)?.iter() {
+                if h.tag.used == 0 {
+                    continue;
+                }
+                match merged.entry(h.tag) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(*h);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(h),
+                }
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    /// Per-hop timing: time 1 packet in 2^`shift` from now on.
+    pub fn set_hop_shift(&mut self, shift: u32) -> Result<(), ProbeError> {
+        let err = |source| ProbeError::Map {
+            map: MAP_HOP_SHIFT,
+            source,
+        };
+        let map = self.ebpf.map_mut(MAP_HOP_SHIFT).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: MAP_HOP_SHIFT.into(),
+            })
+        })?;
+        let mut arr: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(map).map_err(err)?;
+        arr.set(0, shift.min(inspector_common::hop::HOP_MAX_SHIFT), 0)
+            .map_err(err)
     }
 
     /// Takes the ring buffer of per-packet events (present only once).
