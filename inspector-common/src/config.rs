@@ -10,6 +10,9 @@ pub const FLAG_EVENTS: u8 = 1;
 pub const FLAG_NETNS: u8 = 2;
 /// Bit in [`Config::flags`]: time each packet from hook to hook in the kernel (see `hop`).
 pub const FLAG_HOPTIME: u8 = 4;
+/// Bit in [`Config::flags`]: also trace the stack's packet tracepoints (userspace loads
+/// and attaches those programs; they report only with `FLAG_EVENTS`).
+pub const FLAG_STACK: u8 = 8;
 /// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
 /// the verifier must reject it. Never set outside the test of verifier-error reporting.
 pub const FLAG_FAULT_VERIFIER: u8 = 0x80;
@@ -49,6 +52,8 @@ pub struct Config {
     /// For the socket-owner program: `sk_buff.sk`, `sock.__sk_common.skc_net.net`.
     pub off_skb_sk: u32,
     pub off_sk_net: u32,
+    /// For the stack's tracepoints: `sk_buff.mac_header`.
+    pub off_skb_mac: u32,
     /// Per-packet events: the consumer is woken once every this many events per CPU (it
     /// also drains on a short timer); the others are submitted without a wake-up, which
     /// would cost more than the whole rest of the program.
@@ -63,7 +68,7 @@ pub struct Config {
     pub flags: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 108);
+const _: () = assert!(core::mem::size_of::<Config>() == 112);
 
 impl Config {
     #[must_use]
@@ -87,6 +92,7 @@ impl Config {
             off_tp_location: 0,
             off_skb_sk: 0,
             off_sk_net: 0,
+            off_skb_mac: 0,
             ring_wake_events: 0,
             port: 0,
             proto: 0,

@@ -49,9 +49,38 @@ pub struct FlowKey {
     pub proto: u8,
     /// [`Direction`] as u8.
     pub direction: u8,
-    pub _pad: [u8; 2],
+    /// Which hook saw the packet: one of the `HOOK_*` values (tc for every flow key; the
+    /// stack's tracepoints only in events).
+    pub hook: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 52);
+
+/// [`FlowKey::hook`]: tc ingress or egress (TCX) on the interface.
+pub const HOOK_TC: u8 = 0;
+/// [`FlowKey::hook`]: `net_dev_queue` (`tp_btf`): about to enter the device's qdisc.
+pub const HOOK_DEV_QUEUE: u8 = 1;
+/// [`FlowKey::hook`]: `net_dev_start_xmit` (`tp_btf`): out of the qdisc, into the driver.
+pub const HOOK_START_XMIT: u8 = 2;
+/// [`FlowKey::hook`]: `netif_receive_skb` (`tp_btf`): into the stack, before tc ingress.
+pub const HOOK_RECEIVE: u8 = 3;
+
+/// Name of a hook as `trace` shows it, with the packet's direction for tc.
+#[must_use]
+pub const fn hook_name(hook: u8, direction: u8) -> &'static str {
+    match hook {
+        HOOK_DEV_QUEUE => "net_dev_queue",
+        HOOK_START_XMIT => "net_dev_start_xmit",
+        HOOK_RECEIVE => "netif_receive_skb",
+        _ => {
+            if direction == Direction::Egress as u8 {
+                "tc-egress"
+            } else {
+                "tc-ingress"
+            }
+        }
+    }
+}
 
 impl FlowKey {
     #[must_use]
@@ -67,7 +96,8 @@ impl FlowKey {
             vlan: 0,
             proto: 0,
             direction: 0,
-            _pad: [0; 2],
+            hook: 0,
+            _pad: 0,
         }
     }
 }

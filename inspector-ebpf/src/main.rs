@@ -5,12 +5,14 @@
 
 mod cg_sock_owner;
 mod config;
+mod kmem;
 mod maps;
 mod observe;
 mod skb;
 mod tc_egress;
 mod tc_ingress;
 mod tp_kfree_skb;
+mod tp_stack;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,7 +2,7 @@
 //! whose they are; sizes here are defaults that userspace may override at load.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use inspector_common::{
     ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, SockKey,
@@ -108,3 +108,9 @@ pub(crate) static HOP_HIST: PerCpuArray<HopHist> = PerCpuArray::with_max_entries
 /// hook times the same packets. Userspace sets it, and in auto mode moves it with the rate.
 #[map(name = "inspector_hshift")]
 pub(crate) static HOP_SHIFT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// (namespace inode << 32 | ifindex) of every interface the tc programs are attached to,
+/// kept by userspace: the stack's tracepoints fire for every device on the node and report
+/// only these.
+#[map(name = "inspector_atch")]
+pub(crate) static ATTACHED: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);

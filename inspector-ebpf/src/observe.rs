@@ -2,7 +2,7 @@
 //! are switched on and the packet passes the load-time filter) copy it to the ring buffer.
 //! The verdict is always `TC_ACT_UNSPEC` ("continue"; `TCX_NEXT` under TCX): the inspector
 //! never drops, redirects or rewrites a packet, and never short-cuts other tc programs.
-use aya_ebpf::maps::LruPerCpuHashMap;
+use aya_ebpf::maps::{LruPerCpuHashMap, ring_buf::RingBufEntry};
 use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
     helpers::{
@@ -270,7 +270,8 @@ fn full_key(p: &Parsed, h: &Hook) -> FlowKey {
         vlan: h.vlan,
         proto: p.proto,
         direction: h.direction,
-        _pad: [0; 2],
+        hook: 0,
+        _pad: 0,
     }
 }
 
@@ -391,7 +392,7 @@ fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, tcp_flags: u8, statu
 
 /// The load-time event filter. Zero fields match anything.
 #[inline(always)]
-fn wanted(key: &FlowKey, p: &Parsed) -> bool {
+pub(crate) fn wanted(key: &FlowKey, p: &Parsed) -> bool {
     passes(
         key.netns,
         key.ifindex,
@@ -473,9 +474,14 @@ fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u6
         }
         (*ev).snap_len = copied;
     }
-    // Waking the consumer (irq_work) costs microseconds in a VM, and even asking the ring
-    // how full it is costs ~40 ns (its positions are on the consumer's cache lines): wake
-    // it once every `ring_wake_events` events per CPU; it also drains on a timer.
+    submit(entry);
+}
+
+/// Submits an event. Waking the consumer (`irq_work`) costs microseconds in a VM, and even
+/// asking the ring how full it is costs ~40 ns (its positions are on the consumer's cache
+/// lines): wake it once every `ring_wake_events` events per CPU; it also drains on a timer.
+#[inline(always)]
+pub(crate) fn submit(entry: RingBufEntry<PacketEvent>) {
     let sent = bump_get(Stat::EventsSent);
     let every = u64::from(conf!(ring_wake_events)).max(1);
     let flags = if sent.is_multiple_of(every) {

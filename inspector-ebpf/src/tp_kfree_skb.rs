@@ -2,17 +2,13 @@
 //! is read through the skb (offsets from BTF, fields of the record from its format file) so
 //! drops are counted per flow, reason, namespace and device.
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_jiffies64},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::generated::bpf_jiffies64, macros::tracepoint, programs::TracePointContext,
 };
-use inspector_common::{
-    DropKey, FlowStats,
-    parse::{self, Packet},
-};
+use inspector_common::{DropKey, FlowStats, parse};
 
 use crate::{
     config::conf,
+    kmem::{KernelPacket, read},
     maps::{DROPS, precise_now},
 };
 
@@ -27,32 +23,6 @@ const FIRST_DROP_REASON: u32 = 2;
 pub fn insp_kfree_skb(ctx: TracePointContext) -> u32 {
     let _ = try_kfree_skb(&ctx);
     0
-}
-
-/// Packet bytes in kernel memory, from the network header to `skb->tail`.
-struct KernelPacket {
-    base: u64,
-    len: u32,
-}
-
-impl Packet for KernelPacket {
-    #[inline(always)]
-    fn read<const N: usize>(&self, off: u32) -> Option<[u8; N]> {
-        if u64::from(off) + N as u64 > u64::from(self.len) {
-            return None;
-        }
-        // SAFETY: bpf_probe_read_kernel never faults; bounds checked against skb->tail above.
-        unsafe { bpf_probe_read_kernel((self.base + u64::from(off)) as *const [u8; N]).ok() }
-    }
-}
-
-#[inline(always)]
-fn read<T>(addr: u64) -> Option<T> {
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel never faults; a bad address yields an error.
-    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
 }
 
 fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {

@@ -143,61 +143,76 @@ fn lost_events_are_counted_exactly() {
     );
 }
 
-/// `trace --hops`: every packet of a bridged ping once, with its four hops in path order -
-/// the sender's eth0, its bridge port, the receiver's bridge port, the receiver's eth0 (veth
-/// peers as iproute2 names them) - and times that only go forward.
+/// `trace --hops`: every packet of a bridged ping once, with its hops in path order - the
+/// sender's eth0, its bridge port, the receiver's bridge port, the receiver's eth0 (veth
+/// peers as iproute2 names them), each crossed in the order the kernel's code runs them:
+/// tc egress, then `net_dev_queue` and `net_dev_start_xmit` around the qdisc (in
+/// `__dev_queue_xmit`), then on the peer `netif_receive_skb` and tc ingress (in
+/// `__netif_receive_skb_core`) - and times that only go forward. `--tc-only` keeps the tc
+/// hooks alone.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn trace_hops_stitches_each_packet_across_the_bridge() {
     let lab = BridgeLab::new("th");
     let insp = hops_tracer(&lab, &["--proto", "icmp"]);
+    let tc_only = hops_tracer(&lab, &["--proto", "icmp", "--tc-only"]);
     support::in_ns(
         &lab.a.name,
         &["ping", "-c", "4", "-i", "0.05", "-W", "2", "198.18.0.3"],
     );
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let out = insp.interrupt();
-    let pkts = json_lines(&out.stdout, "packet_hops");
-    let requests: Vec<&serde_json::Value> = pkts
-        .iter()
-        .filter(|p| p["src"] == "198.18.0.2" && p["dst"] == "198.18.0.3")
-        .collect();
-    let replies = pkts
-        .iter()
-        .filter(|p| p["src"] == "198.18.0.3" && p["dst"] == "198.18.0.2")
-        .count();
-    assert_eq!(requests.len(), 4, "{pkts:#?}");
-    assert_eq!(replies, 4, "{pkts:#?}");
     let a_ns = lab.a.name.as_str();
     let b_ns = lab.b.name.as_str();
     let br = lab.br.name.as_str();
-    for p in requests {
-        let hops = support::hop_names(p, "hook");
-        assert_eq!(
-            hops,
-            [
-                format!("{a_ns}/eth0/tc-egress"),
-                format!("{br}/va/tc-ingress"),
-                format!("{br}/vb/tc-egress"),
-                format!("{b_ns}/eth0/tc-ingress"),
-            ],
-            "{p}"
-        );
-        let ts: Vec<u64> = p["hops"]
-            .as_array()
-            .unwrap()
+    let device = |ns: &str, dev: &str, out: bool, stack: bool| -> Vec<String> {
+        let hooks: &[&str] = match (out, stack) {
+            (true, true) => &["tc-egress", "net_dev_queue", "net_dev_start_xmit"],
+            (false, true) => &["netif_receive_skb", "tc-ingress"],
+            (true, false) => &["tc-egress"],
+            (false, false) => &["tc-ingress"],
+        };
+        hooks.iter().map(|h| format!("{ns}/{dev}/{h}")).collect()
+    };
+    for (out, stack) in [(insp.interrupt(), true), (tc_only.interrupt(), false)] {
+        let pkts = json_lines(&out.stdout, "packet_hops");
+        let requests: Vec<&serde_json::Value> = pkts
             .iter()
-            .map(|h| h["ts_ns"].as_u64().unwrap())
+            .filter(|p| p["src"] == "198.18.0.2" && p["dst"] == "198.18.0.3")
             .collect();
-        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
-        assert_eq!(p["total_ns"].as_u64().unwrap(), ts[3] - ts[0]);
+        let replies = pkts
+            .iter()
+            .filter(|p| p["src"] == "198.18.0.3" && p["dst"] == "198.18.0.2")
+            .count();
+        assert_eq!(requests.len(), 4, "{pkts:#?}");
+        assert_eq!(replies, 4, "{pkts:#?}");
+        let want: Vec<String> = [
+            device(a_ns, "eth0", true, stack),
+            device(br, "va", false, stack),
+            device(br, "vb", true, stack),
+            device(b_ns, "eth0", false, stack),
+        ]
+        .concat();
+        for p in requests {
+            assert_eq!(support::hop_names(p, "hook"), want, "{p}");
+            let ts: Vec<u64> = p["hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["ts_ns"].as_u64().unwrap())
+                .collect();
+            assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+            assert_eq!(p["total_ns"].as_u64().unwrap(), ts[ts.len() - 1] - ts[0]);
+        }
     }
 }
 
 /// Per-hop timing against an independent oracle: a tbf qdisc on the sender's eth0 holds a
 /// burst of 1000-byte frames at 8 Mbit/s, so each frame waits 1000 B / (1 MB/s) = 1 ms longer
-/// than the one before (backlog / rate). The inspector must put that wait on the hop from the
-/// sender's eth0 to its bridge port, growing by 1 ms per packet within 10%.
+/// than the one before (backlog / rate). `trace --hops` must put that wait between
+/// `net_dev_queue` and `net_dev_start_xmit` on the sender's eth0 (the qdisc: the largest gap
+/// of the packet's path), growing by 1 ms per packet within 10%; `flows --latency` (timed in
+/// the kernel) must report the same hop's distribution from the sender's eth0 to its bridge
+/// port.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
@@ -224,9 +239,11 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     udp_frames(&lab, 20, 7300);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let out = insp.interrupt();
-    let a_eth0 = format!("{}/eth0/tc-egress", lab.a.name);
-    let port = format!("{}/va/tc-ingress", lab.br.name);
-    let mut waits: Vec<(u64, f64)> = Vec::new();
+    let at = |dev: &str, hook: &str| format!("{dev}/{hook}");
+    let a_eth0 = format!("{}/eth0", lab.a.name);
+    let port = format!("{}/va", lab.br.name);
+    // (first hop's time, qdisc wait in ms, tc egress -> bridge port tc ingress in ms)
+    let mut waits: Vec<(u64, f64, f64)> = Vec::new();
     for p in json_lines(&out.stdout, "packet_hops") {
         if !p["src"].as_str().unwrap_or("").starts_with("198.18.0.2:")
             || p["len"].as_u64() != Some(1000)
@@ -235,15 +252,19 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         }
         let names = support::hop_names(&p, "hook");
         let ts = |name: &str| {
-            names
+            let i = names
                 .iter()
                 .position(|n| n == name)
-                .map(|i| p["hops"][i]["ts_ns"].as_u64().unwrap())
+                .unwrap_or_else(|| panic!("packet without {name}: {p}"));
+            p["hops"][i]["ts_ns"].as_u64().unwrap()
         };
-        let (Some(t0), Some(t1)) = (ts(&a_eth0), ts(&port)) else {
-            panic!("packet without both hops: {p}");
-        };
-        // The queue is on that hop: it is the largest gap of the packet's path.
+        let (t0, q0, q1, t1) = (
+            ts(&at(&a_eth0, "tc-egress")),
+            ts(&at(&a_eth0, "net_dev_queue")),
+            ts(&at(&a_eth0, "net_dev_start_xmit")),
+            ts(&at(&port, "tc-ingress")),
+        );
+        // The queue is in the qdisc: it is the largest gap of the packet's path.
         let biggest = p["hops"]
             .as_array()
             .unwrap()
@@ -251,11 +272,11 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
             .map(|h| h["delta_ns"].as_u64().unwrap())
             .max()
             .unwrap();
-        if t1 - t0 > 300_000 {
-            assert_eq!(biggest, t1 - t0, "{p}");
+        if q1 - q0 > 300_000 {
+            assert_eq!(biggest, q1 - q0, "{p}");
         }
         #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
-        waits.push((t0, (t1 - t0) as f64 / 1e6));
+        waits.push((t0, (q1 - q0) as f64 / 1e6, (t1 - t0) as f64 / 1e6));
     }
     waits.sort_by_key(|w| w.0);
     assert_eq!(waits.len(), 20, "{waits:?}");
@@ -278,8 +299,8 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     slopes.sort_by(f64::total_cmp);
     let slope = slopes[slopes.len() / 2];
     eprintln!("tbf: per-packet wait grows {slope:.3} ms (expected 1.000); waits {waits:?}");
-    // `flows --latency` (another attachment, its own events) reports the same hop's
-    // distribution: 20 packets, its median and maximum as the waits above.
+    // `flows --latency` (another attachment, timing in the kernel) reports the hop from the
+    // sender's eth0 to its bridge port: 20 packets, its median and maximum as traced.
     let out = lat.interrupt();
     let rows = json_lines(&out.stdout, "latency");
     let row = rows
@@ -290,7 +311,7 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         })
         .unwrap_or_else(|| panic!("no latency row for the queued hop: {rows:#?}"));
     assert_eq!(row["packets"], 20, "{row}");
-    let mut sorted: Vec<f64> = waits.iter().map(|w| w.1).collect();
+    let mut sorted: Vec<f64> = waits.iter().map(|w| w.2).collect();
     sorted.sort_by(f64::total_cmp);
     #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
     let ms = |k: &str| row[k].as_u64().unwrap() as f64 / 1e6;
@@ -417,7 +438,8 @@ fn trace_hops_add_up_to_the_round_trip_the_client_measured() {
             .filter(|p| p["src"] == src)
             .max_by_key(|p| p["time_unix_ns"].as_i64().unwrap())
             .unwrap_or_else(|| panic!("no packet from {src}: {pkts:#?}"));
-        assert_eq!(p["hops"].as_array().unwrap().len(), 4, "{p}");
+        // tc egress, qdisc in and out, peer receive and tc ingress at each of the two veths.
+        assert_eq!(p["hops"].as_array().unwrap().len(), 10, "{p}");
         #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
         let ms = p["total_ns"].as_u64().unwrap() as f64 / 1e6;
         ms

@@ -285,6 +285,7 @@ pub fn start_with(
         },
         sockets: !a.no_socket_owners,
         fast_attach: a.fast_attach,
+        stack_hooks: cfg.flags & inspector_common::config::FLAG_STACK != 0,
     })?;
     for w in &probe.warnings {
         eprintln!("inspector: warning: {w}");

@@ -222,7 +222,7 @@ fn print_latency(f: &Follower, l: Latency<'_>, fmt: Format) -> anyhow::Result<()
         };
         let hop_name = |ev: &inspector_common::PacketEvent| {
             let rec = crate::cli::trace::record(ev, &f.names);
-            path::hop_label(&rec.netns_name, &rec.ifname, rec.direction)
+            path::hook_label(&rec.netns_name, &rec.ifname, ev.key.hook, rec.direction)
         };
         let pair_name = |ev: &inspector_common::PacketEvent| {
             let mut head = crate::cli::trace::record(ev, &f.names);

@@ -31,9 +31,15 @@ pub struct Args {
     pub events: bool,
     /// One line per packet instead of per hook: its hops in path order with the time from
     /// each hop to the next (events of one packet stitched by IP id, length and TCP seq/ack,
-    /// which NAT leaves alone). Packets are printed once quiet for 200 ms.
+    /// which NAT leaves alone). Packets are printed once quiet for 200 ms. Besides tc on each
+    /// interface, the stack's own tracepoints (`tp_btf`) on the same interfaces are hops:
+    /// `net_dev_queue` and `net_dev_start_xmit` (the time between them is the qdisc's) and
+    /// `netif_receive_skb`.
     #[arg(long)]
     pub hops: bool,
+    /// With --hops: tc hooks only, not the stack's tracepoints.
+    #[arg(long, requires = "hops")]
+    pub tc_only: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -84,7 +90,12 @@ struct TraceLine<'a> {
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let (mut f, settings) = common::start_with(
         &a.filter,
-        |c| c.flags |= inspector_common::config::FLAG_EVENTS,
+        |c| {
+            c.flags |= inspector_common::config::FLAG_EVENTS;
+            if a.hops && !a.tc_only {
+                c.flags |= inspector_common::config::FLAG_STACK;
+            }
+        },
         a.ring_kib * 1024,
     )?;
     f.track_lifecycle = a.events;
@@ -228,9 +239,12 @@ struct HopLine {
     netns_name: String,
     ifindex: u32,
     ifname: String,
-    /// `tc-ingress` or `tc-egress`.
+    /// `tc-ingress`, `tc-egress`, `net_dev_queue`, `net_dev_start_xmit` or
+    /// `netif_receive_skb`.
     hook: &'static str,
     direction: &'static str,
+    #[serde(skip)]
+    hook_id: u8,
     ts_ns: u64,
     /// Time since the previous hop (0 at the first).
     delta_ns: u64,
@@ -287,11 +301,8 @@ fn emit_packets(
                         netns_name: h.netns_name.clone(),
                         ifindex: h.ifindex,
                         ifname: h.ifname.clone(),
-                        hook: if d == Direction::Egress {
-                            "tc-egress"
-                        } else {
-                            "tc-ingress"
-                        },
+                        hook: inspector_common::flow::hook_name(ev.key.hook, ev.key.direction),
+                        hook_id: ev.key.hook,
                         direction: d.as_str(),
                         ts_ns: ev.ts_ns,
                         delta_ns: ev.ts_ns.saturating_sub(prev),
@@ -327,9 +338,10 @@ fn emit_packets(
                         .iter()
                         .enumerate()
                         .map(|(i, h)| {
-                            let at = crate::flows::path::hop_label(
+                            let at = crate::flows::path::hook_label(
                                 &h.netns_name,
                                 &h.ifname,
+                                h.hook_id,
                                 h.direction,
                             );
                             if i == 0 {

@@ -152,7 +152,7 @@ impl Stitcher {
     }
 
     /// Packets whose last event is older than `now_ns - idle_ns` (all when `idle_ns` is 0),
-    /// each with its events in path order (time, then egress before ingress at equal time).
+    /// each with its events in path order (time, then the order of hooks along a device).
     pub fn take_quiet(&mut self, now_ns: u64, idle_ns: u64) -> Vec<Vec<PacketEvent>> {
         let mut done: Vec<Vec<PacketEvent>> = self.single.drain(..).map(|e| vec![e]).collect();
         let quiet: Vec<Fingerprint> = self
@@ -165,12 +165,7 @@ impl Stitcher {
             .collect();
         for k in quiet {
             if let Some(mut v) = self.open.remove(&k) {
-                v.sort_by_key(|e| {
-                    (
-                        e.ts_ns,
-                        e.key.direction != inspector_common::Direction::Egress as u8,
-                    )
-                });
+                v.sort_by_key(|e| (e.ts_ns, super::path::hook_rank(e.key.hook, e.key.direction)));
                 done.push(v);
             }
         }
@@ -379,7 +374,7 @@ impl Aggregator {
         };
         let key = fp.key() | 1;
         let k = &ev.key;
-        let hk = (k.netns, k.ifindex, k.direction);
+        let hk = (k.netns, k.ifindex, k.direction | k.hook << 1);
         let hop = match self.last_hop {
             Some((lk, id)) if lk == hk => id,
             _ => {
@@ -459,7 +454,8 @@ impl Aggregator {
             self.hop_ingress
                 .push(k.direction != inspector_common::Direction::Egress as u8);
         }
-        self.hop_ids.insert((k.netns, k.ifindex, k.direction), id);
+        self.hop_ids
+            .insert((k.netns, k.ifindex, k.direction | k.hook << 1), id);
         id
     }
 

@@ -52,6 +52,34 @@ pub fn hop_label(netns_name: &str, ifname: &str, direction: &str) -> String {
     format!("{netns_name}/{ifname}({dir})")
 }
 
+/// [`hop_label`] for any hook: the stack's tracepoints are `ns/if(queue)` (`net_dev_queue`),
+/// `(xmit)` (`net_dev_start_xmit`) and `(rx)` (`netif_receive_skb`).
+#[must_use]
+pub fn hook_label(netns_name: &str, ifname: &str, hook: u8, direction: &str) -> String {
+    use inspector_common::flow::{HOOK_DEV_QUEUE, HOOK_RECEIVE, HOOK_START_XMIT};
+    let at = match hook {
+        HOOK_DEV_QUEUE => "queue",
+        HOOK_START_XMIT => "xmit",
+        HOOK_RECEIVE => "rx",
+        _ => return hop_label(netns_name, ifname, direction),
+    };
+    format!("{netns_name}/{ifname}({at})")
+}
+
+/// Where a hook comes along a packet's way through one device, for ordering events with
+/// equal timestamps: tc egress, qdisc in, qdisc out, (the peer's) receive, tc ingress.
+#[must_use]
+pub fn hook_rank(hook: u8, direction: u8) -> u8 {
+    use inspector_common::flow::{HOOK_DEV_QUEUE, HOOK_RECEIVE, HOOK_START_XMIT};
+    match hook {
+        HOOK_DEV_QUEUE => 1,
+        HOOK_START_XMIT => 2,
+        HOOK_RECEIVE => 3,
+        _ if direction == inspector_common::Direction::Egress as u8 => 0,
+        _ => 4,
+    }
+}
+
 /// Groups per-hook records into paths, ordered by when each flow was first seen.
 #[must_use]
 pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {

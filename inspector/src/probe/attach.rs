@@ -203,6 +203,9 @@ impl Probe {
             if let Err(e) = self.set_ifns(*ifindex, v) {
                 return vec![Err(e)];
             }
+            for ns in nss {
+                self.set_attached(*ns, *ifindex, true);
+            }
         }
         let progs = match (
             prog_fd(&self.ebpf, PROG_INGRESS),
@@ -248,6 +251,7 @@ impl Probe {
         };
         let v = self.ifns_value(key.1, &[]);
         let _ = self.set_ifns(key.1, v);
+        self.set_attached(key.0, key.1, false);
         drop(pair);
     }
 
@@ -284,6 +288,24 @@ impl Probe {
             Some(ns) if owners.len() == 1 => u32::try_from(*ns).unwrap_or(0),
             _ => 0,
         }
+    }
+
+    /// Adds or removes an interface in `inspector_atch` (what the stack's tracepoints report).
+    /// Best effort: an entry that cannot be written only loses those hooks' events there.
+    fn set_attached(&mut self, netns: u64, ifindex: u32, on: bool) {
+        let Some(map) = self.ebpf.map_mut(super::MAP_ATTACHED) else {
+            return;
+        };
+        let Ok(mut m) = aya::maps::HashMap::<&mut aya::maps::MapData, u64, u8>::try_from(map)
+        else {
+            return;
+        };
+        let key = (netns & 0xffff_ffff) << 32 | u64::from(ifindex);
+        let _ = if on {
+            m.insert(key, 1, 0)
+        } else {
+            m.remove(&key)
+        };
     }
 
     fn set_ifns(&mut self, ifindex: u32, ns: u32) -> Result<(), ProbeError> {

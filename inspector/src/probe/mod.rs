@@ -42,6 +42,25 @@ pub const PROG_DROPS: &str = "insp_kfree_skb";
 pub const MAP_HOP_SEEN: &str = "inspector_hseen";
 pub const MAP_HOP_HIST: &str = "inspector_hhist";
 pub const MAP_HOP_SHIFT: &str = "inspector_hshift";
+pub const MAP_ATTACHED: &str = "inspector_atch";
+/// The stack's packet tracepoints (`tp_btf`) and the programs on them (`trace --hops`).
+pub const STACK_HOOKS: [(&str, &str, &str); 3] = [
+    (
+        "insp_dev_queue",
+        "net_dev_queue",
+        "the time a packet waits in a device's qdisc",
+    ),
+    (
+        "insp_start_xmit",
+        "net_dev_start_xmit",
+        "the time a packet waits in a device's qdisc",
+    ),
+    (
+        "insp_receive",
+        "netif_receive_skb",
+        "the time from a device's receive to its tc ingress",
+    ),
+];
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
 
@@ -125,6 +144,9 @@ pub struct ProbeOptions {
     pub sockets: bool,
     /// Expedite RCU grace periods during large attach/detach batches (see `attach`).
     pub fast_attach: bool,
+    /// Also emit events from the stack's packet tracepoints (`STACK_HOOKS`) for the
+    /// attached interfaces (needs events on).
+    pub stack_hooks: bool,
 }
 
 impl Default for ProbeOptions {
@@ -136,6 +158,7 @@ impl Default for ProbeOptions {
             drops: true,
             sockets: true,
             fast_attach: false,
+            stack_hooks: false,
         }
     }
 }
@@ -181,6 +204,7 @@ impl Probe {
         config.off_dev_ifindex = off.dev_ifindex;
         config.off_skb_head = off.skb_head;
         config.off_skb_nh = off.skb_nh;
+        config.off_skb_mac = off.skb_mac;
         config.off_skb_tail = off.skb_tail;
         config.off_skb_len = off.skb_len;
         config.off_skb_proto = off.skb_proto;
@@ -254,6 +278,9 @@ impl Probe {
                 })?;
         }
         let mut warnings = Vec::new();
+        if opts.stack_hooks {
+            warnings.extend(load_stack_hooks(&mut ebpf));
+        }
         let mut sockets_loaded = false;
         if opts.sockets {
             match sockets::load(&mut ebpf) {
@@ -524,6 +551,41 @@ fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>, clock: &clock::JiffiesCloc
         s.status |= v.status;
     }
     s
+}
+
+/// Loads and attaches the stack's tracepoint programs; one warning per hook that could not
+/// be (what is lost and why).
+fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => {
+            return vec![format!(
+                "the stack's packet tracepoints (net_dev_queue, net_dev_start_xmit, \
+                 netif_receive_skb) are not traced: reading the kernel's BTF failed ({e}); \
+                 hops show tc only"
+            )];
+        }
+    };
+    let mut warnings = Vec::new();
+    for (prog, tp, lost) in STACK_HOOKS {
+        let r = (|| -> Result<(), String> {
+            let p: &mut aya::programs::BtfTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing from object"))?
+                .try_into()
+                .map_err(|e: ProgramError| e.to_string())?;
+            p.load(tp, &btf).map_err(|e| e.to_string())?;
+            p.attach().map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            warnings.push(format!(
+                "tp_btf/{tp} is not traced ({e}): hops lack {lost}; run on a kernel with \
+                 BTF-enabled raw tracepoints (Linux 5.5+) to see it"
+            ));
+        }
+    }
+    warnings
 }
 
 fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
