@@ -13,6 +13,8 @@ pub const FLAG_HOPTIME: u8 = 4;
 /// Bit in [`Config::flags`]: also trace the stack's packet tracepoints (userspace loads
 /// and attaches those programs; they report only with `FLAG_EVENTS`).
 pub const FLAG_STACK: u8 = 8;
+/// [`Config::hop_sample_shift`]: adjusted at run time (auto sampling).
+pub const HOP_SHIFT_AUTO: u8 = 0xff;
 /// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
 /// the verifier must reject it. Never set outside the test of verifier-error reporting.
 pub const FLAG_FAULT_VERIFIER: u8 = 0x80;
@@ -66,7 +68,10 @@ pub struct Config {
     pub host_family: u8,
     /// `FLAG_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 3],
+    /// Per-hop timing: time 1 packet in 2^this, or [`HOP_SHIFT_AUTO`]: the shift is read
+    /// from the `inspector_hshift` map, which userspace moves with the traffic.
+    pub hop_sample_shift: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 112);
 
@@ -98,7 +103,8 @@ impl Config {
             proto: 0,
             host_family: 0,
             flags: 0,
-            _pad: [0; 3],
+            hop_sample_shift: 0,
+            _pad: [0; 2],
         }
     }
 

@@ -174,6 +174,19 @@ const _: () = assert!(core::mem::size_of::<ClockSample>() == 16);
 /// to reading the namespace from the device.
 pub const IFNS_SLOTS: u32 = 1 << 18;
 
+/// Value of `inspector_ifns`: what the tc programs need per interface, on the one cache line
+/// they read for the interface anyway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfInfo {
+    /// Inode of the namespace of the one attached interface with this ifindex, 0 if
+    /// several attached namespaces share it (or none).
+    pub netns: u32,
+    /// Per-hop timing in auto mode: time 1 packet in 2^this (see `hop`).
+    pub hop_shift: u32,
+}
+const _: () = assert!(core::mem::size_of::<IfInfo>() == 8);
+
 /// Key of the drop map: which packets the kernel dropped, where, and why.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -324,6 +337,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ClockSample {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IfInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowStats {}
     // SAFETY: as above.

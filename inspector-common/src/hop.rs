@@ -4,14 +4,19 @@
 //! Each CPU keeps a direct-mapped table of the packets it saw last ([`HopSeen`], indexed by
 //! the packet's [`fingerprint`]). When the same packet shows up at another hook on that CPU,
 //! the time since its last hook goes into the histogram of that transition ([`HopHist`],
-//! found by its [`HopTag`] in a small open-addressed per-CPU array). Only array lookups
+//! found by its [`HopTag`] in a small open-addressed table of that CPU). Only array lookups
 //! (inlined by the verifier) and one clock read are added per packet per hop.
+//!
+//! The tables are plain arrays with one block of slots per CPU (index = CPU * slots + slot),
+//! not per-CPU arrays: a per-CPU array's lookup first loads the element's per-CPU pointer
+//! from a table of pointers, a second cache miss per packet.
 
 use crate::parse::Head;
 
-/// Slots of the per-CPU table of packets last seen (a power of two).
-pub const HOP_SEEN_SLOTS: u32 = 4096;
-/// Slots of the per-CPU histogram array (a power of two).
+/// Slots per CPU of the table of packets last seen (a power of two). Only packets in flight
+/// need a slot - a packet crosses a node in microseconds - and a small table stays in cache.
+pub const HOP_SEEN_SLOTS: u32 = 1024;
+/// Slots per CPU of the histogram table (a power of two).
 pub const HOP_HIST_SLOTS: u32 = 512;
 /// Slots tried for a transition before it is counted as `Stat::HopSlotsFull`.
 pub const HOP_PROBES: u32 = 4;

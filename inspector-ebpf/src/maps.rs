@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use inspector_common::{
     ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, SockKey,
-    flow::{IFNS_SLOTS, STAT_SLOTS},
-    hop::{HOP_HIST_SLOTS, HOP_SEEN_SLOTS, HopHist, HopSeen},
+    flow::{IFNS_SLOTS, IfInfo, STAT_SLOTS},
+    hop::{HopHist, HopSeen},
 };
 
 /// Per-flow, per-hook counters. LRU so a busy node evicts idle flows instead of failing.
@@ -30,11 +30,12 @@ pub(crate) static DROPS: LruPerCpuHashMap<DropKey, FlowStats> =
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// ifindex -> inode of the namespace of the one attached interface with that ifindex, or 0
-/// when two attached namespaces share the ifindex (then the program reads it from the device).
+/// when two attached namespaces share the ifindex (then the program reads it from the device),
+/// and per-hop timing's auto sampling shift.
 /// Userspace writes it before attaching, so a non-zero entry is never wrong. An array lookup is
 /// inlined by the verifier: this is what keeps the namespace lookup off the per-packet bill.
 #[map(name = "inspector_ifns")]
-pub(crate) static IFNS: Array<u32> = Array::with_max_entries(IFNS_SLOTS, 0);
+pub(crate) static IFNS: Array<IfInfo> = Array::with_max_entries(IFNS_SLOTS, 0);
 
 /// The latest (jiffies, ns) pair each CPU saw; see `ClockSample`.
 #[map(name = "inspector_clock")]
@@ -95,17 +96,21 @@ pub(crate) const SOCK_SEEN_SLOTS: u32 = 256;
 #[map(name = "inspector_sockseen")]
 pub(crate) static SOCK_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(SOCK_SEEN_SLOTS, 0);
 
-/// Per-hop timing: the packets each CPU saw last, direct-mapped by fingerprint (see
-/// `inspector_common::hop`). One entry unless userspace switches hop timing on.
+/// Per-hop timing: the packets each CPU saw last, direct-mapped by fingerprint, one block
+/// of `HOP_SEEN_SLOTS` per CPU (see `inspector_common::hop`). Sized by userspace (one
+/// entry unless hop timing is on).
 #[map(name = "inspector_hseen")]
-pub(crate) static HOP_SEEN: PerCpuArray<HopSeen> = PerCpuArray::with_max_entries(HOP_SEEN_SLOTS, 0);
+pub(crate) static HOP_SEEN: Array<HopSeen> = Array::with_max_entries(1, 0);
 
-/// Per-hop timing: one histogram per transition (from hook, to hook, addresses), per CPU.
+/// Per-hop timing: one histogram per transition (from hook, to hook, addresses), one block
+/// of `HOP_HIST_SLOTS` per CPU. Sized by userspace.
 #[map(name = "inspector_hhist")]
-pub(crate) static HOP_HIST: PerCpuArray<HopHist> = PerCpuArray::with_max_entries(HOP_HIST_SLOTS, 0);
+pub(crate) static HOP_HIST: Array<HopHist> = Array::with_max_entries(1, 0);
 
-/// Per-hop timing: packets are timed 1 in 2^(this value), chosen by fingerprint so every
-/// hook times the same packets. Userspace sets it, and in auto mode moves it with the rate.
+/// Per-hop timing in auto mode: packets are timed 1 in 2^(this value), chosen by fingerprint
+/// so every hook times the same packets. Userspace moves it with the rate; the programs read
+/// the copy in `inspector_ifns` (a line they read anyway), this one only for interfaces
+/// beyond that array.
 #[map(name = "inspector_hshift")]
 pub(crate) static HOP_SHIFT: Array<u32> = Array::with_max_entries(1, 0);
 

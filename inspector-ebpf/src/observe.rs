@@ -6,7 +6,7 @@ use aya_ebpf::maps::{LruPerCpuHashMap, ring_buf::RingBufEntry};
 use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
     helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_jiffies64, bpf_skb_load_bytes},
     },
     programs::TcContext,
@@ -14,7 +14,7 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
-    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS},
+    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS, HOP_SHIFT_AUTO},
     flow::{IFNS_SLOTS, SNAP_LEN},
     hop::{self, HOP_HIST_SLOTS, HOP_MAX_NS, HOP_MAX_SHIFT, HOP_PROBES, HOP_SEEN_SLOTS, HopTag},
     parse::{self, ETH_P_IP, FAST_LEN, FastV4, Parsed, status},
@@ -61,8 +61,9 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
     if data + FAST_LEN <= data_end
         && let Some(f) = parse::fast_v4(&Linear(data), data_end - data)
     {
+        let (netns, hop_shift) = netns_of(ctx, ifindex);
         let hook = Hook {
-            netns: netns_of(ctx, ifindex),
+            netns,
             ifindex,
             vlan: meta_vlan,
             direction: dir as u8,
@@ -76,7 +77,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             len,
         );
         if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, &hook) {
-            hop_time(&Linear(data), &f, &hook);
+            hop_time(&Linear(data), &f, &hook, hop_shift);
         }
         if conf!(flags) & FLAG_EVENTS != 0 {
             events(ctx, &f.to_parsed(), &hook, len, mark);
@@ -85,7 +86,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
     }
     let p = parse::parse_general(&Skb::new(ctx, data, data_end));
     let hook = Hook {
-        netns: netns_of(ctx, ifindex),
+        netns: netns_of(ctx, ifindex).0,
         ifindex,
         vlan: if p.vlan == 0 { meta_vlan } else { p.vlan },
         direction: dir as u8,
@@ -102,25 +103,40 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
 /// another hook, the time since goes into that transition's histogram; then this hook
 /// becomes the packet's last.
 #[inline(always)]
-fn hop_time(h: &Linear, f: &FastV4, hook: &Hook) {
+fn hop_time(h: &Linear, f: &FastV4, hook: &Hook, auto_shift: u32) {
     let fp = hop::fingerprint(h, f.proto);
-    // Sampled by the fingerprint's top bits (the slot index uses bits 32..44): reading the
-    // clock is most of the cost, and every hook must pick the same packets.
-    let shift = HOP_SHIFT.get(0).copied().unwrap_or(0);
+    // Sampled by the fingerprint's top bits (the slot index uses bits 32..42): the timed
+    // path is most of the cost, and every hook must pick the same packets. A fixed rate is
+    // a load-time constant; auto's comes with the interface's entry in `inspector_ifns`
+    // (userspace moves it), so neither costs a memory read of its own.
+    let fixed = conf!(hop_sample_shift);
+    let shift = if fixed != HOP_SHIFT_AUTO {
+        u32::from(fixed)
+    } else if auto_shift != NO_SHIFT {
+        auto_shift
+    } else {
+        HOP_SHIFT.get(0).copied().unwrap_or(0)
+    };
     if shift != 0 && shift <= HOP_MAX_SHIFT && (fp >> (64 - shift)) != 0 {
         return;
     }
-    let Some(seen) = HOP_SEEN.get_ptr_mut((fp >> 32) as u32 & (HOP_SEEN_SLOTS - 1)) else {
+    // SAFETY: plain helper call (inlined by the verifier).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(seen) =
+        HOP_SEEN.get_ptr_mut(cpu * HOP_SEEN_SLOTS + ((fp >> 32) as u32 & (HOP_SEEN_SLOTS - 1)))
+    else {
         return;
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: this CPU's slot; tc programs run with BH disabled, so nothing interleaves.
+    // SAFETY: this CPU's block of the table; tc programs run with BH disabled, so nothing
+    // else writes it meanwhile.
     let s = unsafe { &mut *seen };
     let moved = s.ifindex != hook.ifindex || s.netns != hook.netns || s.direction != hook.direction;
     let d = now.wrapping_sub(s.ts);
     if s.fp == fp && moved && d < HOP_MAX_NS {
         record(
+            cpu,
             &HopTag {
                 from_netns: s.netns,
                 from_ifindex: s.ifindex,
@@ -152,15 +168,16 @@ fn hop_time(h: &Linear, f: &FastV4, hook: &Hook) {
 
 /// Adds one hop time to its transition's histogram (open addressing, `HOP_PROBES` slots).
 #[inline(always)]
-fn record(tag: &HopTag, d: u64) {
+fn record(cpu: u32, tag: &HopTag, d: u64) {
     let words = tag.words();
     let first = tag.slot();
+    let block = cpu * HOP_HIST_SLOTS;
     let mut i = 0;
     while i < HOP_PROBES {
-        let Some(slot) = HOP_HIST.get_ptr_mut((first + i) & (HOP_HIST_SLOTS - 1)) else {
+        let Some(slot) = HOP_HIST.get_ptr_mut(block + ((first + i) & (HOP_HIST_SLOTS - 1))) else {
             return;
         };
-        // SAFETY: this CPU's slot, as above.
+        // SAFETY: this CPU's block, as above.
         let hh = unsafe { &mut *slot };
         if hh.tag.used == 0 {
             hh.tag = *tag;
@@ -278,17 +295,30 @@ fn full_key(p: &Parsed, h: &Hook) -> FlowKey {
 /// Inode of the namespace of the device the packet is on: `skb->dev->nd_net.net->ns.inum`,
 /// with offsets from the kernel's BTF (see userspace `probe::btf`). `bpf_get_netns_cookie`
 /// cannot do this in tc: it reports the namespace of the packet's socket, or the host's.
+/// Also the auto sampling shift of per-hop timing, from the same entry (`NO_SHIFT` if the
+/// interface has none).
 #[inline(always)]
-fn netns_of(ctx: &TcContext, ifindex: u32) -> u32 {
+fn netns_of(ctx: &TcContext, ifindex: u32) -> (u32, u32) {
     if conf!(flags) & FLAG_NETNS == 0 {
-        return 0;
+        return (0, NO_SHIFT);
     }
+    let mut shift = NO_SHIFT;
     if ifindex < IFNS_SLOTS
-        && let Some(ns) = IFNS.get(ifindex)
-        && *ns != 0
+        && let Some(info) = IFNS.get(ifindex)
     {
-        return *ns;
+        if info.netns != 0 {
+            return (info.netns, info.hop_shift);
+        }
+        shift = info.hop_shift;
     }
+    (netns_from_device(ctx), shift)
+}
+
+/// No sampling shift known for the interface: read `inspector_hshift`.
+const NO_SHIFT: u32 = u32::MAX;
+
+#[inline(always)]
+fn netns_from_device(ctx: &TcContext) -> u32 {
     let skb = ctx.skb.skb.cast::<u8>();
     let (off_dev, off_net, off_inum) =
         (conf!(off_skb_dev), conf!(off_dev_net), conf!(off_net_inum));

@@ -412,6 +412,76 @@ fn flows_latency_samples_the_same_packets_at_every_hop() {
     assert!((60..=140).contains(&some[0]), "{some:?}");
 }
 
+/// Auto sampling backs off under load: 30,000 datagrams from a to b as fast as one socket
+/// sends them are far over the 5,000 timed hops per second, so the inspector times fewer
+/// than all (it says at which rates), while b's eth0 counter says all arrived; a handful of
+/// pings before it were all timed (light traffic: every packet).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn flows_latency_auto_sampling_backs_off_under_load() {
+    let lab = BridgeLab::new("la");
+    let insp = Inspector::start(&[
+        "flows",
+        "--latency",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "30",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+        "--netns",
+        &lab.b.name,
+    ]);
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.0.3"],
+    );
+    let before = support::counters(&lab.b)["eth0"].rx_packets;
+    inspector::traffic::udp_send(
+        &lab.a.path(),
+        "198.18.0.3:7320".parse().unwrap(),
+        30_000,
+        16,
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let received = support::counters(&lab.b)["eth0"].rx_packets - before;
+    let out = insp.interrupt();
+    let rows = json_lines(&out.stdout, "latency");
+    let first_hop = |proto: &str| {
+        rows.iter()
+            .find(|r| {
+                r["pair"].as_str().unwrap_or("").ends_with(proto)
+                    && r["from"] == format!("{}/eth0(out)", lab.a.name).as_str()
+            })
+            .unwrap_or_else(|| panic!("no {proto} row from a's eth0: {rows:#?}"))["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let sampling = &json_lines(&out.stdout, "latency_sampling")[0];
+    eprintln!(
+        "auto: {sampling}; udp timed {} of {received}",
+        first_hop("udp")
+    );
+    assert_eq!(sampling["auto"], true);
+    assert_eq!(
+        first_hop("icmp"),
+        5,
+        "light traffic: every echo request timed"
+    );
+    let rates = sampling["timed_one_in"].as_array().unwrap();
+    assert!(rates.len() > 1, "the rate never moved: {sampling}");
+    assert!(received >= 30_000, "b's eth0 received {received}");
+    assert!(
+        first_hop("udp") < received,
+        "not every datagram may be timed under load: {} of {received}",
+        first_hop("udp")
+    );
+}
+
 /// The hops of one echo request and its reply add up to the round trip `ping` itself
 /// measured (an independent clock: the client's), when a tbf queue on the sender's eth0
 /// makes the request wait behind a burst of frames.

@@ -38,7 +38,7 @@ pub struct Args {
     pub latency_from: LatencyFrom,
     /// With `--latency` (kernel): time 1 packet in N (a power of two up to 1024), picked by
     /// the packet's fingerprint so every hop times the same packets; PACKETS then counts the
-    /// timed packets. `auto`: every packet while the node's timed hops stay under 50,000/s,
+    /// timed packets. `auto`: every packet while the node's timed hops stay under 5,000/s,
     /// fewer (1 in 2, 4, ...) above, re-set every 250 ms. Reading the clock is most of the
     /// per-hop cost.
     #[arg(long, default_value = "auto", value_parser = parse_sample)]
@@ -83,9 +83,15 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             8 << 20,
         )?
     } else if kernel {
+        let fixed = a.latency_sample.0;
         common::start_with(
             &a.filter,
-            |c| c.flags |= inspector_common::config::FLAG_HOPTIME,
+            |c| {
+                c.flags |= inspector_common::config::FLAG_HOPTIME;
+                c.hop_sample_shift = fixed.map_or(inspector_common::config::HOP_SHIFT_AUTO, |s| {
+                    u8::try_from(s).unwrap_or(0)
+                });
+            },
             4096,
         )?
     } else {
@@ -101,7 +107,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let auto = kernel && a.latency_sample.0.is_none();
     let mut shift = a.latency_sample.0.unwrap_or(0);
     let mut shifts_used = vec![shift];
-    if kernel {
+    if auto {
         f.probe.set_hop_shift(shift)?;
     }
     let mut last_rate = (Instant::now(), 0u64);
@@ -160,17 +166,23 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     if kernel {
         let hists = f.probe.hop_hists()?;
         print_latency(&f, Latency::Kernel(&hists), fmt)?;
-        if fmt == Format::Table && !hists.is_empty() {
-            shifts_used.sort_unstable();
-            let n: Vec<String> = shifts_used
-                .iter()
-                .map(|s| (1u32 << s).to_string())
-                .collect();
-            println!(
-                "(packets timed: 1 in {}{})",
-                n.join(", 1 in "),
-                if auto { " (auto)" } else { "" }
-            );
+        shifts_used.sort_unstable();
+        let one_in: Vec<u32> = shifts_used.iter().map(|s| 1u32 << s).collect();
+        match fmt {
+            Format::Json => output::json_line(&serde_json::json!({
+                "type": "latency_sampling",
+                "auto": auto,
+                "timed_one_in": one_in,
+            }))?,
+            Format::Table | Format::Dot if !hists.is_empty() => {
+                let n: Vec<String> = one_in.iter().map(u32::to_string).collect();
+                println!(
+                    "(packets timed: 1 in {}{})",
+                    n.join(", 1 in "),
+                    if auto { " (auto)" } else { "" }
+                );
+            }
+            Format::Table | Format::Dot => {}
         }
     }
     print_drops(&f, &settings, fmt)?;

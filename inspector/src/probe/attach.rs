@@ -316,13 +316,34 @@ impl Probe {
             map: super::MAP_IFNS,
             source,
         };
+        let hop_shift = self.hop_shift;
         let map = self.ebpf.map_mut(super::MAP_IFNS).ok_or_else(|| {
             err(aya::maps::MapError::InvalidName {
                 name: super::MAP_IFNS.into(),
             })
         })?;
-        let mut arr: aya::maps::Array<&mut aya::maps::MapData, u32> =
+        let mut arr: aya::maps::Array<&mut aya::maps::MapData, inspector_common::flow::IfInfo> =
             aya::maps::Array::try_from(map).map_err(err)?;
-        arr.set(ifindex, ns, 0).map_err(err)
+        arr.set(
+            ifindex,
+            inspector_common::flow::IfInfo {
+                netns: ns,
+                hop_shift,
+            },
+            0,
+        )
+        .map_err(err)
+    }
+
+    /// Writes the auto sampling shift into every attached interface's `inspector_ifns` entry.
+    pub(super) fn spread_hop_shift(&mut self) -> Result<(), ProbeError> {
+        let mut ifindexes: Vec<u32> = self.links.keys().map(|k| k.1).collect();
+        ifindexes.sort_unstable();
+        ifindexes.dedup();
+        for ifindex in ifindexes {
+            let v = self.ifns_value(ifindex, &[]);
+            self.set_ifns(ifindex, v)?;
+        }
+        Ok(())
     }
 }

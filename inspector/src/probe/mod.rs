@@ -185,6 +185,8 @@ pub struct Probe {
     /// What could not be set up but did not stop the rest (said once, at start).
     pub warnings: Vec<String>,
     fast_attach: bool,
+    /// Per-hop timing's auto sampling shift, as last set (copied into `inspector_ifns`).
+    hop_shift: u32,
     sockets_loaded: bool,
     /// Cgroups the socket-owner programs are attached to.
     cgroup_links: sockets::Attached,
@@ -230,12 +232,18 @@ impl Probe {
         // A wake-up per 1/16 of the ring per CPU (records are the event plus an 8-byte header).
         let record = (std::mem::size_of::<inspector_common::PacketEvent>() + 8) as u32;
         config.ring_wake_events = (ring / 16 / record).max(1);
-        // Per-hop timing's per-CPU tables take ~0.7 MB per CPU: one entry each when it is off.
+        // Per-hop timing's tables take ~0.6 MB per CPU: one entry each when it is off.
         let hoptime = config.flags & inspector_common::config::FLAG_HOPTIME != 0;
         let (seen, hist) = if hoptime {
+            // One block of slots per possible CPU (the programs index by CPU number).
+            let cpus =
+                u32::try_from(aya::util::nr_cpus().map_err(|(_, e)| {
+                    ProbeError::Kernel(format!("reading the possible CPUs: {e}"))
+                })?)
+                .unwrap_or(1);
             (
-                inspector_common::hop::HOP_SEEN_SLOTS,
-                inspector_common::hop::HOP_HIST_SLOTS,
+                inspector_common::hop::HOP_SEEN_SLOTS * cpus,
+                inspector_common::hop::HOP_HIST_SLOTS * cpus,
             )
         } else {
             (1, 1)
@@ -300,6 +308,7 @@ impl Probe {
             drop_reasons,
             warnings,
             fast_attach: opts.fast_attach,
+            hop_shift: 0,
             sockets_loaded,
             cgroup_links: sockets::Attached::new(),
         })
@@ -443,27 +452,26 @@ impl Probe {
                 name: MAP_HOP_HIST.into(),
             })
         })?;
-        let arr: PerCpuArray<&MapData, inspector_common::hop::HopHist> =
-            PerCpuArray::try_from(map).map_err(err)?;
+        let arr: aya::maps::Array<&MapData, inspector_common::hop::HopHist> =
+            aya::maps::Array::try_from(map).map_err(err)?;
         let mut merged: HashMap<inspector_common::hop::HopTag, inspector_common::hop::HopHist> =
             HashMap::new();
         for i in 0..arr.len() {
-            for h in arr.get(&i, 0).map_err(err)?.iter() {
-                if h.tag.used == 0 {
-                    continue;
+            let h = arr.get(&i, 0).map_err(err)?;
+            if h.tag.used == 0 {
+                continue;
+            }
+            match merged.entry(h.tag) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(h);
                 }
-                match merged.entry(h.tag) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(*h);
-                    }
-                    std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(h),
-                }
+                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&h),
             }
         }
         Ok(merged.into_values().collect())
     }
 
-    /// Per-hop timing: time 1 packet in 2^`shift` from now on.
+    /// Per-hop timing in auto mode: time 1 packet in 2^`shift` from now on.
     pub fn set_hop_shift(&mut self, shift: u32) -> Result<(), ProbeError> {
         let err = |source| ProbeError::Map {
             map: MAP_HOP_SHIFT,
@@ -474,10 +482,12 @@ impl Probe {
                 name: MAP_HOP_SHIFT.into(),
             })
         })?;
+        let shift = shift.min(inspector_common::hop::HOP_MAX_SHIFT);
         let mut arr: aya::maps::Array<&mut MapData, u32> =
             aya::maps::Array::try_from(map).map_err(err)?;
-        arr.set(0, shift.min(inspector_common::hop::HOP_MAX_SHIFT), 0)
-            .map_err(err)
+        arr.set(0, shift, 0).map_err(err)?;
+        self.hop_shift = shift;
+        self.spread_hop_shift()
     }
 
     /// Takes the ring buffer of per-packet events (present only once).
