@@ -789,6 +789,57 @@ mod tests {
     }
 
     #[test]
+    fn kernel_rows_merge_cpus_and_read_percentiles_from_the_kernels_buckets() {
+        use inspector_common::hop::{HOP_BUCKETS, HopTag, hop_bucket};
+        let tag = HopTag {
+            from_ifindex: 9,
+            to_ifindex: 10,
+            src: [198, 18, 0, 2],
+            dst: [198, 18, 0, 3],
+            proto: 17,
+            from_direction: 1,
+            used: 1,
+            ..HopTag::default()
+        };
+        // Two CPUs' histograms of the same transition: 1..=1000 us, odd values on one CPU,
+        // even on the other, bucketed as the kernel does.
+        let mut per_cpu = [HopHist {
+            tag,
+            packets: 0,
+            sum_ns: 0,
+            max_ns: 0,
+            buckets: [0; HOP_BUCKETS],
+        }; 2];
+        for us in 1..=1000u64 {
+            let h = &mut per_cpu[(us % 2) as usize];
+            let ns = us * 1000;
+            h.packets += 1;
+            h.sum_ns += ns;
+            h.max_ns = h.max_ns.max(ns);
+            h.buckets[hop_bucket(ns)] += 1;
+        }
+        let rows = kernel_rows(
+            &per_cpu,
+            |e| format!("if{}", e.key.ifindex),
+            |e| format!("{:?}", &e.key.src[..4]),
+        );
+        assert_eq!(rows.len(), 1, "the same names merge");
+        let r = &rows[0];
+        assert_eq!((r.from.as_str(), r.to.as_str()), ("if9", "if10"));
+        assert_eq!((r.packets, r.max_ns), (1000, 1_000_000));
+        for (got, exact) in [
+            (r.p50_ns, 500_000u64),
+            (r.p90_ns, 900_000),
+            (r.p99_ns, 990_000),
+        ] {
+            assert!(
+                got.abs_diff(exact) * 100 <= exact * 7,
+                "{got} vs {exact} (buckets are 1/8 of a power of two wide)"
+            );
+        }
+    }
+
+    #[test]
     fn auto_sampling_times_light_traffic_fully_and_caps_heavy_traffic() {
         let b = 50_000.0;
         assert_eq!(auto_shift(0, 1000.0, b), 0, "light: every packet");
