@@ -56,6 +56,8 @@ pub struct Config {
     pub off_sk_net: u32,
     /// For the stack's tracepoints: `sk_buff.mac_header`.
     pub off_skb_mac: u32,
+    /// Per-hop timing: slots of `inspector_hseen` minus one (a power of two minus one).
+    pub hop_seen_mask: u32,
     /// Per-packet events: the consumer is woken once every this many events per CPU (it
     /// also drains on a short timer); the others are submitted without a wake-up, which
     /// would cost more than the whole rest of the program.
@@ -73,7 +75,7 @@ pub struct Config {
     pub hop_sample_shift: u8,
     pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 112);
+const _: () = assert!(core::mem::size_of::<Config>() == 116);
 
 impl Config {
     #[must_use]
@@ -98,6 +100,7 @@ impl Config {
             off_skb_sk: 0,
             off_sk_net: 0,
             off_skb_mac: 0,
+            hop_seen_mask: 0,
             ring_wake_events: 0,
             port: 0,
             proto: 0,

@@ -1,20 +1,24 @@
 //! In-kernel per-hop timing (`flows --latency`): the records the tc programs keep so that the
 //! time from one hook to the next is measured without a per-packet event.
 //!
-//! Each CPU keeps a direct-mapped table of the packets it saw last ([`HopSeen`], indexed by
-//! the packet's [`fingerprint`]). When the same packet shows up at another hook on that CPU,
-//! the time since its last hook goes into the histogram of that transition ([`HopHist`],
-//! found by its [`HopTag`] in a small open-addressed table of that CPU). Only array lookups
-//! (inlined by the verifier) and one clock read are added per packet per hop.
+//! The node keeps a direct-mapped table of the packets seen last ([`HopSeen`], indexed by
+//! the packet's [`fingerprint`]). When the same packet shows up at another hook - on any
+//! CPU: a qdisc's timer or RPS may move it - the time since its last hook goes into the
+//! histogram of that transition ([`HopHist`], found by its [`HopTag`] in a small
+//! open-addressed table of the recording CPU). Only array lookups (inlined by the verifier)
+//! and one clock read are added per timed packet per hop.
 //!
-//! The tables are plain arrays with one block of slots per CPU (index = CPU * slots + slot),
-//! not per-CPU arrays: a per-CPU array's lookup first loads the element's per-CPU pointer
-//! from a table of pointers, a second cache miss per packet.
+//! The histogram table is a plain array with one block of slots per CPU (index = CPU *
+//! slots + slot), not a per-CPU array: a per-CPU array's lookup first loads the element's
+//! per-CPU pointer from a table of pointers, a second cache miss per packet. The packet
+//! table is shared by all CPUs (its slots are written without atomics: two CPUs writing one
+//! slot in the same instant may leave a torn entry, at worst one wrong or lost hop time).
 
 use crate::parse::Head;
 
-/// Slots per CPU of the table of packets last seen (a power of two). Only packets in flight
-/// need a slot - a packet crosses a node in microseconds - and a small table stays in cache.
+/// Slots of the table of packets last seen per possible CPU (the table has this times the
+/// CPU count rounded up to a power of two). Only packets in flight need a slot - a packet
+/// crosses a node in microseconds - and a small table stays in cache.
 pub const HOP_SEEN_SLOTS: u32 = 1024;
 /// Slots per CPU of the histogram table (a power of two).
 pub const HOP_HIST_SLOTS: u32 = 512;

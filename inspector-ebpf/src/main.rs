@@ -5,6 +5,7 @@
 
 mod cg_sock_owner;
 mod config;
+mod hoptime;
 mod kmem;
 mod maps;
 mod observe;

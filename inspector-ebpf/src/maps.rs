@@ -96,9 +96,8 @@ pub(crate) const SOCK_SEEN_SLOTS: u32 = 256;
 #[map(name = "inspector_sockseen")]
 pub(crate) static SOCK_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(SOCK_SEEN_SLOTS, 0);
 
-/// Per-hop timing: the packets each CPU saw last, direct-mapped by fingerprint, one block
-/// of `HOP_SEEN_SLOTS` per CPU (see `inspector_common::hop`). Sized by userspace (one
-/// entry unless hop timing is on).
+/// Per-hop timing: the packets seen last, direct-mapped by fingerprint, shared by all CPUs
+/// (see `inspector_common::hop`). Sized by userspace (one entry unless hop timing is on).
 #[map(name = "inspector_hseen")]
 pub(crate) static HOP_SEEN: Array<HopSeen> = Array::with_max_entries(1, 0);
 

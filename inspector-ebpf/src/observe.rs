@@ -6,7 +6,7 @@ use aya_ebpf::maps::{LruPerCpuHashMap, ring_buf::RingBufEntry};
 use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
     helpers::{
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_jiffies64, bpf_skb_load_bytes},
     },
     programs::TcContext,
@@ -14,17 +14,16 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
-    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS, HOP_SHIFT_AUTO},
+    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS},
     flow::{IFNS_SLOTS, SNAP_LEN},
-    hop::{self, HOP_HIST_SLOTS, HOP_MAX_NS, HOP_MAX_SHIFT, HOP_PROBES, HOP_SEEN_SLOTS, HopTag},
+    hop,
     parse::{self, ETH_P_IP, FAST_LEN, FastV4, Parsed, status},
 };
 
 use crate::{
     config::conf,
-    maps::{
-        EVENTS, FLOWS, FLOWS4, HOP_HIST, HOP_SEEN, HOP_SHIFT, IFNS, bump, bump_get, precise_now,
-    },
+    hoptime::{NO_SHIFT, hop_time},
+    maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump, bump_get, precise_now},
     skb::Skb,
 };
 
@@ -76,8 +75,15 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             f.status,
             len,
         );
-        if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, &hook) {
-            hop_time(&Linear(data), &f, &hook, hop_shift);
+        if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, hook.netns, hook.ifindex) {
+            hop_time(
+                hop::fingerprint(&Linear(data), f.proto),
+                &f,
+                hook.netns,
+                hook.ifindex,
+                hook.direction,
+                hop_shift,
+            );
         }
         if conf!(flags) & FLAG_EVENTS != 0 {
             events(ctx, &f.to_parsed(), &hook, len, mark);
@@ -99,119 +105,10 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Per-hop timing (see `inspector_common::hop`): if this CPU saw the same packet last at
-/// another hook, the time since goes into that transition's histogram; then this hook
-/// becomes the packet's last.
-#[inline(always)]
-fn hop_time(h: &Linear, f: &FastV4, hook: &Hook, auto_shift: u32) {
-    let fp = hop::fingerprint(h, f.proto);
-    // Sampled by the fingerprint's top bits (the slot index uses bits 32..42): the timed
-    // path is most of the cost, and every hook must pick the same packets. A fixed rate is
-    // a load-time constant; auto's comes with the interface's entry in `inspector_ifns`
-    // (userspace moves it), so neither costs a memory read of its own.
-    let fixed = conf!(hop_sample_shift);
-    let shift = if fixed != HOP_SHIFT_AUTO {
-        u32::from(fixed)
-    } else if auto_shift != NO_SHIFT {
-        auto_shift
-    } else {
-        HOP_SHIFT.get(0).copied().unwrap_or(0)
-    };
-    if shift != 0 && shift <= HOP_MAX_SHIFT && (fp >> (64 - shift)) != 0 {
-        return;
-    }
-    // SAFETY: plain helper call (inlined by the verifier).
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(seen) =
-        HOP_SEEN.get_ptr_mut(cpu * HOP_SEEN_SLOTS + ((fp >> 32) as u32 & (HOP_SEEN_SLOTS - 1)))
-    else {
-        return;
-    };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: this CPU's block of the table; tc programs run with BH disabled, so nothing
-    // else writes it meanwhile.
-    let s = unsafe { &mut *seen };
-    let moved = s.ifindex != hook.ifindex || s.netns != hook.netns || s.direction != hook.direction;
-    let d = now.wrapping_sub(s.ts);
-    if s.fp == fp && moved && d < HOP_MAX_NS {
-        record(
-            cpu,
-            &HopTag {
-                from_netns: s.netns,
-                from_ifindex: s.ifindex,
-                to_netns: hook.netns,
-                to_ifindex: hook.ifindex,
-                src: s.src,
-                dst: s.dst,
-                proto: s.proto,
-                from_direction: s.direction,
-                to_direction: hook.direction,
-                used: 1,
-                _pad: 0,
-            },
-            d,
-        );
-    } else {
-        // A packet not seen before (or the same fingerprint at the same hook again: a new
-        // packet); its addresses here name its pair at every later hop.
-        s.fp = fp;
-        s.src = f.src;
-        s.dst = f.dst;
-        s.proto = f.proto;
-    }
-    s.ts = now;
-    s.netns = hook.netns;
-    s.ifindex = hook.ifindex;
-    s.direction = hook.direction;
-}
-
-/// Adds one hop time to its transition's histogram (open addressing, `HOP_PROBES` slots).
-#[inline(always)]
-fn record(cpu: u32, tag: &HopTag, d: u64) {
-    let words = tag.words();
-    let first = tag.slot();
-    let block = cpu * HOP_HIST_SLOTS;
-    let mut i = 0;
-    while i < HOP_PROBES {
-        let Some(slot) = HOP_HIST.get_ptr_mut(block + ((first + i) & (HOP_HIST_SLOTS - 1))) else {
-            return;
-        };
-        // SAFETY: this CPU's block, as above.
-        let hh = unsafe { &mut *slot };
-        if hh.tag.used == 0 {
-            hh.tag = *tag;
-        } else if !same(&hh.tag.words(), &words) {
-            i += 1;
-            continue;
-        }
-        hh.packets += 1;
-        hh.sum_ns += d;
-        if d > hh.max_ns {
-            hh.max_ns = d;
-        }
-        // Opaque to LLVM, so the bounds check below stays for the verifier (LLVM proves it
-        // redundant, the verifier cannot follow that proof).
-        let b = core::hint::black_box(hop::hop_bucket(d));
-        if let Some(c) = hh.buckets.get_mut(b) {
-            *c += 1;
-        }
-        bump(Stat::HopTimed);
-        return;
-    }
-    bump(Stat::HopSlotsFull);
-}
-
-/// Word-by-word equality (`==` on arrays becomes a call to a byte-wise `memcmp`).
-#[inline(always)]
-fn same(a: &[u64; 4], b: &[u64; 4]) -> bool {
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
-}
-
 /// The load-time filter for the fast path (`wanted`'s checks on its fields).
 #[inline(always)]
-fn wanted_fast(f: &FastV4, h: &Hook) -> bool {
-    passes(h.netns, h.ifindex, f.proto, f.sport, f.dport, || {
+pub(crate) fn wanted_fast(f: &FastV4, netns: u32, ifindex: u32) -> bool {
+    passes(netns, ifindex, f.proto, f.sport, f.dport, || {
         let cfg = crate::config::get();
         let mut src = [0u8; 16];
         let mut dst = [0u8; 16];
@@ -313,9 +210,6 @@ fn netns_of(ctx: &TcContext, ifindex: u32) -> (u32, u32) {
     }
     (netns_from_device(ctx), shift)
 }
-
-/// No sampling shift known for the interface: read `inspector_hshift`.
-const NO_SHIFT: u32 = u32::MAX;
 
 #[inline(always)]
 fn netns_from_device(ctx: &TcContext) -> u32 {

@@ -1,4 +1,5 @@
-//! `tp_btf` on the stack's own packet tracepoints, for `trace --hops`: `net_dev_queue` (a packet
+//! `tp_btf` on the stack's own packet tracepoints, for `trace --hops` (and per-hop timing
+//! with `flows --latency --stack`): `net_dev_queue` (a packet
 //! about to enter a device's qdisc, after tc egress), `net_dev_start_xmit` (out of the qdisc,
 //! handed to the driver) and `netif_receive_skb` (into the stack, before tc ingress). Each
 //! gets the `sk_buff` pointer; the packet, its device and namespace are read through it
@@ -15,15 +16,18 @@ use aya_ebpf::{
 };
 use inspector_common::{
     Direction, FlowKey, PacketEvent, Stat,
-    flow::{HOOK_DEV_QUEUE, HOOK_RECEIVE, HOOK_START_XMIT, SNAP_LEN},
-    parse,
+    config::{FLAG_EVENTS, FLAG_HOPTIME},
+    flow::{HOOK_DEV_QUEUE, HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN},
+    hop,
+    parse::{self, FAST_LEN},
 };
 
 use crate::{
     config::conf,
+    hoptime::{NO_SHIFT, hop_time},
     kmem::{KernelPacket, read},
-    maps::{ATTACHED, EVENTS, bump},
-    observe::{submit, wanted},
+    maps::{ATTACHED, EVENTS, IFNS, bump},
+    observe::{submit, wanted, wanted_fast},
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -81,6 +85,22 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
     if nh == UNSET || u32::from(nh) >= tail {
         return None;
     }
+    // The snapshot starts at an Ethernet header, as tc's do: the frame's own when the MAC
+    // header sits right before the network header, else a blank one carrying the protocol.
+    let with_mac = mac != UNSET && mac < nh && nh - mac == ETH_HLEN;
+    let code = dir as u8 | hook << 1;
+    if conf!(flags) & FLAG_HOPTIME != 0 && with_mac {
+        hop_time_here(
+            head + u64::from(mac),
+            tail - u32::from(mac),
+            netns,
+            ifindex,
+            code,
+        );
+    }
+    if conf!(flags) & FLAG_EVENTS == 0 {
+        return Some(());
+    }
     let p = parse::parse_l3(
         &KernelPacket {
             base: head + u64::from(nh),
@@ -110,9 +130,6 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
         return None;
     };
     let ev = entry.as_mut_ptr();
-    // The snapshot starts at an Ethernet header, as tc's do: the frame's own when the MAC
-    // header sits right before the network header, else a blank one carrying the protocol.
-    let with_mac = mac != UNSET && mac < nh && nh - mac == ETH_HLEN;
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size;
     // bpf_probe_read_kernel never faults (bytes past `tail` are not counted in `snap_len`).
     unsafe {
@@ -148,4 +165,32 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
     }
     submit(entry);
     Some(())
+}
+
+/// Per-hop timing at a stack hook (`flows --latency --stack`): the same fast path as tc's,
+/// on the frame's first bytes read through the skb.
+#[inline(always)]
+fn hop_time_here(frame: u64, avail: u32, netns: u32, ifindex: u32, code: u8) {
+    let Some(h) = read::<[u8; FAST_LEN]>(frame) else {
+        return;
+    };
+    let Some(f) = parse::fast_v4(&h, avail as usize) else {
+        return;
+    };
+    if !wanted_fast(&f, netns, ifindex) {
+        return;
+    }
+    let auto_shift = if ifindex < IFNS_SLOTS {
+        IFNS.get(ifindex).map_or(NO_SHIFT, |i| i.hop_shift)
+    } else {
+        NO_SHIFT
+    };
+    hop_time(
+        hop::fingerprint(&h, f.proto),
+        &f,
+        netns,
+        ifindex,
+        code,
+        auto_shift,
+    );
 }

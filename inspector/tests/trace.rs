@@ -234,6 +234,24 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         "--netns",
         &lab.br.name,
     ]);
+    let stack = Inspector::start(&[
+        "flows",
+        "--latency",
+        "--stack",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "30",
+        "--proto",
+        "udp",
+        "--port",
+        "7300",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+    ]);
     let insp = hops_tracer(&lab, &["--proto", "udp", "--port", "7300"]);
     // 20 frames of 1000 B at once.
     udp_frames(&lab, 20, 7300);
@@ -332,6 +350,39 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         (slope - 1.0).abs() < 0.1,
         "slope {slope:.3} ms/packet, expected 1.0 ms: {waits:?}"
     );
+    // `flows --latency --stack` times the qdisc itself in the kernel: the hop from
+    // net_dev_queue to net_dev_start_xmit on a's eth0 has the traced qdisc waits' median
+    // and maximum.
+    let out = stack.interrupt();
+    let rows = json_lines(&out.stdout, "latency");
+    let row = rows
+        .iter()
+        .find(|r| {
+            r["from"] == format!("{}/eth0(queue)", lab.a.name).as_str()
+                && r["to"] == format!("{}/eth0(xmit)", lab.a.name).as_str()
+        })
+        .unwrap_or_else(|| panic!("no latency row for the qdisc: {rows:#?}"));
+    let mut qdisc: Vec<f64> = waits.iter().map(|w| w.1).collect();
+    qdisc.sort_by(f64::total_cmp);
+    eprintln!("qdisc row {row}; traced {qdisc:?}");
+    assert_eq!(row["packets"], 20, "{row}");
+    assert!(
+        close(row_ms(row, "max_ns"), qdisc[19]),
+        "qdisc max {} vs {}",
+        row_ms(row, "max_ns"),
+        qdisc[19]
+    );
+    assert!(
+        close(row_ms(row, "p50_ns"), qdisc[9]),
+        "qdisc p50 {} vs {}",
+        row_ms(row, "p50_ns"),
+        qdisc[9]
+    );
+}
+
+#[expect(clippy::cast_precision_loss, reason = "milliseconds")]
+fn row_ms(row: &serde_json::Value, k: &str) -> f64 {
+    row[k].as_u64().unwrap() as f64 / 1e6
 }
 
 /// Sampled per-hop timing picks packets by fingerprint, so every hop times the same ones:

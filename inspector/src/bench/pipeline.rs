@@ -310,18 +310,23 @@ pub fn paced(
         );
         let mut consumed = 0u64;
         let mut max_backlog = 0usize;
+        // Packets close 200 ms after their first event by the events' own clock, not the
+        // wall clock: the synthetic producer can be descheduled between two hooks of one
+        // packet for longer than that on a busy machine, which a kernel hook never is.
+        let mut newest = 0u64;
         loop {
             let finished = d2.load(Ordering::Acquire);
             let n = r2.drain(&mut scratch, |rec| {
                 if let Some(ev) = decode(rec)
                     && filter.matches(&ev.key)
                 {
+                    newest = newest.max(ev.ts_ns);
                     agg.push(&ev);
                 }
             });
             consumed += n as u64;
             max_backlog = max_backlog.max(n);
-            agg.close_quiet(crate::probe::clock::mono_now_ns(), 200_000_000);
+            agg.close_quiet(newest, 200_000_000);
             if finished && n == 0 {
                 break;
             }
@@ -343,19 +348,26 @@ pub fn paced(
     let total = ((rate as f64 * secs) as u64).next_multiple_of((BATCH * hops) as u64);
     let mut rec = vec![0u8; RECORD];
     let mut round = 0u32;
+    let mono0 = crate::probe::clock::mono_now_ns();
     while produced + lost < total && !stop.load(Ordering::Relaxed) {
         // Events due by now.
         let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        let now = crate::probe::clock::mono_now_ns();
         while produced + lost < due {
             let i = ((produced + lost) % records.len() as u64) as usize;
             if i == 0 && produced + lost > 0 {
                 round = round.wrapping_add(1);
             }
             rec.copy_from_slice(records[i]);
-            // Stamp it now, and make this round's packets new ones (another TCP ack word).
+            // Stamp it with its packet's due time (distinct per packet, as a kernel's clock
+            // would be: a burst after the producer was descheduled must not give thousands
+            // of packets one first-seen time, or the aggregator's eviction of the oldest in
+            // a full bucket could pick one still in flight) plus its hop's offset, and make
+            // this round's packets new ones (another TCP ack word).
+            let j = produced + lost;
             let hop = (i / BATCH) % hops;
-            rec[8..16].copy_from_slice(&(now + hop as u64 * HOP_NS).to_ne_bytes());
+            let packet = (j / (BATCH * hops) as u64) * BATCH as u64 + (j % BATCH as u64);
+            let due_ns = (packet as f64 * hops as f64 * 1e9 / rate as f64) as u64;
+            rec[8..16].copy_from_slice(&(mono0 + due_ns + hop as u64 * HOP_NS).to_ne_bytes());
             let ack = 8 + std::mem::offset_of!(PacketEvent, snap) + 42;
             rec[ack..ack + 4].copy_from_slice(&round.to_be_bytes());
             if ring.push(&rec) {

@@ -43,6 +43,11 @@ pub struct Args {
     /// per-hop cost.
     #[arg(long, default_value = "auto", value_parser = parse_sample)]
     pub latency_sample: Sample,
+    /// With `--latency` (kernel): also time the stack's own hooks on the same interfaces -
+    /// `net_dev_queue` and `net_dev_start_xmit` (the time between them is the qdisc's) and
+    /// `netif_receive_skb` (`tp_btf`; they run for every packet on the node while on).
+    #[arg(long, requires = "latency")]
+    pub stack: bool,
 }
 
 /// See `Args::latency_sample`: `None` is auto, else the shift (N = 2^shift).
@@ -75,6 +80,12 @@ pub enum LatencyFrom {
 
 pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     let events = a.latency && a.latency_from == LatencyFrom::Events;
+    if events && a.stack {
+        anyhow::bail!(
+            "--stack times the stack's hooks in the kernel: use it without --latency-from events \
+             (or see them per packet with `trace --hops`)"
+        );
+    }
     let kernel = a.latency && a.latency_from == LatencyFrom::Kernel;
     let (mut f, settings) = if events {
         common::start_with(
@@ -88,6 +99,9 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             &a.filter,
             |c| {
                 c.flags |= inspector_common::config::FLAG_HOPTIME;
+                if a.stack {
+                    c.flags |= inspector_common::config::FLAG_STACK;
+                }
                 c.hop_sample_shift = fixed.map_or(inspector_common::config::HOP_SHIFT_AUTO, |s| {
                     u8::try_from(s).unwrap_or(0)
                 });

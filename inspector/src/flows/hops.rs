@@ -582,9 +582,40 @@ impl Aggregator {
                 max_ns: h.max(),
             })
             .collect();
-        out.sort_by(|x, y| (&x.pair, &x.from, &x.to).cmp(&(&y.pair, &y.from, &y.to)));
+        path_order(&mut out);
         out
     }
+}
+
+/// Puts each pair's rows in path order: from the hop no row of the pair leads to, along
+/// `from -> to`; rows off that chain (a second path of the pair) follow in name order.
+pub fn path_order(rows: &mut Vec<LatencyRow>) {
+    rows.sort_by(|x, y| (&x.pair, &x.from, &x.to).cmp(&(&y.pair, &y.from, &y.to)));
+    let mut out = Vec::with_capacity(rows.len());
+    let mut rest: std::collections::VecDeque<LatencyRow> = rows.drain(..).collect();
+    while let Some(first) = rest.front() {
+        let pair = first.pair.clone();
+        let mut group: Vec<LatencyRow> = Vec::new();
+        while rest.front().is_some_and(|r| r.pair == pair) {
+            group.extend(rest.pop_front());
+        }
+        while !group.is_empty() {
+            // A start: a row whose `from` no other row of the group leads to.
+            let start = (0..group.len())
+                .find(|&i| !group.iter().any(|r| r.to == group[i].from))
+                .unwrap_or(0);
+            let mut at = group.remove(start);
+            loop {
+                let next = group.iter().position(|r| r.from == at.to);
+                out.push(at);
+                match next {
+                    Some(i) => at = group.remove(i),
+                    None => break,
+                }
+            }
+        }
+    }
+    *rows = out;
 }
 
 /// Per-hop timing's sampling in auto mode: at most this many timed hop transitions per
@@ -626,11 +657,13 @@ pub fn kernel_rows(
         std::collections::BTreeMap::new();
     for h in hists {
         let t = &h.tag;
-        let hop = |netns: u32, ifindex: u32, dir: u8| {
+        // A hook's code is its direction, plus the stack hook's number << 1.
+        let hop = |netns: u32, ifindex: u32, code: u8| {
             let mut ev = PacketEvent::zeroed();
             ev.key.netns = netns;
             ev.key.ifindex = ifindex;
-            ev.key.direction = dir;
+            ev.key.direction = code & 1;
+            ev.key.hook = code >> 1;
             ev.key.ethertype = ETH_P_IP;
             ev
         };
@@ -650,7 +683,7 @@ pub fn kernel_rows(
             std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(h),
         }
     }
-    merged
+    let mut rows: Vec<LatencyRow> = merged
         .into_iter()
         .map(|((pair, from, to), h)| {
             let pct = |p: u64| {
@@ -676,7 +709,9 @@ pub fn kernel_rows(
                 max_ns: h.max_ns,
             }
         })
-        .collect()
+        .collect();
+    path_order(&mut rows);
+    rows
 }
 
 #[cfg(test)]
@@ -777,10 +812,11 @@ mod tests {
         assert_eq!(
             got,
             [
+                ("if9", "if10", 100),
                 ("if10", "if11", 100),
-                ("if11", "if2", 100),
-                ("if9", "if10", 100)
-            ]
+                ("if11", "if2", 100)
+            ],
+            "in path order"
         );
         let first = rows.iter().find(|r| r.from == "if9").unwrap();
         assert_eq!(first.max_ns, 129);

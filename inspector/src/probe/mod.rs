@@ -235,16 +235,16 @@ impl Probe {
         // Per-hop timing's tables take ~0.6 MB per CPU: one entry each when it is off.
         let hoptime = config.flags & inspector_common::config::FLAG_HOPTIME != 0;
         let (seen, hist) = if hoptime {
-            // One block of slots per possible CPU (the programs index by CPU number).
+            // Histograms: one block of slots per possible CPU (the programs index by CPU
+            // number). Packets: one table, a power of two, larger with more CPUs.
             let cpus =
                 u32::try_from(aya::util::nr_cpus().map_err(|(_, e)| {
                     ProbeError::Kernel(format!("reading the possible CPUs: {e}"))
                 })?)
                 .unwrap_or(1);
-            (
-                inspector_common::hop::HOP_SEEN_SLOTS * cpus,
-                inspector_common::hop::HOP_HIST_SLOTS * cpus,
-            )
+            let seen = inspector_common::hop::HOP_SEEN_SLOTS * cpus.next_power_of_two();
+            config.hop_seen_mask = seen - 1;
+            (seen, inspector_common::hop::HOP_HIST_SLOTS * cpus)
         } else {
             (1, 1)
         };
