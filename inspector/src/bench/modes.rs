@@ -793,6 +793,10 @@ fn traced_hops(
         "json",
         "flows",
         "--latency",
+        // Every packet: this run is not measured, and full counts keep a connection's
+        // first packets (routed differently, see docs) from passing for the main path.
+        "--latency-sample",
+        "1",
         "--no-services",
         "--no-drops",
         "-q",
