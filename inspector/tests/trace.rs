@@ -346,6 +346,14 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         ms("p50_ns"),
         sorted[9]
     );
+    // The mean is exact (no buckets): the traced waits' mean within 1%.
+    #[expect(clippy::cast_precision_loss, reason = "twenty values")]
+    let traced_mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+    assert!(
+        (ms("mean_ns") - traced_mean).abs() <= 0.01 * traced_mean,
+        "mean {} vs {traced_mean}",
+        ms("mean_ns")
+    );
     assert!(
         (slope - 1.0).abs() < 0.1,
         "slope {slope:.3} ms/packet, expected 1.0 ms: {waits:?}"

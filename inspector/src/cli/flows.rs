@@ -284,7 +284,7 @@ fn print_latency(f: &Follower, l: Latency<'_>, fmt: Format) -> anyhow::Result<()
                 format!("{v:.1}")
             };
             let mut t = Table::new(&[
-                "PAIR", "FROM", "TO", "PACKETS", "P50 US", "P90 US", "P99 US", "MAX US",
+                "PAIR", "FROM", "TO", "PACKETS", "P50 US", "P90 US", "P99 US", "MAX US", "MEAN US",
             ]);
             for r in &rows {
                 t.row(vec![
@@ -296,6 +296,7 @@ fn print_latency(f: &Follower, l: Latency<'_>, fmt: Format) -> anyhow::Result<()
                     us(r.p90_ns),
                     us(r.p99_ns),
                     us(r.max_ns),
+                    us(r.mean_ns),
                 ]);
             }
             println!();

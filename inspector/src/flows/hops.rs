@@ -182,6 +182,7 @@ pub struct Histogram {
     base: usize,
     counts: Vec<u32>,
     n: u64,
+    sum: u64,
     max: u64,
 }
 
@@ -224,12 +225,19 @@ impl Histogram {
         }
         self.counts[i] = self.counts[i].saturating_add(1);
         self.n += 1;
+        self.sum = self.sum.saturating_add(v);
         self.max = self.max.max(v);
     }
 
     #[must_use]
     pub fn count(&self) -> u64 {
         self.n
+    }
+
+    /// The exact mean (0 when empty).
+    #[must_use]
+    pub fn mean(&self) -> u64 {
+        self.sum.checked_div(self.n).unwrap_or(0)
     }
 
     #[must_use]
@@ -265,6 +273,8 @@ pub struct LatencyRow {
     pub p90_ns: u64,
     pub p99_ns: u64,
     pub max_ns: u64,
+    /// Exact mean: unlike percentiles, means of consecutive hops add up to the path's.
+    pub mean_ns: u64,
 }
 
 /// A packet being followed (80 bytes, so a table of them stays in cache): when it was first
@@ -580,6 +590,7 @@ impl Aggregator {
                 p90_ns: h.percentile(90),
                 p99_ns: h.percentile(99),
                 max_ns: h.max(),
+                mean_ns: h.mean(),
             })
             .collect();
         path_order(&mut out);
@@ -707,6 +718,7 @@ pub fn kernel_rows(
                 p90_ns: pct(90),
                 p99_ns: pct(99),
                 max_ns: h.max_ns,
+                mean_ns: h.sum_ns.checked_div(h.packets).unwrap_or(0),
             }
         })
         .collect();
@@ -778,7 +790,10 @@ mod tests {
                 "p{p}: {got} vs {exact}"
             );
         }
-        assert_eq!((h.count(), h.max()), (100_000, 1_000_000));
+        assert_eq!(
+            (h.count(), h.max(), h.mean()),
+            (100_000, 1_000_000, 500_005)
+        );
         for v in [0u64, 1, 31, 32, 33, 63, 64, 1000, 1 << 40, u64::MAX / 3] {
             let b = bucket_value(bucket(v));
             assert!(b.abs_diff(v) as f64 <= v as f64 * 0.016 + 0.5, "{v} -> {b}");
@@ -862,7 +877,7 @@ mod tests {
         assert_eq!(rows.len(), 1, "the same names merge");
         let r = &rows[0];
         assert_eq!((r.from.as_str(), r.to.as_str()), ("if9", "if10"));
-        assert_eq!((r.packets, r.max_ns), (1000, 1_000_000));
+        assert_eq!((r.packets, r.max_ns, r.mean_ns), (1000, 1_000_000, 500_500));
         for (got, exact) in [
             (r.p50_ns, 500_000u64),
             (r.p90_ns, 900_000),
