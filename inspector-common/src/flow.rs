@@ -65,6 +65,13 @@ pub const HOOK_START_XMIT: u8 = 2;
 /// [`FlowKey::hook`]: `netif_receive_skb` (`tp_btf`): into the stack, before tc ingress.
 pub const HOOK_RECEIVE: u8 = 3;
 
+/// A hook in one byte, as per-hop timing tells hooks apart: the direction, plus the stack
+/// hook's number (`HOOK_*`) << 1.
+#[must_use]
+pub const fn hook_code(direction: u8, hook: u8) -> u8 {
+    direction | hook << 1
+}
+
 /// Name of a hook as `trace` shows it, with the packet's direction for tc.
 #[must_use]
 pub const fn hook_name(hook: u8, direction: u8) -> &'static str {

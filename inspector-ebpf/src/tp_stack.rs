@@ -17,7 +17,7 @@ use aya_ebpf::{
 use inspector_common::{
     Direction, FlowKey, PacketEvent, Stat,
     config::{FLAG_EVENTS, FLAG_HOPTIME},
-    flow::{HOOK_DEV_QUEUE, HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN},
+    flow::{HOOK_DEV_QUEUE, HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN, hook_code},
     hop,
     parse::{self, FAST_LEN},
 };
@@ -88,7 +88,7 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
     // The snapshot starts at an Ethernet header, as tc's do: the frame's own when the MAC
     // header sits right before the network header, else a blank one carrying the protocol.
     let with_mac = mac != UNSET && mac < nh && nh - mac == ETH_HLEN;
-    let code = dir as u8 | hook << 1;
+    let code = hook_code(dir as u8, hook);
     if conf!(flags) & FLAG_HOPTIME != 0 && with_mac {
         hop_time_here(
             head + u64::from(mac),

@@ -217,41 +217,10 @@ fn trace_hops_stitches_each_packet_across_the_bridge() {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     let lab = tbf_lab("tq");
-    let lat = Inspector::start(&[
-        "flows",
-        "--latency",
-        "-o",
-        "json",
-        "-q",
-        "--duration",
-        "30",
-        "--proto",
-        "udp",
-        "--port",
-        "7300",
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.br.name,
-    ]);
-    let stack = Inspector::start(&[
-        "flows",
-        "--latency",
-        "--stack",
-        "-o",
-        "json",
-        "-q",
-        "--duration",
-        "30",
-        "--proto",
-        "udp",
-        "--port",
-        "7300",
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.br.name,
-    ]);
+    let nss = [lab.a.name.as_str(), lab.br.name.as_str()];
+    let udp = ["--proto", "udp", "--port", "7300"];
+    let lat = latency_flows(&nss, &udp);
+    let stack = latency_flows(&nss, &[&udp[..], &["--stack"]].concat());
     let insp = hops_tracer(&lab, &["--proto", "udp", "--port", "7300"]);
     // 20 frames of 1000 B at once.
     udp_frames(&lab, 20, 7300);
@@ -402,33 +371,23 @@ fn row_ms(row: &serde_json::Value, k: &str) -> f64 {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn flows_latency_samples_the_same_packets_at_every_hop() {
     let lab = BridgeLab::new("ls");
-    let args = |sample: &'static str| {
-        vec![
-            "flows".to_owned(),
-            "--latency".into(),
-            "--latency-sample".into(),
-            sample.into(),
-            "-o".into(),
-            "json".into(),
-            "-q".into(),
-            "--duration".into(),
-            "30".into(),
-            "--proto".into(),
-            "udp".into(),
-            "--port".into(),
-            "7310".into(),
-            "--netns".into(),
-            lab.a.name.clone(),
-            "--netns".into(),
-            lab.br.name.clone(),
-            "--netns".into(),
-            lab.b.name.clone(),
-        ]
-    };
+    let nss = [
+        lab.a.name.as_str(),
+        lab.br.name.as_str(),
+        lab.b.name.as_str(),
+    ];
     let start = |sample| {
-        let a = args(sample);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        Inspector::start(&a)
+        latency_flows(
+            &nss,
+            &[
+                "--latency-sample",
+                sample,
+                "--proto",
+                "udp",
+                "--port",
+                "7310",
+            ],
+        )
     };
     let (sampled, every) = (start("4"), start("1"));
     let before = support::counters(&lab.b)["eth0"].rx_packets;
@@ -479,21 +438,14 @@ fn flows_latency_samples_the_same_packets_at_every_hop() {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn flows_latency_auto_sampling_backs_off_under_load() {
     let lab = BridgeLab::new("la");
-    let insp = Inspector::start(&[
-        "flows",
-        "--latency",
-        "-o",
-        "json",
-        "-q",
-        "--duration",
-        "30",
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.br.name,
-        "--netns",
-        &lab.b.name,
-    ]);
+    let insp = latency_flows(
+        &[
+            lab.a.name.as_str(),
+            lab.br.name.as_str(),
+            lab.b.name.as_str(),
+        ],
+        &[],
+    );
     support::in_ns(
         &lab.a.name,
         &["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.0.3"],
@@ -620,6 +572,16 @@ fn udp_frames(lab: &BridgeLab, n: u16, port: u16) {
     })
     .join()
     .unwrap();
+}
+
+/// `flows --latency -o json` (printing at interrupt) on namespaces `nss`, with `extra`.
+fn latency_flows(nss: &[&str], extra: &[&str]) -> Inspector {
+    let mut args = vec!["flows", "--latency", "-o", "json", "-q", "--duration", "30"];
+    for ns in nss {
+        args.extend(["--netns", ns]);
+    }
+    args.extend_from_slice(extra);
+    Inspector::start(&args)
 }
 
 /// `trace --hops -o json` on the lab's a, bridge and b namespaces, with `extra` filters.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use inspector_common::{
     PacketEvent,
+    flow::hook_code,
     hop::{HopHist, hop_bucket_value},
     parse::{ETH_P_IP, ETH_P_IPV6},
 };
@@ -384,7 +385,7 @@ impl Aggregator {
         };
         let key = fp.key() | 1;
         let k = &ev.key;
-        let hk = (k.netns, k.ifindex, k.direction | k.hook << 1);
+        let hk = (k.netns, k.ifindex, hook_code(k.direction, k.hook));
         let hop = match self.last_hop {
             Some((lk, id)) if lk == hk => id,
             _ => {
@@ -465,7 +466,7 @@ impl Aggregator {
                 .push(k.direction != inspector_common::Direction::Egress as u8);
         }
         self.hop_ids
-            .insert((k.netns, k.ifindex, k.direction | k.hook << 1), id);
+            .insert((k.netns, k.ifindex, hook_code(k.direction, k.hook)), id);
         id
     }
 
@@ -668,7 +669,7 @@ pub fn kernel_rows(
         std::collections::BTreeMap::new();
     for h in hists {
         let t = &h.tag;
-        // A hook's code is its direction, plus the stack hook's number << 1.
+        // A hook's code (`hook_code`) is its direction, plus the stack hook's number << 1.
         let hop = |netns: u32, ifindex: u32, code: u8| {
             let mut ev = PacketEvent::zeroed();
             ev.key.netns = netns;

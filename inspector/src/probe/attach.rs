@@ -312,16 +312,9 @@ impl Probe {
         if ifindex >= inspector_common::flow::IFNS_SLOTS {
             return Ok(());
         }
-        let err = |source| ProbeError::Map {
-            map: super::MAP_IFNS,
-            source,
-        };
+        let err = super::map_err(super::MAP_IFNS);
         let hop_shift = self.hop_shift;
-        let map = self.ebpf.map_mut(super::MAP_IFNS).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName {
-                name: super::MAP_IFNS.into(),
-            })
-        })?;
+        let map = super::map_mut_ref(&mut self.ebpf, super::MAP_IFNS)?;
         let mut arr: aya::maps::Array<&mut aya::maps::MapData, inspector_common::flow::IfInfo> =
             aya::maps::Array::try_from(map).map_err(err)?;
         arr.set(

@@ -320,11 +320,8 @@ impl Probe {
         let Some(map) = self.ebpf.map(MAP_DROPS) else {
             return Ok(Vec::new());
         };
-        let map: PerCpuHashMap<&MapData, DropKey, FlowStats> = PerCpuHashMap::try_from(map)
-            .map_err(|source| ProbeError::Map {
-                map: MAP_DROPS,
-                source,
-            })?;
+        let map: PerCpuHashMap<&MapData, DropKey, FlowStats> =
+            PerCpuHashMap::try_from(map).map_err(map_err(MAP_DROPS))?;
         Ok(map
             .iter()
             .flatten()
@@ -350,27 +347,16 @@ impl Probe {
     /// full key.
     pub fn flows(&self) -> Result<Vec<(FlowKey, Counts)>, ProbeError> {
         let clock = self.clock()?;
-        let get = |name: &'static str| {
-            self.ebpf.map(name).ok_or(ProbeError::Map {
-                map: name,
-                source: aya::maps::MapError::InvalidName { name: name.into() },
-            })
-        };
         let mut out = Vec::new();
         let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
-            PerCpuHashMap::try_from(get(MAP_FLOWS)?).map_err(|source| ProbeError::Map {
-                map: MAP_FLOWS,
-                source,
-            })?;
+            PerCpuHashMap::try_from(map_ref(&self.ebpf, MAP_FLOWS)?).map_err(map_err(MAP_FLOWS))?;
         // An entry evicted between get_next_key and lookup is simply skipped.
         for (k, per_cpu) in full.iter().flatten() {
             out.push((k, sum(per_cpu.iter(), &clock)));
         }
         let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
-            PerCpuHashMap::try_from(get(MAP_FLOWS4)?).map_err(|source| ProbeError::Map {
-                map: MAP_FLOWS4,
-                source,
-            })?;
+            PerCpuHashMap::try_from(map_ref(&self.ebpf, MAP_FLOWS4)?)
+                .map_err(map_err(MAP_FLOWS4))?;
         for (k, per_cpu) in v4.iter().flatten() {
             out.push((k.widen(), sum(per_cpu.iter(), &clock)));
         }
@@ -379,16 +365,9 @@ impl Probe {
 
     /// The kernel-side counters, indexed like `inspector_common::Stat`.
     pub fn stats(&self) -> Result<[u64; STAT_SLOTS as usize], ProbeError> {
-        let err = |source| ProbeError::Map {
-            map: MAP_STATS,
-            source,
-        };
-        let map = self.ebpf.map(MAP_STATS).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName {
-                name: MAP_STATS.into(),
-            })
-        })?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
+        let err = map_err(MAP_STATS);
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map_ref(&self.ebpf, MAP_STATS)?).map_err(err)?;
         let mut out = [0u64; STAT_SLOTS as usize];
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = arr.get(&(i as u32), 0).map_err(err)?.iter().sum();
@@ -440,51 +419,28 @@ impl Probe {
         sockets::owners(&self.ebpf)
     }
 
-    /// Per-hop timing: every transition's histogram, summed over CPUs (a transition can sit
-    /// in different slots on different CPUs).
+    /// Per-hop timing: every histogram in use, one per transition per CPU that recorded it
+    /// (`flows::hops::kernel_rows` merges them).
     pub fn hop_hists(&self) -> Result<Vec<inspector_common::hop::HopHist>, ProbeError> {
-        let err = |source| ProbeError::Map {
-            map: MAP_HOP_HIST,
-            source,
-        };
-        let map = self.ebpf.map(MAP_HOP_HIST).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName {
-                name: MAP_HOP_HIST.into(),
-            })
-        })?;
+        let err = map_err(MAP_HOP_HIST);
         let arr: aya::maps::Array<&MapData, inspector_common::hop::HopHist> =
-            aya::maps::Array::try_from(map).map_err(err)?;
-        let mut merged: HashMap<inspector_common::hop::HopTag, inspector_common::hop::HopHist> =
-            HashMap::new();
+            aya::maps::Array::try_from(map_ref(&self.ebpf, MAP_HOP_HIST)?).map_err(err)?;
+        let mut out = Vec::new();
         for i in 0..arr.len() {
             let h = arr.get(&i, 0).map_err(err)?;
-            if h.tag.used == 0 {
-                continue;
-            }
-            match merged.entry(h.tag) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(h);
-                }
-                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&h),
+            if h.tag.used != 0 {
+                out.push(h);
             }
         }
-        Ok(merged.into_values().collect())
+        Ok(out)
     }
 
     /// Per-hop timing in auto mode: time 1 packet in 2^`shift` from now on.
     pub fn set_hop_shift(&mut self, shift: u32) -> Result<(), ProbeError> {
-        let err = |source| ProbeError::Map {
-            map: MAP_HOP_SHIFT,
-            source,
-        };
-        let map = self.ebpf.map_mut(MAP_HOP_SHIFT).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName {
-                name: MAP_HOP_SHIFT.into(),
-            })
-        })?;
+        let err = map_err(MAP_HOP_SHIFT);
         let shift = shift.min(inspector_common::hop::HOP_MAX_SHIFT);
         let mut arr: aya::maps::Array<&mut MapData, u32> =
-            aya::maps::Array::try_from(map).map_err(err)?;
+            aya::maps::Array::try_from(map_mut_ref(&mut self.ebpf, MAP_HOP_SHIFT)?).map_err(err)?;
         arr.set(0, shift, 0).map_err(err)?;
         self.hop_shift = shift;
         self.spread_hop_shift()
@@ -492,16 +448,12 @@ impl Probe {
 
     /// Takes the ring buffer of per-packet events (present only once).
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>, ProbeError> {
-        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::Map {
-            map: MAP_EVENTS,
-            source: aya::maps::MapError::InvalidName {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| {
+            map_err(MAP_EVENTS)(aya::maps::MapError::InvalidName {
                 name: MAP_EVENTS.into(),
-            },
+            })
         })?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
-            map: MAP_EVENTS,
-            source,
-        })
+        RingBuf::try_from(map).map_err(map_err(MAP_EVENTS))
     }
 }
 
@@ -517,16 +469,9 @@ impl Probe {
     /// returns it. Cheap (one map lookup); the main loops call it often so the clock sees
     /// many samples.
     pub fn clock(&self) -> Result<clock::JiffiesClock, ProbeError> {
-        let err = |source| ProbeError::Map {
-            map: MAP_CLOCK,
-            source,
-        };
-        let map = self.ebpf.map(MAP_CLOCK).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName {
-                name: MAP_CLOCK.into(),
-            })
-        })?;
-        let arr: PerCpuArray<&MapData, ClockSample> = PerCpuArray::try_from(map).map_err(err)?;
+        let err = map_err(MAP_CLOCK);
+        let arr: PerCpuArray<&MapData, ClockSample> =
+            PerCpuArray::try_from(map_ref(&self.ebpf, MAP_CLOCK)?).map_err(err)?;
         let mut clock = self.clock.borrow_mut();
         for s in arr.get(&0, 0).map_err(err)?.iter() {
             clock.observe(*s);
@@ -596,6 +541,26 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// The error for a failure on map `name`.
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError + Copy {
+    move |source| ProbeError::Map { map: name, source }
+}
+
+/// A map of the loaded object by name.
+fn map_ref<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ProbeError> {
+    ebpf.map(name)
+        .ok_or_else(|| map_err(name)(aya::maps::MapError::InvalidName { name: name.into() }))
+}
+
+/// The same, for writing.
+fn map_mut_ref<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, ProbeError> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| map_err(name)(aya::maps::MapError::InvalidName { name: name.into() }))
 }
 
 fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
