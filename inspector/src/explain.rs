@@ -62,7 +62,7 @@ fn hop(netns: &str, i: &str, ifindex: u32, dir: &'static str, note: impl Into<St
 /// `iptables-save` of a namespace, each rule prefixed with its table ("nat: -A ...").
 fn rules_in(ns_path: &std::path::Path) -> Vec<String> {
     let Ok(out) =
-        crate::lab::netns::command_in(ns_path, "iptables-save").and_then(|mut c| c.output())
+        crate::sys::netns::command_in(ns_path, "iptables-save").and_then(|mut c| c.output())
     else {
         return Vec::new();
     };
@@ -288,7 +288,7 @@ pub fn explain(identity: &Identity, topo: &Topology, w: &Workload) -> Explanatio
     }
     // (b) Out of the node: routed by the node, masqueraded on the way out.
     let uplink = node.and_then(|n| {
-        let routes = crate::topology::netns::run_in(&n.netns.path, crate::topology::links::routes)
+        let routes = crate::sys::netns::run_in(&n.netns.path, crate::topology::links::routes)
             .ok()?
             .ok()?;
         // The default route's device; a node without one (a lab's) leaves by any other

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::workload::pin;
 use crate::{
-    topology::netns::{run_in, spawn_in},
+    sys::netns::{run_in, spawn_in},
     traffic::check_addr,
 };
 

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use crate::lab::{self, BridgeLabSpec, Lab, Workload as LabWorkload};
+use crate::lab::{BridgeLabSpec, Lab, Workload as LabWorkload};
 pub use workload::Workload;
 
 /// Who watches the traffic during a run.
@@ -74,13 +74,13 @@ pub fn lab_spec() -> BridgeLabSpec {
 
 /// Every hop of the path: (namespace path, interface name).
 fn hops(spec: &BridgeLabSpec) -> Vec<(PathBuf, String)> {
-    let node = lab::netns::path(&spec.node_ns());
+    let node = crate::sys::netns::named(&spec.node_ns());
     vec![
-        (lab::netns::path(&spec.ns_of("cli")), "eth0".into()),
+        (crate::sys::netns::named(&spec.ns_of("cli")), "eth0".into()),
         (node.clone(), "v-cli".into()),
         (node.clone(), spec.bridge.clone()),
         (node, "v-srv".into()),
-        (lab::netns::path(&spec.ns_of("srv")), "eth0".into()),
+        (crate::sys::netns::named(&spec.ns_of("srv")), "eth0".into()),
     ]
 }
 
@@ -324,13 +324,13 @@ pub fn overhead(
     mut progress: impl FnMut(&Sample),
 ) -> anyhow::Result<(Vec<Sample>, Vec<Summary>)> {
     let spec = lab_spec();
-    for stale in lab::netns::list_with_prefix(&format!("{}-", spec.prefix)) {
-        lab::netns::delete(&stale)?;
+    for stale in crate::sys::netns::list_with_prefix(&format!("{}-", spec.prefix)) {
+        crate::sys::netns::delete(&stale)?;
     }
     let lab = Lab::up(&spec)?;
     let pair = workload::Pair {
-        client: lab::netns::path(&spec.ns_of("cli")),
-        server: lab::netns::path(&spec.ns_of("srv")),
+        client: crate::sys::netns::named(&spec.ns_of("cli")),
+        server: crate::sys::netns::named(&spec.ns_of("srv")),
         server_ip: "198.18.10.3".parse()?,
     };
     // Prime ARP and caches once so the first measured run is not special.

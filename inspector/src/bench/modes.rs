@@ -25,9 +25,10 @@ use super::loadgen::{self, Ends, Run, Test};
 use crate::{
     identity::lab::LabRecord,
     lab::{
-        modes as labmodes, netns,
+        modes as labmodes,
         spec::{LabSpec, Plan},
     },
+    sys::netns,
 };
 
 /// One network mode of the benchmark.
@@ -325,7 +326,7 @@ fn addr_of(plan: &Plan, workload: &str) -> anyhow::Result<IpAddr> {
 }
 
 fn reach(mode: Mode, plan: &Plan) -> anyhow::Result<Reach> {
-    let p = |n: &str| netns::path(n);
+    let p = |n: &str| netns::named(n);
     let srv = addr_of(plan, "srv")?;
     let srv_ns = ns_of(plan, "srv")?.to_owned();
     let r = match mode {

@@ -8,8 +8,8 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::{
-    lab::netns,
     services::{iptables, nft, read, rules},
+    sys::netns,
 };
 
 /// One round's parse times.

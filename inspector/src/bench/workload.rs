@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    topology::netns::{run_in, spawn_in},
+    sys::netns::{run_in, spawn_in},
     traffic::check_addr,
 };
 

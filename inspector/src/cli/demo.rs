@@ -16,7 +16,7 @@ use crate::{
     flows::{filter::Filter, path},
     identity::lab::LabRecord,
     lab::{
-        self, modes,
+        modes,
         spec::{DEFAULT_SPEC, KUBE_SPEC, LabSpec},
     },
     output::Format,
@@ -96,8 +96,8 @@ fn remove_stale() -> usize {
             n += r.namespaces.len();
         }
     }
-    for ns in lab::netns::list_with_prefix(&format!("{DEMO_LAB}-")) {
-        let _ = lab::netns::delete(&ns);
+    for ns in crate::sys::netns::list_with_prefix(&format!("{DEMO_LAB}-")) {
+        let _ = crate::sys::netns::delete(&ns);
         n += 1;
     }
     n
@@ -192,7 +192,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     .status()?
     .success();
     done.push(format!("client ping web {}", ok(ping)));
-    let dnat = lab::netns::command_in(&lab::netns::path(&ext_ns), BUSYBOX)?
+    let dnat = crate::sys::netns::command_in(&crate::sys::netns::named(&ext_ns), BUSYBOX)?
         .args(["timeout", "5", BUSYBOX, "wget", "-q", "-O", "/dev/null"])
         .arg(format!("http://{node_ext}:8080/"))
         .stderr(Stdio::null())
@@ -211,7 +211,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     ));
     // Nobody listens on UDP 9 outside either: the kernel drops these (reason NO_SOCKET).
     traffic::udp_send(
-        &lab::netns::path(&format!("{DEMO_LAB}-client")),
+        &crate::sys::netns::named(&format!("{DEMO_LAB}-client")),
         std::net::SocketAddr::new(ext_ip.into(), 9),
         5,
         64,

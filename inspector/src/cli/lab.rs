@@ -163,7 +163,7 @@ fn print_status(recs: &[LabRecord], fmt: Format) -> anyhow::Result<()> {
             ]);
             for r in recs {
                 for w in &r.workloads {
-                    let live = crate::lab::netns::path(&w.netns).exists();
+                    let live = crate::sys::netns::named(&w.netns).exists();
                     t.row(vec![
                         r.lab.clone(),
                         w.name.clone(),

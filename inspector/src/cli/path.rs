@@ -251,7 +251,7 @@ fn probe(
 ) -> anyhow::Result<Outcome> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let tcp = proto == "tcp";
-    topology::netns::run_in(netns, move || -> std::io::Result<Outcome> {
+    crate::sys::netns::run_in(netns, move || -> std::io::Result<Outcome> {
         let domain = if dst.is_ipv4() {
             Domain::IPV4
         } else {

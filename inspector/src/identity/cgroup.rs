@@ -1,27 +1,6 @@
-//! cgroups: where the v2 hierarchy is mounted, a process's cgroup and its id (what the kernel
-//! reports as a socket's owner), and container ids in each runtime's cgroup naming.
-use std::{
-    fs,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-};
-
-/// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup on unified hosts,
-/// /sys/fs/cgroup/unified on hybrid ones), from /proc/self/mountinfo.
-#[must_use]
-pub fn v2_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    v2_mount_in(&info)
-}
-
-fn v2_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.split_whitespace().next() == Some("cgroup2"))
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
+//! cgroups as runtimes name them: a process's cgroup path and the container id (and pod) each
+//! runtime's naming puts in it. Where the v2 hierarchy is mounted is `sys::cgroup`.
+use std::fs;
 
 /// The cgroup path of a process: the v2 entry (`0::/docker/<id>`) if its path is not the
 /// root, else the first v1 entry that is not (`4:memory:/docker/<id>`).
@@ -46,17 +25,6 @@ fn path_in(text: &str) -> Option<&str> {
         .find(|(id, p)| *id == "0" && *p != "/")
         .or_else(|| entries.iter().find(|(_, p)| *p != "/"))
         .map(|(_, p)| *p)
-}
-
-/// The cgroup v2 directory of a process and its id (the directory's inode), below the root
-/// of the v2 hierarchy mounted at `mount`.
-#[must_use]
-pub fn v2_of_pid(mount: &Path, pid: u32) -> Option<(PathBuf, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = mount.join(rel.trim_start_matches('/'));
-    let id = fs::metadata(&dir).ok()?.ino();
-    Some((dir, id))
 }
 
 /// A container as its cgroup path names it.
@@ -211,18 +179,5 @@ mod tests {
         let v1_only = format!("4:memory:/docker/{ID}\n1:cpu:/\n0::/\n");
         assert_eq!(path_in(&v1_only), Some(format!("/docker/{ID}").as_str()));
         assert_eq!(path_in("0::/\n"), None);
-    }
-
-    #[test]
-    fn finds_v2_mount_hybrid_and_unified() {
-        let hybrid = "25 24 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n\
-                      26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            v2_mount_in(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let unified = "30 24 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
-        assert_eq!(v2_mount_in(unified), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(v2_mount_in("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
     }
 }

@@ -170,7 +170,7 @@ impl Provider for Cri {
                 let members = by_pod.remove(&p.id).unwrap_or_default();
                 let netns = pid
                     .and_then(procfs::netns_of_pid)
-                    .or_else(|| netns_path.as_deref().and_then(procfs::netns_of_path));
+                    .or_else(|| netns_path.as_deref().and_then(crate::sys::netns::inode_of));
                 out.push(Workload {
                     name: format!("{}/{}", meta.namespace, meta.name),
                     id: p.id,

@@ -241,7 +241,7 @@ pub fn parse_inspect(json: &[u8]) -> Result<Workload, Error> {
     let netns_path = (!c.network.sandbox_key.is_empty()).then_some(c.network.sandbox_key);
     let netns = pid
         .and_then(procfs::netns_of_pid)
-        .or_else(|| netns_path.as_deref().and_then(procfs::netns_of_path));
+        .or_else(|| netns_path.as_deref().and_then(crate::sys::netns::inode_of));
     Ok(Workload {
         name: c.name.trim_start_matches('/').to_owned(),
         id: c.id,

@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Kind, Provider, Workload, procfs};
+use super::{Error, Kind, Provider, Workload};
 
 /// Where lab records live.
 pub const RECORD_DIR: &str = "/run/inspector/labs";
@@ -117,9 +117,9 @@ impl Provider for Labs {
                 continue;
             };
             for w in rec.workloads {
-                let path = format!("{}/{}", crate::topology::netns::NAMED_DIR, w.netns);
+                let path = crate::sys::netns::named(&w.netns);
                 // A record whose namespace is gone describes nothing live.
-                let Some(inode) = procfs::netns_of_path(&path) else {
+                let Some(inode) = crate::sys::netns::inode_of(&path) else {
                     continue;
                 };
                 v.push(Workload {
@@ -129,7 +129,7 @@ impl Provider for Labs {
                     runtime: "lab".into(),
                     network_mode: Some(w.network_mode),
                     netns: Some(inode),
-                    netns_path: Some(path),
+                    netns_path: Some(path.display().to_string()),
                     ips: w.ips,
                     cgroups: w
                         .cgroup

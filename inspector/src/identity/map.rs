@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::{Identity, PublishedPort, Workload};
-use crate::topology::{Link, LinkKind, NetnsKind, Route, Topology, netns};
+use crate::topology::{Link, LinkKind, NetnsKind, Route, Topology};
 
 /// The other end of a veth, and the bridge it is a port of.
 #[derive(Clone, Debug, Serialize)]
@@ -156,7 +156,7 @@ fn view(
             routes
                 .entry(n.netns.inode)
                 .or_insert_with(|| {
-                    netns::run_in(&n.netns.path, crate::topology::links::routes)
+                    crate::sys::netns::run_in(&n.netns.path, crate::topology::links::routes)
                         .ok()
                         .and_then(Result::ok)
                         .unwrap_or_default()

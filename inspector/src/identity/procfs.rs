@@ -14,21 +14,6 @@ pub fn netns_of_pid(pid: u32) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// Namespace inode of a namespace file (bind mount or /proc path); `None` if the file is not
-/// a namespace (a sandbox file whose bind mount is already gone).
-#[must_use]
-pub fn netns_of_path(path: &str) -> Option<u64> {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let c = std::ffi::CString::new(path).ok()?;
-    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 || st.f_type != NSFS_MAGIC {
-        return None;
-    }
-    fs::metadata(path).ok().map(|m| m.ino())
-}
-
 /// One process that belongs to a container.
 #[derive(Clone, Debug)]
 pub struct ContainerProcess {
@@ -53,7 +38,7 @@ pub fn container_processes(v2: Option<&Path>) -> Vec<ContainerProcess> {
             Some(ContainerProcess {
                 pid,
                 container,
-                cgroup: v2.and_then(|m| cgroup::v2_of_pid(m, pid)),
+                cgroup: v2.and_then(|m| crate::sys::cgroup::v2_of_pid(m, pid)),
                 netns: netns_of_pid(pid),
             })
         })

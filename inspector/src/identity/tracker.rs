@@ -7,7 +7,7 @@ use std::{
     sync::mpsc,
 };
 
-use super::{Identity, Provider, Workload, cgroup, cri, docker, lab, procfs};
+use super::{Identity, Provider, Workload, cri, docker, lab, procfs};
 
 /// Where to look for runtimes.
 #[derive(Clone, Debug, Default)]
@@ -79,7 +79,7 @@ impl Tracker {
         let me = Self {
             providers,
             docker_rx,
-            v2: cgroup::v2_mount(),
+            v2: crate::sys::cgroup::v2_mount(),
             ..Self::default()
         };
         (me, notes)

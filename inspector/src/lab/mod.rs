@@ -8,7 +8,6 @@
 //! namespace the inspector runs in. Every address must lie in 198.18.0.0/15.
 pub mod modes;
 pub mod netlink;
-pub mod netns;
 pub mod rules;
 pub mod spec;
 
@@ -21,7 +20,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::topology::netns::run_in;
+use crate::sys::netns::{self, run_in};
 use netlink::{Nl, sysctl};
 
 /// A workload namespace on the bridge.

@@ -18,20 +18,17 @@ use anyhow::{Context as _, bail};
 
 use super::{
     netlink::{Nl, sysctl},
-    netns, rules,
+    rules,
     spec::{KubeProxy, Mode, Plan},
 };
 use crate::{
-    identity::{
-        cgroup,
-        lab::{LabRecord, LabWorkload},
-    },
-    topology::netns::run_in,
+    identity::lab::{LabRecord, LabWorkload},
+    sys::netns::{self, run_in},
 };
 
 /// The lab's cgroup directory (inside the v2 hierarchy).
 fn cgroup_root(lab: &str) -> anyhow::Result<PathBuf> {
-    let m = cgroup::v2_mount()
+    let m = crate::sys::cgroup::v2_mount()
         .context("no cgroup v2 hierarchy is mounted: lab workloads need one for their sockets")?;
     Ok(m.join("inspector-lab").join(lab))
 }
@@ -41,7 +38,7 @@ pub fn up(plan: &Plan) -> anyhow::Result<LabRecord> {
     if Path::new(crate::identity::lab::RECORD_DIR)
         .join(format!("{}.json", plan.name))
         .exists()
-        || netns::path(&plan.node_ns).exists()
+        || netns::named(&plan.node_ns).exists()
     {
         bail!(
             "lab '{}' exists already; remove it with `inspector lab down --name {}`",
@@ -338,7 +335,7 @@ pub fn exec(rec: &LabRecord, workload: &str, argv: &[String]) -> anyhow::Error {
             std::process::id().to_string(),
         )
         .with_context(|| format!("joining cgroup {cg}"))?;
-        let mut c = netns::command_in(&netns::path(&w.netns), prog)?;
+        let mut c = netns::command_in(&netns::named(&w.netns), prog)?;
         c.args(args);
         Err(anyhow::Error::from(c.exec()).context(format!("running {prog}")))
     };

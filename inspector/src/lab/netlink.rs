@@ -1,5 +1,5 @@
 //! Synchronous rtnetlink operations on the namespace of the calling thread (links, addresses,
-//! routes), used to build labs. Run inside `topology::netns::run_in` to act on another
+//! routes), used to build labs. Run inside `sys::netns::run_in` to act on another
 //! namespace. No `ip` subprocess anywhere.
 use std::{
     io,

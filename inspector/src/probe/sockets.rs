@@ -31,7 +31,7 @@ pub const MAP_SOCKS: &str = "inspector_socks";
 
 /// Loads both programs (attaching comes later, per cgroup).
 pub fn load(ebpf: &mut Ebpf) -> Result<(), String> {
-    if crate::identity::cgroup::v2_mount().is_none() {
+    if crate::sys::cgroup::v2_mount().is_none() {
         return Err("no cgroup v2 hierarchy is mounted".into());
     }
     for (name, _) in PROGS {

@@ -259,6 +259,6 @@ pub fn dump_here() -> io::Result<Vec<Conn>> {
 pub fn dump(netns: Option<&Path>) -> io::Result<Vec<Conn>> {
     match netns {
         None => dump_here(),
-        Some(p) => crate::topology::netns::run_in(p, dump_here)?,
+        Some(p) => crate::sys::netns::run_in(p, dump_here)?,
     }
 }

@@ -26,7 +26,7 @@ pub fn snapshot(netns: Option<&Path>) -> Snapshot {
     let mut m = HashMap::new();
     let out = match netns {
         Some(p) => {
-            crate::lab::netns::command_in(p, "iptables-save").and_then(|mut c| c.arg("-c").output())
+            crate::sys::netns::command_in(p, "iptables-save").and_then(|mut c| c.arg("-c").output())
         }
         None => std::process::Command::new("iptables-save")
             .arg("-c")

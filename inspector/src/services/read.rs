@@ -21,7 +21,7 @@ pub struct Node {
 
 fn run(netns: Option<&Path>, program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
     let mut c = match netns {
-        Some(p) => crate::lab::netns::command_in(p, program)?,
+        Some(p) => crate::sys::netns::command_in(p, program)?,
         None => Command::new(program),
     };
     c.args(args)
@@ -75,7 +75,7 @@ pub fn ipvs_state(netns: Option<&Path>) -> String {
         (proc_, dummy)
     };
     let (proc_, dummy) = match netns {
-        Some(p) => crate::topology::netns::run_in(p, probe).unwrap_or((false, false)),
+        Some(p) => crate::sys::netns::run_in(p, probe).unwrap_or((false, false)),
         None => probe(),
     };
     match (proc_, dummy) {
@@ -118,7 +118,7 @@ pub fn nodes() -> Vec<Node> {
         let node = format!("{}-node", rec.lab);
         if rec.namespaces.contains(&node) {
             v.push(Node {
-                netns: Some(crate::lab::netns::path(&node)),
+                netns: Some(crate::sys::netns::named(&node)),
                 name: node,
             });
         }

@@ -1,5 +1,5 @@
 //! Links and addresses of the namespace the calling thread is in, read over rtnetlink.
-//! Call it from inside `netns::run_in`; the netlink socket lives only for the call.
+//! Call it from inside `sys::netns::run_in`; the netlink socket lives only for the call.
 use std::{fs::File, net::IpAddr, os::fd::AsRawFd, path::Path};
 
 use futures::StreamExt as _;

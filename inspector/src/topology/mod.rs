@@ -48,8 +48,8 @@ pub struct NsidCache(HashMap<(u64, u64), Option<i32>>);
 
 /// Reads one namespace's links. Errors if it vanished meanwhile.
 pub fn scan_ns(ns: &Netns) -> std::io::Result<NsView> {
-    let (links, inode) = netns::run_in(&ns.path, || -> std::io::Result<_> {
-        Ok((links::list()?, netns::current_inode()?))
+    let (links, inode) = crate::sys::netns::run_in(&ns.path, || -> std::io::Result<_> {
+        Ok((links::list()?, crate::sys::netns::current_inode()?))
     })??;
     if inode != ns.inode {
         // /proc/PID/ns/net now belongs to another process (pid reuse) or moved.
@@ -114,7 +114,7 @@ pub fn resolve_peers(views: &[NsView], cache: &mut NsidCache) -> HashMap<LinkId,
                 candidates.into_iter().find(|b| {
                     let key = (a.netns.inode, b.netns.inode);
                     let id = *cache.0.entry(key).or_insert_with(|| {
-                        netns::run_in(&a.netns.path, || links::nsid_of(&b.netns.path))
+                        crate::sys::netns::run_in(&a.netns.path, || links::nsid_of(&b.netns.path))
                             .ok()
                             .and_then(Result::ok)
                             .flatten()

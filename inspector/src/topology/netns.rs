@@ -1,5 +1,5 @@
-//! Network namespaces on this node: where they are found, what to call them, and how to run
-//! code inside one.
+//! Network namespaces on this node: where they are found and what to call them (entering
+//! one is `sys::netns`).
 //!
 //! Sources, in order of preference for naming: the namespace of PID 1 ("host"), bind mounts in
 //! /var/run/netns (`ip netns` names), Docker sandboxes in /var/run/docker/netns, and any other
@@ -10,13 +10,11 @@
 //! node we are only meant to observe.
 use std::{
     collections::HashMap,
-    fs, io,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    fs,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
-/// Where named namespaces (`ip netns add`) are bind-mounted.
-pub const NAMED_DIR: &str = "/var/run/netns";
 /// Where Docker bind-mounts its sandboxes.
 pub const DOCKER_DIR: &str = "/var/run/docker/netns";
 
@@ -96,7 +94,7 @@ pub fn discover() -> Vec<Netns> {
     let mut found: HashMap<(u64, u64), Netns> = HashMap::new();
     add(&mut found, host_path(), "host".into(), NetnsKind::Host);
     for (dir, kind) in [
-        (NAMED_DIR, NetnsKind::Named),
+        (crate::sys::netns::NAMED_DIR, NetnsKind::Named),
         (DOCKER_DIR, NetnsKind::Docker),
     ] {
         let Ok(rd) = fs::read_dir(dir) else { continue };
@@ -131,45 +129,4 @@ pub fn discover() -> Vec<Netns> {
     let mut v: Vec<Netns> = found.into_values().collect();
     v.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
     v
-}
-
-/// The inode of the namespace this thread is in.
-pub fn current_inode() -> io::Result<u64> {
-    Ok(fs::metadata("/proc/thread-self/ns/net")?.ino())
-}
-
-/// Runs `f` on a fresh thread that has entered the namespace at `path`, and returns its result.
-/// The calling thread never changes namespace.
-pub fn run_in<R: Send>(path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
-    let file = fs::File::open(path)?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on this thread only (CLONE_NEWNET is per-thread); `file` is open.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            drop(file);
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| io::Error::other("thread inside the network namespace panicked"))?
-    })
-}
-
-/// Like [`run_in`] but returns at once; `f` runs on its own thread inside the namespace.
-pub fn spawn_in<R: Send + 'static>(
-    path: &Path,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> io::Result<std::thread::JoinHandle<io::Result<R>>> {
-    let file = fs::File::open(path)?;
-    Ok(std::thread::spawn(move || {
-        // SAFETY: setns on this new thread only; `file` is open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        drop(file);
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(f())
-    }))
 }

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::topology::netns::run_in;
+use crate::sys::netns::run_in;
 
 /// Refuses any destination outside the lab range or loopback.
 pub fn check_addr(ip: IpAddr) -> io::Result<()> {

@@ -1,0 +1,13 @@
+//! The operating system, wrapped safely: network namespaces (enter, run in, create, remove),
+//! child processes (feeding stdin, stopping), clocks, CPU pinning, privileges, cgroup v2
+//! facts and stop signals. Everything above uses these instead of raw `libc` calls, so each
+//! `unsafe` system call lives here once (through `nix` where it has the call).
+//!
+//! The bottom layer: it imports nothing of the crate.
+pub mod cgroup;
+pub mod cpu;
+pub mod netns;
+pub mod privilege;
+pub mod process;
+pub mod signals;
+pub mod time;
