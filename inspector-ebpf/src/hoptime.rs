@@ -21,7 +21,15 @@ pub(crate) const NO_SHIFT: u32 = u32::MAX;
 /// this hook becomes the packet's last. A hook is (namespace, ifindex, `code`): the
 /// direction, plus the stack hook's number << 1 for the stack's tracepoints.
 #[inline(always)]
-pub(crate) fn hop_time(fp: u64, f: &FastV4, netns: u32, ifindex: u32, code: u8, auto_shift: u32) {
+pub(crate) fn hop_time<C: aya_ebpf::EbpfContext>(
+    ctx: &C,
+    fp: u64,
+    f: &FastV4,
+    netns: u32,
+    ifindex: u32,
+    code: u8,
+    auto_shift: u32,
+) {
     // Sampled by the fingerprint's top bits (the slot index uses bits 32..42): the timed
     // path is most of the cost, and every hook must pick the same packets. A fixed rate is
     // a load-time constant; auto's comes with the interface's entry in `inspector_ifns`
@@ -34,6 +42,9 @@ pub(crate) fn hop_time(fp: u64, f: &FastV4, netns: u32, ifindex: u32, code: u8, 
     } else {
         HOP_SHIFT.get(0).copied().unwrap_or(0)
     };
+    if fixed == HOP_SHIFT_AUTO {
+        crate::klog::sampling(ctx, shift);
+    }
     if shift != 0 && shift <= HOP_MAX_SHIFT && (fp >> (64 - shift)) != 0 {
         return;
     }

@@ -6,6 +6,7 @@
 mod cg_sock_owner;
 mod config;
 mod hoptime;
+mod klog;
 mod kmem;
 mod maps;
 mod observe;

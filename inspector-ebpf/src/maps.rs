@@ -37,6 +37,10 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map(name = "inspector_ifns")]
 pub(crate) static IFNS: Array<IfInfo> = Array::with_max_entries(IFNS_SLOTS, 0);
 
+/// The sampling shift each CPU last said it times with (`--kernel-log info`), plus one.
+#[map(name = "inspector_logsh")]
+pub(crate) static LOG_SHIFT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// The latest (jiffies, ns) pair each CPU saw; see `ClockSample`.
 #[map(name = "inspector_clock")]
 pub(crate) static CLOCK: PerCpuArray<ClockSample> = PerCpuArray::with_max_entries(1, 0);

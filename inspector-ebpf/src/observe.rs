@@ -68,6 +68,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             direction: dir as u8,
         };
         count_status(f.status);
+        crate::klog::anomaly(ctx, ifindex, dir == Direction::Egress, f.status);
         update(
             &FLOWS4,
             &key4(f.src, f.dst, f.sport, f.dport, f.proto, &hook),
@@ -77,6 +78,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         );
         if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, hook.netns, hook.ifindex) {
             hop_time(
+                ctx,
                 hop::fingerprint(&Linear(data), f.proto),
                 &f,
                 hook.netns,
@@ -98,6 +100,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         direction: dir as u8,
     };
     count_status(p.status);
+    crate::klog::anomaly(ctx, ifindex, dir == Direction::Egress, p.status);
     count_flow(&p, &hook, len);
     if conf!(flags) & FLAG_EVENTS != 0 {
         events(ctx, &p, &hook, len, mark);
@@ -208,7 +211,9 @@ fn netns_of(ctx: &TcContext, ifindex: u32) -> (u32, u32) {
         }
         shift = info.hop_shift;
     }
-    (netns_from_device(ctx), shift)
+    let netns = netns_from_device(ctx);
+    crate::klog::netns_from_device(ctx, ifindex, netns);
+    (netns, shift)
 }
 
 #[inline(always)]

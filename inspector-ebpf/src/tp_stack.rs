@@ -75,7 +75,10 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
     let netns: u32 = read(net + u64::from(conf!(off_net_inum)))?;
     let here = u64::from(netns) << 32 | u64::from(ifindex);
     // SAFETY: a plain lookup; the value is not kept.
-    unsafe { ATTACHED.get(here) }?;
+    if unsafe { ATTACHED.get(here) }.is_none() {
+        crate::klog::not_attached(ctx, ifindex, netns);
+        return None;
+    }
     let head: u64 = read(skb + u64::from(conf!(off_skb_head)))?;
     let nh: u16 = read(skb + u64::from(conf!(off_skb_nh)))?;
     let mac: u16 = read(skb + u64::from(conf!(off_skb_mac)))?;
@@ -91,6 +94,7 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
     let code = hook_code(dir as u8, hook);
     if conf!(flags) & FLAG_HOPTIME != 0 && with_mac {
         hop_time_here(
+            ctx,
             head + u64::from(mac),
             tail - u32::from(mac),
             netns,
@@ -170,7 +174,14 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
 /// Per-hop timing at a stack hook (`flows --latency --stack`): the same fast path as tc's,
 /// on the frame's first bytes read through the skb.
 #[inline(always)]
-fn hop_time_here(frame: u64, avail: u32, netns: u32, ifindex: u32, code: u8) {
+fn hop_time_here(
+    ctx: &BtfTracePointContext,
+    frame: u64,
+    avail: u32,
+    netns: u32,
+    ifindex: u32,
+    code: u8,
+) {
     let Some(h) = read::<[u8; FAST_LEN]>(frame) else {
         return;
     };
@@ -186,6 +197,7 @@ fn hop_time_here(frame: u64, avail: u32, netns: u32, ifindex: u32, code: u8) {
         NO_SHIFT
     };
     hop_time(
+        ctx,
         hop::fingerprint(&h, f.proto),
         &f,
         netns,

@@ -16,7 +16,7 @@ use crate::{
 
 /// One hook on the way, as `inspector flows --paths` would show it.
 #[derive(Clone, Debug, Serialize)]
-pub struct Hop {
+pub struct ExplainedHop {
     pub netns_name: String,
     pub ifname: String,
     pub ifindex: u32,
@@ -31,15 +31,13 @@ pub struct PathView {
     /// "over loopback".
     pub name: String,
     pub summary: String,
-    pub hops: Vec<Hop>,
+    pub hops: Vec<ExplainedHop>,
     /// The rules that decide this path (table, rule), as iptables-save prints them.
     pub rules: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub workload: WorkloadView,
     /// What the mode is, in one paragraph, with this workload's objects filled in.
     pub mode: String,
@@ -49,8 +47,14 @@ pub struct Explanation {
     pub paths: Vec<PathView>,
 }
 
-fn hop(netns: &str, i: &str, ifindex: u32, dir: &'static str, note: impl Into<String>) -> Hop {
-    Hop {
+fn hop(
+    netns: &str,
+    i: &str,
+    ifindex: u32,
+    dir: &'static str,
+    note: impl Into<String>,
+) -> ExplainedHop {
+    ExplainedHop {
         netns_name: netns.to_owned(),
         ifname: i.to_owned(),
         ifindex,
@@ -106,7 +110,6 @@ pub fn explain(identity: &Identity, topo: &Topology, w: &Workload) -> Explanatio
     let ns_name = view.netns_name.clone().unwrap_or_else(|| "?".into());
     let eth: Option<&InterfaceView> = view.interfaces.iter().find(|i| i.peer.is_some());
     let mut ex = Explanation {
-        kind: "explain",
         mode: String::new(),
         rules: Vec::new(),
         paths: Vec::new(),

@@ -10,6 +10,7 @@ pub mod net;
 pub mod output;
 pub mod probe;
 pub mod services;
+pub mod session;
 pub mod sys;
 pub mod topology;
 pub mod traffic;

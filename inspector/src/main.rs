@@ -5,7 +5,12 @@ fn main() {
     // instead of panicking on the next write. Attachments are file descriptors: they go
     // with the process however it ends.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let code = match inspector::cli::run() {
         Ok(()) => 0,
         Err(e) => {

@@ -149,7 +149,9 @@ fn check(agg: &Aggregator) -> (Vec<u64>, Vec<u64>) {
     }
     (
         by.values().map(|v| v.0).collect(),
-        by.values().map(|v| super::median(&v.1) as u64).collect(),
+        by.values()
+            .map(|v| super::stats::median(&v.1) as u64)
+            .collect(),
     )
 }
 
@@ -157,7 +159,7 @@ fn check(agg: &Aggregator) -> (Vec<u64>, Vec<u64>) {
 /// times advance as if they came at `rate` per second.
 #[must_use]
 pub fn throughput(events: u64, hops: usize, pairs: u32, rate: u64, cpu: usize) -> Throughput {
-    super::workload::pin(cpu);
+    crate::sys::cpu::pin(cpu);
     let packets = ((events as usize / hops.max(1)).min(65_536)).next_multiple_of(BATCH);
     let bytes = arena(packets, hops, pairs);
     // Copied into 8-byte-aligned storage, as the kernel's ring is.
@@ -300,14 +302,11 @@ pub fn paced(
     let done = Arc::new(AtomicBool::new(false));
     let (r2, d2) = (Arc::clone(&ring), Arc::clone(&done));
     let consumer = std::thread::spawn(move || {
-        super::workload::pin(consumer_cpu);
+        crate::sys::cpu::pin(consumer_cpu);
         let filter = Filter::default();
         let mut agg = Aggregator::default();
         let mut scratch = [0u8; RECORD];
-        let (c0, t0) = (
-            crate::probe::clock::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID),
-            Instant::now(),
-        );
+        let (c0, t0) = (crate::sys::time::thread_cpu_ns(), Instant::now());
         let mut consumed = 0u64;
         let mut max_backlog = 0usize;
         // Packets close 200 ms after their first event by the events' own clock, not the
@@ -333,12 +332,11 @@ pub fn paced(
             std::thread::sleep(Duration::from_millis(1));
         }
         agg.close_quiet(0, 0);
-        let cpu = (crate::probe::clock::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0) as f64
-            / t0.elapsed().as_nanos() as f64
+        let cpu = (crate::sys::time::thread_cpu_ns() - c0) as f64 / t0.elapsed().as_nanos() as f64
             * 100.0;
         (consumed, max_backlog, cpu, agg)
     });
-    super::workload::pin(producer_cpu);
+    crate::sys::cpu::pin(producer_cpu);
     let packets = 65_536;
     let arena = arena(packets, hops, 4096);
     let records: Vec<&[u8]> = arena.chunks_exact(RECORD).collect();
@@ -348,7 +346,7 @@ pub fn paced(
     let total = ((rate as f64 * secs) as u64).next_multiple_of((BATCH * hops) as u64);
     let mut rec = vec![0u8; RECORD];
     let mut round = 0u32;
-    let mono0 = crate::probe::clock::mono_now_ns();
+    let mono0 = crate::sys::time::mono_now_ns();
     while produced + lost < total && !stop.load(Ordering::Relaxed) {
         // Events due by now.
         let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
@@ -434,5 +432,52 @@ mod tests {
         let r = Ring::new(RECORD * 4);
         let rec = vec![1u8; RECORD];
         assert_eq!((0..6).filter(|_| r.push(&rec)).count(), 4);
+    }
+}
+
+/// Target from the per-hop issue: events per second on one core.
+pub const TARGET_EPS: f64 = 10e6;
+
+/// The throughput repetitions summed up (`type: "pipeline_throughput"`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ThroughputSummary {
+    pub target_events_per_sec: f64,
+    pub median_events_per_sec: f64,
+    pub min_events_per_sec: f64,
+    pub max_events_per_sec: f64,
+    pub met: bool,
+    /// The repetition closest to the median.
+    pub median_run: Throughput,
+    pub runs: Vec<Throughput>,
+}
+
+/// Median and spread of the repetitions (None when there are none).
+#[must_use]
+pub fn summarize(runs: Vec<Throughput>) -> Option<ThroughputSummary> {
+    let s = super::Spread::over(&runs, |t| t.events_per_sec)?;
+    let median_run = runs
+        .iter()
+        .min_by(|a, b| {
+            (a.events_per_sec - s.median)
+                .abs()
+                .total_cmp(&(b.events_per_sec - s.median).abs())
+        })?
+        .clone();
+    Some(ThroughputSummary {
+        target_events_per_sec: TARGET_EPS,
+        median_events_per_sec: s.median,
+        min_events_per_sec: s.min,
+        max_events_per_sec: s.max,
+        met: s.median >= TARGET_EPS,
+        median_run,
+        runs,
+    })
+}
+
+impl Paced {
+    /// Zero loss: every produced event consumed.
+    #[must_use]
+    pub fn met(&self) -> bool {
+        self.lost == 0 && self.consumed == self.produced
     }
 }

@@ -14,28 +14,20 @@ use std::{
 
 use serde::Serialize;
 
+use super::BenchError;
 use crate::{
     identity::{self, Resolver, SocketOwners},
-    lab::{modes, spec::LabSpec},
-    probe::{
-        Probe, ProbeOptions,
-        follow::{Follower, Selection},
-    },
+    lab::{LabGuard, LabSpec},
+    probe::{Probe, ProbeOptions},
+    session::Session,
     topology::{self, NsidCache},
 };
 
-/// Removes the lab on drop, even when a round fails.
-struct Down(identity::lab::LabRecord);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        modes::down(&self.0);
-    }
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleSample {
-    pub round: usize,
+    pub repetition: usize,
+    /// How long building the lab took (once, before the repetitions).
+    pub lab_ms: f64,
     pub workloads: usize,
     pub identity_ms: f64,
     pub resolve_ms: f64,
@@ -58,10 +50,10 @@ fn spec(n: usize) -> LabSpec {
     for i in 0..n {
         let _ = writeln!(text, "[[workload]]\nname = \"w{i}\"\nmode = \"bridge\"");
     }
-    LabSpec::from_toml(&text).expect("generated spec")
+    LabSpec::from_toml(&text).unwrap_or_else(|e| unreachable!("a generated spec parses: {e}"))
 }
 
-/// Builds the lab, measures `rounds` times, removes the lab.
+/// Builds the lab, measures `rounds` times (repetitions), removes the lab.
 ///
 /// # Errors
 /// When the lab cannot be built or the probe cannot load.
@@ -69,22 +61,16 @@ pub fn run(
     n: usize,
     rounds: usize,
     mut progress: impl FnMut(&ScaleSample),
-) -> anyhow::Result<Vec<ScaleSample>> {
-    if let Ok(old) = identity::lab::LabRecord::load("insp-scale") {
-        modes::down(&old);
-    }
-    let plan = spec(n).plan().map_err(anyhow::Error::msg)?;
+) -> Result<Vec<ScaleSample>, BenchError> {
+    crate::lab::remove_stale("insp-scale");
+    let plan = spec(n).plan()?;
     let t = Instant::now();
-    let rec = modes::up(&plan)?;
-    eprintln!(
-        "inspector: lab of {n} bridge workloads up in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let guard = Down(rec);
+    let guard = LabGuard(vec![crate::lab::up(&plan)?]);
+    let built_ms = ms(t.elapsed());
     let all = topology::netns::discover();
     let wanted: Vec<u64> = all
         .iter()
-        .filter(|ns| guard.0.namespaces.contains(&ns.name))
+        .filter(|ns| guard.0[0].namespaces.contains(&ns.name))
         .map(|ns| ns.inode)
         .collect();
     let mut out = Vec::new();
@@ -137,22 +123,17 @@ pub fn run(
                 ..ProbeOptions::default()
             })?;
             load_ms = ms(t.elapsed());
-            let mut f = Follower::new(
-                probe,
-                Selection {
-                    netns: wanted.clone(),
-                    ..Selection::default()
-                },
-            );
+            let mut s = Session::with_probe(probe, wanted.clone());
             let t = Instant::now();
-            let _ = f.reconcile();
+            let _ = s.reconcile();
             attach[usize::from(fast)] = ms(t.elapsed());
-            attached = f.probe.attached().count();
-            drop(f);
+            attached = s.attached();
+            drop(s);
         }
         let [attach_ms, attach_fast_ms] = attach;
         let s = ScaleSample {
-            round,
+            repetition: round,
+            lab_ms: built_ms,
             workloads: n,
             identity_ms,
             resolve_ms,
@@ -168,4 +149,46 @@ pub fn run(
     }
     drop(guard);
     Ok(out)
+}
+
+/// One step's times over the repetitions (`type: "scale_summary"`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepSummary {
+    pub what: &'static str,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub target: &'static str,
+    pub workloads: usize,
+}
+
+/// Medians and spreads of each step.
+#[must_use]
+pub fn summarize(samples: &[ScaleSample]) -> Vec<StepSummary> {
+    let steps: [(&'static str, fn(&ScaleSample) -> f64, &'static str); 6] = [
+        (
+            "identity refresh",
+            |s| s.identity_ms,
+            "200 ms (with resolve)",
+        ),
+        ("resolve all ends", |s| s.resolve_ms, ""),
+        ("topology scan", |s| s.scan_ms, ""),
+        ("eBPF load", |s| s.load_ms, ""),
+        ("attach (scan + links)", |s| s.attach_ms, "1000 ms"),
+        ("attach --fast-attach", |s| s.attach_fast_ms, "1000 ms"),
+    ];
+    steps
+        .into_iter()
+        .filter_map(|(what, f, target)| {
+            let s = super::Spread::over(samples, f)?;
+            Some(StepSummary {
+                what,
+                median_ms: s.median,
+                min_ms: s.min,
+                max_ms: s.max,
+                target,
+                workloads: samples.first().map_or(0, |s| s.workloads),
+            })
+        })
+        .collect()
 }

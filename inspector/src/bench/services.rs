@@ -4,9 +4,9 @@
 //! services` reads a node (iptables-save; nft -j), and each dump is parsed over rounds.
 use std::{net::Ipv4Addr, time::Instant};
 
-use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use super::BenchError;
 use crate::{
     services::{iptables, nft, read, rules},
     sys::netns,
@@ -15,7 +15,7 @@ use crate::{
 /// One round's parse times.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParseSample {
-    pub round: usize,
+    pub repetition: usize,
     pub iptables_ms: f64,
     pub nft_ms: f64,
     pub iptables_services: usize,
@@ -44,22 +44,19 @@ impl Drop for Scratch {
     }
 }
 
-fn feed(ns: &std::path::Path, program: &str, args: &[&str], text: &str) -> anyhow::Result<f64> {
+/// Runs `program args` in namespace `ns` with `text` on stdin; how long it took (ms).
+fn feed(ns: &std::path::Path, program: &str, args: &[&str], text: &str) -> Result<f64, BenchError> {
     let t = Instant::now();
-    let mut child = netns::command_in(ns, program)?
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
-    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, text.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let mut cmd =
+        netns::command_in(ns, program).map_err(BenchError::io("entering the scratch namespace"))?;
+    cmd.args(args);
+    let out = crate::sys::process::feed(cmd, text)
+        .map_err(BenchError::io(format!("running {program}")))?;
     if !out.status.success() {
-        bail!(
+        return Err(BenchError::Observer(format!(
             "{program} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        );
+        )));
     }
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
@@ -73,7 +70,7 @@ pub fn run(
     per: usize,
     rounds: usize,
     mut progress: impl FnMut(&ParseSample),
-) -> anyhow::Result<(Setup, Vec<ParseSample>)> {
+) -> Result<(Setup, Vec<ParseSample>), BenchError> {
     // Scratch namespaces of earlier runs that were killed (their process is gone).
     for old in netns::list_with_prefix("insp-bench-svc-") {
         let pid = old.trim_start_matches("insp-bench-svc-");
@@ -82,7 +79,7 @@ pub fn run(
         }
     }
     let name = format!("insp-bench-svc-{}", std::process::id());
-    let path = netns::create(&name).context("creating the scratch namespace")?;
+    let path = netns::create(&name).map_err(BenchError::io("creating the scratch namespace"))?;
     let _scratch = Scratch(name);
     let svcs = rules::generated(
         count,
@@ -106,7 +103,8 @@ pub fn run(
     let saved = read::iptables_save(Some(&path))?;
     let iptables_save_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let json = read::nft_json(Some(&path))?.context("the kube-proxy table vanished")?;
+    let json = read::nft_json(Some(&path))?
+        .ok_or_else(|| BenchError::Observer("the kube-proxy table vanished".into()))?;
     let nft_json_ms = t.elapsed().as_secs_f64() * 1e3;
     let setup = Setup {
         services: count,
@@ -125,17 +123,17 @@ pub fn run(
         let a = iptables::parse(&saved);
         let iptables_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let b = nft::parse(&json).map_err(anyhow::Error::msg)?;
+        let b = nft::parse(&json)?;
         let nft_ms = t.elapsed().as_secs_f64() * 1e3;
         if a.len() != count || b.len() != count {
-            bail!(
+            return Err(BenchError::Observer(format!(
                 "parsed {} (iptables) and {} (nftables) services of {count}",
                 a.len(),
                 b.len()
-            );
+            )));
         }
         let s = ParseSample {
-            round,
+            repetition: round,
             iptables_ms,
             nft_ms,
             iptables_services: a.len(),
@@ -145,4 +143,50 @@ pub fn run(
         samples.push(s);
     }
     Ok((setup, samples))
+}
+
+/// Target from the service-routing issue: each format parsed in under this.
+pub const PARSE_TARGET_MS: f64 = 150.0;
+
+/// One format's parse time over the repetitions (`type: "services_summary"`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ParseSummary {
+    pub what: &'static str,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub bytes: usize,
+    pub target_ms: f64,
+    pub met: bool,
+    pub services: usize,
+    pub endpoints: usize,
+}
+
+/// Medians and spreads of each format's parse time.
+#[must_use]
+pub fn summarize(setup: &Setup, samples: &[ParseSample]) -> Vec<ParseSummary> {
+    let rows: [(&'static str, fn(&ParseSample) -> f64, usize); 2] = [
+        (
+            "iptables-save text",
+            |s| s.iptables_ms,
+            setup.iptables_save_bytes,
+        ),
+        ("nft JSON", |s| s.nft_ms, setup.nft_json_bytes),
+    ];
+    rows.into_iter()
+        .filter_map(|(what, f, bytes)| {
+            let s = super::Spread::over(samples, f)?;
+            Some(ParseSummary {
+                what,
+                median_ms: s.median,
+                min_ms: s.min,
+                max_ms: s.max,
+                bytes,
+                target_ms: PARSE_TARGET_MS,
+                met: s.median < PARSE_TARGET_MS,
+                services: setup.services,
+                endpoints: setup.endpoints_per_service,
+            })
+        })
+        .collect()
 }

@@ -1,15 +1,16 @@
-//! `inspector events`: namespaces and links appearing and disappearing as containers, pods and
-//! lab workloads start and stop, each named with its owner, and the runtimes' own container
-//! events. Needs no eBPF: it follows the node with the same scans `trace` and `flows` use.
-use std::path::PathBuf;
+//! `inspector events`: namespaces and links appearing and disappearing as containers, pods
+//! and lab workloads start and stop, each named with its owner, and the runtimes' own
+//! container events. Needs no eBPF: it follows the node with the same scans as `trace`.
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 
-use super::common::{self, Clock, IdentityArgs};
+use super::args::{self, IdentityArgs, Output};
 use crate::{
-    identity::lifecycle::{self, Event},
-    output::{self, Format},
+    identity::lifecycle,
+    output::{self, Printer},
     probe::preflight,
+    session::Ticker,
     topology::{self, NsidCache},
 };
 
@@ -17,8 +18,10 @@ use crate::{
 pub struct Args {
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub out: Output,
     /// Stop after this many seconds.
-    #[arg(long, value_parser = common::parse_secs)]
+    #[arg(long, value_parser = args::parse_secs)]
     pub duration: Option<f64>,
     /// How often to rescan the node (milliseconds).
     #[arg(long, default_value_t = 250, value_name = "MS")]
@@ -28,29 +31,25 @@ pub struct Args {
     pub ready_file: Option<PathBuf>,
 }
 
-pub fn emit(e: &Event, fmt: Format) -> anyhow::Result<()> {
-    match fmt {
-        Format::Json => output::json_line(e)?,
-        Format::Table | Format::Dot => println!("{}", e.line()),
-    }
-    Ok(())
-}
-
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+pub fn run(a: &Args) -> anyhow::Result<()> {
     preflight::privileges()?;
     let mut tracker = a.identity.tracker();
     let mut cache = NsidCache::default();
     let mut topo = topology::scan(&mut cache);
-    let mut clock = Clock::new(a.duration, a.rescan_ms)?;
+    let mut ticker = Ticker::new(
+        a.duration.map(Duration::from_secs_f64),
+        Duration::from_millis(a.rescan_ms),
+    )?;
     let mut namer = lifecycle::Namer::default();
     let patience = u32::try_from(2000 / a.rescan_ms.max(1)).unwrap_or(8);
-    if let Some(p) = &a.ready_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing the ready file {}", p.display()))?;
+    let mut p = Printer::stdout(a.out.output.into());
+    if let Some(f) = &a.ready_file {
+        std::fs::write(f, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the ready file {}", f.display()))?;
     }
-    while !clock.stopped() {
-        clock.wait(&[], None);
-        if !clock.rescan_due() {
+    while !ticker.stopped() {
+        ticker.wait(&[], None);
+        if !ticker.rescan_due() {
             continue;
         }
         let now = topology::scan(&mut cache);
@@ -58,11 +57,11 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
             eprintln!("inspector: warning: {n}");
         }
         for e in tracker.drain_docker_events() {
-            emit(&lifecycle::from_docker(&e, &tracker.identity), fmt)?;
+            output::lifecycle::render(&mut p, &lifecycle::from_docker(&e, &tracker.identity))?;
         }
         let found = lifecycle::diff(&topo, &now, &tracker.identity);
         for e in namer.ready(found, &tracker.identity, &now, patience) {
-            emit(&e, fmt)?;
+            output::lifecycle::render(&mut p, &e)?;
         }
         topo = now;
     }

@@ -1,44 +1,62 @@
-//! `inspector lab up|down|status|run|spec`: the four-mode lab (see `lab::modes`).
+//! `inspector lab up|down|status|run|spec`: labs in network namespaces (see `crate::lab`).
+//! `--kube` means the embedded Kubernetes-node lab in every subcommand; `--kube-proxy`
+//! chooses its mode.
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
-
+use super::args::{self, Form};
 use crate::{
     identity::lab::LabRecord,
     lab::{
-        modes,
-        spec::{DEFAULT_SPEC, KUBE_SPEC, LabSpec},
+        self, KubeProxy, LabError, LabSpec,
+        spec::{DEFAULT_SPEC, KUBE_SPEC},
     },
-    output::{self, Format, Table},
+    output::{self, Printer},
 };
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
     pub cmd: LabCmd,
+    /// Output format: aligned table, or one JSON object per line.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub output: Form,
+}
+
+/// Which lab: a spec file, the embedded Kubernetes node (`--kube`, in `--kube-proxy` mode),
+/// or the embedded four-mode lab.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Which {
+    /// A lab spec (TOML; `lab spec` prints the embedded one as a starting point).
+    #[arg(long, value_name = "FILE", conflicts_with = "kube")]
+    pub spec: Option<PathBuf>,
+    /// The embedded Kubernetes-node lab (Services behind kube-proxy's rules).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "MODE")]
+    pub kube: Option<String>,
+    /// With --kube: kube-proxy's mode, iptables (default) or nftables.
+    #[arg(long, value_name = "MODE", requires = "kube")]
+    pub kube_proxy: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum LabCmd {
-    /// Build a lab from a spec (TOML; default: the embedded four-mode spec, see `lab spec`).
+    /// Build a lab (default: the embedded four-mode lab).
     Up {
-        #[arg(long, value_name = "FILE")]
-        spec: Option<PathBuf>,
-        /// The embedded Kubernetes-node spec (`lab spec --kube`) with kube-proxy in this mode:
-        /// iptables or nftables.
-        #[arg(long, value_name = "MODE", conflicts_with = "spec")]
-        kube: Option<String>,
+        #[command(flatten)]
+        which: Which,
     },
     /// Remove a lab: exactly what `lab up` made (namespaces, links, rules, cgroups).
     Down {
-        /// The lab's name (default: the spec's, or the embedded spec's).
+        /// The lab's name (default: the chosen spec's).
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, value_name = "FILE")]
-        spec: Option<PathBuf>,
-        /// The embedded Kubernetes-node lab (insp-kube).
-        #[arg(long, conflicts_with_all = ["spec", "name"])]
-        kube: bool,
+        #[command(flatten)]
+        which: Which,
     },
     /// The labs on this node: workloads, modes, namespaces, addresses, published ports.
     Status,
@@ -49,55 +67,63 @@ pub enum LabCmd {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
-    /// Print the embedded default spec (a starting point for your own).
+    /// Print a spec: the embedded four-mode one, or with --kube the Kubernetes-node one.
     Spec {
-        /// The Kubernetes-node spec instead (Services, kube-proxy rules).
-        #[arg(long)]
-        kube: bool,
+        #[command(flatten)]
+        which: Which,
     },
 }
 
-fn load_spec(path: Option<&PathBuf>) -> anyhow::Result<LabSpec> {
-    match path {
-        None => LabSpec::from_toml(DEFAULT_SPEC).map_err(anyhow::Error::msg),
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading lab spec {}", p.display()))?;
-            LabSpec::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("lab spec {}: {}", p.display(), e.replace('\n', " ")))
-        }
+/// kube-proxy's mode from `--kube-proxy`, or from the old `--kube MODE` spelling.
+fn kube_mode(w: &Which) -> anyhow::Result<KubeProxy> {
+    let old = w.kube.as_deref().filter(|m| !m.is_empty());
+    if old.is_some() {
+        args::deprecated("--kube MODE", "--kube --kube-proxy MODE");
+    }
+    match w.kube_proxy.as_deref().or(old).unwrap_or("iptables") {
+        "iptables" => Ok(KubeProxy::Iptables),
+        "nftables" => Ok(KubeProxy::Nftables),
+        m => anyhow::bail!(
+            "--kube-proxy '{m}': kube-proxy modes the lab builds are iptables and nftables (IPVS needs a kernel with IP_VS)"
+        ),
     }
 }
 
-fn need_root() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the lab needs root (it creates namespaces, links, rules and cgroups)");
+fn spec(w: &Which) -> anyhow::Result<LabSpec> {
+    if w.kube.is_some() {
+        let mut s = LabSpec::from_toml(KUBE_SPEC)?;
+        s.kube_proxy = Some(kube_mode(w)?.as_str().into());
+        return Ok(s);
     }
-    Ok(())
+    Ok(match &w.spec {
+        Some(p) => LabSpec::from_file(p)?,
+        None => LabSpec::from_toml(DEFAULT_SPEC)?,
+    })
 }
 
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+fn need_root() -> Result<(), LabError> {
+    if crate::sys::privilege::is_root() {
+        Ok(())
+    } else {
+        Err(LabError::NotRoot)
+    }
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let mut p = Printer::stdout(a.output.into());
     match &a.cmd {
-        LabCmd::Spec { kube } => {
-            print!("{}", if *kube { KUBE_SPEC } else { DEFAULT_SPEC });
-            Ok(())
+        LabCmd::Spec { which } if which.kube.is_some() => {
+            let mode = kube_mode(which)?.as_str();
+            p.text(&KUBE_SPEC.replace(
+                "kube_proxy = \"iptables\"",
+                &format!("kube_proxy = \"{mode}\""),
+            ))?;
         }
-        LabCmd::Up { spec, kube } => {
-            let spec = match kube.as_deref() {
-                None => load_spec(spec.as_ref())?,
-                Some(m @ ("iptables" | "nftables")) => LabSpec::from_toml(&KUBE_SPEC.replace(
-                    "kube_proxy = \"iptables\"",
-                    &format!("kube_proxy = \"{m}\""),
-                ))
-                .map_err(anyhow::Error::msg)?,
-                Some(m) => bail!(
-                    "--kube '{m}': kube-proxy modes the lab builds are iptables and nftables (IPVS needs a kernel with IP_VS)"
-                ),
-            };
-            let plan = spec.plan().map_err(|e| anyhow::anyhow!("lab spec: {e}"))?;
+        LabCmd::Spec { .. } => p.text(DEFAULT_SPEC)?,
+        LabCmd::Up { which } => {
+            let plan = spec(which)?.plan()?;
             need_root()?;
-            let rec = modes::up(&plan)?;
+            let rec = lab::up(&plan)?;
             eprintln!(
                 "inspector: lab {} up: {} namespaces, {} workloads; remove it with `inspector lab down --name {}`",
                 rec.lab,
@@ -105,81 +131,31 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
                 rec.workloads.len(),
                 rec.lab
             );
-            print_status(&[rec], fmt)
+            output::lab::render(&mut p, &[rec])?;
         }
-        LabCmd::Down { name, spec, kube } => {
+        LabCmd::Down { name, which } => {
             let name = match name {
                 Some(n) => n.clone(),
-                None if *kube => {
-                    LabSpec::from_toml(KUBE_SPEC)
-                        .map_err(anyhow::Error::msg)?
-                        .name
-                }
-                None => load_spec(spec.as_ref())?.name,
+                None => spec(which)?.name,
             };
             need_root()?;
-            let rec = LabRecord::load(&name).map_err(|_| {
-                anyhow::anyhow!("no lab named '{name}' is up (see `inspector lab status`)")
-            })?;
-            modes::down(&rec);
+            let rec = LabRecord::load(&name).map_err(|_| LabError::NotUp(name.clone()))?;
+            lab::down(&rec);
             eprintln!(
                 "inspector: lab {name} down: removed {} namespaces and {} cgroups",
                 rec.namespaces.len(),
                 rec.cgroups.len()
             );
-            Ok(())
         }
-        LabCmd::Status => print_status(&LabRecord::all(), fmt),
+        LabCmd::Status => output::lab::render(&mut p, &LabRecord::all())?,
         LabCmd::Run {
-            lab,
+            lab: name,
             workload,
             command,
         } => {
             need_root()?;
-            let rec = LabRecord::load(lab).map_err(|_| {
-                anyhow::anyhow!("no lab named '{lab}' is up (see `inspector lab status`)")
-            })?;
-            Err(modes::exec(&rec, workload, command))
-        }
-    }
-}
-
-fn print_status(recs: &[LabRecord], fmt: Format) -> anyhow::Result<()> {
-    match fmt {
-        Format::Json => {
-            for r in recs {
-                output::json_line(r)?;
-            }
-        }
-        Format::Table | Format::Dot => {
-            let mut t = Table::new(&[
-                "LAB",
-                "WORKLOAD",
-                "MODE",
-                "NETNS",
-                "IPS",
-                "PUBLISHED",
-                "STATE",
-            ]);
-            for r in recs {
-                for w in &r.workloads {
-                    let live = crate::sys::netns::named(&w.netns).exists();
-                    t.row(vec![
-                        r.lab.clone(),
-                        w.name.clone(),
-                        w.network_mode.clone(),
-                        w.netns.clone(),
-                        w.ips
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        w.published.join(","),
-                        if live { "up" } else { "namespace gone" }.into(),
-                    ]);
-                }
-            }
-            print!("{}", t.render());
+            let rec = LabRecord::load(name).map_err(|_| LabError::NotUp(name.clone()))?;
+            return Err(lab::exec(&rec, workload, command).into());
         }
     }
     Ok(())

@@ -1,8 +1,9 @@
-//! Command-line interface: flag definitions (clap) and dispatch, one file per subcommand.
-//! Raw flags become validated settings in `common` before anything touches the kernel.
+//! Command-line interface: flags (clap) turned into validated options, then one call into
+//! the library and one into `output` per record; one file per subcommand. `-o` is each
+//! command's own (with the formats that command has); `inspector -o json CMD ...` still
+//! works: a leading `-o` is moved after the subcommand before parsing.
+mod args;
 mod bench;
-mod bench_modes;
-mod common;
 mod demo;
 mod events;
 mod explain;
@@ -15,8 +16,6 @@ mod trace;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Format;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "inspector",
@@ -24,9 +23,6 @@ use crate::output::Format;
     about = "eBPF container network inspector: who talks to whom, through which hops"
 )]
 pub struct Cli {
-    /// Output format: aligned table, one JSON object per line, or Graphviz (topology).
-    #[arg(short = 'o', long = "output", value_enum, global = true, default_value_t = Format::Table)]
-    pub output: Format,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,7 +45,7 @@ pub enum Command {
     /// Namespaces and veths appearing and disappearing as containers start and stop, each
     /// named; and the runtimes' container events.
     Events(events::Args),
-    /// The four-mode lab: Docker's bridge, host, none and container modes in namespaces.
+    /// Labs: Docker's four network modes, or a Kubernetes node, rebuilt in namespaces.
     Lab(lab::Args),
     /// Kubernetes Services as kube-proxy programmed them (iptables or nftables mode): frontend,
     /// endpoints and chains, read from the live rules of the host and of lab nodes.
@@ -63,10 +59,54 @@ pub enum Command {
     Bench(bench::Args),
 }
 
+/// `inspector -o json CMD ...` -> `inspector CMD -o json ...`: a leading output flag goes
+/// after the subcommand, where each command declares its own.
+fn normalize(mut argv: Vec<String>) -> Vec<String> {
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].as_str();
+        if a == "-o" || a == "--output" {
+            let end = (i + 2).min(argv.len());
+            moved.extend(argv.drain(i..end));
+        } else if a.starts_with("--output=") || (a.starts_with("-o") && a.len() > 2) {
+            moved.push(argv.remove(i));
+        } else if a.starts_with('-') {
+            // A global flag such as --help or --version: leave it.
+            i += 1;
+        } else {
+            // The subcommand.
+            argv.splice(i + 1..i + 1, moved);
+            return argv;
+        }
+    }
+    argv.extend(moved);
+    argv
+}
+
+/// A clap error as one line (with the allowed values for a bad value).
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(v)) if !v.is_empty() => {
+            format!("{first}: use {}", v.join(", "))
+        }
+        _ => first,
+    }
+}
+
 /// Parses the command line and runs the chosen command. Usage errors become one line
 /// (`inspector: error: ...`) and exit code 2; --help and --version print as usual.
 pub fn run() -> anyhow::Result<()> {
-    let cli = match Cli::try_parse() {
+    let argv = normalize(std::env::args().collect());
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e)
             if matches!(
@@ -79,30 +119,52 @@ pub fn run() -> anyhow::Result<()> {
             e.exit()
         }
         Err(e) => {
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ");
-            eprintln!("inspector: error: {first} (see `inspector --help`)");
+            eprintln!(
+                "inspector: error: {} (see `inspector --help`)",
+                one_line(&e)
+            );
             std::process::exit(2);
         }
     };
-    if cli.output == Format::Dot && !matches!(cli.command, Command::Topology(_)) {
-        eprintln!("inspector: error: -o dot is only for `inspector topology`");
-        std::process::exit(2);
-    }
     match cli.command {
-        Command::Trace(a) => trace::run(&a, cli.output),
-        Command::Flows(a) => flows::run(&a, cli.output),
-        Command::Topology(a) => topology::run(&a, cli.output),
-        Command::Demo(a) => demo::run(&a, cli.output),
-        Command::Bench(a) => bench::run(&a, cli.output),
-        Command::Lab(a) => lab::run(&a, cli.output),
-        Command::Explain(a) => explain::run(&a, cli.output),
-        Command::Events(a) => events::run(&a, cli.output),
-        Command::Services(a) => services::run(&a, cli.output),
-        Command::Path(a) => path::run(&a, cli.output),
+        Command::Trace(a) => trace::run(&a),
+        Command::Flows(a) => flows::run(&a),
+        Command::Topology(a) => topology::run(&a),
+        Command::Demo(a) => demo::run(&a),
+        Command::Bench(a) => bench::run(&a),
+        Command::Lab(a) => lab::run(&a),
+        Command::Explain(a) => explain::run(&a),
+        Command::Events(a) => events::run(&a),
+        Command::Services(a) => services::run(&a),
+        Command::Path(a) => path::run(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn a_leading_output_flag_moves_after_the_subcommand() {
+        assert_eq!(normalize(v("i -o json flows -q")), v("i flows -o json -q"));
+        assert_eq!(
+            normalize(v("i --output=json lab status")),
+            v("i lab --output=json status")
+        );
+        assert_eq!(normalize(v("i flows -o json")), v("i flows -o json"));
+        assert_eq!(normalize(v("i -ojson topology")), v("i topology -ojson"));
+        assert_eq!(normalize(v("i --version")), v("i --version"));
+    }
+
+    #[test]
+    fn dot_is_accepted_only_where_it_exists() {
+        assert!(Cli::try_parse_from(v("i topology -o dot")).is_ok());
+        let e = Cli::try_parse_from(v("i flows -o dot")).unwrap_err();
+        assert!(one_line(&e).contains("use table, json"), "{}", one_line(&e));
+        assert!(Cli::try_parse_from(normalize(v("i -o json lab status"))).is_ok());
     }
 }

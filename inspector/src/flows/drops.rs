@@ -4,10 +4,10 @@ use std::net::IpAddr;
 use inspector_common::{DropKey, FlowKey};
 use serde::Serialize;
 
-use super::{addrs, carries_ports, endpoint, hook_names, proto_name};
-use crate::{probe::Counts, topology::names::Names};
+use super::{addrs, hook_names};
+use crate::{net::Proto, probe::Counts, sys::time::WallClock, topology::names::Names};
 
-/// One (flow, device, reason) of dropped packets (`type: "drop"` JSON line).
+/// One (flow, device, reason) of dropped packets.
 #[derive(Clone, Debug, Serialize)]
 pub struct DropRecord {
     /// Namespace inode and ifindex of the device the packet was on (0 if none).
@@ -19,7 +19,7 @@ pub struct DropRecord {
     pub reason: String,
     /// The kernel function that freed it ("`nf_hook_slow+0x9a`"; "" if unknown).
     pub location: String,
-    pub proto: String,
+    pub proto: Proto,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     pub sport: Option<u16>,
@@ -27,16 +27,9 @@ pub struct DropRecord {
     pub packets: u64,
     pub first_ns: u64,
     pub last_ns: u64,
-    /// For netfilter drops: the DROP/REJECT rule whose counter grew since the inspector
-    /// started, in the namespace of the drop (`table CHAIN: rule`), when iptables has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// Who sent it and who it was for (`null` when unknown), as for flows.
-    pub src_endpoint: Option<crate::identity::Endpoint>,
-    pub dst_endpoint: Option<crate::identity::Endpoint>,
-    /// IP protocol number (for attribution by socket).
-    #[serde(skip)]
-    pub ip_proto: u8,
+    /// First and last drop, Unix time in ns.
+    pub time_unix_ns: u64,
+    pub last_unix_ns: u64,
 }
 
 /// The flow key with the same addresses, ports and protocol (for decoding and filtering).
@@ -54,9 +47,10 @@ pub fn flow_key(k: &DropKey) -> FlowKey {
 
 impl DropRecord {
     #[must_use]
-    pub fn new(k: &DropKey, s: &Counts, reason: String, names: &Names) -> Self {
+    pub fn new(k: &DropKey, s: &Counts, reason: String, names: &Names, clock: WallClock) -> Self {
         let (src, dst) = addrs(&flow_key(k));
-        let ports = carries_ports(k.ethertype, k.proto);
+        let proto = Proto::from_key(k.ethertype, k.proto);
+        let ports = proto.has_ports();
         let inode = u64::from(k.netns);
         let (netns_name, ifname) = hook_names(names, inode, k.ifindex);
         Self {
@@ -65,8 +59,8 @@ impl DropRecord {
             ifindex: k.ifindex,
             ifname,
             reason,
-            location: crate::probe::kallsyms::location(k.location),
-            proto: proto_name(k.ethertype, k.proto),
+            location: crate::sys::kallsyms::location(k.location),
+            proto,
             src,
             dst,
             sport: ports.then_some(k.sport),
@@ -74,31 +68,24 @@ impl DropRecord {
             packets: s.packets,
             first_ns: s.first_ns,
             last_ns: s.last_ns,
-            rule: None,
-            src_endpoint: None,
-            dst_endpoint: None,
-            ip_proto: k.proto,
+            time_unix_ns: clock.unix_ns(s.first_ns),
+            last_unix_ns: clock.unix_ns(s.last_ns),
         }
     }
 
-    /// Names the ends, like [`crate::flows::FlowRecord::attribute`].
-    pub fn attribute(&mut self, r: &crate::identity::Resolver<'_>) {
-        (self.src_endpoint, self.dst_endpoint) = super::ends(
-            r,
-            (self.src, self.sport),
-            (self.dst, self.dport),
-            self.ip_proto,
-            self.netns,
-        );
+    /// The IP protocol number (0 for non-IP), for lookups by socket.
+    #[must_use]
+    pub fn ip_proto(&self) -> u8 {
+        self.proto.number().unwrap_or(0)
     }
 
     #[must_use]
     pub fn src_str(&self) -> String {
-        endpoint(self.src, self.sport)
+        crate::net::endpoint(self.src, self.sport)
     }
 
     #[must_use]
     pub fn dst_str(&self) -> String {
-        endpoint(self.dst, self.dport)
+        crate::net::endpoint(self.dst, self.dport)
     }
 }

@@ -1,32 +1,26 @@
 //! The packet filter users give (`--proto`, `--host`, `--port`): parsed and validated once,
 //! then applied in the kernel (as the load-time `Config`) for events and in userspace for flows.
-use std::net::IpAddr;
-
 use inspector_common::{
     FlowKey,
     config::Config,
     parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
 };
 
-/// A protocol as the user names it.
+use crate::net::Cidr;
+
+/// A protocol as the user names it for the filter (`--proto`): IP protocol numbers match
+/// either IP version unless the name says one (icmp, icmp6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
+pub enum ProtoFilter {
     /// An IP protocol number (any IP version unless `v` is set).
     Ip { proto: u8, v: Option<u16> },
     /// A non-IP `EtherType`.
     Ether(u16),
 }
 
-/// An address or network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
-    pub proto: Option<Proto>,
+    pub proto: Option<ProtoFilter>,
     pub host: Option<Cidr>,
     pub port: Option<u16>,
     /// `--service NS/NAME`: only connections to that Service (decided in userspace, from
@@ -48,7 +42,7 @@ pub enum FilterError {
     Port(String),
 }
 
-impl Proto {
+impl ProtoFilter {
     pub fn parse(s: &str) -> Result<Self, FilterError> {
         let err = || FilterError::Proto(s.to_owned());
         Ok(match s.to_ascii_lowercase().as_str() {
@@ -87,56 +81,17 @@ impl Proto {
     }
 }
 
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Self, FilterError> {
-        let err = || FilterError::Host(s.to_owned());
-        let (a, p) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
-        let addr: IpAddr = a.parse().map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
-            None => max,
-        };
-        Ok(Self { addr, prefix })
-    }
-
-    /// (family 4/6, network bytes, mask bytes) in the 16-byte layout of `FlowKey`.
-    #[must_use]
-    pub fn to_bytes(&self) -> (u8, [u8; 16], [u8; 16]) {
-        let (fam, raw, bits): (u8, [u8; 16], u32) = match self.addr {
-            IpAddr::V4(a) => {
-                let mut b = [0; 16];
-                b[..4].copy_from_slice(&a.octets());
-                (4, b, 32)
-            }
-            IpAddr::V6(a) => (6, a.octets(), 128),
-        };
-        let mut mask = [0u8; 16];
-        let prefix = u32::from(self.prefix).min(bits);
-        for (i, m) in mask.iter_mut().enumerate() {
-            let start = (i as u32) * 8;
-            if prefix >= start + 8 {
-                *m = 0xff;
-            } else if prefix > start {
-                *m = 0xffu8 << (8 - (prefix - start));
-            }
-        }
-        let mut net = [0u8; 16];
-        for i in 0..16 {
-            net[i] = raw[i] & mask[i];
-        }
-        (fam, net, mask)
-    }
+/// Parses `--host`: an address or a network.
+pub fn parse_host(s: &str) -> Result<Cidr, FilterError> {
+    Cidr::parse(s).map_err(|_| FilterError::Host(s.to_owned()))
 }
 
-impl Cidr {
-    /// Sets the address part of a kernel `Config` to this network.
-    pub fn apply_to(&self, cfg: &mut Config) {
-        let (fam, net, mask) = self.to_bytes();
-        cfg.host_family = fam;
-        cfg.host = net;
-        cfg.host_mask = mask;
-    }
+/// Sets the address part of a kernel `Config` to the network `c`.
+fn apply_host(c: &Cidr, cfg: &mut Config) {
+    let (fam, net, mask) = c.to_key_bytes();
+    cfg.host_family = fam;
+    cfg.host = net;
+    cfg.host_mask = mask;
 }
 
 pub fn parse_port(s: &str) -> Result<u16, FilterError> {
@@ -150,14 +105,14 @@ impl Filter {
     /// Writes the kernel-side part of the filter into the load-time configuration. Parts the
     /// kernel cannot express (a non-IP `EtherType`) are left to [`Filter::matches`].
     pub fn apply_to(&self, cfg: &mut Config) {
-        if let Some(Proto::Ip { proto, .. }) = self.proto {
+        if let Some(ProtoFilter::Ip { proto, .. }) = self.proto {
             cfg.proto = proto;
         }
         if let Some(port) = self.port {
             cfg.port = port;
         }
         if let Some(c) = self.host {
-            c.apply_to(cfg);
+            apply_host(&c, cfg);
         }
     }
 
@@ -166,12 +121,12 @@ impl Filter {
     pub fn matches(&self, k: &FlowKey) -> bool {
         let is_ip = k.ethertype == ETH_P_IP || k.ethertype == ETH_P_IPV6;
         match self.proto {
-            Some(Proto::Ip { proto, v })
+            Some(ProtoFilter::Ip { proto, v })
                 if !is_ip || k.proto != proto || v.is_some_and(|v| v != k.ethertype) =>
             {
                 return false;
             }
-            Some(Proto::Ether(e)) if k.ethertype != e => return false,
+            Some(ProtoFilter::Ether(e)) if k.ethertype != e => return false,
             _ => {}
         }
         if let Some(port) = self.port {
@@ -182,7 +137,7 @@ impl Filter {
         }
         if let Some(c) = self.host {
             let mut cfg = Config::zeroed();
-            c.apply_to(&mut cfg);
+            apply_host(&c, &mut cfg);
             let fam = match k.ethertype {
                 ETH_P_IP | ETH_P_ARP => 4,
                 ETH_P_IPV6 => 6,
@@ -201,19 +156,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cidr_masks_partial_bytes() {
-        let (fam, net, mask) = Cidr::parse("198.18.3.77/15").unwrap().to_bytes();
-        assert_eq!(fam, 4);
-        assert_eq!(&net[..4], &[198, 18, 0, 0]);
-        assert_eq!(&mask[..4], &[255, 254, 0, 0]);
-        assert_eq!(&mask[4..], &[0; 12]);
-    }
-
-    #[test]
     fn bad_inputs_are_named() {
-        assert_eq!(Proto::parse("tcpp"), Err(FilterError::Proto("tcpp".into())));
         assert_eq!(
-            Cidr::parse("198.18.0.0/33"),
+            ProtoFilter::parse("tcpp"),
+            Err(FilterError::Proto("tcpp".into()))
+        );
+        assert_eq!(
+            parse_host("198.18.0.0/33"),
             Err(FilterError::Host("198.18.0.0/33".into()))
         );
         assert_eq!(parse_port("0"), Err(FilterError::Port("0".into())));
@@ -223,7 +172,7 @@ mod tests {
     #[test]
     fn host_filter_matches_either_end() {
         let f = Filter {
-            host: Some(Cidr::parse("198.18.1.0/24").unwrap()),
+            host: Some(parse_host("198.18.1.0/24").unwrap()),
             ..Filter::default()
         };
         let mut k = FlowKey::zeroed();

@@ -1,5 +1,7 @@
 //! From raw kernel records to what users read: decoded addresses and protocols, names for
-//! namespaces and interfaces, and flows stitched across hops into the path they took.
+//! namespaces and interfaces, flows stitched across hops into the path they took, drops,
+//! the packet filter, and per-hop timing (`hops`). Who is at each end and which Service a
+//! flow went to are added above this layer (`session`), from `identity` and `services`.
 pub mod drops;
 pub mod filter;
 pub mod hops;
@@ -8,18 +10,14 @@ pub mod path;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use inspector_common::{
-    Direction, FlowKey,
+    Direction, FlowKey, PacketEvent,
     parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
 };
 use serde::Serialize;
 
-use crate::{
-    identity::{Endpoint, Resolver},
-    probe::Counts,
-    topology::names::Names,
-};
+use crate::{net::Proto, probe::Counts, sys::time::WallClock, topology::names::Names};
 
-/// One flow at one hook, ready to print (`inspector flows` line).
+/// One flow at one hook (`inspector flows` line), decoded and named.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
     /// Namespace inode (0 if the kernel could not tell).
@@ -28,7 +26,7 @@ pub struct FlowRecord {
     pub ifindex: u32,
     pub ifname: String,
     pub direction: &'static str,
-    pub proto: String,
+    pub proto: Proto,
     pub ethertype: String,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
@@ -44,65 +42,15 @@ pub struct FlowRecord {
     pub vlan: Option<u16>,
     pub packets: u64,
     pub bytes: u64,
+    /// First and last seen, `CLOCK_MONOTONIC` ns (what the kernel stamps).
     pub first_ns: u64,
     pub last_ns: u64,
+    /// First and last seen, Unix time in ns.
+    pub time_unix_ns: u64,
+    pub last_unix_ns: u64,
     pub tcp_flags: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub anomalies: String,
-    /// Who sent it and who receives it (`null` when unknown).
-    pub src_endpoint: Option<Endpoint>,
-    pub dst_endpoint: Option<Endpoint>,
-    /// For connections to a Kubernetes Service: the Service, the backend the kernel chose
-    /// (and its chain), and the NAT conntrack recorded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<crate::services::attrib::ServiceRef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend: Option<crate::services::attrib::BackendRef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nat: Option<crate::services::attrib::NatRef>,
-    /// IP protocol number (for attribution by socket).
-    #[serde(skip)]
-    pub ip_proto: u8,
-}
-
-/// Who is at each end of a packet seen in namespace `seen_in` (flows and drops alike).
-#[must_use]
-pub fn ends(
-    r: &Resolver<'_>,
-    src: (Option<IpAddr>, Option<u16>),
-    dst: (Option<IpAddr>, Option<u16>),
-    ip_proto: u8,
-    seen_in: u64,
-) -> (Option<Endpoint>, Option<Endpoint>) {
-    let one = |(ip, port): (Option<IpAddr>, Option<u16>)| {
-        ip.and_then(|ip| r.endpoint(ip, port, ip_proto, seen_in))
-    };
-    (one(src), one(dst))
-}
-
-/// Protocol name for an `EtherType` / IP protocol pair.
-#[must_use]
-pub fn proto_name(ethertype: u16, proto: u8) -> String {
-    match (ethertype, proto) {
-        (ETH_P_ARP, _) => "arp".into(),
-        (ETH_P_IP | ETH_P_IPV6, 6) => "tcp".into(),
-        (ETH_P_IP | ETH_P_IPV6, 17) => "udp".into(),
-        (ETH_P_IP, 1) => "icmp".into(),
-        (ETH_P_IP, 2) => "igmp".into(),
-        (ETH_P_IP | ETH_P_IPV6, 4) => "ipip".into(),
-        (ETH_P_IP | ETH_P_IPV6, 41) => "ipv6-in-ip".into(),
-        (ETH_P_IP | ETH_P_IPV6, 47) => "gre".into(),
-        (ETH_P_IP | ETH_P_IPV6, 50) => "esp".into(),
-        (ETH_P_IP | ETH_P_IPV6, 51) => "ah".into(),
-        (ETH_P_IP | ETH_P_IPV6, 112) => "vrrp".into(),
-        (ETH_P_IPV6, 58) => "icmp6".into(),
-        (ETH_P_IP | ETH_P_IPV6, 132) => "sctp".into(),
-        (ETH_P_IP | ETH_P_IPV6, 136) => "udplite".into(),
-        (ETH_P_IP | ETH_P_IPV6, 33) => "dccp".into(),
-        (ETH_P_IP, p) => format!("ip/{p}"),
-        (ETH_P_IPV6, p) => format!("ip6/{p}"),
-        (e, _) => format!("ether/0x{e:04x}"),
-    }
 }
 
 /// `SYN|ACK`-style rendering of a TCP flags byte ("" if none).
@@ -151,12 +99,6 @@ pub fn addrs(k: &FlowKey) -> (Option<IpAddr>, Option<IpAddr>) {
     }
 }
 
-/// Whether the protocol's header starts with source and destination ports.
-#[must_use]
-pub fn carries_ports(ethertype: u16, proto: u8) -> bool {
-    matches!(ethertype, ETH_P_IP | ETH_P_IPV6) && matches!(proto, 6 | 17 | 33 | 132 | 136)
-}
-
 /// Names of a hook (namespace, interface); "-" where the kernel could not tell (0), a
 /// numeric placeholder where no scan ever saw it.
 #[must_use]
@@ -178,12 +120,12 @@ pub fn hook_names(names: &Names, inode: u64, ifindex: u32) -> (String, String) {
 
 impl FlowRecord {
     #[must_use]
-    pub fn new(k: &FlowKey, s: &Counts, names: &Names) -> Self {
+    pub fn new(k: &FlowKey, s: &Counts, names: &Names, clock: WallClock) -> Self {
         let inode = u64::from(k.netns);
         let (src, dst) = addrs(k);
-        let is_ip = matches!(k.ethertype, ETH_P_IP | ETH_P_IPV6);
-        let icmp = is_ip && matches!((k.ethertype, k.proto), (ETH_P_IP, 1) | (ETH_P_IPV6, 58));
-        let ports = carries_ports(k.ethertype, k.proto);
+        let proto = Proto::from_key(k.ethertype, k.proto);
+        let icmp = proto.is_icmp();
+        let ports = proto.has_ports();
         let (netns_name, ifname) = hook_names(names, inode, k.ifindex);
         Self {
             netns: inode,
@@ -191,7 +133,7 @@ impl FlowRecord {
             ifindex: k.ifindex,
             ifname,
             direction: Direction::from_u8(k.direction).as_str(),
-            proto: proto_name(k.ethertype, k.proto),
+            proto,
             ethertype: format!("0x{:04x}", k.ethertype),
             src,
             dst,
@@ -205,94 +147,64 @@ impl FlowRecord {
             bytes: s.bytes,
             first_ns: s.first_ns,
             last_ns: s.last_ns,
+            time_unix_ns: clock.unix_ns(s.first_ns),
+            last_unix_ns: clock.unix_ns(s.last_ns),
             tcp_flags: tcp_flags(s.tcp_flags),
             anomalies: anomalies(s.status),
-            src_endpoint: None,
-            service: None,
-            backend: None,
-            nat: None,
-            dst_endpoint: None,
-            ip_proto: if is_ip { k.proto } else { 0 },
         }
     }
 
-    /// Fills in `src_endpoint` and `dst_endpoint`.
-    pub fn attribute(&mut self, r: &Resolver<'_>) {
-        (self.src_endpoint, self.dst_endpoint) = ends(
-            r,
-            (self.src, self.sport),
-            (self.dst, self.dport),
-            self.ip_proto,
-            self.netns,
-        );
+    /// One per-packet event as a one-packet record (names, decoded addresses).
+    #[must_use]
+    pub fn of_event(ev: &PacketEvent, names: &Names, clock: WallClock) -> Self {
+        let stats = Counts {
+            packets: 1,
+            bytes: u64::from(ev.len),
+            first_ns: ev.ts_ns,
+            last_ns: ev.ts_ns,
+            tcp_flags: ev.tcp_flags,
+            status: ev.status,
+        };
+        Self::new(&ev.key, &stats, names, clock)
+    }
+
+    /// The IP protocol number (0 for non-IP), for lookups by socket.
+    #[must_use]
+    pub fn ip_proto(&self) -> u8 {
+        self.proto.number().unwrap_or(0)
     }
 
     /// (IP protocol, src, sport, dst, dport) of a key that has ports.
     #[must_use]
     pub fn decode_key(k: &FlowKey) -> Option<(u8, IpAddr, u16, IpAddr, u16)> {
         let (src, dst) = addrs(k);
-        carries_ports(k.ethertype, k.proto).then_some((k.proto, src?, k.sport, dst?, k.dport))
+        Proto::from_key(k.ethertype, k.proto)
+            .has_ports()
+            .then_some((k.proto, src?, k.sport, dst?, k.dport))
     }
 
-    /// Service, backend and NAT from conntrack, if this flow is a connection to a Service.
-    pub fn attribute_service(&mut self, s: &crate::services::attrib::Services) {
-        let (Some(src), Some(dst), Some(sport), Some(dport)) =
-            (self.src, self.dst, self.sport, self.dport)
-        else {
-            return;
-        };
-        if let Some(a) = s.lookup(self.ip_proto, src, sport, dst, dport) {
-            self.service = Some(a.service.clone());
-            self.backend = Some(a.backend.clone());
-            self.nat = Some(a.nat.clone());
-        }
-    }
-
-    /// `ns/name` of the Service this flow went to, if any.
+    /// The 4-tuple, when the protocol has ports.
     #[must_use]
-    pub fn service_name(&self) -> Option<String> {
-        self.service
-            .as_ref()
-            .map(|s| format!("{}/{}", s.namespace, s.name))
+    pub fn tuple(&self) -> Option<(IpAddr, u16, IpAddr, u16)> {
+        Some((self.src?, self.sport?, self.dst?, self.dport?))
     }
 
     /// "198.18.0.2:41234" / "198.18.0.2" / "-".
     #[must_use]
     pub fn src_str(&self) -> String {
-        endpoint(self.src, self.sport)
+        crate::net::endpoint(self.src, self.sport)
     }
 
     #[must_use]
     pub fn dst_str(&self) -> String {
-        endpoint(self.dst, self.dport)
+        crate::net::endpoint(self.dst, self.dport)
     }
 
-    /// "198.18.0.2:41234 (web)" when the end is attributed, else just the address.
+    /// The ICMP type and code in words ("echo-request"), for ICMP records.
     #[must_use]
-    pub fn src_label(&self) -> String {
-        labelled(self.src_str(), self.src_endpoint.as_ref())
-    }
-
-    #[must_use]
-    pub fn dst_label(&self) -> String {
-        labelled(self.dst_str(), self.dst_endpoint.as_ref())
-    }
-}
-
-fn labelled(addr: String, e: Option<&Endpoint>) -> String {
-    match e.and_then(|e| e.name.as_deref()) {
-        Some(n) => format!("{addr} ({n})"),
-        None => addr,
-    }
-}
-
-#[must_use]
-pub fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
-    match (ip, port) {
-        (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
-        (Some(a), Some(p)) => format!("{a}:{p}"),
-        (Some(a), None) => a.to_string(),
-        (None, _) => "-".into(),
+    pub fn icmp_name(&self) -> Option<String> {
+        let (t, c) = self.icmp_type.zip(self.icmp_code)?;
+        Some(icmp_name(self.proto == Proto::Icmp6, t, c))
     }
 }
 

@@ -1,40 +1,50 @@
 //! Stitching: the same packets seen at several hooks (a veth end, its peer, a bridge port, ...)
 //! share one 5-tuple; grouping records by it and ordering the hooks by when each first saw the
 //! flow gives the path the flow took through the node.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Serialize;
 
 use super::FlowRecord;
-use crate::topology::{LinkKind, Topology};
+use crate::{
+    net::Proto,
+    topology::{LinkKind, Topology},
+};
 
 /// One hook on a flow's path.
 #[derive(Clone, Debug, Serialize)]
-pub struct Hop {
+pub struct PathHop {
     pub netns: u64,
     pub netns_name: String,
     pub ifname: String,
     pub ifindex: u32,
     pub direction: &'static str,
+    /// What the interface is on the path: veth (and its peer), bridge, bridge port.
+    pub role: String,
     pub packets: u64,
     pub bytes: u64,
     pub first_ns: u64,
+    pub time_unix_ns: u64,
 }
 
 /// One direction of one flow, with every hook it crossed in order.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowPath {
-    pub proto: String,
-    pub src: String,
-    pub dst: String,
-    /// Who sent it and who receives it, as attributed at the hops (first answer wins).
-    pub src_endpoint: Option<crate::identity::Endpoint>,
-    pub dst_endpoint: Option<crate::identity::Endpoint>,
-    pub hops: Vec<Hop>,
+    pub proto: Proto,
+    pub src: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dst: Option<IpAddr>,
+    pub dport: Option<u16>,
+    /// When the first hop first saw it, Unix time in ns.
+    pub time_unix_ns: u64,
+    pub hops: Vec<PathHop>,
+    /// The records the hops came from (indices into the stitched slice), in hop order.
+    #[serde(skip)]
+    pub members: Vec<usize>,
 }
 
 impl FlowPath {
-    /// `a/eth0 > host/veth-a > ...` with `>` for egress-then-ingress hand-offs.
+    /// `a/eth0(out) -> host/veth-a(in) -> ...`.
     #[must_use]
     pub fn render(&self) -> String {
         self.hops
@@ -80,41 +90,60 @@ pub fn hook_rank(hook: u8, direction: u8) -> u8 {
     }
 }
 
-/// Groups per-hook records into paths, ordered by when each flow was first seen.
+/// Groups per-hook records into paths, ordered by when each flow was first seen; ARP is
+/// left out (it has no path). `topo` names what each hop is.
 #[must_use]
-pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {
-    let mut groups: BTreeMap<(String, String, String), Vec<&FlowRecord>> = BTreeMap::new();
-    for r in records {
+pub fn stitch(records: &[&FlowRecord], topo: &Topology) -> Vec<FlowPath> {
+    type Key = (
+        Proto,
+        Option<IpAddr>,
+        Option<u16>,
+        Option<IpAddr>,
+        Option<u16>,
+    );
+    let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if r.proto == Proto::Arp {
+            continue;
+        }
         groups
-            .entry((r.proto.clone(), r.src_str(), r.dst_str()))
+            .entry((r.proto, r.src, r.sport, r.dst, r.dport))
             .or_default()
-            .push(r);
+            .push(i);
     }
     let mut paths: Vec<FlowPath> = groups
         .into_iter()
-        .map(|((proto, src, dst), mut rs)| {
+        .map(|((proto, src, sport, dst, dport), mut members)| {
             // Same first-seen time (one clock read per hook, so ties are rare): egress before
             // ingress, which is the order a packet crosses a veth pair.
-            rs.sort_by_key(|r| (r.first_ns, r.direction == "ingress"));
-            FlowPath {
-                proto,
-                src,
-                dst,
-                src_endpoint: rs.iter().find_map(|r| r.src_endpoint.clone()),
-                dst_endpoint: rs.iter().find_map(|r| r.dst_endpoint.clone()),
-                hops: rs
-                    .iter()
-                    .map(|r| Hop {
+            members.sort_by_key(|&i| (records[i].first_ns, records[i].direction == "ingress"));
+            let hops: Vec<PathHop> = members
+                .iter()
+                .map(|&i| {
+                    let r = records[i];
+                    PathHop {
                         netns: r.netns,
                         netns_name: r.netns_name.clone(),
                         ifname: r.ifname.clone(),
                         ifindex: r.ifindex,
                         direction: r.direction,
+                        role: role(topo, r.netns, r.ifindex),
                         packets: r.packets,
                         bytes: r.bytes,
                         first_ns: r.first_ns,
-                    })
-                    .collect(),
+                        time_unix_ns: r.time_unix_ns,
+                    }
+                })
+                .collect();
+            FlowPath {
+                proto,
+                src,
+                sport,
+                dst,
+                dport,
+                time_unix_ns: hops.first().map_or(0, |h| h.time_unix_ns),
+                hops,
+                members,
             }
         })
         .collect();
@@ -123,6 +152,7 @@ pub fn stitch(records: &[FlowRecord]) -> Vec<FlowPath> {
 }
 
 /// What an interface is on the path: veth (and its peer), bridge, bridge port.
+#[must_use]
 pub fn role(topo: &Topology, inode: u64, ifindex: u32) -> String {
     let Some((ns, l)) = topo.link((inode, ifindex)) else {
         return String::new();
@@ -140,13 +170,13 @@ pub fn role(topo: &Topology, inode: u64, ifindex: u32) -> String {
             });
         }
         LinkKind::Bridge => parts.push("bridge (routed via the node's stack)".into()),
-        other => parts.push(format!("{other:?}").to_lowercase()),
+        other => parts.push(other.to_string()),
     }
     if let Some(m) = l
         .master
         .and_then(|m| ns.links.iter().find(|b| b.ifindex == m))
     {
-        parts.push(format!("port of {}", m.name));
+        parts.push(format!("port of {m}", m = m.name));
     }
     parts.join(", ")
 }

@@ -14,6 +14,13 @@ use super::{Error, Kind, Provider, Workload};
 /// Where lab records live.
 pub const RECORD_DIR: &str = "/run/inspector/labs";
 
+/// The namespace of a lab's node: where its bridge, its rules (Docker's, kube-proxy's) and
+/// its host-mode workloads live. One name for every place that needs it.
+#[must_use]
+pub fn node_ns(lab: &str) -> String {
+    format!("{lab}-node")
+}
+
 /// One workload of a lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabWorkload {

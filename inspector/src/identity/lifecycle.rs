@@ -8,8 +8,6 @@ use crate::topology::{LinkKind, Topology};
 /// One thing that appeared or disappeared (`"type": "lifecycle"`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub time_unix_ns: u128,
     /// appeared, disappeared; or the runtime's action (create, start, die, destroy, ...).
     pub action: String,
@@ -149,7 +147,6 @@ pub fn diff(old: &Topology, new: &Topology, identity: &Identity) -> Vec<Event> {
             let other = to.ns(ns.netns.inode);
             if other.is_none() {
                 out.push(Event {
-                    kind: "lifecycle",
                     time_unix_ns: t,
                     action: action.into(),
                     object: "netns",
@@ -180,7 +177,6 @@ pub fn diff(old: &Topology, new: &Topology, identity: &Identity) -> Vec<Event> {
                     Some(format!("{}/{}", pns.netns.name, pl.name))
                 });
                 out.push(Event {
-                    kind: "lifecycle",
                     time_unix_ns: t,
                     action: action.into(),
                     object: "link",
@@ -188,7 +184,7 @@ pub fn diff(old: &Topology, new: &Topology, identity: &Identity) -> Vec<Event> {
                     netns_name: Some(ns.netns.name.clone()),
                     ifname: Some(l.name.clone()),
                     ifindex: Some(l.ifindex),
-                    link_kind: Some(super::map::kind_str(&l.kind)),
+                    link_kind: Some(l.kind.to_string()),
                     peer,
                     workload: link_owner(from, ns.netns.inode, l.ifindex),
                     peer_netns: peer_id.map(|p| p.0),
@@ -220,7 +216,6 @@ pub fn from_docker(e: &docker::Event, identity: &Identity) -> Event {
             })
         });
     Event {
-        kind: "lifecycle",
         time_unix_ns: if e.time_ns > 0 {
             u128::from(e.time_ns)
         } else {
@@ -236,37 +231,5 @@ pub fn from_docker(e: &docker::Event, identity: &Identity) -> Event {
         peer: None,
         workload: w,
         peer_netns: None,
-    }
-}
-
-impl Event {
-    /// One line for people.
-    #[must_use]
-    pub fn line(&self) -> String {
-        let who = match &self.workload {
-            Some(w) => format!("({})", w.name.as_deref().unwrap_or("?")),
-            None => "(no workload)".to_owned(),
-        };
-        match self.object {
-            "container" => format!("container {who} {}", self.action),
-            "netns" => format!(
-                "netns {} (inode {}) {} {who}",
-                self.netns_name.as_deref().unwrap_or("?"),
-                self.netns.unwrap_or_default(),
-                self.action
-            ),
-            _ => format!(
-                "{} {}/{} (ifindex {}){} {} {who}",
-                self.link_kind.as_deref().unwrap_or("link"),
-                self.netns_name.as_deref().unwrap_or("?"),
-                self.ifname.as_deref().unwrap_or("?"),
-                self.ifindex.unwrap_or_default(),
-                self.peer
-                    .as_ref()
-                    .map(|p| format!(" <-> {p}"))
-                    .unwrap_or_default(),
-                self.action
-            ),
-        }
     }
 }

@@ -34,8 +34,6 @@ pub struct InterfaceView {
 /// One workload on the map (`inspector topology -o json`, `"type": "workload"`).
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkloadView {
-    #[serde(rename = "type")]
-    pub kind_tag: &'static str,
     pub name: String,
     pub id: String,
     pub kind: Option<super::Kind>,
@@ -67,18 +65,6 @@ pub struct RouteView {
     pub dev: Option<String>,
 }
 
-/// How a link kind is written for people ("veth", "bridge", the kernel's kind name).
-#[must_use]
-pub fn kind_str(k: &LinkKind) -> String {
-    match k {
-        LinkKind::Veth => "veth".into(),
-        LinkKind::Bridge => "bridge".into(),
-        LinkKind::Loopback => "loopback".into(),
-        LinkKind::Device => "device".into(),
-        LinkKind::Other(s) => s.clone(),
-    }
-}
-
 /// The interface view of one link, with its veth peer followed across namespaces.
 #[must_use]
 pub fn interface(topo: &Topology, netns: u64, l: &Link) -> InterfaceView {
@@ -101,7 +87,7 @@ pub fn interface(topo: &Topology, netns: u64, l: &Link) -> InterfaceView {
     InterfaceView {
         name: l.name.clone(),
         ifindex: l.ifindex,
-        kind: kind_str(&l.kind),
+        kind: l.kind.to_string(),
         mac: l.mac.clone(),
         addrs: l.addrs.iter().map(ToString::to_string).collect(),
         peer,
@@ -185,7 +171,6 @@ fn view(
                 .map_or_else(|| target.to_owned(), |t| t.name.clone())
         });
     WorkloadView {
-        kind_tag: "workload",
         name: w.name.clone(),
         id: w.id.clone(),
         kind: w.kind,

@@ -18,6 +18,7 @@ use std::{
 use serde::Serialize;
 
 use super::{Identity, Workload};
+pub use crate::probe::SocketOwners;
 use crate::topology::Topology;
 
 /// One end of a flow as users read it. Fields are `null` when unknown, never guessed.
@@ -62,42 +63,6 @@ impl Endpoint {
                 .map(|w| format!("{} ({})", w.name, w.short_id()))
                 .collect(),
         }
-    }
-}
-
-/// (namespace inode, IP protocol, local address, local port) -> cgroup v2 id of the socket's
-/// owner, as the kernel recorded it. The unspecified address stands for a wildcard bind.
-#[derive(Clone, Debug, Default)]
-pub struct SocketOwners(pub HashMap<(u32, u8, IpAddr, u16), u64>);
-
-impl SocketOwners {
-    /// Records a socket. Dual-stack IPv6 sockets carry IPv4 peers as v4-mapped addresses
-    /// (and a `::` bind takes IPv4 too), so those are also filed under IPv4, where flows look.
-    pub fn insert(&mut self, netns: u32, proto: u8, ip: IpAddr, port: u16, cgroup: u64) {
-        if let IpAddr::V6(v6) = ip {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                self.0.insert((netns, proto, IpAddr::V4(v4), port), cgroup);
-                return;
-            }
-            if v6.is_unspecified() {
-                let any4 = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-                self.0.entry((netns, proto, any4, port)).or_insert(cgroup);
-            }
-        }
-        self.0.insert((netns, proto, ip, port), cgroup);
-    }
-
-    #[must_use]
-    pub fn lookup(&self, netns: u32, proto: u8, ip: IpAddr, port: u16) -> Option<u64> {
-        let any = if ip.is_ipv4() {
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-        };
-        self.0
-            .get(&(netns, proto, ip, port))
-            .or_else(|| self.0.get(&(netns, proto, any, port)))
-            .copied()
     }
 }
 

@@ -137,6 +137,25 @@ impl Nl {
     }
 }
 
+impl Nl {
+    /// Adds an IPv4 route to `dst/prefix` out of device `dev` (no gateway).
+    pub fn route_dev_v4(&self, dst: Ipv4Addr, prefix: u8, dev: &str) -> io::Result<()> {
+        let idx = self.index(dev)?;
+        self.rt.block_on(async {
+            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst, prefix)
+                .output_interface(idx)
+                .build();
+            self.handle
+                .route()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(|e| err(&format!("adding route {dst}/{prefix} dev {dev}"), e))
+        })
+    }
+}
+
 impl Drop for Nl {
     fn drop(&mut self) {
         self.task.abort();

@@ -1,78 +1,106 @@
-//! Rendering: aligned human tables and JSON lines (one object per line).
-use std::{fmt::Write as _, io::Write};
+//! Rendering: one renderer per record kind, each with its table, JSON lines and (where it
+//! exists) DOT form. Front-ends (`cli`, the coming agent) hand records to a [`Printer`];
+//! nothing here computes a record.
+//!
+//! JSON: one object per line, each with a `"type"` naming its record kind, whose schema is
+//! published in `docs/schema/<type>.json` (the tests validate every line they read).
+pub mod bench;
+pub mod bench_modes;
+pub mod charts;
+pub mod drops;
+pub mod explain;
+pub mod flows;
+pub mod lab;
+pub mod latency;
+pub mod lifecycle;
+pub mod paths;
+pub mod probe;
+pub mod progress;
+pub mod services;
+pub mod stats;
+pub mod svg;
+mod table;
+pub mod topology;
+pub mod trace;
 
-/// `-o table` (default), `-o json`, or `-o dot` (Graphviz; `topology` only).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+use std::io::Write;
+
+use serde::Serialize;
+
+pub use table::Table;
+
+/// How records are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
+    /// Aligned tables and lines for people.
     #[default]
     Table,
+    /// One JSON object per line.
     Json,
+    /// Graphviz (`topology` only).
     Dot,
 }
 
-/// Prints one JSON object on its own line and flushes (consumers read line by line).
-pub fn json_line<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
-    out.write_all(b"\n")?;
-    out.flush()
+/// A record with its kind as `"type"`, flattened into one JSON object.
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    rec: &'a T,
 }
 
-/// A table whose columns are as wide as their widest cell.
-pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-    /// Columns aligned right (numbers).
-    right: Vec<bool>,
+/// Where records go, and in which format.
+pub struct Printer<W: Write = std::io::Stdout> {
+    pub fmt: Format,
+    w: W,
 }
 
-impl Table {
+impl Printer {
+    /// Records to stdout.
     #[must_use]
-    pub fn new(header: &[&str]) -> Self {
+    pub fn stdout(fmt: Format) -> Self {
         Self {
-            header: header.iter().map(|h| (*h).to_owned()).collect(),
-            rows: Vec::new(),
-            right: header
-                .iter()
-                .map(|h| matches!(*h, "PACKETS" | "BYTES" | "LEN" | "IFINDEX"))
-                .collect(),
+            fmt,
+            w: std::io::stdout(),
         }
     }
+}
 
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+impl<W: Write> Printer<W> {
+    #[must_use]
+    pub fn new(fmt: Format, w: W) -> Self {
+        Self { fmt, w }
     }
 
     #[must_use]
-    pub fn render(&self) -> String {
-        let mut w: Vec<usize> = self.header.iter().map(String::len).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate() {
-                if i < w.len() {
-                    w[i] = w[i].max(c.chars().count());
-                }
-            }
-        }
-        let mut s = String::new();
-        for r in std::iter::once(&self.header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, c) in r.iter().enumerate() {
-                let width = w.get(i).copied().unwrap_or(0);
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                if self.right.get(i).copied().unwrap_or(false) {
-                    let _ = write!(line, "{c:>width$}");
-                } else if i + 1 == r.len() {
-                    line.push_str(c);
-                } else {
-                    let _ = write!(line, "{c:<width$}");
-                }
-            }
-            s.push_str(line.trim_end());
-            s.push('\n');
-        }
-        s
+    pub fn json(&self) -> bool {
+        self.fmt == Format::Json
+    }
+
+    /// One record as a JSON line tagged `kind`, flushed (consumers read line by line).
+    pub fn record<T: Serialize>(&mut self, kind: &str, rec: &T) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.w, &Tagged { kind, rec })?;
+        self.w.write_all(b"\n")?;
+        self.w.flush()
+    }
+
+    /// Text for people (written as is, flushed).
+    pub fn text(&mut self, s: &str) -> std::io::Result<()> {
+        self.w.write_all(s.as_bytes())?;
+        self.w.flush()
+    }
+
+    /// A line of text for people.
+    pub fn line(&mut self, s: &str) -> std::io::Result<()> {
+        self.w.write_all(s.as_bytes())?;
+        self.w.write_all(b"\n")?;
+        self.w.flush()
+    }
+
+    /// What was written (for tests and in-memory renders).
+    pub fn into_inner(self) -> W {
+        self.w
     }
 }
 
@@ -87,4 +115,28 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Microseconds with one decimal, from nanoseconds.
+#[must_use]
+pub fn us(ns: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let v = ns as f64 / 1e3;
+    format!("{v:.1}")
+}
+
+/// "198.18.0.2:41234 (web)" when the end is attributed, else just the address.
+#[must_use]
+pub fn labelled(addr: String, e: Option<&crate::identity::Endpoint>) -> String {
+    match e.and_then(|e| e.name.as_deref()) {
+        Some(n) => format!("{addr} ({n})"),
+        None => addr,
+    }
+}
+
+/// Whether stdout is a terminal (refreshing tables clear the screen only there).
+#[must_use]
+pub fn stdout_is_tty() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal()
 }

@@ -13,6 +13,10 @@ use std::{
     sync::Mutex,
 };
 
+// BPF_LINK_CREATE is called directly (not through aya's `SchedClassifier::attach`): the
+// links are created on many worker threads at once, each inside another namespace, from the
+// program's descriptor alone, and aya's attach needs `&mut` to the program (one thread).
+
 use aya::programs::SchedClassifier;
 
 use super::{PROG_EGRESS, PROG_INGRESS, Probe, ProbeError};
@@ -109,16 +113,10 @@ fn tcx_link(prog: RawFd, ifindex: u32, attach_type: u32) -> std::io::Result<Owne
 fn prog_fd(ebpf: &aya::Ebpf, name: &'static str) -> Result<RawFd, ProbeError> {
     let prog: &SchedClassifier = ebpf
         .program(name)
-        .ok_or_else(|| ProbeError::Kernel(format!("program {name} missing from object")))?
+        .ok_or(ProbeError::MissingProgram(name))?
         .try_into()
-        .map_err(|source| ProbeError::Program {
-            program: name,
-            source,
-        })?;
-    let fd = prog.fd().map_err(|source| ProbeError::Program {
-        program: name,
-        source,
-    })?;
+        .map_err(super::error::program_err(name))?;
+    let fd = prog.fd().map_err(super::error::program_err(name))?;
     Ok(fd.as_fd().as_raw_fd())
 }
 
@@ -131,25 +129,23 @@ struct Job<'a> {
 type Outcome = (AttachKey, Result<Pair, ProbeError>);
 
 fn run_job(job: &Job<'_>, progs: (RawFd, RawFd)) -> Vec<Outcome> {
-    let fail = |l: &Link, e: &dyn std::fmt::Display| ProbeError::Attach {
+    let fail = |l: &Link, e: std::io::Error| ProbeError::Attach {
         ifname: l.name.clone(),
         netns: job.ns.netns.name.clone(),
-        source: e.to_string().into(),
+        source: e,
     };
-    let entered = std::fs::File::open(&job.ns.netns.path).and_then(|f| {
-        // SAFETY: setns on this worker thread only (CLONE_NEWNET is per-thread).
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    });
+    // This worker thread enters the namespace (CLONE_NEWNET is per-thread).
+    let entered =
+        std::fs::File::open(&job.ns.netns.path).and_then(|f| crate::sys::netns::enter(&f));
     job.links
         .iter()
         .map(|l| {
             let key = (job.ns.netns.inode, l.ifindex);
             if let Err(e) = &entered {
-                return (key, Err(fail(l, e)));
+                return (
+                    key,
+                    Err(fail(l, std::io::Error::new(e.kind(), e.to_string()))),
+                );
             }
             let pair = tcx_link(progs.0, l.ifindex, BPF_TCX_INGRESS).and_then(|ingress| {
                 // If egress fails, dropping `ingress` rolls the ingress link back.
@@ -158,7 +154,7 @@ fn run_job(job: &Job<'_>, progs: (RawFd, RawFd)) -> Vec<Outcome> {
                     _ingress: ingress,
                 })
             });
-            (key, pair.map_err(|e| fail(l, &e)))
+            (key, pair.map_err(|e| fail(l, e)))
         })
         .collect()
 }
@@ -312,7 +308,7 @@ impl Probe {
         if ifindex >= inspector_common::flow::IFNS_SLOTS {
             return Ok(());
         }
-        let err = super::map_err(super::MAP_IFNS);
+        let err = super::error::map_err(super::MAP_IFNS);
         let hop_shift = self.hop_shift;
         let map = super::map_mut_ref(&mut self.ebpf, super::MAP_IFNS)?;
         let mut arr: aya::maps::Array<&mut aya::maps::MapData, inspector_common::flow::IfInfo> =

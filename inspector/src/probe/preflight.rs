@@ -16,19 +16,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 const CAP_PERFMON: u32 = 38;
 
-fn effective_caps() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
-}
-
 /// Privileges: loading needs `CAP_BPF` (+`CAP_PERFMON` for the helpers we use), attaching tc
 /// needs `CAP_NET_ADMIN`, entering other namespaces needs `CAP_SYS_ADMIN`.
 pub fn privileges() -> Result<(), ProbeError> {
-    let caps = effective_caps();
+    let caps = crate::sys::privilege::effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
     let mut missing = Vec::new();
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
@@ -64,10 +55,10 @@ pub fn btf() -> Result<(), ProbeError> {
 /// legacy netlink mode would leave filters behind after a SIGKILL, so we refuse it.
 pub fn tcx() -> Result<(), ProbeError> {
     let v = aya::util::KernelVersion::current()
-        .map_err(|e| ProbeError::Kernel(format!("cannot read the kernel version: {e}")))?;
+        .map_err(|e| ProbeError::KernelVersion(e.to_string()))?;
     if v >= aya::util::KernelVersion::new(6, 6, 0) {
         Ok(())
     } else {
-        Err(ProbeError::NoTcx(format!("{v:?}")))
+        Err(ProbeError::NoTcx(v))
     }
 }

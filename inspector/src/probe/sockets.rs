@@ -20,8 +20,10 @@ use aya::{
 };
 use inspector_common::SockKey;
 
-use super::{ProbeError, load_error};
-use crate::identity::SocketOwners;
+use super::{
+    ProbeError,
+    error::{load_error, program_err},
+};
 
 pub const PROGS: [(&str, CgroupSkbAttachType); 2] = [
     ("insp_sock_owner_in", CgroupSkbAttachType::Ingress),
@@ -29,18 +31,25 @@ pub const PROGS: [(&str, CgroupSkbAttachType); 2] = [
 ];
 pub const MAP_SOCKS: &str = "inspector_socks";
 
+/// Why the socket-owner programs are not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketsError {
+    #[error("no cgroup v2 hierarchy is mounted")]
+    NoCgroupV2,
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+}
+
 /// Loads both programs (attaching comes later, per cgroup).
-pub fn load(ebpf: &mut Ebpf) -> Result<(), String> {
+pub fn load(ebpf: &mut Ebpf) -> Result<(), SocketsError> {
     if crate::sys::cgroup::v2_mount().is_none() {
-        return Err("no cgroup v2 hierarchy is mounted".into());
+        return Err(SocketsError::NoCgroupV2);
     }
     for (name, _) in PROGS {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or("program missing from object")?
+        let prog: &mut CgroupSkb = super::load::program(ebpf, name)?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        prog.load().map_err(|e| load_error(name, e).to_string())?;
+            .map_err(program_err(name))?;
+        prog.load().map_err(|e| load_error(name, e))?;
     }
     Ok(())
 }
@@ -50,27 +59,23 @@ pub(super) type CgroupLinks = [Option<CgroupSkbLinkId>; 2];
 
 /// Attaches both programs to the cgroup directory `dir`.
 pub(super) fn attach(ebpf: &mut Ebpf, dir: &Path) -> Result<CgroupLinks, ProbeError> {
-    let file = std::fs::File::open(dir)
-        .map_err(|e| ProbeError::Kernel(format!("opening cgroup {}: {e}", dir.display())))?;
+    let file = std::fs::File::open(dir).map_err(|source| ProbeError::Cgroup {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let mut links: CgroupLinks = [None, None];
     for (i, (name, t)) in PROGS.into_iter().enumerate() {
         let Some(prog) = ebpf.program_mut(name) else {
             continue;
         };
-        let prog: &mut CgroupSkb = prog.try_into().map_err(|source| ProbeError::Program {
-            program: name,
-            source,
-        })?;
+        let prog: &mut CgroupSkb = prog.try_into().map_err(program_err(name))?;
         // As a bpf_link (aya makes one on 5.7+) the attachment always coexists with others;
         // the kernel refuses the ALLOW_MULTI flag on links, so `Single` is the right mode.
         match prog.attach(&file, t, CgroupAttachMode::Single) {
             Ok(id) => links[i] = Some(id),
             Err(source) => {
                 detach(ebpf, links);
-                return Err(ProbeError::Program {
-                    program: name,
-                    source,
-                });
+                return Err(program_err(name)(source));
             }
         }
     }
@@ -97,10 +102,7 @@ pub fn owners(ebpf: &Ebpf) -> Result<SocketOwners, ProbeError> {
         return Ok(out);
     };
     let m: BpfHashMap<&MapData, SockKey, u64> =
-        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-            map: MAP_SOCKS,
-            source,
-        })?;
+        BpfHashMap::try_from(map).map_err(super::error::map_err(MAP_SOCKS))?;
     for (k, cg) in m.iter().flatten() {
         let ip = match k.family {
             4 => IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3])),
@@ -114,3 +116,85 @@ pub fn owners(ebpf: &Ebpf) -> Result<SocketOwners, ProbeError> {
 
 /// Attached cgroups, by cgroup id.
 pub(super) type Attached = HashMap<u64, CgroupLinks>;
+
+/// (namespace inode, IP protocol, local address, local port) -> cgroup v2 id of the socket's
+/// owner, as the kernel recorded it. The unspecified address stands for a wildcard bind.
+#[derive(Clone, Debug, Default)]
+pub struct SocketOwners(pub HashMap<(u32, u8, IpAddr, u16), u64>);
+
+impl SocketOwners {
+    /// Records a socket. Dual-stack IPv6 sockets carry IPv4 peers as v4-mapped addresses
+    /// (and a `::` bind takes IPv4 too), so those are also filed under IPv4, where flows look.
+    pub fn insert(&mut self, netns: u32, proto: u8, ip: IpAddr, port: u16, cgroup: u64) {
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                self.0.insert((netns, proto, IpAddr::V4(v4), port), cgroup);
+                return;
+            }
+            if v6.is_unspecified() {
+                let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+                self.0.entry((netns, proto, any4, port)).or_insert(cgroup);
+            }
+        }
+        self.0.insert((netns, proto, ip, port), cgroup);
+    }
+
+    #[must_use]
+    pub fn lookup(&self, netns: u32, proto: u8, ip: IpAddr, port: u16) -> Option<u64> {
+        let any = if ip.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        self.0
+            .get(&(netns, proto, ip, port))
+            .or_else(|| self.0.get(&(netns, proto, any, port)))
+            .copied()
+    }
+}
+
+impl super::Probe {
+    /// Keeps the socket-owner programs attached to exactly the cgroups in `wanted` (id,
+    /// directory). Returns what failed, one message per cgroup.
+    pub fn watch_sockets(&mut self, wanted: &[(u64, std::path::PathBuf)]) -> Vec<String> {
+        if !self.sockets_loaded {
+            return Vec::new();
+        }
+        let keep: std::collections::HashSet<u64> = wanted.iter().map(|(id, _)| *id).collect();
+        let gone: Vec<u64> = self
+            .cgroup_links
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(l) = self.cgroup_links.remove(&id) {
+                detach(&mut self.ebpf, l);
+            }
+        }
+        let mut errors = Vec::new();
+        for (id, dir) in wanted {
+            if self.cgroup_links.contains_key(id) {
+                continue;
+            }
+            match attach(&mut self.ebpf, dir) {
+                Ok(l) => {
+                    self.cgroup_links.insert(*id, l);
+                }
+                Err(e) => errors.push(format!("socket owners in {}: {e}", dir.display())),
+            }
+        }
+        errors
+    }
+
+    /// How many cgroups the socket-owner programs watch.
+    #[must_use]
+    pub fn watched_cgroups(&self) -> usize {
+        self.cgroup_links.len()
+    }
+
+    /// Socket owners the kernel recorded.
+    pub fn socket_owners(&self) -> Result<SocketOwners, ProbeError> {
+        owners(&self.ebpf)
+    }
+}

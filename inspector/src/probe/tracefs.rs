@@ -2,7 +2,7 @@
 //! `skb:kfree_skb` record (read from its format file, never assumed) and aya needs the
 //! tracepoint's id. If tracefs is not mounted we mount it at its standard place and leave it
 //! there (as systemd does on most distributions).
-use std::{collections::BTreeMap, ffi::CString, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use super::ProbeError;
 
@@ -27,26 +27,24 @@ pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
     if std::env::var_os("INSPECTOR_TRACEFS").is_none() && populated(&legacy) {
         return Ok(legacy);
     }
-    let target = CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| ProbeError::Kernel("bad tracefs path".into()))?;
-    let fstype = CString::new("tracefs").unwrap_or_default();
-    // SAFETY: mount(2) with valid C strings.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 || !populated(&p) {
-        return Err(ProbeError::NoTracefs {
+    let mounted = nix::mount::mount(
+        Some("tracefs"),
+        &p,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+    match mounted {
+        Ok(()) if populated(&p) => Ok(p),
+        Ok(()) => Err(ProbeError::NoTracefs {
             path: p,
-            error: std::io::Error::last_os_error(),
-        });
+            error: std::io::Error::other("mounted, but it has no events/"),
+        }),
+        Err(e) => Err(ProbeError::NoTracefs {
+            path: p,
+            error: std::io::Error::from_raw_os_error(e as i32),
+        }),
     }
-    Ok(p)
 }
 
 /// The `skb:kfree_skb` record: offsets of `skbaddr` and `reason`, and the reason names.
@@ -59,14 +57,11 @@ pub struct KfreeSkbFormat {
 
 pub fn kfree_skb_format(tracefs: &std::path::Path) -> Result<KfreeSkbFormat, ProbeError> {
     let path = tracefs.join("events/skb/kfree_skb/format");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ProbeError::Kernel(format!(
-            "reading {}: {e} (tracepoint skb:kfree_skb missing?)",
-            path.display()
-        ))
-    })?;
-    parse_format(&text)
-        .ok_or_else(|| ProbeError::Kernel(format!("{}: unexpected layout", path.display())))
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(source) => return Err(ProbeError::TracepointFormat { path, source }),
+    };
+    parse_format(&text).ok_or(ProbeError::TracepointLayout(path))
 }
 
 fn field_offset(text: &str, name: &str) -> Option<u32> {

@@ -157,7 +157,7 @@ impl Services {
                 Ok(_) => {}
                 Err(e) => self
                     .warnings
-                    .push(format!("services of {}: {e:#}", node.name)),
+                    .push(format!("services of {}: {e}", node.name)),
             }
         }
         self.nodes = nodes;

@@ -18,6 +18,22 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+/// What can stop reading a node's Services; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("running {program} (installed by `cargo xtask setup`): {source}")]
+    Spawn {
+        program: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("not nft JSON output: {0}")]
+    NftJson(String),
+    #[error("no lab called '{0}' is up (see `inspector lab status`)")]
+    NoLab(String),
+}
+
 /// `base32.StdEncoding(sha256(s))` - kube-proxy's chain-name hash before truncation.
 #[must_use]
 pub fn hash32(s: &str) -> String {

@@ -6,9 +6,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
-
-use super::{ServiceTable, iptables, nft};
+use super::{ServiceTable, ServicesError, iptables, nft};
 
 /// A namespace whose service rules are read: the host's, or a lab node's.
 #[derive(Clone, Debug)]
@@ -19,29 +17,32 @@ pub struct Node {
     pub netns: Option<PathBuf>,
 }
 
-fn run(netns: Option<&Path>, program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+fn run(
+    netns: Option<&Path>,
+    program: &'static str,
+    args: &[&str],
+) -> Result<std::process::Output, ServicesError> {
+    let spawn = |source| ServicesError::Spawn { program, source };
     let mut c = match netns {
-        Some(p) => crate::sys::netns::command_in(p, program)?,
+        Some(p) => crate::sys::netns::command_in(p, program).map_err(spawn)?,
         None => Command::new(program),
     };
-    c.args(args)
-        .output()
-        .with_context(|| format!("running {program} (installed by `cargo xtask setup`)"))
+    c.args(args).output().map_err(spawn)
 }
 
 /// `iptables-save` of the nat and filter tables ("" when iptables has no rules there).
 ///
 /// # Errors
 /// iptables-save missing or failing.
-pub fn iptables_save(netns: Option<&Path>) -> anyhow::Result<String> {
+pub fn iptables_save(netns: Option<&Path>) -> Result<String, ServicesError> {
     let mut text = String::new();
     for t in ["filter", "nat"] {
         let out = run(netns, "iptables-save", &["-t", t])?;
         if !out.status.success() {
-            bail!(
-                "iptables-save -t {t} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            return Err(ServicesError::Failed {
+                command: format!("iptables-save -t {t}"),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         text.push_str(&String::from_utf8_lossy(&out.stdout));
     }
@@ -52,7 +53,7 @@ pub fn iptables_save(netns: Option<&Path>) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// nft missing, or failing for another reason than a missing table.
-pub fn nft_json(netns: Option<&Path>) -> anyhow::Result<Option<String>> {
+pub fn nft_json(netns: Option<&Path>) -> Result<Option<String>, ServicesError> {
     let out = run(netns, "nft", &["-j", "list", "table", "ip", "kube-proxy"])?;
     if out.status.success() {
         return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
@@ -61,7 +62,10 @@ pub fn nft_json(netns: Option<&Path>) -> anyhow::Result<Option<String>> {
     if err.contains("No such file or directory") || err.contains("does not exist") {
         return Ok(None);
     }
-    bail!("nft -j list table ip kube-proxy failed: {}", err.trim())
+    Err(ServicesError::Failed {
+        command: "nft -j list table ip kube-proxy".into(),
+        stderr: err.trim().to_owned(),
+    })
 }
 
 /// What kube-proxy's IPVS mode leaves on a node, if anything.
@@ -98,10 +102,10 @@ pub fn ipvs_state(netns: Option<&Path>) -> String {
 ///
 /// # Errors
 /// iptables-save or nft failing, or unreadable nft JSON.
-pub fn load(netns: Option<&Path>) -> anyhow::Result<ServiceTable> {
+pub fn load(netns: Option<&Path>) -> Result<ServiceTable, ServicesError> {
     let ipt = iptables::parse(&iptables_save(netns)?);
     let nf = match nft_json(netns)? {
-        Some(j) => nft::parse(&j).map_err(anyhow::Error::msg)?,
+        Some(j) => nft::parse(&j)?,
         None => Vec::new(),
     };
     Ok(ServiceTable::new(ipt).merged(ServiceTable::new(nf)))
@@ -115,7 +119,7 @@ pub fn nodes() -> Vec<Node> {
         netns: None,
     }];
     for rec in crate::identity::lab::LabRecord::all() {
-        let node = format!("{}-node", rec.lab);
+        let node = crate::identity::lab::node_ns(&rec.lab);
         if rec.namespaces.contains(&node) {
             v.push(Node {
                 netns: Some(crate::sys::netns::named(&node)),
@@ -124,4 +128,40 @@ pub fn nodes() -> Vec<Node> {
         }
     }
     v
+}
+
+/// One node's Services as its rules have them, and its IPVS state.
+pub struct NodeServices {
+    pub node: Node,
+    pub table: ServiceTable,
+    pub ipvs: String,
+}
+
+/// The Services of the host and every lab node, or of one lab's node.
+///
+/// # Errors
+/// A lab that is not up; rules that cannot be read.
+pub fn node_services(lab: Option<&str>) -> Result<Vec<NodeServices>, ServicesError> {
+    let all = nodes();
+    let chosen: Vec<Node> = match lab {
+        None => all,
+        Some(l) => {
+            let want = crate::identity::lab::node_ns(l);
+            let v: Vec<Node> = all.into_iter().filter(|n| n.name == want).collect();
+            if v.is_empty() {
+                return Err(ServicesError::NoLab(l.to_owned()));
+            }
+            v
+        }
+    };
+    chosen
+        .into_iter()
+        .map(|node| {
+            Ok(NodeServices {
+                table: load(node.netns.as_deref())?,
+                ipvs: ipvs_state(node.netns.as_deref()),
+                node,
+            })
+        })
+        .collect()
 }

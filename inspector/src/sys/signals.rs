@@ -38,6 +38,12 @@ impl StopFlag {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// The flag itself, for loops that take an `AtomicBool`.
+    #[must_use]
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+
     /// Raises it by hand.
     pub fn raise(&self) {
         self.0.store(true, Ordering::Relaxed);

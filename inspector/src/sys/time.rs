@@ -42,3 +42,34 @@ pub fn clock_ticks_per_sec() -> u64 {
         .filter(|v| *v > 0)
         .unwrap_or(100)
 }
+
+/// Turns the kernel's monotonic stamps into Unix time (ns), with the offset read once.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    offset: i128,
+}
+
+impl WallClock {
+    /// The offset as it is now.
+    #[must_use]
+    pub fn now() -> Self {
+        Self {
+            offset: mono_to_unix_offset(),
+        }
+    }
+
+    /// A fixed offset (tests, replays).
+    #[must_use]
+    pub const fn with_offset(offset: i128) -> Self {
+        Self { offset }
+    }
+
+    /// Unix time in ns of a monotonic stamp (0 stays 0: "never").
+    #[must_use]
+    pub fn unix_ns(&self, mono_ns: u64) -> u64 {
+        if mono_ns == 0 {
+            return 0;
+        }
+        u64::try_from(i128::from(mono_ns) + self.offset).unwrap_or(0)
+    }
+}

@@ -25,6 +25,19 @@ pub enum LinkKind {
     Other(String),
 }
 
+impl std::fmt::Display for LinkKind {
+    /// As tables and JSON write it: veth, bridge, loopback, device, or the kernel's kind.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Veth => "veth",
+            Self::Bridge => "bridge",
+            Self::Loopback => "loopback",
+            Self::Device => "device",
+            Self::Other(s) => s,
+        })
+    }
+}
+
 /// Interface counters as the kernel keeps them (`IFLA_STATS64`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LinkStats {

@@ -4,6 +4,7 @@
 pub mod links;
 pub mod names;
 pub mod netns;
+pub mod view;
 
 use std::collections::HashMap;
 

@@ -10,20 +10,7 @@ use std::{
 
 use crate::sys::netns::run_in;
 
-/// Refuses any destination outside the lab range or loopback.
-pub fn check_addr(ip: IpAddr) -> io::Result<()> {
-    let ok = match ip {
-        IpAddr::V4(a) => a.is_loopback() || (a.octets()[0] == 198 && a.octets()[1] & 0xfe == 18),
-        IpAddr::V6(a) => a.is_loopback(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "refusing to send traffic to {ip}: only 198.18.0.0/15 and loopback"
-        )))
-    }
-}
+pub use crate::net::check_traffic_addr as check_addr;
 
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -49,59 +36,30 @@ fn checksum(data: &[u8]) -> u16 {
 /// reply to ICMP, finds no ping socket and drops it (reason `NO_SOCKET`), which is true but
 /// noisy when the point is to show drops.
 pub fn ping(ns: &Path, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Result<u16> {
+    use socket2::{Domain, Protocol, Socket, Type};
     check_addr(IpAddr::V4(dst))?;
     run_in(ns, move || -> io::Result<u16> {
-        // SAFETY: socket syscalls on a descriptor we own and close.
-        let (fd, raw) = unsafe {
-            let fd = libc::socket(
-                libc::AF_INET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_ICMP,
-            );
-            if fd >= 0 {
-                (fd, false)
-            } else {
-                let fd = libc::socket(
-                    libc::AF_INET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::IPPROTO_ICMP,
-                );
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                (fd, true)
-            }
+        let (sock, raw) = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+            Ok(s) => (s, false),
+            Err(_) => (
+                Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?,
+                true,
+            ),
         };
-        let res = echo_loop(fd, raw, dst, count, timeout);
-        // SAFETY: closing the descriptor opened above.
-        unsafe { libc::close(fd) };
-        res
+        echo_loop(&sock, raw, dst, count, timeout)
     })?
 }
 
-fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -> io::Result<u16> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as i64,
-        tv_usec: i64::from(timeout.subsec_micros()),
-    };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(dst.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: setsockopt with a valid timeval.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-    }
+fn echo_loop(
+    sock: &socket2::Socket,
+    raw: bool,
+    dst: Ipv4Addr,
+    count: u16,
+    timeout: Duration,
+) -> io::Result<u16> {
+    use std::io::Read as _;
+    sock.set_read_timeout(Some(timeout))?;
+    let to = socket2::SockAddr::from(SocketAddr::new(IpAddr::V4(dst), 0));
     // A ping socket replaces the id with its own and matches replies itself.
     let id = (std::process::id() & 0xffff) as u16;
     let mut replies = 0;
@@ -112,29 +70,13 @@ fn echo_loop(fd: i32, raw: bool, dst: Ipv4Addr, count: u16, timeout: Duration) -
         pkt[6..8].copy_from_slice(&seq.to_be_bytes());
         let c = checksum(&pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
-        // SAFETY: sendto with a valid buffer and address.
-        let sent = unsafe {
-            libc::sendto(
-                fd,
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&raw const sa).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sock.send_to(&pkt, &to)?;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let mut buf = [0u8; 1500];
-            // SAFETY: recv into a buffer we own.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
+            let Ok(n) = (&*sock).read(&mut buf) else {
                 break;
-            }
-            let n = n as usize;
+            };
             let ihl = if raw {
                 usize::from(buf[0] & 0x0f) * 4
             } else {

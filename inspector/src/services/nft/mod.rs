@@ -9,369 +9,10 @@
 //! keeps 10,000 services well inside the parse budget.
 use std::{borrow::Cow, net::Ipv4Addr};
 
-use serde::Deserialize;
+use super::{Backend, ServiceEntry, ServicesError};
+use schema::{ElemPair, Obj, Scalar};
 
-use super::{Backend, ServiceEntry};
-
-#[derive(Deserialize)]
-struct Obj<'a> {
-    #[serde(borrow, default)]
-    map: Option<Map<'a>>,
-    #[serde(borrow, default)]
-    rule: Option<Rule<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Map<'a> {
-    #[serde(borrow)]
-    table: Cow<'a, str>,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    elem: Vec<ElemPair<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Rule<'a> {
-    #[serde(borrow)]
-    table: Cow<'a, str>,
-    #[serde(borrow)]
-    chain: Cow<'a, str>,
-    #[serde(borrow, default)]
-    expr: Vec<Expr<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Target<'a> {
-    #[serde(borrow)]
-    target: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct Dnat<'a> {
-    #[serde(borrow)]
-    addr: Option<Cow<'a, str>>,
-    port: Option<u16>,
-}
-
-#[derive(Deserialize)]
-struct Expr<'a> {
-    #[serde(borrow, default)]
-    jump: Option<Target<'a>>,
-    #[serde(borrow, default)]
-    goto: Option<Target<'a>>,
-    #[serde(borrow, default)]
-    dnat: Option<Dnat<'a>>,
-    #[serde(borrow, default)]
-    vmap: Option<Vmap<'a>>,
-    #[serde(borrow, rename = "match", default)]
-    matches: Option<Match<'a>>,
-}
-
-/// `{"match": {"right": ...}}`: only a string right side (a set reference) matters.
-#[derive(Deserialize)]
-struct Match<'a> {
-    #[serde(borrow, default)]
-    right: Scalar<'a>,
-}
-
-#[derive(Deserialize)]
-struct Vmap<'a> {
-    #[serde(default)]
-    key: VmapKey,
-    #[serde(borrow, default)]
-    data: VmapData<'a>,
-}
-
-#[derive(Deserialize, Default)]
-struct VmapKey {
-    #[serde(default)]
-    numgen: Option<Numgen>,
-}
-
-#[derive(Deserialize)]
-struct Numgen {
-    #[serde(rename = "mod")]
-    modulus: u64,
-}
-
-/// Skips the rest of a JSON array without building it.
-fn skip_seq<'de, A: serde::de::SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
-    while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-/// Skips the rest of a JSON object without building it.
-fn skip_map<'de, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
-    while a
-        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-        .is_some()
-    {}
-    Ok(())
-}
-
-/// A vmap's data: a named map (`"@service-ips"`, not needed) or an anonymous one whose
-/// elements are (slot, verdict) pairs.
-#[derive(Default)]
-struct VmapData<'a>(Vec<(Option<u64>, Option<Cow<'a, str>>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for VmapData<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = VmapData<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("vmap data")
-            }
-            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-                Ok(VmapData::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(VmapData::default())
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(k) = a.next_key::<&'de str>()? {
-                    if k == "set" {
-                        let pairs: Vec<Pair<'de, Scalar<'de>>> = a.next_value()?;
-                        out.extend(pairs.into_iter().map(|p| {
-                            let slot = match p.key {
-                                Some(Scalar::Num(n)) => Some(n),
-                                _ => None,
-                            };
-                            (slot, p.verdict)
-                        }));
-                    } else {
-                        a.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-                Ok(VmapData(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `[key, verdict]`: an element of a verdict map (`[{"concat": [..]}, {"goto": ..}]`) or of
-/// an anonymous vmap (`[0, {"goto": {"target": chain}}]`).
-struct Pair<'a, K> {
-    key: Option<K>,
-    verdict: Option<Cow<'a, str>>,
-}
-
-impl<'de: 'a, 'a, K: Deserialize<'de>> Deserialize<'de> for Pair<'a, K> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<K>(std::marker::PhantomData<K>);
-        impl<'de, K: Deserialize<'de>> serde::de::Visitor<'de> for V<K> {
-            type Value = Pair<'de, K>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a [key, verdict] pair")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let key = a.next_element::<K>()?;
-                let verdict = a.next_element::<Verdict<'de>>()?.and_then(|v| v.0);
-                skip_seq(a)?;
-                Ok(Pair { key, verdict })
-            }
-        }
-        d.deserialize_seq(V(std::marker::PhantomData))
-    }
-}
-
-/// `{"goto": {"target": ..}}` / `{"jump": ..}`, or a plain verdict (`{"drop": null}`,
-/// `"accept"`): the target chain, or the verdict's name.
-struct Verdict<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Verdict<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Verdict<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a verdict")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Verdict(Some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Verdict(Some(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = None;
-                while let Some(k) = a.next_key::<&'de str>()? {
-                    if k == "goto" || k == "jump" {
-                        out = Some(a.next_value::<Target<'de>>()?.target);
-                    } else {
-                        a.next_value::<serde::de::IgnoredAny>()?;
-                        if out.is_none() {
-                            out = Some(Cow::Borrowed(k));
-                        }
-                    }
-                }
-                Ok(Verdict(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A JSON value kept only if it is a string or a number (an address, protocol name, port,
-/// set reference); anything else is skipped without building it.
-#[derive(Default)]
-enum Scalar<'a> {
-    Str(Cow<'a, str>),
-    Num(u64),
-    #[default]
-    Other,
-}
-
-impl Scalar<'_> {
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Scalar::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn port(&self) -> Option<u16> {
-        match self {
-            Scalar::Num(n) => u16::try_from(*n).ok(),
-            Scalar::Str(s) => s.parse().ok(),
-            Scalar::Other => None,
-        }
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Scalar<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key part")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Scalar::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Scalar::Num(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Num))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                a: A,
-            ) -> Result<Self::Value, A::Error> {
-                skip_seq(a)?;
-                Ok(Scalar::Other)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                a: A,
-            ) -> Result<Self::Value, A::Error> {
-                skip_map(a)?;
-                Ok(Scalar::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A map element's key: `{"concat": [..]}`, `{"elem": {"val": .., "comment": ..}}`, or a
-/// scalar.
-struct ElemKey<'a> {
-    parts: Vec<Scalar<'a>>,
-    comment: Option<Cow<'a, str>>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for ElemKey<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ElemKey<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map element key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(ElemKey::one(Scalar::Str(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ElemKey::one(Scalar::Str(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(ElemKey::one(Scalar::Num(v)))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = ElemKey::one(Scalar::Other);
-                out.parts.clear();
-                while let Some(k) = a.next_key::<&'de str>()? {
-                    match k {
-                        "concat" => out.parts = a.next_value()?,
-                        "elem" => {
-                            let inner: ElemKey<'de> = a.next_value()?;
-                            out.parts = inner.parts;
-                            out.comment = inner.comment;
-                        }
-                        "val" => out.parts = a.next_value::<ElemKey<'de>>()?.parts,
-                        "comment" => out.comment = Some(a.next_value()?),
-                        _ => {
-                            a.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// An element of a verdict map.
-type ElemPair<'a> = Pair<'a, ElemKey<'a>>;
-
-impl<'a> ElemKey<'a> {
-    fn one(s: Scalar<'a>) -> Self {
-        Self {
-            parts: vec![s],
-            comment: None,
-        }
-    }
-}
-
-impl ElemPair<'_> {
-    fn parts(&self) -> &[Scalar<'_>] {
-        self.key.as_ref().map_or(&[], |k| k.parts.as_slice())
-    }
-
-    fn comment(&self) -> Option<&str> {
-        self.key.as_ref().and_then(|k| k.comment.as_deref())
-    }
-}
+mod schema;
 
 /// `service-HASH8-ns/name/proto/port` -> (ns, name, proto, port name).
 fn names(chain: &str) -> Option<(String, String, String, String)> {
@@ -530,12 +171,12 @@ impl<'de> serde::de::Visitor<'de> for ListSeed<'_, 'de> {
 }
 
 /// Walks one JSON document into an [`Acc`].
-fn walk(json: &str) -> Result<Acc<'_>, String> {
+fn walk(json: &str) -> Result<Acc<'_>, ServicesError> {
     let mut acc = Acc::default();
     let mut de = serde_json::Deserializer::from_str(json);
     serde::de::DeserializeSeed::deserialize(DocSeed(&mut acc), &mut de)
         .and_then(|()| de.end())
-        .map_err(|e| format!("not nft JSON output: {e}"))?;
+        .map_err(|e| ServicesError::NftJson(e.to_string()))?;
     Ok(acc)
 }
 
@@ -553,7 +194,7 @@ fn split(json: &str) -> Option<(&str, &str)> {
 }
 
 /// Walks a run of comma-separated objects (part of the top-level list).
-fn walk_objects(mut text: &str) -> Result<Acc<'_>, String> {
+fn walk_objects(mut text: &str) -> Result<Acc<'_>, ServicesError> {
     let mut acc = Acc::default();
     loop {
         text = text.trim_start();
@@ -563,7 +204,7 @@ fn walk_objects(mut text: &str) -> Result<Acc<'_>, String> {
         let mut it = serde_json::Deserializer::from_str(text).into_iter::<Obj<'_>>();
         match it.next() {
             Some(Ok(o)) => acc.add(o),
-            Some(Err(e)) => return Err(format!("not nft JSON output: {e}")),
+            Some(Err(e)) => return Err(ServicesError::NftJson(e.to_string())),
             None => return Ok(acc),
         }
         let used = it.byte_offset();
@@ -600,12 +241,12 @@ impl Acc<'_> {
 ///
 /// # Errors
 /// Text that is not nft's JSON.
-pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, String> {
+pub fn parse(json: &str) -> Result<Vec<ServiceEntry>, ServicesError> {
     parse_with(json, 1 << 20)
 }
 
 /// [`parse`], splitting the walk over two threads above `split_above` bytes.
-fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, String> {
+fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, ServicesError> {
     // Big dumps: the top-level list is cut in two at a rule object near the middle and each
     // half walked on its own thread (the walk is most of the time). Both borrow the text.
     let acc = match (json.len() > split_above).then(|| split(json)).flatten() {
@@ -614,9 +255,9 @@ fn parse_with(json: &str, split_above: usize) -> Result<Vec<ServiceEntry>, Strin
             let second = walk_objects(b)?;
             let mut first = t
                 .join()
-                .map_err(|_| "parser thread panicked".to_owned())??;
+                .map_err(|_| ServicesError::NftJson("parser thread panicked".into()))??;
             first.merge(second);
-            Ok::<_, String>(first)
+            Ok::<_, ServicesError>(first)
         })?,
         None => walk(json)?,
     };
@@ -775,7 +416,7 @@ mod tests {
 
     /// `nft -j list ruleset` of the rules `rules::nftables` wrote (nft 1.0.6): two services
     /// (one with a `NodePort`, one with `ClientIP` affinity) and one without endpoints.
-    const SAMPLE: &str = include_str!("../../testdata/kube-proxy/nft-sample.json");
+    const SAMPLE: &str = include_str!("../../../testdata/kube-proxy/nft-sample.json");
 
     #[test]
     fn nft_json_sample() {

@@ -1,0 +1,72 @@
+//! `inspector bench`: the same workloads over every network mode, side by side (the
+//! default, `modes`); and `overhead`, `scale`, `services`, `pipeline`. See
+//! docs/benchmarks.md and docs/overhead.md. Vocabulary shared by all: `--repeat` (how many
+//! times everything runs), `--run-secs` (one run's length), `--workloads` (rr, crr, stream,
+//! udp-rr, udp-flood).
+mod modes;
+mod overhead;
+mod pipeline;
+mod scale;
+mod services;
+
+use super::args::Form;
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: Option<What>,
+    /// Without a subcommand: `bench modes`.
+    #[command(flatten)]
+    pub modes: modes::Args,
+    /// Output format: aligned table, or JSON (one document for `modes`, one object per
+    /// line for the others).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub output: Form,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum What {
+    /// The same workloads over each network mode (host, bridge, container, none, published
+    /// port, a Service's cluster IP through kube-proxy iptables and nftables at
+    /// 1/1,000/10,000 Services), interleaved over repetitions; medians, spread, per-hop
+    /// in-kernel time. The default.
+    Modes(modes::Args),
+    /// The small-packet UDP flood, TCP request/response and a TCP stream with no observer,
+    /// with the inspector and with tcpdump, interleaved; medians and ratios.
+    Overhead(overhead::Args),
+    /// Identity resolution and attach time for N workloads (a lab of N bridge-mode
+    /// namespaces with veth pairs and cgroups); medians over repetitions.
+    Scale(scale::Args),
+    /// The userspace event pipeline (decode, filter, stitch, per-hop histograms) fed by a
+    /// synthetic producer: events/s on one core, and loss at a paced rate through a ring of
+    /// the kernel ring's size.
+    Pipeline(pipeline::Args),
+    /// Parse time of kube-proxy's rules for N Services x M endpoints (iptables-save text and
+    /// nft JSON, programmed into a scratch namespace and dumped back); medians over
+    /// repetitions.
+    Services(services::Args),
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let fmt = a.output.into();
+    match &a.what {
+        Some(What::Overhead(o)) => overhead::run(o, fmt),
+        Some(What::Scale(s)) => scale::run(s, fmt),
+        Some(What::Services(s)) => services::run(s, fmt),
+        Some(What::Pipeline(p)) => pipeline::run(p, fmt),
+        Some(What::Modes(m)) => modes::run(m, fmt),
+        None => modes::run(&a.modes, fmt),
+    }
+}
+
+/// `--repeat`, or the old `--rounds` (with its note); at least 1.
+fn repeat(new: Option<u16>, old: Option<u16>, default: u16) -> usize {
+    usize::from(super::args::renamed(new, old, ("--rounds", "--repeat"), default).max(1))
+}

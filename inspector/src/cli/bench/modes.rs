@@ -1,0 +1,138 @@
+//! `inspector bench [modes]`: flags, progress bar, report (table / JSON) and SVG charts.
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::{
+    bench::{
+        BenchError, Workload,
+        loadgen::Cpus,
+        modes::{self, Report},
+    },
+    cli::args::{self, parse_secs, parse_secs_or_zero},
+    output::{self, Format, Printer, progress::Progress},
+    sys::signals::StopFlag,
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Modes, comma-separated: host, bridge, container, none, dnat (bridge + published
+    /// port), iptables, nftables (cluster IP at each --services count), iptables-N,
+    /// nftables-N, clusterip (both), all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub modes: Vec<String>,
+    /// Service counts for the iptables / nftables modes (the target Service is the last).
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
+    pub services: Vec<u32>,
+    /// Workloads, comma-separated: rr, crr, stream, udp-rr.
+    #[arg(long, value_delimiter = ',', default_value = "rr,crr,stream,udp-rr")]
+    pub workloads: Vec<String>,
+    /// Seconds of each measured run (after a 0.3 s warm-up).
+    #[arg(long, value_parser = parse_secs)]
+    pub run_secs: Option<f64>,
+    /// The old spelling of --run-secs.
+    #[arg(long, hide = true, value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Repetitions; every repetition runs every workload over every mode.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub repeat: u16,
+    /// Seconds of the traced rr run per mode that gives the per-hop times (0: skip it).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_secs_or_zero)]
+    pub hops_secs: f64,
+    /// CPUs of the client and the server threads, CLIENT,SERVER. The default puts both on
+    /// CPU 0: the path's own cost, not the cost of waking a thread on another CPU (an IPI,
+    /// ~90 us per transaction in this kind of VM, which drowns the differences between
+    /// modes). `0,1` measures with that wake-up included.
+    #[arg(long, default_value = "0,0", value_parser = parse_cpus)]
+    pub cpus: Cpus,
+    /// Do not run anything: show a report saved with `-o json` (as a table, or as charts
+    /// with --svg).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Write SVG charts into this directory (latency by mode, throughput by mode,
+    /// connection setup vs Services).
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+}
+
+fn parse_cpus(s: &str) -> Result<Cpus, String> {
+    let n = crate::sys::cpu::count();
+    let cpu = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|c| *c < n)
+            .ok_or_else(|| {
+                format!(
+                    "--cpus '{s}': '{x}' is not a CPU of this machine (0..{})",
+                    n - 1
+                )
+            })
+    };
+    let (c, v) = s
+        .split_once(',')
+        .ok_or_else(|| format!("--cpus '{s}' must be CLIENT,SERVER (e.g. 0,0 or 0,1)"))?;
+    Ok(Cpus {
+        client: cpu(c)?,
+        server: cpu(v)?,
+    })
+}
+
+pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+    if let Some(f) = &a.from {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--from: cannot read {}", f.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--from: {} is not a bench report: {e}", f.display()))?;
+        return show(&report, a, fmt);
+    }
+    crate::probe::preflight::privileges()?;
+    if a.services
+        .iter()
+        .any(|&n| !(1..=modes::MAX_SERVICES).contains(&n))
+    {
+        anyhow::bail!("--services: each count must be 1..{}", modes::MAX_SERVICES);
+    }
+    let mode_list = modes::parse_modes(&a.modes, &a.services).map_err(BenchError::Input)?;
+    let mut workloads = Vec::new();
+    for w in &a.workloads {
+        match Workload::parse(w).map_err(BenchError::Input)? {
+            (Workload::UdpFlood, _) => anyhow::bail!(
+                "workload 'udp-flood' is for `bench overhead`: over the modes use rr, crr, stream or udp-rr"
+            ),
+            (w, note) => {
+                if let Some(n) = note {
+                    eprintln!("inspector: note: {n}");
+                }
+                if !workloads.contains(&w) {
+                    workloads.push(w);
+                }
+            }
+        }
+    }
+    if let Some(dir) = &a.svg {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--svg: cannot create {}", dir.display()))?;
+    }
+    let opts = modes::Options {
+        modes: mode_list,
+        workloads,
+        run_secs: args::renamed(a.run_secs, a.duration, ("--duration", "--run-secs"), 3.0),
+        repeat: usize::from(a.repeat),
+        hops_secs: a.hops_secs,
+        cpus: a.cpus,
+        stop: StopFlag::register()?,
+    };
+    let mut bar = Progress::default();
+    let report = modes::run(&opts, |d, t, w| bar.show(d, t, w))?;
+    show(&report, a, fmt)
+}
+
+fn show(report: &Report, a: &Args, fmt: Format) -> anyhow::Result<()> {
+    if let Some(dir) = &a.svg {
+        let files = output::charts::write(report, dir)?;
+        eprintln!("inspector: charts: {}", files.join(", "));
+    }
+    output::bench_modes::render(&mut Printer::stdout(fmt), report)?;
+    Ok(())
+}

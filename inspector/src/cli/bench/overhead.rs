@@ -1,0 +1,96 @@
+//! `inspector bench overhead`: what the inspector costs next to no observer and tcpdump.
+use crate::{
+    bench::{BenchError, Workload, overhead},
+    cli::args::{self, parse_secs},
+    output::{self, Format, Printer},
+    sys::signals::StopFlag,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Repetitions (each runs every observer once); medians are over repetitions.
+    #[arg(long)]
+    pub repeat: Option<u16>,
+    /// The old spelling of --repeat.
+    #[arg(long, hide = true)]
+    pub rounds: Option<u16>,
+    /// Seconds of each measured run.
+    #[arg(long, value_parser = parse_secs)]
+    pub run_secs: Option<f64>,
+    /// The old spelling of --run-secs.
+    #[arg(long, hide = true, value_parser = parse_secs)]
+    pub secs: Option<f64>,
+    /// Workloads, comma-separated: udp-flood, rr, stream (crr and udp-rr too).
+    #[arg(long, value_delimiter = ',', default_value = "udp-flood,rr,stream")]
+    pub workloads: Vec<String>,
+    /// Extra argument for the observed `inspector flows` (repeatable), e.g.
+    /// `--inspector-arg=--no-drops`.
+    #[arg(long = "inspector-arg", allow_hyphen_values = true)]
+    pub inspector_args: Vec<String>,
+    /// The flood's receiver busy-polls instead of sleeping between batches: removes the
+    /// wake-up IPIs that make the sender's rate swing, and shows per-packet cost more plainly.
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// Also observe with `inspector flows --latency` (per-hop times kept in the kernel) and
+    /// with `--latency-from events` (an event per packet per hop, stitched in userspace), and
+    /// report what each adds per hop.
+    #[arg(long)]
+    pub per_hop: bool,
+    /// Turn the kernel's BPF run-time statistics on for the run (restored after) and report
+    /// the tc programs' own run time per run (they add ~50 ns of accounting to each).
+    #[arg(long)]
+    pub bpf_stats: bool,
+}
+
+pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+    crate::probe::preflight::privileges()?;
+    let mut workloads = Vec::new();
+    for w in &a.workloads {
+        let (w, note) = Workload::parse(w).map_err(BenchError::Input)?;
+        if let Some(n) = note {
+            eprintln!("inspector: note: {n}");
+        }
+        if !workloads.contains(&w) {
+            workloads.push(w);
+        }
+    }
+    let opts = overhead::Options {
+        repeat: super::repeat(a.repeat, a.rounds, 5),
+        run_secs: args::renamed(a.run_secs, a.secs, ("--secs", "--run-secs"), 3.0),
+        workloads,
+        inspector_args: a.inspector_args.clone(),
+        busy_poll: a.busy_poll,
+        per_hop: a.per_hop,
+        bpf_stats: a.bpf_stats,
+        stop: StopFlag::register()?,
+    };
+    eprintln!(
+        "inspector: bench overhead: {} repetitions x {} observers x {} workloads x {:.1} s",
+        opts.repeat,
+        opts.observers().len(),
+        opts.workloads.len(),
+        opts.run_secs
+    );
+    let mut p = Printer::stdout(fmt);
+    let (_, summary) = overhead::run(&opts, |s| {
+        if p.json() {
+            let _ = p.record("overhead_sample", s);
+        } else {
+            eprintln!(
+                "  repetition {} {:<9} {:<20} {:>14.2} {}",
+                s.repetition + 1,
+                s.workload.name(),
+                s.observer.name(),
+                s.value,
+                s.unit
+            );
+        }
+    })?;
+    let per_hop = if a.per_hop {
+        overhead::per_hop(&summary)
+    } else {
+        Vec::new()
+    };
+    output::bench::overhead(&mut p, &summary, &per_hop, &overhead::targets(&summary))?;
+    Ok(())
+}

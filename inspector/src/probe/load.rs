@@ -1,0 +1,170 @@
+//! Loading: preflight checks, kernel struct offsets and the drop tracepoint's layout into the
+//! load-time configuration, map sizes, then each program (the verifier's log on refusal).
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, TracePoint},
+};
+use inspector_common::config::{FLAG_EVENTS, FLAG_HOPTIME, FLAG_NETNS};
+
+use super::{
+    MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN, PROG_DROPS, PROG_EGRESS,
+    PROG_INGRESS, Probe, ProbeError, ProbeOptions, STACK_HOOKS, btf, clock,
+    error::{load_error, program_err},
+    preflight, sockets, tracefs,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
+
+impl Probe {
+    /// Checks privileges and kernel features, then loads (but does not attach) the programs.
+    pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        preflight::privileges()?;
+        preflight::btf()?;
+        preflight::tcx()?;
+        let mut config = opts.config;
+        let off = btf::kernel_offsets(&preflight::btf_path())?;
+        config.off_skb_dev = off.skb_dev;
+        config.off_dev_net = off.dev_net;
+        config.off_net_inum = off.net_inum;
+        config.off_dev_ifindex = off.dev_ifindex;
+        config.off_skb_head = off.skb_head;
+        config.off_skb_nh = off.skb_nh;
+        config.off_skb_mac = off.skb_mac;
+        config.off_skb_tail = off.skb_tail;
+        config.off_skb_len = off.skb_len;
+        config.off_skb_proto = off.skb_proto;
+        config.off_skb_sk = off.skb_sk;
+        config.off_sk_net = off.sk_net;
+        config.flags |= FLAG_NETNS;
+        let mut drop_reasons = std::collections::BTreeMap::new();
+        if opts.drops {
+            let path = tracefs::ensure_mounted()?;
+            let fmt = tracefs::kfree_skb_format(&path)?;
+            config.off_tp_skbaddr = fmt.off_skbaddr;
+            config.off_tp_reason = fmt.off_reason;
+            config.off_tp_location = fmt.off_location;
+            // Names from the running kernel's BTF (`enum skb_drop_reason`); the format
+            // file's symbol table only if BTF lacks the enum.
+            drop_reasons = btf::drop_reasons(&preflight::btf_path()).unwrap_or(fmt.reasons);
+        }
+        let events = config.flags & FLAG_EVENTS != 0;
+        let ring = if events { opts.ring_bytes } else { 4096 };
+        // A wake-up per 1/16 of the ring per CPU (records are the event plus an 8-byte header).
+        let record = (std::mem::size_of::<inspector_common::PacketEvent>() + 8) as u32;
+        config.ring_wake_events = (ring / 16 / record).max(1);
+        // Per-hop timing's tables take ~0.6 MB per CPU: one entry each when it is off.
+        let (seen, hist) = if config.flags & FLAG_HOPTIME != 0 {
+            // Histograms: one block of slots per possible CPU (the programs index by CPU
+            // number). Packets: one table, a power of two, larger with more CPUs.
+            let cpus =
+                u32::try_from(aya::util::nr_cpus().map_err(|(_, e)| ProbeError::PossibleCpus(e))?)
+                    .unwrap_or(1);
+            let seen = inspector_common::hop::HOP_SEEN_SLOTS * cpus.next_power_of_two();
+            config.hop_seen_mask = seen - 1;
+            (seen, inspector_common::hop::HOP_HIST_SLOTS * cpus)
+        } else {
+            (1, 1)
+        };
+        let level = opts.kernel_log.map_or(0u8, |l| l as u8);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(inspector_common::config::CONFIG_GLOBAL, &config, true)
+            .override_global(aya_log::LEVEL, &level, true)
+            .map_max_entries(MAP_HOP_SEEN, seen)
+            .map_max_entries(MAP_HOP_HIST, hist)
+            .map_max_entries(MAP_EVENTS, ring)
+            .map_max_entries(MAP_FLOWS, opts.flow_entries)
+            .map_max_entries(MAP_FLOWS4, opts.flow_entries)
+            .load(OBJECT)?;
+        // The log ring is read from before any program can write to it.
+        let logger = match opts.kernel_log {
+            Some(_) => Some(super::log::KernelLogger::new(&mut ebpf)?),
+            None => None,
+        };
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?
+                .try_into()
+                .map_err(program_err(name))?;
+            prog.load().map_err(|e| load_error(name, e))?;
+        }
+        if opts.drops {
+            let prog: &mut TracePoint = program(&mut ebpf, PROG_DROPS)?
+                .try_into()
+                .map_err(program_err(PROG_DROPS))?;
+            prog.load().map_err(|e| load_error(PROG_DROPS, e))?;
+            prog.attach("skb", "kfree_skb")
+                .map_err(program_err(PROG_DROPS))?;
+        }
+        let mut warnings = Vec::new();
+        if opts.stack_hooks {
+            warnings.extend(load_stack_hooks(&mut ebpf));
+        }
+        let mut sockets_loaded = false;
+        if opts.sockets {
+            match sockets::load(&mut ebpf) {
+                Ok(()) => sockets_loaded = true,
+                Err(e) => warnings.push(format!(
+                    "socket owners are not recorded ({e}): flows in namespaces shared by \
+                     several containers, and host-mode containers, are not attributed"
+                )),
+            }
+        }
+        Ok(Self {
+            clock: std::cell::RefCell::new(clock::JiffiesClock::new(
+                1_000_000_000 / clock::kernel_hz(),
+            )),
+            ebpf,
+            links: std::collections::HashMap::new(),
+            drop_reasons,
+            warnings,
+            fast_attach: opts.fast_attach,
+            hop_shift: 0,
+            sockets_loaded,
+            cgroup_links: sockets::Attached::new(),
+            logger,
+        })
+    }
+}
+
+/// A program of the object by name.
+pub(super) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::Program, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))
+}
+
+/// Loads and attaches the stack's tracepoint programs; one warning per hook that could not
+/// be (what is lost and why).
+fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => {
+            return vec![format!(
+                "the stack's packet tracepoints (net_dev_queue, net_dev_start_xmit, \
+                 netif_receive_skb) are not traced: reading the kernel's BTF failed ({e}); \
+                 hops show tc only"
+            )];
+        }
+    };
+    let mut warnings = Vec::new();
+    for (prog, tp, lost) in STACK_HOOKS {
+        let r = (|| -> Result<(), String> {
+            let p: &mut aya::programs::BtfTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing from object"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            p.load(tp, &btf).map_err(|e| e.to_string())?;
+            p.attach().map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            warnings.push(format!(
+                "tp_btf/{tp} is not traced ({e}): hops lack {lost}; run on a kernel with \
+                 BTF-enabled raw tracepoints (Linux 5.5+) to see it"
+            ));
+        }
+    }
+    warnings
+}

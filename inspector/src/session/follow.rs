@@ -1,0 +1,208 @@
+//! Keeping the attachments in step with the node: every rescan attaches to interfaces that
+//! appeared (new namespaces, new veths) and lets go of ones that vanished, without a restart.
+use std::collections::HashSet;
+
+use super::Session;
+use crate::{
+    probe::{AttachKey, ProbeError},
+    topology::{self, Link, LinkKind, NsView},
+};
+
+/// Which interfaces to attach to.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Only these namespaces (inodes); empty = all.
+    pub netns: Vec<u64>,
+    /// Only interfaces with these names (any kind); empty = by kind (below).
+    pub interfaces: Vec<String>,
+    /// Also loopback devices.
+    pub lo: bool,
+    /// Also devices with no rtnetlink kind (physical NICs).
+    pub devices: bool,
+    /// Every interface, whatever its kind.
+    pub all: bool,
+}
+
+impl Selection {
+    #[must_use]
+    pub fn wants_ns(&self, inode: u64) -> bool {
+        self.netns.is_empty() || self.netns.contains(&inode)
+    }
+
+    /// Default: veths, bridges and bridge ports; `lo`/devices/everything when asked; named
+    /// interfaces (any kind) when `interfaces` is set.
+    #[must_use]
+    pub fn wants_link(&self, ns: &NsView, l: &Link) -> bool {
+        if !self.interfaces.is_empty() {
+            return self.interfaces.contains(&l.name);
+        }
+        if self.all {
+            return true;
+        }
+        let is_bridge_port = l.master.is_some_and(|m| {
+            ns.links
+                .iter()
+                .any(|b| b.ifindex == m && b.kind == LinkKind::Bridge)
+        });
+        match &l.kind {
+            LinkKind::Veth | LinkKind::Bridge => true,
+            LinkKind::Loopback => self.lo,
+            LinkKind::Device => self.devices || is_bridge_port,
+            LinkKind::Other(_) => is_bridge_port,
+        }
+    }
+}
+
+/// One change made by a reconcile, for the log.
+#[derive(Debug)]
+pub enum Change {
+    Attached {
+        netns: String,
+        ifname: String,
+        ifindex: u32,
+    },
+    Detached {
+        netns: String,
+        ifname: String,
+        ifindex: u32,
+    },
+    Failed(ProbeError),
+    /// Something else worth saying once (a runtime that stopped answering, a recreated
+    /// interface the kernel-side filter still names by its old ifindex).
+    Note(String),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Attached {
+                netns,
+                ifname,
+                ifindex,
+            } => write!(
+                f,
+                "attached {netns}/{ifname} (ifindex {ifindex}) ingress+egress"
+            ),
+            Self::Detached {
+                netns,
+                ifname,
+                ifindex,
+            } => write!(f, "detached {netns}/{ifname} (ifindex {ifindex}): gone"),
+            Self::Failed(e) => write!(f, "warning: {e}"),
+            Self::Note(m) => write!(f, "warning: {m}"),
+        }
+    }
+}
+
+impl Change {
+    /// Whether this is a warning (shown even when attach changes are not).
+    #[must_use]
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Self::Failed(_) | Self::Note(_))
+    }
+}
+
+impl Session {
+    /// Rescans the node and brings the attachments in line with it: new interfaces are
+    /// attached, vanished ones let go; identity and socket-owner watching are refreshed and
+    /// lifecycle events collected (when followed).
+    pub fn reconcile(&mut self) -> Vec<Change> {
+        let selection = &self.selection;
+        let topo = topology::scan_where(&mut self.cache, |inode| selection.wants_ns(inode));
+        self.names.learn(&topo);
+
+        let mut changes = Vec::new();
+        let mut wanted: HashSet<AttachKey> = HashSet::new();
+        let mut todo: Vec<(&NsView, Vec<&Link>)> = Vec::new();
+        for ns in &topo.namespaces {
+            let links: Vec<&Link> = ns
+                .links
+                .iter()
+                .filter(|l| self.selection.wants_link(ns, l))
+                .collect();
+            wanted.extend(links.iter().map(|l| (ns.netns.inode, l.ifindex)));
+            todo.push((ns, links));
+        }
+        for r in self.probe.attach_many(&todo) {
+            match r {
+                Ok(key) => changes.push(self.attach_change(key, true)),
+                Err(e) => {
+                    if self.reported.insert(e.to_string()) {
+                        changes.push(Change::Failed(e));
+                    }
+                }
+            }
+        }
+        let gone: Vec<AttachKey> = self
+            .probe
+            .attached()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.probe.detach(key);
+            changes.push(self.attach_change(key, false));
+        }
+        changes.extend(self.identity.refresh().into_iter().map(Change::Note));
+        let identity = &self.identity.identity;
+        let owners: Vec<(u64, std::path::PathBuf)> = identity
+            .live()
+            .iter()
+            .filter(|w| w.needs_socket_owner(identity))
+            .flat_map(|w| w.cgroups.iter().copied().zip(w.cgroup_dirs.iter().cloned()))
+            .collect();
+        for e in self.probe.watch_sockets(&owners) {
+            if self.reported.insert(e.clone()) {
+                changes.push(Change::Note(e));
+            }
+        }
+        // The first scan is the starting point, not news.
+        if let Some(l) = self.lifecycle.as_mut()
+            && !self.topology.namespaces.is_empty()
+        {
+            let ev =
+                crate::identity::lifecycle::diff(&self.topology, &topo, &self.identity.identity);
+            let ready = l.namer.ready(ev, &self.identity.identity, &topo, 4);
+            l.events.extend(ready);
+        }
+        self.topology = topo;
+        if let Some(note) = self.recreated_pin(&changes) {
+            changes.push(note);
+        }
+        changes
+    }
+
+    fn attach_change(&self, key: AttachKey, attached: bool) -> Change {
+        let netns = self.names.netns_name(key.0).unwrap_or("?").to_owned();
+        let ifname = self.names.ifname(key).unwrap_or("?").to_owned();
+        if attached {
+            Change::Attached {
+                netns,
+                ifname,
+                ifindex: key.1,
+            }
+        } else {
+            Change::Detached {
+                netns,
+                ifname,
+                ifindex: key.1,
+            }
+        }
+    }
+
+    /// A warning when the one filtered interface was recreated under another ifindex: the
+    /// load-time filter still names the old one, so its events would be missed.
+    fn recreated_pin(&self, changes: &[Change]) -> Option<Change> {
+        let (name, ifindex) = self.pinned.as_ref()?;
+        changes.iter().find_map(|c| match c {
+            Change::Attached {
+                ifname,
+                ifindex: now,
+                ..
+            } if ifname == name && now != ifindex => Some(Change::Note(format!(
+                "{name} was recreated (ifindex {ifindex} -> {now}); restart to trace it"
+            ))),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! Per-hop latency as a session measures it: from the kernel's own histograms (with the
+//! auto sampling controller that keeps timing cheap under load), or from per-packet events
+//! stitched and aggregated here (`--latency-from events`).
+use std::{
+    os::fd::BorrowedFd,
+    time::{Duration, Instant},
+};
+
+use inspector_common::{PacketEvent, Stat};
+use serde::Serialize;
+
+use super::{Measure, Sampling, Session, SessionError};
+use crate::{
+    flows::{
+        FlowRecord,
+        filter::Filter,
+        hops::{self, Aggregator, LatencyRow},
+        path::hook_label,
+    },
+    probe::{EventReader, Probe},
+};
+
+/// How often auto sampling looks at the timed rate.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Packets seen by the event aggregator are closed once first seen this long ago.
+const EVENTS_IDLE_NS: u64 = 200_000_000;
+
+/// Which sampling rates per-hop timing used (`type: "latency_sampling"`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplingReport {
+    pub auto: bool,
+    /// Each rate used, as "1 in N".
+    pub timed_one_in: Vec<u32>,
+}
+
+/// A change of the auto sampling rate, for the log.
+#[derive(Clone, Copy, Debug)]
+pub struct RateChange {
+    pub one_in: u32,
+    pub timed_per_sec: f64,
+}
+
+impl std::fmt::Display for RateChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "per-hop timing (auto): 1 packet in {} from now ({:.0} timed hops/s, budget {:.0})",
+            self.one_in,
+            self.timed_per_sec,
+            hops::TIMED_PER_SEC
+        )
+    }
+}
+
+/// The auto sampling controller.
+pub(super) struct Auto {
+    shift: u32,
+    /// When the timed count was last read, and its value then.
+    last: (Instant, u64),
+}
+
+pub(super) enum Latency {
+    Kernel {
+        auto: Option<Auto>,
+        shifts: Vec<u32>,
+    },
+    Events {
+        ring: EventReader,
+        agg: Box<Aggregator>,
+        batch: Vec<PacketEvent>,
+    },
+}
+
+impl Latency {
+    pub(super) fn start(probe: &mut Probe, m: Measure) -> Result<Option<Self>, SessionError> {
+        Ok(match m {
+            Measure::HopTiming {
+                sample: Sampling::Auto,
+                ..
+            } => {
+                probe.set_hop_shift(0)?;
+                Some(Self::Kernel {
+                    auto: Some(Auto {
+                        shift: 0,
+                        last: (Instant::now(), 0),
+                    }),
+                    shifts: vec![0],
+                })
+            }
+            Measure::HopTiming {
+                sample: Sampling::Shift(s),
+                ..
+            } => Some(Self::Kernel {
+                auto: None,
+                shifts: vec![s],
+            }),
+            Measure::LatencyFromEvents { .. } => Some(Self::Events {
+                ring: probe.take_events()?,
+                agg: Box::default(),
+                batch: Vec::with_capacity(4096),
+            }),
+            Measure::Flows | Measure::Events { .. } => None,
+        })
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Self::Events { ring, .. } => Some(ring.fd()),
+            Self::Kernel { .. } => None,
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        match self {
+            Self::Events { .. } => Some(Instant::now() + EventReader::POLL),
+            Self::Kernel { auto: Some(a), .. } => Some(a.last.0 + SAMPLE_EVERY),
+            Self::Kernel { auto: None, .. } => None,
+        }
+    }
+
+    /// Drains events into the aggregator (closing packets first seen 200 ms ago; all of
+    /// them when `all`), or runs the auto sampling controller when due.
+    fn tick(
+        &mut self,
+        probe: &mut Probe,
+        filter: &Filter,
+        all: bool,
+    ) -> Result<Option<RateChange>, SessionError> {
+        match self {
+            Self::Events { ring, agg, batch } => {
+                loop {
+                    batch.clear();
+                    if ring.drain_into(batch, 4096) == 0 {
+                        break;
+                    }
+                    for ev in batch.iter().filter(|ev| filter.matches(&ev.key)) {
+                        agg.push(ev);
+                    }
+                }
+                if all {
+                    agg.close_quiet(0, 0);
+                } else {
+                    agg.close_quiet(crate::sys::time::mono_now_ns(), EVENTS_IDLE_NS);
+                }
+                Ok(None)
+            }
+            Self::Kernel {
+                auto: Some(a),
+                shifts,
+            } if a.last.0.elapsed() >= SAMPLE_EVERY => {
+                let timed = probe.stats()?[Stat::HopTimed as usize];
+                let secs = a.last.0.elapsed().as_secs_f64();
+                #[expect(clippy::cast_precision_loss, reason = "a rate")]
+                let per_sec = timed.saturating_sub(a.last.1) as f64 / secs;
+                a.last = (Instant::now(), timed);
+                let next = hops::auto_shift(a.shift, per_sec, hops::TIMED_PER_SEC);
+                if next == a.shift {
+                    return Ok(None);
+                }
+                a.shift = next;
+                probe.set_hop_shift(next)?;
+                if !shifts.contains(&next) {
+                    shifts.push(next);
+                }
+                Ok(Some(RateChange {
+                    one_in: 1 << next,
+                    timed_per_sec: per_sec,
+                }))
+            }
+            Self::Kernel { .. } => Ok(None),
+        }
+    }
+}
+
+impl Session {
+    /// Descriptors a front-end's wait should include (the event ring of latency from events,
+    /// the kernel log).
+    #[must_use]
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.latency
+            .as_ref()
+            .and_then(Latency::fd)
+            .into_iter()
+            .chain(self.probe.kernel_log_fd())
+            .collect()
+    }
+
+    /// When the session next wants [`Session::tick`] called (None: only on its descriptors).
+    #[must_use]
+    pub fn next_due(&self) -> Option<Instant> {
+        self.latency.as_ref().and_then(Latency::next_due)
+    }
+
+    /// Does the session's periodic work: forwards the kernel log, drains per-packet events
+    /// into the latency aggregator, runs auto sampling. Returns a sampling change, if any.
+    pub fn tick(&mut self) -> Result<Option<RateChange>, SessionError> {
+        self.probe.flush_kernel_log();
+        match self.latency.as_mut() {
+            Some(l) => l.tick(&mut self.probe, &self.filter, false),
+            None => Ok(None),
+        }
+    }
+
+    /// The per-hop latency rows (None when latency is not measured): each endpoint pair's
+    /// hops in path order. Events still open are closed first.
+    pub fn latency_rows(&mut self) -> Result<Option<Vec<LatencyRow>>, SessionError> {
+        let Some(l) = self.latency.as_mut() else {
+            return Ok(None);
+        };
+        l.tick(&mut self.probe, &self.filter, true)?;
+        let hists = match self.latency.as_ref() {
+            Some(Latency::Kernel { .. }) => Some(self.probe.hop_hists()?),
+            _ => None,
+        };
+        let names = &self.names;
+        let clock = self.clock;
+        let rows = self.with_resolver(|r| {
+            let hop_name = |ev: &PacketEvent| {
+                let rec = FlowRecord::of_event(ev, names, clock);
+                hook_label(&rec.netns_name, &rec.ifname, ev.key.hook, rec.direction)
+            };
+            let pair_name = |ev: &PacketEvent| {
+                let rec = FlowRecord::of_event(ev, names, clock);
+                let (src, dst) = super::annotate::ends(r, &rec);
+                let end = |ip: Option<std::net::IpAddr>, e: Option<crate::identity::Endpoint>| {
+                    e.and_then(|e| e.name)
+                        .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
+                };
+                format!(
+                    "{} -> {} {}",
+                    end(rec.src, src),
+                    end(rec.dst, dst),
+                    rec.proto
+                )
+            };
+            match (&self.latency, &hists) {
+                (Some(Latency::Events { agg, .. }), _) => agg.rows(hop_name, pair_name),
+                (_, Some(h)) => hops::kernel_rows(h, hop_name, pair_name),
+                _ => Vec::new(),
+            }
+        })?;
+        Ok(Some(rows))
+    }
+
+    /// The sampling rates per-hop timing in the kernel used (None unless it is on).
+    #[must_use]
+    pub fn latency_sampling(&self) -> Option<SamplingReport> {
+        match &self.latency {
+            Some(Latency::Kernel { auto, shifts }) => {
+                let mut s = shifts.clone();
+                s.sort_unstable();
+                Some(SamplingReport {
+                    auto: auto.is_some(),
+                    timed_one_in: s.iter().map(|s| 1u32 << s).collect(),
+                })
+            }
+            _ => None,
+        }
+    }
+}

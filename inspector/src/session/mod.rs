@@ -1,0 +1,160 @@
+//! The pipeline as a library: start it (privileges, namespaces, interface pinning, load,
+//! attach, follow the node, ready file), ask it (flow records, drops, paths, latency rows,
+//! statistics, lifecycle events, per-packet trace), and stop it (drop it). Every front-end -
+//! the CLI's `trace`, `flows`, `path`, the demo, the bench's traced runs, the agent to come -
+//! is a thin layer over a [`Session`].
+//!
+//! It owns the `Probe` (kernel), the node's `Topology` and `Names`, the identity `Tracker`,
+//! and (when on) kube-proxy's Services with their conntrack state; it annotates the
+//! records of `flows` with `identity` and `services` (see `records`). It imports nothing
+//! above it: `output` renders what it returns.
+mod annotate;
+mod error;
+mod follow;
+pub mod latency;
+mod options;
+pub mod path;
+mod queries;
+pub mod records;
+pub(crate) mod start;
+mod ticker;
+pub mod trace;
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::Instant,
+};
+
+pub use error::SessionError;
+pub use follow::{Change, Selection};
+pub use options::{Measure, Options, Sampling};
+pub use records::{Drop, Flow, Path, Stats};
+pub use start::{check_service_name, resolve_netns};
+pub use ticker::Ticker;
+
+use crate::{
+    flows::filter::Filter,
+    identity::{SocketOwners, Tracker, lifecycle},
+    probe::Probe,
+    services::{attrib::Services, counters},
+    sys::time::WallClock,
+    topology::{NsidCache, Topology, names::Names},
+};
+
+/// A running pipeline. Dropping it detaches everything.
+pub struct Session {
+    probe: Probe,
+    selection: Selection,
+    names: Names,
+    topology: Topology,
+    /// Who owns which namespace, address and socket; refreshed with every rescan.
+    identity: Tracker,
+    cache: NsidCache,
+    /// Socket owners as last read (the map can hold 64k entries: read at most every 100 ms).
+    owners: RefCell<(Option<Instant>, SocketOwners)>,
+    /// kube-proxy's Services and their conntrack state (None: not looked at).
+    services: Option<RefCell<Services>>,
+    /// DROP/REJECT rule counters of the node namespaces at start, by namespace inode (for
+    /// naming the rule behind a netfilter drop).
+    nf_counters: HashMap<u64, (Option<PathBuf>, counters::Snapshot)>,
+    /// Lifecycle events of the last reconciles, when followed.
+    lifecycle: Option<Lifecycle>,
+    filter: Filter,
+    /// The one interface whose ifindex the kernel-side filter checks, if it is exactly one.
+    pinned: Option<(String, u32)>,
+    clock: WallClock,
+    /// Failures and notes already reported (each said once).
+    reported: HashSet<String>,
+    reported_services: RefCell<HashSet<String>>,
+    /// Warnings found while answering (a node's rules unreadable), for the front-end.
+    notes: RefCell<Vec<String>>,
+    /// Per-hop latency (kernel histograms, or events aggregated here), when measured.
+    latency: Option<latency::Latency>,
+}
+
+struct Lifecycle {
+    namer: lifecycle::Namer,
+    events: Vec<lifecycle::Event>,
+}
+
+impl Session {
+    /// Names of namespaces and interfaces seen so far.
+    #[must_use]
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The node as the last rescan saw it.
+    #[must_use]
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The workloads known now.
+    #[must_use]
+    pub fn identity(&self) -> &crate::identity::Identity {
+        &self.identity.identity
+    }
+
+    /// The packet filter in force.
+    #[must_use]
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Which namespaces and interfaces are followed.
+    #[must_use]
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// How many interfaces the programs are attached to.
+    #[must_use]
+    pub fn attached(&self) -> usize {
+        self.probe.attached().count()
+    }
+
+    /// The conversion of kernel stamps to Unix time used for every record.
+    #[must_use]
+    pub fn wall_clock(&self) -> WallClock {
+        self.clock
+    }
+
+    /// Lifecycle events since the last call (when followed: `Options::lifecycle`).
+    pub fn take_lifecycle(&mut self) -> Vec<lifecycle::Event> {
+        self.lifecycle
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.events))
+            .unwrap_or_default()
+    }
+
+    /// Warnings found while answering queries since the last call (each said once).
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut self.notes.borrow_mut())
+    }
+
+    /// Folds the kernel's latest clock samples in (call it often; it is one map lookup).
+    pub fn sync_clock(&self) {
+        let _ = self.probe.clock();
+    }
+
+    /// Runs `f` with a resolver over the current identity, topology and socket owners (the
+    /// owners map is read at most every 100 ms).
+    pub fn with_resolver<T>(
+        &self,
+        f: impl FnOnce(&crate::identity::Resolver<'_>) -> T,
+    ) -> Result<T, SessionError> {
+        let mut cache = self.owners.borrow_mut();
+        if cache
+            .0
+            .is_none_or(|t| t.elapsed() > std::time::Duration::from_millis(100))
+        {
+            cache.1 = self.probe.socket_owners()?;
+            cache.0 = Some(Instant::now());
+        }
+        let r = crate::identity::Resolver::new(&self.identity.identity, &cache.1, &self.topology);
+        Ok(f(&r))
+    }
+}

@@ -1,0 +1,137 @@
+//! `path SRC DST`: one bounded probe connection from a workload or namespace (or, watching,
+//! the next real one), and every step it took in order: the interfaces that saw it, the NAT
+//! kube-proxy's rules applied (Service chain -> endpoint chain -> pod), masquerade, and the
+//! verdict - delivered, refused, or dropped with the kernel's reason, the interface, and
+//! the rule when it can be known.
+mod connect;
+mod report;
+mod target;
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::Serialize;
+
+pub use report::{DropWhere, PathReport, ProbeStep, StepKind};
+
+use super::{Options, Session, SessionError};
+use crate::{
+    identity::{Tracker, tracker},
+    net::Proto,
+    services::{attrib::Services, counters, read},
+};
+
+/// What `path` is asked.
+#[derive(Clone, Debug)]
+pub struct PathOptions {
+    /// A container, pod or lab workload (name or id), or a network namespace.
+    pub src: String,
+    /// IP:PORT, a Service NAMESPACE/NAME[:PORT], or a workload NAME:PORT.
+    pub dst: String,
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// Wait for the next real connection instead of making one.
+    pub watch: bool,
+    /// The probe's connect (or the watch) gives up after this long.
+    pub timeout: Duration,
+    pub identity: tracker::Options,
+}
+
+/// What became of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Delivered,
+    Refused,
+    Dropped,
+    Unreachable,
+    NoAnswer,
+    Error,
+}
+
+/// Why a path question has no answer; each says what to give instead.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("--proto '{0}': path probes tcp or udp")]
+    Proto(String),
+    #[error(
+        "source '{0}' is no container, pod, lab workload or network namespace (see `inspector \
+         topology`)"
+    )]
+    NoSource(String),
+    #[error("workload '{0}' has no network namespace to start from")]
+    SourceWithoutNetns(String),
+    #[error("destination '{0}' needs a port ({1})")]
+    NeedsPort(String, &'static str),
+    #[error("Service '{0}' has several ports: say which ({0}:PORT)")]
+    SeveralPorts(String),
+    #[error(
+        "no Service '{name}' with a {proto} port{port} in kube-proxy's rules (see `inspector services`)"
+    )]
+    NoService {
+        name: String,
+        proto: Proto,
+        port: String,
+    },
+    #[error("destination '{0}' is no IP:PORT, Service or workload (see `inspector topology`)")]
+    NoDestination(String),
+    #[error("workload '{0}' has no address")]
+    NoAddress(String),
+    #[error("no new {proto} connection to {dst} within {secs:.1} s")]
+    NothingSeen {
+        proto: Proto,
+        dst: SocketAddr,
+        secs: f64,
+    },
+    #[error("the probe connection: {0}")]
+    Connect(std::io::Error),
+    #[error("the probe socket had no local address")]
+    NoLocalAddress,
+}
+
+/// Runs one path question: resolves source and destination, starts a session over every
+/// namespace, makes (or waits for) the connection, and explains what happened to it.
+pub fn run(o: &PathOptions) -> Result<PathReport, SessionError> {
+    if !matches!(o.proto, Proto::Tcp | Proto::Udp) {
+        return Err(PathError::Proto(o.proto.to_string()).into());
+    }
+    crate::probe::preflight::privileges()?;
+    let (mut tracker, _) = Tracker::new(&o.identity);
+    let _ = tracker.refresh();
+    let src = target::source(&o.src, &tracker)?;
+    let mut services = Services::new();
+    services.refresh_rules(true);
+    let dst = target::destination(o, &src, &tracker, &services)?;
+    let (session, _) = Session::start(&Options {
+        identity: o.identity.clone(),
+        ..Options::default()
+    })?;
+    let nodes = read::nodes();
+    let before: Vec<_> = nodes
+        .iter()
+        .map(|n| counters::snapshot(n.netns.as_deref()))
+        .collect();
+    let seen = if o.watch {
+        connect::watch(&session, &src, dst, o.proto, o.timeout)?
+    } else {
+        connect::probe(&src.netns, o.proto, dst, o.timeout)?
+    };
+    // Let the last packets (FIN, RST, ICMP) reach every hook and the drop tracepoint.
+    std::thread::sleep(Duration::from_millis(250));
+    let rules_hit = nodes
+        .iter()
+        .zip(&before)
+        .flat_map(|(n, b)| counters::snapshot(n.netns.as_deref()).grown_since(b))
+        .collect();
+    let local = seen.local.ok_or(PathError::NoLocalAddress)?;
+    report::build(&report::Inputs {
+        session: &session,
+        services: &services,
+        src: &src,
+        local,
+        dst,
+        proto: o.proto,
+        verdict: seen.verdict,
+        detail: seen.detail,
+        rules_hit,
+    })
+}

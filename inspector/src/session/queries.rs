@@ -1,0 +1,136 @@
+//! The live queries: flow records, drops, paths and statistics, filtered, annotated with
+//! who is at each end and the Service they went to, in a stable order.
+use super::{
+    Session, SessionError,
+    annotate::{ends, ends_of, service_of},
+    records::{Drop, Flow, Path, Stats},
+};
+use crate::flows::{FlowRecord, drops::DropRecord, path::stitch};
+
+impl Session {
+    /// Current flow records that pass the filter (and `--service`), busiest first.
+    pub fn flows(&self) -> Result<Vec<Flow>, SessionError> {
+        let raw = self.probe.flows()?;
+        let mut v: Vec<Flow> = self.with_resolver(|r| {
+            raw.iter()
+                .filter(|(k, s)| s.packets > 0 && self.filter.matches(k))
+                .map(|(k, s)| {
+                    let rec = FlowRecord::new(k, s, &self.names, self.clock);
+                    let (src_endpoint, dst_endpoint) = ends(r, &rec);
+                    Flow {
+                        rec,
+                        src_endpoint,
+                        dst_endpoint,
+                        service: None,
+                    }
+                })
+                .collect()
+        })?;
+        if let Some(s) = self.services_now() {
+            for f in &mut v {
+                f.service = service_of(&s, &f.rec);
+            }
+        }
+        if let Some(want) = &self.filter.service {
+            v.retain(|f| f.service.as_ref().is_some_and(|s| &s.ns_name() == want));
+        }
+        v.sort_by(|a, b| {
+            b.rec
+                .bytes
+                .cmp(&a.rec.bytes)
+                .then(a.rec.first_ns.cmp(&b.rec.first_ns))
+        });
+        Ok(v)
+    }
+
+    /// The flows as paths: each direction of each flow with its hops in order.
+    pub fn paths(&self) -> Result<Vec<Path>, SessionError> {
+        Ok(self.paths_of(&self.flows()?))
+    }
+
+    /// [`Session::paths`] of flows already read (`flows --top` cuts them first).
+    #[must_use]
+    pub fn paths_of(&self, flows: &[Flow]) -> Vec<Path> {
+        let recs: Vec<&FlowRecord> = flows.iter().map(|f| &f.rec).collect();
+        stitch(&recs, &self.topology)
+            .into_iter()
+            .map(|path| {
+                let first = |f: fn(&Flow) -> Option<&crate::identity::Endpoint>| {
+                    path.members.iter().find_map(|&i| f(&flows[i]).cloned())
+                };
+                Path {
+                    src_endpoint: first(|f| f.src_endpoint.as_ref()),
+                    dst_endpoint: first(|f| f.dst_endpoint.as_ref()),
+                    path,
+                }
+            })
+            .collect()
+    }
+
+    /// Drops in the selected namespaces (all drops if no namespace was selected) that pass
+    /// the packet filter, most first; netfilter drops name the rule that counted them.
+    pub fn drops(&self) -> Result<Vec<Drop>, SessionError> {
+        let raw = self.probe.drops()?;
+        let sel = &self.selection;
+        let mut v: Vec<Drop> = self.with_resolver(|r| {
+            raw.iter()
+                .filter(|(k, _)| sel.netns.is_empty() || sel.netns.contains(&u64::from(k.netns)))
+                .filter(|(k, _)| self.filter.matches(&crate::flows::drops::flow_key(k)))
+                .map(|(k, st)| {
+                    let rec = DropRecord::new(
+                        k,
+                        st,
+                        self.probe.drop_reason(k.reason),
+                        &self.names,
+                        self.clock,
+                    );
+                    let (src_endpoint, dst_endpoint) = ends_of(
+                        r,
+                        (rec.src, rec.sport),
+                        (rec.dst, rec.dport),
+                        rec.ip_proto(),
+                        rec.netns,
+                    );
+                    let rule = (rec.reason == "NETFILTER_DROP")
+                        .then(|| self.dropping_rule(rec.netns))
+                        .flatten();
+                    Drop {
+                        rec,
+                        rule,
+                        src_endpoint,
+                        dst_endpoint,
+                    }
+                })
+                .collect()
+        })?;
+        v.sort_by_key(|d| std::cmp::Reverse(d.rec.packets));
+        Ok(v)
+    }
+
+    /// Kernel-side counters (events sent and lost, parse anomalies, ...) and attach count.
+    pub fn stats(&self) -> Result<Stats, SessionError> {
+        let raw = self.probe.stats()?;
+        Ok(Stats {
+            attached_interfaces: self.attached(),
+            counters: inspector_common::Stat::ALL
+                .iter()
+                .map(|s| (s.name(), raw[*s as usize]))
+                .collect(),
+        })
+    }
+
+    /// Flow counters summed over every record (packets): how much the kernel has counted.
+    pub fn total_packets(&self) -> Result<u64, SessionError> {
+        Ok(self.probe.flows()?.iter().map(|(_, s)| s.packets).sum())
+    }
+
+    /// The DROP/REJECT rule in namespace `inode` that counted packets since the start.
+    fn dropping_rule(&self, inode: u64) -> Option<String> {
+        let (path, start) = self.nf_counters.get(&inode)?;
+        let hit = crate::services::counters::snapshot(path.as_deref())
+            .grown_since(start)
+            .into_iter()
+            .next()?;
+        Some(format!("{} {}: {}", hit.table, hit.chain, hit.rule))
+    }
+}

@@ -1,0 +1,291 @@
+//! Per-packet tracing (`trace`): events read from the ring in batches, filtered (in the
+//! kernel, and here for what the kernel cannot express: non-IP protocols, `--service`),
+//! each annotated with who is at each end and the Service its connection went to; or, with
+//! hops, each packet's events stitched into one record once it has been quiet.
+//!
+//! `count` counts packets, as tcpdump's `-c` does: per hook, every hook a counted packet
+//! crosses is still shown (a packet is recognised at each hook by its fingerprint), and
+//! the trace ends once the last counted packet has been quiet for a moment.
+use std::{collections::HashSet, os::fd::BorrowedFd};
+
+use inspector_common::{Direction, PacketEvent, flow::hook_name};
+
+use super::{
+    Session, SessionError,
+    annotate::{ends, service_of},
+    records::{HopAt, Packet, PacketHops, ServiceOf},
+};
+use crate::{
+    flows::{
+        FlowRecord,
+        hops::{Fingerprint, Stitcher, fingerprint},
+    },
+    probe::EventReader,
+    services::attrib::Services,
+    sys::time::mono_now_ns,
+};
+
+/// A packet is complete once no hook has seen it for this long.
+const QUIET_NS: u64 = 200_000_000;
+/// Events decoded per batch (one resolver and one socket-owner read per batch).
+const BATCH: usize = 4096;
+
+/// What a trace shows.
+#[derive(Clone, Debug)]
+pub enum TraceItem {
+    Packet(Box<Packet>),
+    Hops(Box<PacketHops>),
+}
+
+/// Counting packets for `count` in per-hook mode.
+#[derive(Default)]
+struct Counted {
+    /// Fingerprints of the packets counted so far.
+    seen: HashSet<Fingerprint>,
+    /// Packets without a fingerprint (not IP) counted so far.
+    unprinted: u64,
+    /// When the last counted packet was last seen (its hooks may follow).
+    last_ns: u64,
+}
+
+/// A running trace over a session started with `Measure::Events`.
+pub struct Tracer {
+    ring: EventReader,
+    batch: Vec<PacketEvent>,
+    stitcher: Option<Stitcher>,
+    count: Option<u64>,
+    counted: Counted,
+    shown: u64,
+}
+
+impl Tracer {
+    /// Takes the session's event ring. `hops`: one record per packet with its hops;
+    /// `count`: stop after this many packets.
+    pub fn new(
+        session: &mut Session,
+        hops: bool,
+        count: Option<u64>,
+    ) -> Result<Self, SessionError> {
+        Ok(Self {
+            ring: session.probe.take_events()?,
+            batch: Vec::with_capacity(BATCH),
+            stitcher: hops.then(Stitcher::default),
+            count,
+            counted: Counted::default(),
+            shown: 0,
+        })
+    }
+
+    /// The ring's descriptor (readable when the kernel woke readers).
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ring.fd()
+    }
+
+    /// Whether `count` packets have been shown (with every hook of the last one).
+    #[must_use]
+    pub fn done(&self) -> bool {
+        let Some(c) = self.count else { return false };
+        if self.stitcher.is_some() {
+            return self.shown >= c;
+        }
+        let counted = self.counted.seen.len() as u64 + self.counted.unprinted;
+        counted >= c && mono_now_ns() >= self.counted.last_ns.saturating_add(QUIET_NS)
+    }
+
+    /// What the ring holds now, ready to show in order.
+    pub fn poll(&mut self, s: &Session) -> Result<Vec<TraceItem>, SessionError> {
+        let mut out = Vec::new();
+        loop {
+            self.batch.clear();
+            self.ring.drain_into(&mut self.batch, BATCH);
+            self.batch.retain(|ev| s.filter.matches(&ev.key));
+            if self.batch.is_empty() {
+                break;
+            }
+            let svc = s.services_now();
+            // Conntrack is re-read when a packet's connection is not in the last dump (its
+            // entry appears as the first packet crosses the node).
+            if let Some(mut sv) = svc
+                && self.batch.iter().any(|ev| needs_conntrack(&sv, ev))
+            {
+                sv.refresh_conntrack_soon(Some(&s.identity.identity));
+            }
+            let svc = s.services.as_ref().map(|c| c.borrow());
+            let want = s.filter.service.as_deref();
+            let of = |ev: &PacketEvent| -> Option<ServiceOf> {
+                let rec = FlowRecord::of_event(ev, &s.names, s.clock);
+                svc.as_ref().and_then(|sv| service_of(sv, &rec))
+            };
+            let batch = std::mem::take(&mut self.batch);
+            if let Some(st) = self.stitcher.as_mut() {
+                for ev in &batch {
+                    if want.is_none_or(|w| of(ev).is_some_and(|a| a.ns_name() == w)) {
+                        st.push(ev);
+                    }
+                }
+            } else {
+                s.with_resolver(|r| {
+                    for ev in &batch {
+                        let at = of(ev);
+                        if want.is_some_and(|w| at.as_ref().is_none_or(|a| a.ns_name() != w)) {
+                            continue;
+                        }
+                        if !self.counts(ev) {
+                            continue;
+                        }
+                        out.push(TraceItem::Packet(Box::new(packet(s, r, ev, at))));
+                    }
+                })?;
+            }
+            self.batch = batch;
+        }
+        if self.stitcher.is_some() {
+            out.extend(self.stitched(s, false)?);
+        }
+        Ok(out)
+    }
+
+    /// What is still open at the end (packets not yet quiet, with hops).
+    pub fn finish(&mut self, s: &Session) -> Result<Vec<TraceItem>, SessionError> {
+        let mut out = self.poll(s)?;
+        if self.stitcher.is_some() {
+            out.extend(self.stitched(s, true)?);
+        }
+        Ok(out)
+    }
+
+    /// Whether an event is shown under `count` (and counts it).
+    fn counts(&mut self, ev: &PacketEvent) -> bool {
+        let Some(limit) = self.count else {
+            return true;
+        };
+        let c = &mut self.counted;
+        let n = c.seen.len() as u64 + c.unprinted;
+        let shown = match fingerprint(ev) {
+            Some(fp) if c.seen.contains(&fp) => true,
+            Some(fp) if n < limit => c.seen.insert(fp),
+            None if n < limit => {
+                c.unprinted += 1;
+                true
+            }
+            _ => false,
+        };
+        if shown {
+            c.last_ns = c.last_ns.max(ev.ts_ns);
+        }
+        shown
+    }
+
+    /// Stitched packets that are complete (all when `all`), at most what `count` leaves.
+    fn stitched(&mut self, s: &Session, all: bool) -> Result<Vec<TraceItem>, SessionError> {
+        let Some(st) = self.stitcher.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let quiet = if all {
+            st.take_quiet(0, 0)
+        } else {
+            st.take_quiet(mono_now_ns(), QUIET_NS)
+        };
+        let left = self.count.map(|c| c.saturating_sub(self.shown));
+        let items: Vec<TraceItem> = s.with_resolver(|r| {
+            quiet
+                .iter()
+                .filter(|evs| !evs.is_empty())
+                .take(left.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)))
+                .map(|evs| TraceItem::Hops(Box::new(packet_hops(s, r, evs))))
+                .collect()
+        })?;
+        self.shown += items.len() as u64;
+        Ok(items)
+    }
+}
+
+fn needs_conntrack(s: &Services, ev: &PacketEvent) -> bool {
+    FlowRecord::decode_key(&ev.key).is_some_and(|k| {
+        s.lookup(k.0, k.1, k.2, k.3, k.4).is_none() && s.is_frontend(k.0, k.1, k.2, k.3, k.4)
+    })
+}
+
+fn packet(
+    s: &Session,
+    r: &crate::identity::Resolver<'_>,
+    ev: &PacketEvent,
+    service: Option<ServiceOf>,
+) -> Packet {
+    let rec = FlowRecord::of_event(ev, &s.names, s.clock);
+    let (src_endpoint, dst_endpoint) = ends(r, &rec);
+    Packet {
+        ts_ns: ev.ts_ns,
+        time_unix_ns: s.clock.unix_ns(ev.ts_ns),
+        hook: hook_name(ev.key.hook, ev.key.direction),
+        direction: Direction::from_u8(ev.key.direction).as_str(),
+        len: ev.len,
+        mark: ev.mark,
+        netns: rec.netns,
+        netns_name: rec.netns_name,
+        ifindex: rec.ifindex,
+        ifname: rec.ifname,
+        proto: rec.proto,
+        src: rec.src,
+        sport: rec.sport,
+        dst: rec.dst,
+        dport: rec.dport,
+        icmp_type: rec.icmp_type,
+        icmp_code: rec.icmp_code,
+        icmp_id: rec.icmp_id,
+        tcp_flags: rec.tcp_flags,
+        anomalies: rec.anomalies,
+        src_endpoint,
+        dst_endpoint,
+        service,
+    }
+}
+
+fn packet_hops(s: &Session, r: &crate::identity::Resolver<'_>, evs: &[PacketEvent]) -> PacketHops {
+    let first = &evs[0];
+    let head = FlowRecord::of_event(first, &s.names, s.clock);
+    let (src_endpoint, dst_endpoint) = ends(r, &head);
+    let mut prev = first.ts_ns;
+    let hops = evs
+        .iter()
+        .map(|ev| {
+            let h = FlowRecord::of_event(ev, &s.names, s.clock);
+            let at = HopAt {
+                netns: h.netns,
+                netns_name: h.netns_name,
+                ifindex: h.ifindex,
+                ifname: h.ifname,
+                hook: hook_name(ev.key.hook, ev.key.direction),
+                direction: Direction::from_u8(ev.key.direction).as_str(),
+                hook_id: ev.key.hook,
+                ts_ns: ev.ts_ns,
+                time_unix_ns: s.clock.unix_ns(ev.ts_ns),
+                delta_ns: ev.ts_ns.saturating_sub(prev),
+                src: h.src,
+                sport: h.sport,
+                dst: h.dst,
+                dport: h.dport,
+            };
+            prev = ev.ts_ns;
+            at
+        })
+        .collect();
+    PacketHops {
+        ts_ns: first.ts_ns,
+        time_unix_ns: s.clock.unix_ns(first.ts_ns),
+        proto: head.proto,
+        src: head.src,
+        sport: head.sport,
+        dst: head.dst,
+        dport: head.dport,
+        src_endpoint,
+        dst_endpoint,
+        len: first.len,
+        tcp_flags: head.tcp_flags,
+        total_ns: evs
+            .last()
+            .map_or(0, |l| l.ts_ns.saturating_sub(first.ts_ns)),
+        hops,
+    }
+}
