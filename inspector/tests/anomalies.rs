@@ -9,7 +9,7 @@ use support::{Inspector, Netns, counters, json_lines, unique};
 /// Sends raw Ethernet frames out of `ifname` from inside `ns` (`AF_PACKET`).
 fn inject(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
     let ifname = ifname.to_owned();
-    inspector::topology::netns::run_in(&ns.path(), move || {
+    inspector::sys::netns::run_in(&ns.path(), move || {
         // SAFETY: plain socket calls on a descriptor we own and close.
         unsafe {
             let fd: RawFd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);

@@ -83,7 +83,7 @@ fn bench_reports_every_mode_and_workload_and_cleans_up() {
             "all",
             "--services",
             "1,50",
-            "--duration",
+            "--run-secs",
             "0.2",
             "--repeat",
             "1",

@@ -21,13 +21,21 @@ fn demo_shows_paths_and_owners_and_cleans_up() {
     assert!(out.status.success(), "demo failed: {err}");
     assert!(!err.contains("FAILED"), "some demo traffic failed: {err}");
     let paths = json_lines(&out.stdout, "path");
+    // An end is `src`/`sport` and `dst`/`dport` in every record; "ip:port" names both here.
+    let end = |p: &Value, ip: &str, port: &str| {
+        format!(
+            "{}:{}",
+            p[ip].as_str().unwrap_or("-"),
+            p[port].as_u64().map(|n| n.to_string()).unwrap_or_default()
+        )
+    };
     let find = |proto: &str, src: &str, dst: &str| {
         paths
             .iter()
             .find(|p| {
                 p["proto"] == proto
-                    && p["src"].as_str().unwrap().starts_with(src)
-                    && p["dst"].as_str().unwrap().starts_with(dst)
+                    && end(p, "src", "sport").starts_with(src)
+                    && end(p, "dst", "dport").starts_with(dst)
             })
             .unwrap_or_else(|| panic!("no {proto} path {src} -> {dst}: {paths:#?}"))
     };

@@ -99,7 +99,7 @@ impl Workload {
     ///
     /// # Errors
     /// An unknown name, in one line listing the known ones.
-    pub fn parse(s: &str) -> Result<(Self, Option<String>), String> {
+    pub fn parse(s: &str) -> Result<(Self, Option<String>), super::BenchError> {
         let old = match s {
             "udp" => Some(Self::UdpFlood),
             "bulk" => Some(Self::Stream),
@@ -119,7 +119,9 @@ impl Workload {
             .find(|w| w.name() == s)
             .map(|w| (w, None))
             .ok_or_else(|| {
-                format!("unknown workload '{s}': use rr, crr, stream, udp-rr or udp-flood")
+                super::BenchError::Input(format!(
+                    "unknown workload '{s}': use rr, crr, stream, udp-rr or udp-flood"
+                ))
             })
     }
 }
@@ -131,7 +133,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_old_names_say_so() {
         for w in Workload::ALL {
-            assert_eq!(Workload::parse(w.name()), Ok((w, None)));
+            assert_eq!(Workload::parse(w.name()).unwrap(), (w, None));
             let json = serde_json::to_string(&w).unwrap();
             assert_eq!(json, format!("\"{}\"", w.name()));
         }
@@ -141,6 +143,7 @@ mod tests {
         assert!(
             Workload::parse("ping")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown workload 'ping'")
         );
     }

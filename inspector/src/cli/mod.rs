@@ -160,6 +160,13 @@ mod tests {
         assert_eq!(normalize(v("i --version")), v("i --version"));
     }
 
+    /// clap's own consistency checks (debug builds run them lazily, per subcommand).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
     #[test]
     fn dot_is_accepted_only_where_it_exists() {
         assert!(Cli::try_parse_from(v("i topology -o dot")).is_ok());

@@ -34,6 +34,7 @@ pub struct Args {
 
 /// `--proto` as the filter takes it (any case), and then only tcp or udp.
 fn parse_proto(s: &str) -> Result<Proto, String> {
+    // (a clap value parser: its error is the message)
     match s.parse::<Proto>() {
         Ok(p @ (Proto::Tcp | Proto::Udp)) => Ok(p),
         _ => Err(format!("'{s}': path probes tcp or udp")),

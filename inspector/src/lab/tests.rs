@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    plan::{NetworkMode, Plan, Publish},
+    plan::{Plan, Publish},
     spec::{
         BENCH_KUBE_SPEC, BENCH_MODES_SPEC, BENCH_OVERHEAD_SPEC, DEFAULT_SPEC, KUBE_SPEC, KubeProxy,
         LabSpec,

@@ -9,7 +9,7 @@ mod proto;
 use std::net::IpAddr;
 
 pub use cidr::{Cidr, CidrError};
-pub use proto::Proto;
+pub use proto::{Proto, UnknownProto};
 
 /// 198.18.0.0/15, the benchmarking range (RFC 2544): the only addresses labs, tests and
 /// benchmarks use, never routed anywhere real.

@@ -112,8 +112,13 @@ impl std::fmt::Display for Proto {
     }
 }
 
+/// A protocol name nobody knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol '{0}'")]
+pub struct UnknownProto(pub String);
+
 impl std::str::FromStr for Proto {
-    type Err = String;
+    type Err = UnknownProto;
 
     /// A protocol name as `--proto` takes it, in any case ("TCP" too); numbers of named
     /// protocols become their names.
@@ -131,11 +136,11 @@ impl std::str::FromStr for Proto {
         if let Some(hex) = l.strip_prefix("ether/0x") {
             return u16::from_str_radix(hex, 16)
                 .map(Self::Ether)
-                .map_err(|_| format!("unknown protocol '{s}'"));
+                .map_err(|_| UnknownProto(s.to_owned()));
         }
         match l.parse::<u8>() {
             Ok(n) if n > 0 => Ok(Self::from_key(ETH_P_IP, n)),
-            _ => Err(format!("unknown protocol '{s}'")),
+            _ => Err(UnknownProto(s.to_owned())),
         }
     }
 }

@@ -10,6 +10,11 @@ use crate::bench::{
     services::{ParseSample, ParseSummary, Setup},
 };
 
+/// Numbers as "1, 2, 3".
+fn list(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
@@ -209,7 +214,7 @@ pub fn pipeline<W: Write>(
     }
     let r = &t.median_run;
     p.line(&format!(
-        "throughput: {} repetitions of {} events, {} endpoint pairs, on one core: median {:.2} M events/s (min {:.2}, max {:.2}; {:.1} ns per event; target >= 10 M/s: {}); median repetition: {} packets, {} closed early for room, packets per hop {:?}, p50 per hop {:?} ns (produced: {} ns)",
+        "throughput: {} repetitions of {} events, {} endpoint pairs, on one core: median {:.2} M events/s (min {:.2}, max {:.2}; {:.1} ns per event; target >= 10 M/s: {}); median repetition: {} packets, {} closed early for room, packets per hop [{}], p50 per hop [{}] ns (produced: {} ns)",
         t.runs.len(),
         r.events,
         r.pairs,
@@ -220,13 +225,13 @@ pub fn pipeline<W: Write>(
         met(t.met),
         r.packets,
         r.closed_early,
-        r.counted_per_hop,
-        r.p50_ns,
+        list(&r.counted_per_hop),
+        list(&r.p50_ns),
         pipeline::HOP_NS
     ))?;
     if let Some(x) = paced {
         p.line(&format!(
-            "paced: {} events/s for {:.1} s: produced {}, consumed {}, lost {} ({}); most waiting at one wake-up {} ({:.1}% of the ring); consumer CPU {:.1}%; packets per hop {:?}",
+            "paced: {} events/s for {:.1} s: produced {}, consumed {}, lost {} ({}); most waiting at one wake-up {} ({:.1}% of the ring); consumer CPU {:.1}%; packets per hop [{}]",
             x.rate,
             x.seconds,
             x.produced,
@@ -236,7 +241,7 @@ pub fn pipeline<W: Write>(
             x.max_backlog,
             x.max_backlog_pct,
             x.consumer_cpu_pct,
-            x.counted_per_hop
+            list(&x.counted_per_hop)
         ))?;
     }
     Ok(())

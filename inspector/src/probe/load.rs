@@ -149,16 +149,12 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
     };
     let mut warnings = Vec::new();
     for (prog, tp, lost) in STACK_HOOKS {
-        let r = (|| -> Result<(), String> {
-            let p: &mut aya::programs::BtfTracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| format!("program {prog} missing from object"))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            p.load(tp, &btf).map_err(|e| e.to_string())?;
-            p.attach().map_err(|e| e.to_string())?;
+        let r = program(ebpf, prog).and_then(|p| {
+            let p: &mut aya::programs::BtfTracePoint = p.try_into().map_err(program_err(prog))?;
+            p.load(tp, &btf).map_err(|e| load_error(prog, e))?;
+            p.attach().map_err(program_err(prog))?;
             Ok(())
-        })();
+        });
         if let Err(e) = r {
             warnings.push(format!(
                 "tp_btf/{tp} is not traced ({e}): hops lack {lost}; run on a kernel with \

@@ -41,16 +41,19 @@ impl KernelLogger {
     }
 }
 
+/// A `--kernel-log` value that is no level.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a log level: use error, warn, info, debug or trace")]
+pub struct BadLevel(String);
+
 /// Parses a `--kernel-log` level: error, warn, info, debug, trace (any case).
-pub fn parse_level(s: &str) -> Result<Level, String> {
+pub fn parse_level(s: &str) -> Result<Level, BadLevel> {
     match s.to_ascii_lowercase().as_str() {
         "error" => Ok(Level::Error),
         "warn" | "warning" => Ok(Level::Warn),
         "info" => Ok(Level::Info),
         "debug" => Ok(Level::Debug),
         "trace" => Ok(Level::Trace),
-        _ => Err(format!(
-            "'{s}' is not a log level: use error, warn, info, debug or trace"
-        )),
+        _ => Err(BadLevel(s.to_owned())),
     }
 }

@@ -1,6 +1,7 @@
 //! The modes `bench` runs over, by name: Docker's host, bridge, container and none modes, a
 //! published port (bridge + DNAT), and a Service's `ClusterIP` through kube-proxy in iptables
 //! or nftables mode at a number of Services.
+use crate::bench::BenchError;
 
 /// One network mode of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,7 +63,7 @@ impl BenchMode {
 ///
 /// # Errors
 /// An unknown mode, in one line.
-pub fn parse_modes(list: &[String], counts: &[u32]) -> Result<Vec<BenchMode>, String> {
+pub fn parse_modes(list: &[String], counts: &[u32]) -> Result<Vec<BenchMode>, BenchError> {
     let mut out = Vec::new();
     for item in list {
         let kube = |nft: bool| {
@@ -110,9 +111,9 @@ pub fn parse_modes(list: &[String], counts: &[u32]) -> Result<Vec<BenchMode>, St
                         out.push(m);
                     }
                     _ => {
-                        return Err(format!(
+                        return Err(BenchError::Input(format!(
                             "unknown mode '{other}': use host, bridge, container, none, dnat, iptables, nftables, iptables-N, nftables-N (N Services, 1..{MAX_SERVICES}), clusterip or all"
-                        ));
+                        )));
                     }
                 }
             }
@@ -121,7 +122,7 @@ pub fn parse_modes(list: &[String], counts: &[u32]) -> Result<Vec<BenchMode>, St
     let mut seen = std::collections::HashSet::new();
     out.retain(|m| seen.insert(*m));
     if out.is_empty() {
-        return Err("--modes names no mode".into());
+        return Err(BenchError::Input("--modes names no mode".into()));
     }
     Ok(out)
 }

@@ -215,6 +215,7 @@ mod tests {
         assert!(
             parse_modes(&["ipvs".into()], &[1])
                 .unwrap_err()
+                .to_string()
                 .contains("unknown mode 'ipvs'")
         );
     }

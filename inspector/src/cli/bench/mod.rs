@@ -18,7 +18,7 @@ pub struct Args {
     pub what: Option<What>,
     /// Without a subcommand: `bench modes`.
     #[command(flatten)]
-    pub modes: modes::Args,
+    pub modes: modes::ModesArgs,
     /// Output format: aligned table, or JSON (one document for `modes`, one object per
     /// line for the others).
     #[arg(
@@ -37,21 +37,21 @@ pub enum What {
     /// port, a Service's cluster IP through kube-proxy iptables and nftables at
     /// 1/1,000/10,000 Services), interleaved over repetitions; medians, spread, per-hop
     /// in-kernel time. The default.
-    Modes(modes::Args),
+    Modes(modes::ModesArgs),
     /// The small-packet UDP flood, TCP request/response and a TCP stream with no observer,
     /// with the inspector and with tcpdump, interleaved; medians and ratios.
-    Overhead(overhead::Args),
+    Overhead(overhead::OverheadArgs),
     /// Identity resolution and attach time for N workloads (a lab of N bridge-mode
     /// namespaces with veth pairs and cgroups); medians over repetitions.
-    Scale(scale::Args),
+    Scale(scale::ScaleArgs),
     /// The userspace event pipeline (decode, filter, stitch, per-hop histograms) fed by a
     /// synthetic producer: events/s on one core, and loss at a paced rate through a ring of
     /// the kernel ring's size.
-    Pipeline(pipeline::Args),
+    Pipeline(pipeline::PipelineArgs),
     /// Parse time of kube-proxy's rules for N Services x M endpoints (iptables-save text and
     /// nft JSON, programmed into a scratch namespace and dumped back); medians over
     /// repetitions.
-    Services(services::Args),
+    Services(services::ServicesArgs),
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     bench::{
-        BenchError, Workload,
+        Workload,
         loadgen::Cpus,
         modes::{self, Report},
     },
@@ -15,7 +15,7 @@ use crate::{
 };
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct Args {
+pub struct ModesArgs {
     /// Modes, comma-separated: host, bridge, container, none, dnat (bridge + published
     /// port), iptables, nftables (cluster IP at each --services count), iptables-N,
     /// nftables-N, clusterip (both), all.
@@ -78,7 +78,7 @@ fn parse_cpus(s: &str) -> Result<Cpus, String> {
     })
 }
 
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     if let Some(f) = &a.from {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("--from: cannot read {}", f.display()))?;
@@ -93,10 +93,10 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     {
         anyhow::bail!("--services: each count must be 1..{}", modes::MAX_SERVICES);
     }
-    let mode_list = modes::parse_modes(&a.modes, &a.services).map_err(BenchError::Input)?;
+    let mode_list = modes::parse_modes(&a.modes, &a.services)?;
     let mut workloads = Vec::new();
     for w in &a.workloads {
-        match Workload::parse(w).map_err(BenchError::Input)? {
+        match Workload::parse(w)? {
             (Workload::UdpFlood, _) => anyhow::bail!(
                 "workload 'udp-flood' is for `bench overhead`: over the modes use rr, crr, stream or udp-rr"
             ),
@@ -128,7 +128,7 @@ pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
     show(&report, a, fmt)
 }
 
-fn show(report: &Report, a: &Args, fmt: Format) -> anyhow::Result<()> {
+fn show(report: &Report, a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     if let Some(dir) = &a.svg {
         let files = output::charts::write(report, dir)?;
         eprintln!("inspector: charts: {}", files.join(", "));

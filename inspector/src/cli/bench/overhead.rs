@@ -1,13 +1,13 @@
 //! `inspector bench overhead`: what the inspector costs next to no observer and tcpdump.
 use crate::{
-    bench::{BenchError, Workload, overhead},
+    bench::{Workload, overhead},
     cli::args::{self, parse_secs},
     output::{self, Format, Printer},
     sys::signals::StopFlag,
 };
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct OverheadArgs {
     /// Repetitions (each runs every observer once); medians are over repetitions.
     #[arg(long)]
     pub repeat: Option<u16>,
@@ -42,11 +42,11 @@ pub struct Args {
     pub bpf_stats: bool,
 }
 
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+pub fn run(a: &OverheadArgs, fmt: Format) -> anyhow::Result<()> {
     crate::probe::preflight::privileges()?;
     let mut workloads = Vec::new();
     for w in &a.workloads {
-        let (w, note) = Workload::parse(w).map_err(BenchError::Input)?;
+        let (w, note) = Workload::parse(w)?;
         if let Some(n) = note {
             eprintln!("inspector: note: {n}");
         }

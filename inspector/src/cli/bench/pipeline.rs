@@ -7,7 +7,7 @@ use crate::{
 };
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct PipelineArgs {
     /// Events for each throughput repetition (decoded and aggregated as fast as one core
     /// goes).
     #[arg(long, default_value_t = 50_000_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000_000))]
@@ -35,7 +35,7 @@ pub struct Args {
     pub rounds: Option<u16>,
 }
 
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+pub fn run(a: &PipelineArgs, fmt: Format) -> anyhow::Result<()> {
     let hops = usize::from(a.hops);
     let repeat = super::repeat(a.repeat, a.rounds, 5);
     let secs = args::renamed(a.run_secs, a.secs, ("--secs", "--run-secs"), 60.0);

@@ -5,7 +5,7 @@ use crate::{
 };
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct ScaleArgs {
     /// Workloads (namespaces with a veth pair each), 1..2000.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2000))]
     pub workloads: Option<u16>,
@@ -20,7 +20,7 @@ pub struct Args {
     pub rounds: Option<u16>,
 }
 
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+pub fn run(a: &ScaleArgs, fmt: Format) -> anyhow::Result<()> {
     crate::probe::preflight::privileges()?;
     let n = crate::cli::args::renamed(a.workloads, a.count, ("--count", "--workloads"), 500);
     let repeat = super::repeat(a.repeat, a.rounds, 5);

@@ -5,7 +5,7 @@ use crate::{
 };
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct ServicesArgs {
     /// Services, 1..30000.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=30_000))]
     pub services: Option<u16>,
@@ -23,7 +23,7 @@ pub struct Args {
     pub rounds: Option<u16>,
 }
 
-pub fn run(a: &Args, fmt: Format) -> anyhow::Result<()> {
+pub fn run(a: &ServicesArgs, fmt: Format) -> anyhow::Result<()> {
     crate::probe::preflight::privileges()?;
     let n = crate::cli::args::renamed(a.services, a.count, ("--count", "--services"), 10_000);
     let repeat = super::repeat(a.repeat, a.rounds, 5);
