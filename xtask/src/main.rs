@@ -1,6 +1,7 @@
 //! `cargo xtask setup | demo | test | bench | ci`: everything that needs more than `cargo`.
 //! `setup` installs what the project needs, idempotently, one line per step; `demo`, `test`
 //! and `bench` run it first, so each works on a fresh machine of this kind.
+mod layers;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -8,11 +9,12 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <setup|demo|test|bench [overhead ...]|ci>\n\
+    "usage: cargo xtask <setup|demo|test|bench [overhead ...]|layers|ci>\n\
      \x20 setup   install apt packages, bpf-linker (LLVM 22) and nightly rust-src (idempotent)\n\
      \x20 demo    set up, build, and run the embedded lab demo (needs root)\n\
      \x20 test    set up, then run every test: unit tests and privileged end-to-end tests\n\
      \x20 bench   set up, build release, run `inspector bench <args>` (e.g. `bench overhead`)\n\
+     \x20 layers  check that no module imports one above it in the data flow, and no circle\n\
      \x20 ci      clippy + rustfmt check + test"
 }
 
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     }
     let res = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
+        Some("layers") => layers::run(),
         Some("demo") => demo(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
@@ -85,6 +88,7 @@ fn demo(extra: &[String]) -> anyhow::Result<()> {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     require_root("the test suite")?;
     setup::run()?;
+    layers::run()?;
     // Unit tests (unprivileged) and the privileged end-to-end tests (marked #[ignore] so a
     // plain `cargo test` never needs root). Two test threads: this machine has two cores.
     run(cargo()
