@@ -100,28 +100,75 @@ fn code_only(text: &str) -> String {
         .join("\n")
 }
 
+/// The paths of a use tree starting at `s` (after `crate::` or `super::`): `a::b`,
+/// `a::{b, c::{d, e}}`, ... each as its segments; what follows the tree is ignored.
+fn use_tree(s: &str) -> Vec<Vec<String>> {
+    fn tree(s: &[char], i: &mut usize, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        let mut path = prefix.to_vec();
+        loop {
+            while *i < s.len() && s[*i].is_whitespace() {
+                *i += 1;
+            }
+            if *i < s.len() && s[*i] == '{' {
+                *i += 1;
+                loop {
+                    tree(s, i, &path, out);
+                    while *i < s.len() && s[*i].is_whitespace() {
+                        *i += 1;
+                    }
+                    match s.get(*i) {
+                        Some(',') => *i += 1,
+                        Some('}') => {
+                            *i += 1;
+                            return;
+                        }
+                        _ => return,
+                    }
+                    while *i < s.len() && s[*i].is_whitespace() {
+                        *i += 1;
+                    }
+                    if s.get(*i) == Some(&'}') {
+                        *i += 1;
+                        return;
+                    }
+                }
+            }
+            let start = *i;
+            while *i < s.len() && (s[*i].is_alphanumeric() || s[*i] == '_') {
+                *i += 1;
+            }
+            if *i == start {
+                out.push(path);
+                return;
+            }
+            path.push(s[start..*i].iter().collect());
+            if s.get(*i) == Some(&':') && s.get(*i + 1) == Some(&':') {
+                *i += 2;
+            } else {
+                out.push(path);
+                return;
+            }
+        }
+    }
+    let chars: Vec<char> = s.chars().take(4096).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    tree(&chars, &mut i, &[], &mut out);
+    out
+}
+
 /// Every path after `crate::` or a run of `super::` in `text`, from `module`, made absolute
 /// (a list of segments).
 fn imports(module: &[String], text: &str) -> Vec<Vec<String>> {
     let code = code_only(text);
-    let mut out = Vec::new();
     let bytes = code.as_bytes();
-    let ident = |s: &str| -> Vec<String> {
-        s.split("::")
-            .map(|seg| {
-                seg.chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect::<String>()
-            })
-            .take_while(|seg| !seg.is_empty())
-            .collect()
-    };
+    let mut out = Vec::new();
     for (i, _) in code.match_indices("crate::") {
         let before = if i == 0 { b' ' } else { bytes[i - 1] };
         if before.is_ascii_alphanumeric() || before == b'_' {
             continue;
         }
-        out.push(ident(&code[i + 7..]));
+        out.extend(use_tree(&code[i + 7..]));
     }
     let mut i = 0;
     while let Some(j) = code[i..].find("super::") {
@@ -141,9 +188,11 @@ fn imports(module: &[String], text: &str) -> Vec<Vec<String>> {
         let Some(base) = module.len().checked_sub(ups) else {
             continue;
         };
-        let mut abs: Vec<String> = module[..base].to_vec();
-        abs.extend(ident(&code[k..]));
-        out.push(abs);
+        for p in use_tree(&code[k..]) {
+            let mut abs: Vec<String> = module[..base].to_vec();
+            abs.extend(p);
+            out.push(abs);
+        }
     }
     out
 }
@@ -350,6 +399,22 @@ mod tests {
             src("session/trace.rs", "use super::Session;\n"),
         ]);
         assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn use_trees_with_braces_are_followed() {
+        let t = use_tree("{a::{b, c::d}, e} rest");
+        let got: Vec<String> = t.iter().map(|p| p.join("::")).collect();
+        assert_eq!(got, ["a::b", "a::c::d", "e"]);
+        let v = violations(&[
+            src("probe/mod.rs", "mod a; mod b;\n"),
+            src("probe/a.rs", "use super::{X, b::{f, g}};\n"),
+            src("probe/b.rs", "use super::{a, Y};\nfn h() { a::x(); }\n"),
+        ]);
+        assert!(
+            v.iter().any(|l| l.contains("probe::a -> probe::b")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{
     MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN, PROG_DROPS, PROG_EGRESS,
     PROG_INGRESS, Probe, ProbeError, ProbeOptions, STACK_HOOKS, btf, clock,
     error::{load_error, program_err},
-    preflight, sockets, tracefs,
+    preflight, program, sockets, tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
@@ -123,15 +123,6 @@ impl Probe {
             logger,
         })
     }
-}
-
-/// A program of the object by name.
-pub(super) fn program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut aya::programs::Program, ProbeError> {
-    ebpf.program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name))
 }
 
 /// Loads and attaches the stack's tracepoint programs; one warning per hook that could not

@@ -148,3 +148,12 @@ fn map_mut_ref<'a>(
     ebpf.map_mut(name)
         .ok_or_else(|| error::map_err(name)(aya::maps::MapError::InvalidName { name: name.into() }))
 }
+
+/// A program of the object by name.
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::Program, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))
+}

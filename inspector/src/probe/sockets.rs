@@ -46,7 +46,7 @@ pub fn load(ebpf: &mut Ebpf) -> Result<(), SocketsError> {
         return Err(SocketsError::NoCgroupV2);
     }
     for (name, _) in PROGS {
-        let prog: &mut CgroupSkb = super::load::program(ebpf, name)?
+        let prog: &mut CgroupSkb = super::program(ebpf, name)?
             .try_into()
             .map_err(program_err(name))?;
         prog.load().map_err(|e| load_error(name, e))?;
