@@ -103,6 +103,7 @@ fn bench_reports_every_mode_and_workload_and_cleans_up() {
     assert!(err.contains("inspector: bench ["), "{err}");
     let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(report["type"], "bench");
+    support::schema::check(&report);
     let modes: Vec<&str> = report["modes"]
         .as_array()
         .unwrap()

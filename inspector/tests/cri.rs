@@ -9,25 +9,9 @@ use std::os::unix::fs::MetadataExt as _;
 use serde_json::Value;
 use support::{Inspector, cri::CriLab, json_lines, run_inspector, unique};
 
-fn check_end(f: &Value, end: &str, name: &str, id: &str) {
-    let e = &f[end];
-    assert_eq!(
-        (
-            e["name"].as_str(),
-            e["id"].as_str(),
-            e["kind"].as_str(),
-            e["runtime"].as_str(),
-            e["network_mode"].as_str()
-        ),
-        (
-            Some(name),
-            Some(id),
-            Some("pod"),
-            Some("containerd"),
-            Some("pod")
-        ),
-        "{end} of {f}"
-    );
+/// A pod as CRI names it.
+fn pod_end(f: &Value, end: &str, name: &str, id: &str) {
+    support::check_end(f, end, [name, id, "pod", "containerd", "pod"]);
 }
 
 #[test]
@@ -123,12 +107,12 @@ fn cri_pods_are_attributed_and_listed() {
     {
         let (src, dst) = (f["src"].as_str().unwrap(), f["dst"].as_str().unwrap());
         if src == cli_ip && dst == web_ip {
-            check_end(f, "src_endpoint", "demo/client-0", &client.id);
-            check_end(f, "dst_endpoint", "demo/web-0", &web.id);
+            pod_end(f, "src_endpoint", "demo/client-0", &client.id);
+            pod_end(f, "dst_endpoint", "demo/web-0", &web.id);
             to_web += 1;
         } else if src == web_ip && dst == cli_ip {
-            check_end(f, "src_endpoint", "demo/web-0", &web.id);
-            check_end(f, "dst_endpoint", "demo/client-0", &client.id);
+            pod_end(f, "src_endpoint", "demo/web-0", &web.id);
+            pod_end(f, "dst_endpoint", "demo/client-0", &client.id);
             from_web += 1;
         }
     }
@@ -144,9 +128,20 @@ fn cri_pods_are_attributed_and_listed() {
     let tmp = lab.pod("demo", "tmp-0", &format!("uid-tmp-{tag}"));
     let (_, tmp_ns) = lab.status(&tmp);
     let inode = std::fs::metadata(&tmp_ns).expect("pod netns").ino();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let seen = |evs: &[Value], action: &str| {
+        evs.iter().any(|e| {
+            e["type"] == "lifecycle"
+                && e["object"] == "netns"
+                && e["action"] == action
+                && e["netns"].as_u64() == Some(inode)
+                && e["workload"]["name"] == "demo/tmp-0"
+        })
+    };
+    // Removed once its coming has been reported, named; its going is awaited too.
+    let limit = std::time::Duration::from_secs(20);
+    ev.wait_json(limit, |e| seen(e, "appeared"));
     lab.remove(&tmp);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    ev.wait_json(limit, |e| seen(e, "disappeared"));
     let out = ev.interrupt();
     let evs = json_lines(&out.stdout, "lifecycle");
     for action in ["appeared", "disappeared"] {

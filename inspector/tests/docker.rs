@@ -63,25 +63,18 @@ fn netns_of(name: &str) -> u64 {
         .ino()
 }
 
-fn check_end(flow: &Value, end: &str, want: &Expected) {
-    let e = &flow[end];
-    let got = (
-        e["name"].as_str(),
-        e["id"].as_str(),
-        e["network_mode"].as_str(),
-        e["kind"].as_str(),
-        e["runtime"].as_str(),
-    );
-    assert_eq!(
-        got,
-        (
-            Some(want.name.as_str()),
-            Some(want.id.as_str()),
-            Some(want.network_mode.as_str()),
-            Some("container"),
-            Some("docker")
-        ),
-        "{end} of {flow}"
+/// A container as Docker names it.
+fn container_end(f: &Value, end: &str, want: &Expected) {
+    support::check_end(
+        f,
+        end,
+        [
+            &want.name,
+            &want.id,
+            "container",
+            "docker",
+            &want.network_mode,
+        ],
     );
 }
 
@@ -188,9 +181,31 @@ fn check_lifecycle(d: &mut Dockerd, name: &str) {
     let ev = Inspector::start(&["-o", "json", "events", "--docker-socket", SOCKET]);
     let id = d.run(name, &[], &[]);
     let ns = netns_of(name);
-    std::thread::sleep(Duration::from_millis(1500));
+    let seen = |evs: &[Value], object: &str, action: &str| {
+        evs.iter().any(|e| {
+            e["type"] == "lifecycle"
+                && e["object"] == object
+                && e["action"] == action
+                && e["workload"]["name"] == name
+                && e["workload"]["id"] == id.as_str()
+                && (object != "netns" || e["netns"].as_u64() == Some(ns))
+        })
+    };
+    // Removed only once its coming has been reported, named; the report is awaited.
+    let came = [
+        ("container", "start"),
+        ("netns", "appeared"),
+        ("link", "appeared"),
+    ];
+    let went = [
+        ("container", "destroy"),
+        ("netns", "disappeared"),
+        ("link", "disappeared"),
+    ];
+    let limit = Duration::from_secs(20);
+    ev.wait_json(limit, |e| came.iter().all(|(o, a)| seen(e, o, a)));
     Dockerd::remove(name);
-    std::thread::sleep(Duration::from_millis(1500));
+    ev.wait_json(limit, |e| went.iter().all(|(o, a)| seen(e, o, a)));
     let out = ev.interrupt();
     assert!(
         out.status.success(),
@@ -198,15 +213,7 @@ fn check_lifecycle(d: &mut Dockerd, name: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let evs = json_lines(&out.stdout, "lifecycle");
-    let has = |object: &str, action: &str| {
-        evs.iter().any(|e| {
-            e["object"] == object
-                && e["action"] == action
-                && e["workload"]["name"] == name
-                && e["workload"]["id"] == id.as_str()
-                && (object != "netns" || e["netns"].as_u64() == Some(ns))
-        })
-    };
+    let has = |object: &str, action: &str| seen(&evs, object, action);
     for (object, action) in [
         ("container", "start"),
         ("container", "destroy"),
@@ -378,16 +385,31 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
         Dockerd::exec(&u2, &format!("wget -q -O /dev/null http://{u1_ip}/")),
         "u2 -> u1 on the user-defined network"
     );
-    // Started while the inspector runs; `gone` is also removed before it stops.
+    // Started while the inspector runs; `gone` is also removed before it stops. What the
+    // inspector attached is read from the kernel's account of the links it holds.
+    let links = || support::held_objects(insp.pid()).links.len();
+    let limit = Duration::from_secs(20);
+    let before = links();
     d.run(&late, &[], &[]);
     d.run(&gone, &[], &[]);
     let (late_ip, gone_ip) = (ip_of(&late), ip_of(&gone));
     let (late_x, gone_x) = (expected(&late), expected(&gone));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both new veth pairs, ingress and egress: 8 links more.
+    assert!(
+        support::eventually(limit, || links() >= before + 8),
+        "the new containers' veths were not attached: {before} -> {} links",
+        links()
+    );
     assert!(Dockerd::exec(&late, &url(80)), "late -> srv");
     assert!(Dockerd::exec(&gone, &url(80)), "gone -> srv");
+    let attached = links();
     Dockerd::remove(&gone);
-    std::thread::sleep(Duration::from_millis(500));
+    // Its veth pair let go: 4 links fewer.
+    assert!(
+        support::eventually(limit, || links() + 4 <= attached),
+        "the removed container's veths were not let go: {attached} -> {} links",
+        links()
+    );
     let out = insp.interrupt();
     assert!(
         out.status.success(),
@@ -443,7 +465,7 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
             let Some(name) = who(f[ip].as_str().unwrap(), f[port].as_u64(), netns) else {
                 continue;
             };
-            check_end(f, end, &x[name]);
+            container_end(f, end, &x[name]);
             *seen.entry(name).or_default() += 1;
         }
     }
@@ -462,7 +484,7 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
         .collect();
     assert!(!icmp.is_empty(), "no ICMP to {srv_ip}");
     for f in icmp {
-        check_end(f, "src_endpoint", &x["cli"]);
+        container_end(f, "src_endpoint", &x["cli"]);
         let e = &f["dst_endpoint"];
         assert_eq!(e["kind"], "shared", "{f}");
         let by: Vec<&str> = e["shared_by"]

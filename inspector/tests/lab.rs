@@ -214,28 +214,6 @@ fn lab_up_down_restores_the_node_and_bad_specs_change_nothing() {
     }
 }
 
-fn check_end(f: &Value, end: &str, lab: &str, name: &str, mode: &str) {
-    let e = &f[end];
-    let id = format!("{lab}/{name}");
-    assert_eq!(
-        (
-            e["name"].as_str(),
-            e["id"].as_str(),
-            e["kind"].as_str(),
-            e["runtime"].as_str(),
-            e["network_mode"].as_str()
-        ),
-        (
-            Some(name),
-            Some(id.as_str()),
-            Some("lab"),
-            Some("lab"),
-            Some(mode)
-        ),
-        "{end} of {f}"
-    );
-}
-
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn lab_four_modes_every_flow_end_is_the_right_workload() {
@@ -356,7 +334,7 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
                 who(addr, f[port].as_u64())
             };
             if let Some((name, mode)) = hit {
-                check_end(f, end, &lab, name, mode);
+                support::check_end(f, end, [name, &format!("{lab}/{name}"), "lab", "lab", mode]);
                 *seen.entry(name).or_insert(0) += 1;
             }
         }
@@ -560,9 +538,25 @@ fn trace_events_names_namespaces_coming_and_going() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    let ns = format!("{lab}-solo");
+    let seen = |evs: &[Value], action: &str| {
+        let named = |object: &str, e: &Value| {
+            e["type"] == "lifecycle"
+                && e["object"] == object
+                && e["action"] == action
+                && e["netns_name"] == ns.as_str()
+                && e["workload"]["name"] == "solo"
+        };
+        evs.iter().any(|e| named("netns", e))
+            && evs
+                .iter()
+                .any(|e| named("link", e) && e["ifname"] == "eth0")
+    };
+    // Removed once its coming has been reported; its going is awaited too.
+    let limit = std::time::Duration::from_secs(20);
+    insp.wait_json(limit, |e| seen(e, "appeared"));
     drop(guard);
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    insp.wait_json(limit, |e| seen(e, "disappeared"));
     let out = insp.interrupt();
     assert!(
         out.status.success(),
@@ -570,7 +564,6 @@ fn trace_events_names_namespaces_coming_and_going() {
         String::from_utf8_lossy(&out.stderr)
     );
     let evs = json_lines(&out.stdout, "lifecycle");
-    let ns = format!("{lab}-solo");
     for action in ["appeared", "disappeared"] {
         assert!(
             evs.iter().any(|e| e["object"] == "netns"

@@ -268,8 +268,9 @@ fn run_mode(mode: &str, net: u8) {
         1
     );
     let accepts: Vec<u64> = servers.iter().map(Server::count).collect();
-    // Ask for the result now (SIGINT prints the final snapshot).
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the last segments have crossed (the kernel's counters say so), ask for the
+    // result (SIGINT prints the final snapshot).
+    support::wait_quiet_in(&[&client, &node, &ext], Duration::from_millis(100));
     let out = insp.interrupt();
     let flows = json_lines(&out.stdout, "flow");
 
@@ -428,8 +429,10 @@ fn run_mode(mode: &str, net: u8) {
         "{nat}"
     );
     assert!(!p["reply_hops"].as_array().unwrap().is_empty());
-    // --watch: the next real connection from the client to the Service, not a probe.
-    let mut watch = std::process::Command::new(bin())
+    // --watch: the next real connection from the client to the Service, not a probe. One
+    // connection, made once it says it is attached.
+    let ready = std::env::temp_dir().join(format!("{}.ready", unique("w")));
+    let watch = std::process::Command::new(bin())
         .args([
             "-o",
             "json",
@@ -439,18 +442,20 @@ fn run_mode(mode: &str, net: u8) {
             "--watch",
             "--timeout",
             "20",
+            "--ready-file",
         ])
+        .arg(&ready)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // It attaches first; connect until it has seen one (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while watch.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        connect_n(&client, &format!("{}:80", svc(10)), 1);
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let out = support::wait_bounded(watch, Duration::from_secs(5));
+    assert!(
+        support::eventually(Duration::from_secs(30), || ready.exists()),
+        "path --watch never became ready"
+    );
+    let _ = std::fs::remove_file(&ready);
+    assert_eq!(connect_n(&client, &format!("{}:80", svc(10)), 1), 1);
+    let out = support::wait_bounded(watch, Duration::from_secs(25));
     assert!(
         out.status.success(),
         "{}",
@@ -488,7 +493,19 @@ fn run_mode(mode: &str, net: u8) {
     ]);
     assert_eq!(connect_n(&client, &format!("{}:80", svc(10)), 3), 3);
     assert_eq!(connect_n(&client, &format!("{}:80", svc(11)), 3), 3);
-    std::thread::sleep(Duration::from_millis(300));
+    // Streamed as they come: wait until the three connections were seen on both sides of
+    // the DNAT.
+    let done = |recs: &[Value]| {
+        let pkts: Vec<&Value> = recs.iter().filter(|p| p["type"] == "packet").collect();
+        let conns: std::collections::HashSet<&str> = pkts
+            .iter()
+            .filter_map(|p| p["nat"]["original"].as_str())
+            .collect();
+        conns.len() >= 3
+            && pkts.iter().any(|p| p["dst"] == svc(10).as_str())
+            && pkts.iter().any(|p| p["dst"] != svc(10).as_str())
+    };
+    insp.wait_json(Duration::from_secs(20), done);
     let out = insp.interrupt();
     let pkts = json_lines(&out.stdout, "packet");
     assert!(!pkts.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));

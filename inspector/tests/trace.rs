@@ -160,7 +160,12 @@ fn trace_hops_stitches_each_packet_across_the_bridge() {
         &lab.a.name,
         &["ping", "-c", "4", "-i", "0.05", "-W", "2", "198.18.0.3"],
     );
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Each packet is printed once quiet: wait for the 4 requests and 4 replies of each.
+    for t in [&insp, &tc_only] {
+        t.wait_json(std::time::Duration::from_secs(10), |r| {
+            r.iter().filter(|p| p["type"] == "packet_hops").count() >= 8
+        });
+    }
     let a_ns = lab.a.name.as_str();
     let b_ns = lab.b.name.as_str();
     let br = lab.br.name.as_str();
@@ -222,9 +227,14 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     let lat = latency_flows(&nss, &udp);
     let stack = latency_flows(&nss, &[&udp[..], &["--stack"]].concat());
     let insp = hops_tracer(&lab, &["--proto", "udp", "--port", "7300"]);
-    // 20 frames of 1000 B at once.
+    // 20 frames of 1000 B at once; the tracer prints each once it has crossed every hook.
     udp_frames(&lab, 20, 7300);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    insp.wait_json(std::time::Duration::from_secs(20), |r| {
+        r.iter()
+            .filter(|p| p["type"] == "packet_hops" && p["len"] == 1000)
+            .count()
+            >= 20
+    });
     let out = insp.interrupt();
     let at = |dev: &str, hook: &str| format!("{dev}/{hook}");
     let a_eth0 = format!("{}/eth0", lab.a.name);
@@ -302,6 +312,9 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
     #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
     let ms = |k: &str| row[k].as_u64().unwrap() as f64 / 1e6;
     let close = |a: f64, b: f64| (a - b).abs() <= 0.05 * b.max(1.0);
+    // A percentile comes from the kernel's buckets (1/8 of a power of two wide): a bucket's
+    // middle is within 6.25% of any value in it.
+    let in_bucket = |a: f64, b: f64| (a - b).abs() <= 0.0625 * b.max(1.0) + 0.01;
     assert!(
         close(ms("max_ns"), sorted[19]),
         "max {} vs {}",
@@ -309,7 +322,7 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         sorted[19]
     );
     assert!(
-        close(ms("p50_ns"), sorted[9]),
+        in_bucket(ms("p50_ns"), sorted[9]),
         "p50 {} vs {}",
         ms("p50_ns"),
         sorted[9]
@@ -349,7 +362,7 @@ fn trace_hops_puts_a_tbf_queue_delay_on_its_hop() {
         qdisc[19]
     );
     assert!(
-        close(row_ms(row, "p50_ns"), qdisc[9]),
+        in_bucket(row_ms(row, "p50_ns"), qdisc[9]),
         "qdisc p50 {} vs {}",
         row_ms(row, "p50_ns"),
         qdisc[9]
@@ -391,7 +404,10 @@ fn flows_latency_samples_the_same_packets_at_every_hop() {
     let (sampled, every) = (start("4"), start("1"));
     let before = support::counters(&lab.b)["eth0"].rx_packets;
     udp_frames(&lab, 400, 7310);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // b's eth0 counter (the oracle) says when all have arrived.
+    support::eventually(std::time::Duration::from_secs(10), || {
+        support::counters(&lab.b)["eth0"].rx_packets - before >= 400
+    });
     let received = support::counters(&lab.b)["eth0"].rx_packets - before;
     assert!(received >= 400, "b's eth0 received {received}");
     let path = [
@@ -429,35 +445,48 @@ fn flows_latency_samples_the_same_packets_at_every_hop() {
     assert!((60..=140).contains(&some[0]), "{some:?}");
 }
 
-/// Auto sampling backs off under load: 30,000 datagrams from a to b as fast as one socket
-/// sends them are far over the 5,000 timed hops per second, so the inspector times fewer
-/// than all (it says at which rates), while b's eth0 counter says all arrived; a handful of
-/// pings before it were all timed (light traffic: every packet).
+/// Auto sampling backs off under load: datagrams from a to b as fast as one socket sends
+/// them are far over the 5,000 timed hops per second, so the inspector times fewer than all
+/// (it says when it changes the rate, and at which rates it timed), while b's eth0 counter
+/// says all arrived; a handful of pings before it were all timed (light traffic: every
+/// packet). The controller looks every 250 ms: on a busy machine it may get the CPU late,
+/// so the load goes on (bounded) until the inspector says it backed off, and one more burst
+/// runs under the reduced rate.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn flows_latency_auto_sampling_backs_off_under_load() {
     let lab = BridgeLab::new("la");
-    let insp = latency_flows(
-        &[
-            lab.a.name.as_str(),
-            lab.br.name.as_str(),
-            lab.b.name.as_str(),
-        ],
-        &[],
-    );
+    // Not quiet: rate changes are said on stderr.
+    let mut args = vec!["flows", "--latency", "-o", "json", "--duration", "120"];
+    for ns in [&lab.a.name, &lab.br.name, &lab.b.name] {
+        args.extend(["--netns", ns.as_str()]);
+    }
+    let insp = Inspector::start(&args);
     support::in_ns(
         &lab.a.name,
         &["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.0.3"],
     );
     let before = support::counters(&lab.b)["eth0"].rx_packets;
-    inspector::traffic::udp_send(
-        &lab.a.path(),
-        "198.18.0.3:7320".parse().unwrap(),
-        30_000,
-        16,
-    )
-    .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let send = |n: u32| {
+        inspector::traffic::udp_send(&lab.a.path(), "198.18.0.3:7320".parse().unwrap(), n, 16)
+            .unwrap();
+        u64::from(n)
+    };
+    let backed_off = "per-hop timing (auto): 1 packet in";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut sent = 0;
+    while !insp.stderr_text().contains(backed_off) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "auto sampling never backed off: {}",
+            insp.stderr_text()
+        );
+        sent += send(10_000);
+    }
+    sent += send(30_000);
+    support::eventually(std::time::Duration::from_secs(10), || {
+        support::counters(&lab.b)["eth0"].rx_packets - before >= sent
+    });
     let received = support::counters(&lab.b)["eth0"].rx_packets - before;
     let out = insp.interrupt();
     let rows = json_lines(&out.stdout, "latency");
@@ -484,7 +513,7 @@ fn flows_latency_auto_sampling_backs_off_under_load() {
     );
     let rates = sampling["timed_one_in"].as_array().unwrap();
     assert!(rates.len() > 1, "the rate never moved: {sampling}");
-    assert!(received >= 30_000, "b's eth0 received {received}");
+    assert!(received >= sent, "b's eth0 received {received} of {sent}");
     assert!(
         first_hop("udp") < received,
         "not every datagram may be timed under load: {} of {received}",
@@ -509,7 +538,14 @@ fn trace_hops_add_up_to_the_round_trip_the_client_measured() {
         .and_then(|t| t.split(' ').next())
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no rtt in {out}"));
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // The request and its reply, each printed once quiet.
+    insp.wait_json(std::time::Duration::from_secs(10), |r| {
+        let from = |src: &str| {
+            r.iter()
+                .any(|p| p["type"] == "packet_hops" && p["src"] == src)
+        };
+        from("198.18.0.2") && from("198.18.0.3")
+    });
     let out = insp.interrupt();
     let pkts = json_lines(&out.stdout, "packet_hops");
     let total = |src: &str| {
@@ -554,14 +590,7 @@ fn tbf_lab(tag: &str) -> BridgeLab {
 /// `n` datagrams at once from `a` to b:`port`: 958 B payload + 8 UDP + 20 IP + 14 Ethernet
 /// = 1000 B frames, each payload distinct (it is part of a UDP packet's fingerprint).
 fn udp_frames(lab: &BridgeLab, n: u16, port: u16) {
-    let ns = std::fs::File::open(lab.a.path()).unwrap();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+    inspector::sys::netns::run_in(&lab.a.path(), move || {
         let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
         for i in 0..n {
             let mut payload = [i as u8; 958];
@@ -569,7 +598,6 @@ fn udp_frames(lab: &BridgeLab, n: u16, port: u16) {
             s.send_to(&payload, format!("198.18.0.3:{port}")).unwrap();
         }
     })
-    .join()
     .unwrap();
 }
 

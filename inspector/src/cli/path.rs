@@ -30,6 +30,9 @@ pub struct Args {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub out: Output,
+    /// Write this file once everything is attached (before the probe, or the watch).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// `--proto` as the filter takes it (any case), and then only tcp or udp.
@@ -49,6 +52,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         watch: a.watch,
         timeout: Duration::from_secs_f64(a.timeout),
         identity: a.identity.options(),
+        ready_file: a.ready_file.clone(),
     })?;
     output::probe::render(&mut Printer::stdout(a.out.output.into()), &report)?;
     Ok(())

@@ -8,7 +8,7 @@ use crate::topology::{LinkKind, Topology};
 /// One thing that appeared or disappeared (`"type": "lifecycle"`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    pub time_unix_ns: u128,
+    pub time_unix_ns: u64,
     /// appeared, disappeared; or the runtime's action (create, start, die, destroy, ...).
     pub action: String,
     /// netns, link, container.
@@ -110,11 +110,11 @@ impl Event {
     }
 }
 
-fn now_ns() -> u128 {
-    std::time::SystemTime::now()
+fn now_ns() -> u64 {
+    let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
+        .unwrap_or_default();
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn owner(identity: &Identity, netns: u64) -> Option<Endpoint> {
@@ -216,11 +216,7 @@ pub fn from_docker(e: &docker::Event, identity: &Identity) -> Event {
             })
         });
     Event {
-        time_unix_ns: if e.time_ns > 0 {
-            u128::from(e.time_ns)
-        } else {
-            now_ns()
-        },
+        time_unix_ns: if e.time_ns > 0 { e.time_ns } else { now_ns() },
         action: e.action.clone(),
         object: "container",
         netns: None,

@@ -318,6 +318,7 @@ fn kube(
             watch: false,
             timeout: Duration::from_secs(3),
             identity: crate::identity::tracker::Options::default(),
+            ready_file: None,
         })?;
         report(Step::Probe(
             format!("inspector path {src} {dst}"),

@@ -29,6 +29,40 @@ use serde::Serialize;
 
 pub use table::Table;
 
+/// Every record kind the renderers write (its `"type"`); each has a published schema,
+/// docs/schema/<kind>.json (a test holds the two lists together).
+pub const KINDS: &[&str] = &[
+    "bench",
+    "drop",
+    "explain",
+    "flow",
+    "ipvs",
+    "lab",
+    "latency",
+    "latency_sampling",
+    "lifecycle",
+    "netns",
+    "overhead_per_hop",
+    "overhead_sample",
+    "overhead_summary",
+    "overhead_target",
+    "packet",
+    "packet_hops",
+    "path",
+    "pipeline_paced",
+    "pipeline_throughput",
+    "probe",
+    "scale_sample",
+    "scale_summary",
+    "service",
+    "services_sample",
+    "services_setup",
+    "services_summary",
+    "snapshot",
+    "stats",
+    "workload",
+];
+
 /// How records are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
@@ -80,6 +114,7 @@ impl<W: Write> Printer<W> {
 
     /// One record as a JSON line tagged `kind`, flushed (consumers read line by line).
     pub fn record<T: Serialize>(&mut self, kind: &str, rec: &T) -> std::io::Result<()> {
+        debug_assert!(KINDS.contains(&kind), "record kind {kind} is not in KINDS");
         serde_json::to_writer(&mut self.w, &Tagged { kind, rec })?;
         self.w.write_all(b"\n")?;
         self.w.flush()

@@ -204,12 +204,7 @@ impl Session {
         s.latency = latency::Latency::start(&mut s.probe, opts.measure)?;
         changes.extend(s.reconcile());
         if let Some(p) = &opts.ready_file {
-            std::fs::write(p, format!("{}\n", std::process::id())).map_err(|source| {
-                SessionError::ReadyFile {
-                    path: p.clone(),
-                    source,
-                }
-            })?;
+            write_ready(p)?;
         }
         Ok((s, changes))
     }
@@ -273,4 +268,14 @@ impl Session {
             latency: None,
         }
     }
+}
+
+/// Writes our pid to `path`: the signal to a script that everything is attached.
+pub(crate) fn write_ready(path: &std::path::Path) -> Result<(), SessionError> {
+    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+        SessionError::ReadyFile {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }

@@ -13,8 +13,7 @@ use netlink_packet_route::{
 };
 
 /// What sort of device a link is, as far as attaching is concerned.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkKind {
     Veth,
     Bridge,
@@ -35,6 +34,13 @@ impl std::fmt::Display for LinkKind {
             Self::Device => "device",
             Self::Other(s) => s,
         })
+    }
+}
+
+impl serde::Serialize for LinkKind {
+    /// As it is written for people: "veth", "bridge", ..., or the kernel's kind ("vxlan").
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

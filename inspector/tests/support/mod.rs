@@ -5,6 +5,7 @@
 
 pub mod cri;
 pub mod docker;
+pub mod schema;
 
 use std::{
     collections::HashMap,
@@ -51,6 +52,8 @@ pub fn in_ns(ns: &str, args: &[&str]) -> String {
 /// switched off before any link exists, so no router or neighbour solicitations appear.
 pub struct Netns {
     pub name: String,
+    /// Made here (and so deleted on drop), or only named.
+    owned: bool,
 }
 
 impl Netns {
@@ -58,6 +61,7 @@ impl Netns {
         sh(&["ip", "netns", "add", name]);
         let ns = Self {
             name: name.to_owned(),
+            owned: true,
         };
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
@@ -80,6 +84,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -179,13 +186,27 @@ pub fn counters(ns: &Netns) -> HashMap<String, Counters> {
     m
 }
 
+/// Every interface's counters in the namespace called `name`.
+pub fn counters_in(name: &str) -> HashMap<String, Counters> {
+    counters(&Netns {
+        name: name.to_owned(),
+        owned: false,
+    })
+}
+
 /// Waits (bounded) until the counters of all namespaces stop changing for `quiet`.
 pub fn wait_quiet(nss: &[&Netns], quiet: Duration) -> Vec<HashMap<String, Counters>> {
+    let names: Vec<&str> = nss.iter().map(|n| n.name.as_str()).collect();
+    wait_quiet_in(&names, quiet)
+}
+
+/// [`wait_quiet`] for namespaces by name (a lab's, say).
+pub fn wait_quiet_in(nss: &[&str], quiet: Duration) -> Vec<HashMap<String, Counters>> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last: Vec<_> = nss.iter().map(|n| counters(n)).collect();
+    let mut last: Vec<_> = nss.iter().map(|n| counters_in(n)).collect();
     loop {
         std::thread::sleep(quiet);
-        let now: Vec<_> = nss.iter().map(|n| counters(n)).collect();
+        let now: Vec<_> = nss.iter().map(|n| counters_in(n)).collect();
         if now == last {
             return now;
         }
@@ -201,10 +222,24 @@ pub struct Inspector {
     ready: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
-    /// Drains stdout while the inspector runs: an undrained pipe fills up (64 KiB) and the
-    /// inspector then blocks on its next write - no more rescans - as any blocked consumer
-    /// would make it.
-    stdout_thread: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// Its stdout, line by line, as it comes (read on a thread of its own: an undrained
+    /// pipe fills up (64 KiB) and the inspector then blocks on its next write - no more
+    /// rescans - as any blocked consumer would make it).
+    stdout: Arc<Mutex<Vec<String>>>,
+    stdout_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Reads `pipe` line by line into `sink` until it closes.
+fn stream(
+    pipe: impl std::io::Read + Send + 'static,
+    sink: &Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    let sink = Arc::clone(sink);
+    std::thread::spawn(move || {
+        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(l);
+        }
+    })
 }
 
 pub fn bin() -> &'static str {
@@ -224,25 +259,15 @@ impl Inspector {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn inspector");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&lines);
-        let stderr_thread = std::thread::spawn(move || {
-            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(l);
-            }
-        });
-        let mut out_pipe = child.stdout.take().expect("stdout");
-        let stdout_thread = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = out_pipe.read_to_end(&mut v);
-            v
-        });
+        let (stderr, stdout) = (Arc::default(), Arc::default());
+        let stderr_thread = stream(child.stderr.take().expect("stderr"), &stderr);
+        let stdout_thread = stream(child.stdout.take().expect("stdout"), &stdout);
         let mut me = Self {
             child: Some(child),
             ready,
-            stderr: lines,
+            stderr,
             stderr_thread: Some(stderr_thread),
+            stdout,
             stdout_thread: Some(stdout_thread),
         };
         let deadline = Instant::now() + Duration::from_mins(1);
@@ -281,6 +306,19 @@ impl Inspector {
         })
     }
 
+    /// Waits (bounded) until the JSON records printed so far satisfy `done` (each line is
+    /// checked against its schema as it is parsed). Returns whether they did.
+    pub fn wait_json(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> bool {
+        eventually(limit, || {
+            let text = self.stdout.lock().expect("lock").join("\n");
+            done(&json_lines_all(text.as_bytes()))
+        })
+    }
+
     /// Sends `sig` and collects the output (bounded wait).
     pub fn signal(mut self, sig: i32) -> Output {
         let child = self.child.take().expect("running");
@@ -291,8 +329,9 @@ impl Inspector {
             let _ = t.join();
         }
         if let Some(t) = self.stdout_thread.take() {
-            out.stdout = t.join().unwrap_or_default();
+            let _ = t.join();
         }
+        out.stdout = self.stdout.lock().expect("lock").join("\n").into_bytes();
         out.stderr = self.stderr_text().into_bytes();
         out
     }
@@ -361,13 +400,36 @@ pub fn run_inspector(args: &[&str], envs: &[(&str, &str)]) -> Output {
     wait_bounded(child, Duration::from_mins(1))
 }
 
-/// Parses JSON lines, keeping objects of the given "type".
+/// Parses JSON lines, keeping objects of the given "type". Every line must be one JSON
+/// object matching the published schema of its own type (docs/schema/).
 pub fn json_lines(out: &[u8], kind: &str) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    json_lines_all(out)
+        .into_iter()
         .filter(|v| v["type"] == kind)
         .collect()
+}
+
+/// Every JSON line of `out`, each checked against its schema.
+pub fn json_lines_all(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a line of -o json output is not JSON ({e}): {l}"));
+            schema::check(&v);
+            v
+        })
+        .collect()
+}
+
+/// The workload at end `end` ("src_endpoint"/"dst_endpoint") of a record is `name`
+/// (id `id`, kind, runtime, network mode as given).
+pub fn check_end(rec: &serde_json::Value, end: &str, want: [&str; 5]) {
+    let e = &rec[end];
+    let field = |k: &str| e[k].as_str().unwrap_or("<none>").to_owned();
+    let got = ["name", "id", "kind", "runtime", "network_mode"].map(field);
+    assert_eq!(got, want.map(String::from), "{end} of {rec}");
 }
 
 /// Programs, links and maps the kernel holds now, by id (from bpftool, an independent view).

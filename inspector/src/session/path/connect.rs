@@ -122,9 +122,11 @@ pub(super) fn watch(
     dst: SocketAddr,
     proto: Proto,
     timeout: Duration,
+    ready: impl FnOnce() -> Result<(), SessionError>,
 ) -> Result<Seen, SessionError> {
-    let deadline = Instant::now() + timeout;
     let old: HashSet<Key> = s.flows()?.iter().filter_map(|f| f.rec.tuple()).collect();
+    ready()?;
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         let flows = s.flows()?;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use report::{DropWhere, PathReport, ProbeStep, StepKind};
 
-use super::{Options, Session, SessionError};
+use super::{Options, Session, SessionError, start::write_ready};
 use crate::{
     identity::{Tracker, tracker},
     net::Proto,
@@ -34,6 +34,9 @@ pub struct PathOptions {
     /// The probe's connect (or the watch) gives up after this long.
     pub timeout: Duration,
     pub identity: tracker::Options,
+    /// Written once everything is attached and, for a watch, the connections already seen
+    /// are noted: a connection made after it exists is the one reported.
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// What became of the connection.
@@ -110,9 +113,12 @@ pub fn run(o: &PathOptions) -> Result<PathReport, SessionError> {
         .iter()
         .map(|n| counters::snapshot(n.netns.as_deref()))
         .collect();
+    // Ready once the connections already known are noted, so that the next one counts.
+    let ready = || o.ready_file.as_deref().map_or(Ok(()), write_ready);
     let seen = if o.watch {
-        connect::watch(&session, &src, dst, o.proto, o.timeout)?
+        connect::watch(&session, &src, dst, o.proto, o.timeout, ready)?
     } else {
+        ready()?;
         connect::probe(&src.netns, o.proto, dst, o.timeout)?
     };
     // Let the last packets (FIN, RST, ICMP) reach every hook and the drop tracepoint.
