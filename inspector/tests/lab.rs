@@ -298,12 +298,7 @@ fn lab_four_modes_every_flow_end_is_the_right_workload() {
         "{}",
         String::from_utf8_lossy(&explained.stderr)
     );
-    let out = insp.interrupt();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = insp.interrupt_ok();
     let _ = std::fs::remove_dir_all(&www);
 
     let flows = json_lines(&out.stdout, "flow");
@@ -557,12 +552,7 @@ fn trace_events_names_namespaces_coming_and_going() {
     insp.wait_json(limit, |e| seen(e, "appeared"));
     drop(guard);
     insp.wait_json(limit, |e| seen(e, "disappeared"));
-    let out = insp.interrupt();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = insp.interrupt_ok();
     let evs = json_lines(&out.stdout, "lifecycle");
     for action in ["appeared", "disappeared"] {
         assert!(

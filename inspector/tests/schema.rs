@@ -5,11 +5,11 @@ mod support;
 
 use inspector::{
     bench::{
-        Workload,
+        LoadKind,
         overhead::{self, Observer, OverheadSample, Summary},
         pipeline,
         scale::{self, ScaleSample},
-        services::{self, ParseSample, Setup},
+        services::{self, ParseSample, ServicesSetup},
     },
     output::{self, Format, Printer},
 };
@@ -72,10 +72,10 @@ fn schemas_refuse_what_they_do_not_describe() {
 fn benchmark_records_match_their_schemas() {
     let sample = OverheadSample {
         repetition: 0,
-        workload: Workload::Rr,
+        workload: LoadKind::Rr,
         observer: Observer::Inspector,
         value: 1000.0,
-        unit: Workload::Rr.unit(),
+        unit: LoadKind::Rr.unit(),
         prog_ns_per_run: Some(150.0),
         prog_runs: Some(10),
     };
@@ -87,7 +87,7 @@ fn benchmark_records_match_their_schemas() {
     ]
     .iter()
     .flat_map(|&(o, v)| {
-        [Workload::Rr, Workload::UdpFlood].map(|w| Summary {
+        [LoadKind::Rr, LoadKind::UdpFlood].map(|w| Summary {
             workload: w,
             observer: o,
             unit: w.unit(),
@@ -132,7 +132,7 @@ fn benchmark_records_match_their_schemas() {
     };
     let summary = scale::summarize(std::slice::from_ref(&scale));
     rendered(|p| output::bench::scale(p, &[scale], &summary));
-    let setup = Setup {
+    let setup = ServicesSetup {
         services: 10,
         endpoints_per_service: 3,
         iptables_restore_ms: 1.0,

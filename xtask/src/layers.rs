@@ -29,7 +29,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("cli", 9),
 ];
 
-/// One source file: its module path ("session::path::report") and its text.
+/// One source file: its module path (`session::path::report`) and its text.
 pub struct Source {
     pub module: Vec<String>,
     pub text: String,

@@ -14,7 +14,7 @@ pub mod stats;
 pub mod workload;
 
 pub use stats::Spread;
-pub use workload::Workload;
+pub use workload::LoadKind;
 
 /// What can stop a benchmark; each message says what failed.
 #[derive(Debug, thiserror::Error)]

@@ -165,7 +165,9 @@ pub struct StepSummary {
 /// Medians and spreads of each step.
 #[must_use]
 pub fn summarize(samples: &[ScaleSample]) -> Vec<StepSummary> {
-    let steps: [(&'static str, fn(&ScaleSample) -> f64, &'static str); 6] = [
+    /// (step, its time in a sample, the target).
+    type Step = (&'static str, fn(&ScaleSample) -> f64, &'static str);
+    let steps: [Step; 6] = [
         (
             "identity refresh",
             |s| s.identity_ms,

@@ -24,7 +24,7 @@ pub struct ParseSample {
 
 /// What was built and dumped once, before the rounds.
 #[derive(Clone, Debug, Serialize)]
-pub struct Setup {
+pub struct ServicesSetup {
     pub services: usize,
     pub endpoints_per_service: usize,
     pub iptables_restore_ms: f64,
@@ -70,7 +70,7 @@ pub fn run(
     per: usize,
     rounds: usize,
     mut progress: impl FnMut(&ParseSample),
-) -> Result<(Setup, Vec<ParseSample>), BenchError> {
+) -> Result<(ServicesSetup, Vec<ParseSample>), BenchError> {
     // Scratch namespaces of earlier runs that were killed (their process is gone).
     for old in netns::list_with_prefix("insp-bench-svc-") {
         let pid = old.trim_start_matches("insp-bench-svc-");
@@ -106,7 +106,7 @@ pub fn run(
     let json = read::nft_json(Some(&path))?
         .ok_or_else(|| BenchError::Observer("the kube-proxy table vanished".into()))?;
     let nft_json_ms = t.elapsed().as_secs_f64() * 1e3;
-    let setup = Setup {
+    let setup = ServicesSetup {
         services: count,
         endpoints_per_service: per,
         iptables_restore_ms,
@@ -164,8 +164,10 @@ pub struct ParseSummary {
 
 /// Medians and spreads of each format's parse time.
 #[must_use]
-pub fn summarize(setup: &Setup, samples: &[ParseSample]) -> Vec<ParseSummary> {
-    let rows: [(&'static str, fn(&ParseSample) -> f64, usize); 2] = [
+pub fn summarize(setup: &ServicesSetup, samples: &[ParseSample]) -> Vec<ParseSummary> {
+    /// (format, its parse time in a sample, its size).
+    type Row = (&'static str, fn(&ParseSample) -> f64, usize);
+    let rows: [Row; 2] = [
         (
             "iptables-save text",
             |s| s.iptables_ms,

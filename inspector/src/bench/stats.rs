@@ -49,6 +49,10 @@ impl Spread {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "the expected values are exact by construction"
+)]
 mod tests {
     use super::*;
 

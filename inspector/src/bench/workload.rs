@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Which workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Workload {
+pub enum LoadKind {
     /// One TCP connection, 64-byte request, 64-byte response, one at a time (`TCP_RR`).
     Rr,
     /// A new TCP connection per transaction (`TCP_CRR`).
@@ -18,7 +18,7 @@ pub enum Workload {
     UdpFlood,
 }
 
-impl Workload {
+impl LoadKind {
     /// The netperf-style tests `bench` runs over every mode.
     pub const TESTS: [Self; 4] = [Self::Rr, Self::Crr, Self::Stream, Self::UdpRr];
     /// Everything, in the order names are listed.
@@ -132,16 +132,16 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_old_names_say_so() {
-        for w in Workload::ALL {
-            assert_eq!(Workload::parse(w.name()).unwrap(), (w, None));
+        for w in LoadKind::ALL {
+            assert_eq!(LoadKind::parse(w.name()).unwrap(), (w, None));
             let json = serde_json::to_string(&w).unwrap();
             assert_eq!(json, format!("\"{}\"", w.name()));
         }
-        let (w, note) = Workload::parse("bulk").unwrap();
-        assert_eq!(w, Workload::Stream);
+        let (w, note) = LoadKind::parse("bulk").unwrap();
+        assert_eq!(w, LoadKind::Stream);
         assert!(note.unwrap().contains("now called 'stream'"));
         assert!(
-            Workload::parse("ping")
+            LoadKind::parse("ping")
                 .unwrap_err()
                 .to_string()
                 .contains("unknown workload 'ping'")

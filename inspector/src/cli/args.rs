@@ -1,6 +1,6 @@
 //! Flags several commands share, and their validation into library options: the output
 //! format, the filter and attach scope of `trace` and `flows` (-> `session::Options`), where
-//! identity comes from, durations, and the note old spellings get.
+//! identity comes from, durations, and how changes and notes are shown.
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
@@ -229,23 +229,4 @@ pub fn parse_secs(s: &str) -> Result<f64, String> {
 /// Seconds as for `parse_secs`, or exactly `0` (meaning "skip it").
 pub fn parse_secs_or_zero(s: &str) -> Result<f64, String> {
     if s == "0" { Ok(0.0) } else { parse_secs(s) }
-}
-
-/// The note an old spelling gets (it works for one more release).
-pub fn deprecated(old: &str, new: &str) {
-    eprintln!(
-        "inspector: note: {old} is now spelled {new} (the old spelling goes in the next release)"
-    );
-}
-
-/// The value of a renamed flag: the new one, else the old one (with its note).
-pub fn renamed<T>(new: Option<T>, old: Option<T>, names: (&str, &str), default: T) -> T {
-    match (new, old) {
-        (Some(v), _) => v,
-        (None, Some(v)) => {
-            deprecated(names.0, names.1);
-            v
-        }
-        (None, None) => default,
-    }
 }

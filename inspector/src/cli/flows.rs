@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::args::{self, FilterArgs, Output};
 use crate::{
-    output::{self, Printer, flows::Snapshot},
+    output::{self, Printer, flows::SnapshotMark},
     session::{Measure, Sampling, Session, Ticker},
 };
 
@@ -100,7 +100,7 @@ fn snapshot(s: &Session, a: &Args, p: &mut Printer, seq: u64, last: bool) -> any
         flows.truncate(a.top);
     }
     let refresh = !last;
-    let mut mark = Snapshot {
+    let mut mark = SnapshotMark {
         seq,
         time_unix_ns: s.wall_clock().unix_ns(crate::sys::time::mono_now_ns()),
         last,

@@ -3,7 +3,7 @@
 //! chooses its mode.
 use std::path::PathBuf;
 
-use super::args::{self, Form};
+use super::args::Form;
 use crate::{
     identity::lab::LabRecord,
     lab::{
@@ -78,7 +78,7 @@ pub enum LabCmd {
 fn kube_mode(w: &Which) -> anyhow::Result<KubeProxy> {
     let old = w.kube.as_deref().filter(|m| !m.is_empty());
     if old.is_some() {
-        args::deprecated("--kube MODE", "--kube --kube-proxy MODE");
+        crate::cli::compat::deprecated("--kube MODE", "--kube --kube-proxy MODE");
     }
     match w.kube_proxy.as_deref().or(old).unwrap_or("iptables") {
         "iptables" => Ok(KubeProxy::Iptables),

@@ -4,6 +4,7 @@
 //! works: a leading `-o` is moved after the subcommand before parsing.
 mod args;
 mod bench;
+mod compat;
 mod demo;
 mod events;
 mod explain;
@@ -76,7 +77,7 @@ fn normalize(mut argv: Vec<String>) -> Vec<String> {
             i += 1;
         } else {
             // The subcommand.
-            argv.splice(i + 1..i + 1, moved);
+            argv.splice(i + 1..=i, moved);
             return argv;
         }
     }

@@ -1,11 +1,10 @@
 //! Drops: packets the kernel freed with a drop reason, decoded and named like flows.
-use std::net::IpAddr;
 
 use inspector_common::{DropKey, FlowKey};
 use serde::Serialize;
 
-use super::{addrs, hook_names};
-use crate::{net::Proto, probe::Counts, sys::time::WallClock, topology::names::Names};
+use super::{Header, hook_names};
+use crate::{probe::Counts, sys::time::WallClock, topology::names::Names};
 
 /// One (flow, device, reason) of dropped packets.
 #[derive(Clone, Debug, Serialize)]
@@ -19,11 +18,8 @@ pub struct DropRecord {
     pub reason: String,
     /// The kernel function that freed it ("`nf_hook_slow+0x9a`"; "" if unknown).
     pub location: String,
-    pub proto: Proto,
-    pub src: Option<IpAddr>,
-    pub dst: Option<IpAddr>,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
+    #[serde(flatten)]
+    pub hdr: Header,
     pub packets: u64,
     pub first_ns: u64,
     pub last_ns: u64,
@@ -48,9 +44,6 @@ pub fn flow_key(k: &DropKey) -> FlowKey {
 impl DropRecord {
     #[must_use]
     pub fn new(k: &DropKey, s: &Counts, reason: String, names: &Names, clock: WallClock) -> Self {
-        let (src, dst) = addrs(&flow_key(k));
-        let proto = Proto::from_key(k.ethertype, k.proto);
-        let ports = proto.has_ports();
         let inode = u64::from(k.netns);
         let (netns_name, ifname) = hook_names(names, inode, k.ifindex);
         Self {
@@ -60,32 +53,12 @@ impl DropRecord {
             ifname,
             reason,
             location: crate::sys::kallsyms::location(k.location),
-            proto,
-            src,
-            dst,
-            sport: ports.then_some(k.sport),
-            dport: ports.then_some(k.dport),
+            hdr: Header::of_key(&flow_key(k)),
             packets: s.packets,
             first_ns: s.first_ns,
             last_ns: s.last_ns,
             time_unix_ns: clock.unix_ns(s.first_ns),
             last_unix_ns: clock.unix_ns(s.last_ns),
         }
-    }
-
-    /// The IP protocol number (0 for non-IP), for lookups by socket.
-    #[must_use]
-    pub fn ip_proto(&self) -> u8 {
-        self.proto.number().unwrap_or(0)
-    }
-
-    #[must_use]
-    pub fn src_str(&self) -> String {
-        crate::net::endpoint(self.src, self.sport)
-    }
-
-    #[must_use]
-    pub fn dst_str(&self) -> String {
-        crate::net::endpoint(self.dst, self.dport)
     }
 }

@@ -103,11 +103,11 @@ pub fn stitch(records: &[&FlowRecord], topo: &Topology) -> Vec<FlowPath> {
     );
     let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
-        if r.proto == Proto::Arp {
+        if r.hdr.proto == Proto::Arp {
             continue;
         }
         groups
-            .entry((r.proto, r.src, r.sport, r.dst, r.dport))
+            .entry((r.hdr.proto, r.hdr.src, r.hdr.sport, r.hdr.dst, r.hdr.dport))
             .or_default()
             .push(i);
     }

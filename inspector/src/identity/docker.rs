@@ -261,7 +261,7 @@ pub fn parse_inspect(json: &[u8]) -> Result<Workload, Error> {
 
 /// A container lifecycle event from Docker's event stream.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Event {
+pub struct DockerEvent {
     /// create, start, die, stop, destroy, ...
     pub action: String,
     pub id: String,
@@ -271,12 +271,12 @@ pub struct Event {
 
 /// Decodes one line of the event stream (`None` for non-container events).
 #[must_use]
-pub fn parse_event(line: &[u8]) -> Option<Event> {
+pub fn parse_event(line: &[u8]) -> Option<DockerEvent> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     if v["Type"] != "container" {
         return None;
     }
-    Some(Event {
+    Some(DockerEvent {
         action: v["Action"].as_str()?.to_owned(),
         id: v["Actor"]["ID"].as_str()?.to_owned(),
         name: v["Actor"]["Attributes"]["name"]
@@ -300,7 +300,7 @@ impl Docker {
     /// A provider on `socket`; `events` (if given) also receives each lifecycle event.
     /// Returns `None` if nothing answers on the socket.
     #[must_use]
-    pub fn connect(socket: &Path, events: Option<mpsc::Sender<Event>>) -> Option<Self> {
+    pub fn connect(socket: &Path, events: Option<mpsc::Sender<DockerEvent>>) -> Option<Self> {
         get(socket, "/_ping").ok()?;
         let me = Self {
             socket: socket.to_owned(),
@@ -312,7 +312,7 @@ impl Docker {
         Some(me)
     }
 
-    fn follow_events(&self, events: Option<mpsc::Sender<Event>>) {
+    fn follow_events(&self, events: Option<mpsc::Sender<DockerEvent>>) {
         let (socket, changed, up) = (
             self.socket.clone(),
             self.changed.clone(),
@@ -461,7 +461,7 @@ mod tests {
     fn list_and_events() {
         let l: Vec<Listed> = serde_json::from_slice(&fixture("list.json")).expect("list");
         assert_eq!(l.len(), 5);
-        let evs: Vec<Event> = fixture("events.jsonl")
+        let evs: Vec<DockerEvent> = fixture("events.jsonl")
             .split(|b| *b == b'\n')
             .filter_map(parse_event)
             .collect();

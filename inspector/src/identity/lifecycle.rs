@@ -198,7 +198,7 @@ pub fn diff(old: &Topology, new: &Topology, identity: &Identity) -> Vec<Event> {
 
 /// A runtime's container event as a lifecycle event.
 #[must_use]
-pub fn from_docker(e: &docker::Event, identity: &Identity) -> Event {
+pub fn from_docker(e: &docker::DockerEvent, identity: &Identity) -> Event {
     let w = identity
         .workloads
         .iter()

@@ -28,7 +28,7 @@ pub struct Tracker {
     seen: BTreeMap<(String, String), (u64, Workload)>,
     refreshes: u64,
     /// Docker's container events, as they arrive.
-    docker_rx: Option<mpsc::Receiver<docker::Event>>,
+    docker_rx: Option<mpsc::Receiver<docker::DockerEvent>>,
     /// Provider errors already reported (said once).
     reported: HashSet<String>,
     pub identity: Identity,
@@ -86,7 +86,7 @@ impl Tracker {
     }
 
     /// Docker's container events since the last call.
-    pub fn drain_docker_events(&self) -> Vec<docker::Event> {
+    pub fn drain_docker_events(&self) -> Vec<docker::DockerEvent> {
         self.docker_rx
             .as_ref()
             .map(|rx| rx.try_iter().collect())

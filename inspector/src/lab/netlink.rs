@@ -122,17 +122,25 @@ impl Nl {
 
     /// Adds an IPv4 route to `dst/prefix` (0.0.0.0/0 = default) via `gw`.
     pub fn route_v4(&self, dst: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> io::Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .gateway(gw)
+            .build();
+        self.add_route(msg, &format!("adding route {dst}/{prefix} via {gw}"))
+    }
+
+    fn add_route(
+        &self,
+        msg: rtnetlink::packet_route::route::RouteMessage,
+        what: &str,
+    ) -> io::Result<()> {
         self.rt.block_on(async {
-            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(dst, prefix)
-                .gateway(gw)
-                .build();
             self.handle
                 .route()
                 .add(msg)
                 .execute()
                 .await
-                .map_err(|e| err(&format!("adding route {dst}/{prefix} via {gw}"), e))
+                .map_err(|e| err(what, e))
         })
     }
 }
@@ -140,19 +148,11 @@ impl Nl {
 impl Nl {
     /// Adds an IPv4 route to `dst/prefix` out of device `dev` (no gateway).
     pub fn route_dev_v4(&self, dst: Ipv4Addr, prefix: u8, dev: &str) -> io::Result<()> {
-        let idx = self.index(dev)?;
-        self.rt.block_on(async {
-            let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(dst, prefix)
-                .output_interface(idx)
-                .build();
-            self.handle
-                .route()
-                .add(msg)
-                .execute()
-                .await
-                .map_err(|e| err(&format!("adding route {dst}/{prefix} dev {dev}"), e))
-        })
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .output_interface(self.index(dev)?)
+            .build();
+        self.add_route(msg, &format!("adding route {dst}/{prefix} dev {dev}"))
     }
 }
 

@@ -1,5 +1,5 @@
 //! The iptables rules Docker (moby v28, iptables backend) writes for one bridge network,
-//! as ../shared/design/DATAPATHS.md §1.2 describes them: the raw-table guard against direct
+//! as moby's bridge driver (`libnetwork/drivers/bridge`) writes them: the raw-table guard against direct
 //! routing to container addresses, the filter chains DOCKER-USER, DOCKER-FORWARD,
 //! DOCKER-CT, DOCKER-INTERNAL, DOCKER-BRIDGE and DOCKER (with a per-port ACCEPT for each
 //! published port), and in nat the DOCKER chain with one DNAT per published port plus the

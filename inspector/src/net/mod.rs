@@ -32,7 +32,7 @@ pub fn check_traffic_addr(ip: IpAddr) -> std::io::Result<()> {
     }
 }
 
-/// "198.18.0.2:41234", "[fd00::1]:80", "198.18.0.2" (no port) or "-" (no address).
+/// `198.18.0.2:41234`, `[fd00::1]:80`, `198.18.0.2` (no port) or `-` (no address).
 #[must_use]
 pub fn endpoint(ip: Option<IpAddr>, port: Option<u16>) -> String {
     match (ip, port) {

@@ -58,7 +58,7 @@ impl Proto {
             e => return Self::Ether(e),
         };
         match (number, v6) {
-            (1, false) | (2, false) => {}
+            (1 | 2, false) => {}
             (58, true) => return Self::Icmp6,
             (1 | 2 | 58, _) => return Self::Ip { number, v6 },
             _ => {}
@@ -88,7 +88,7 @@ impl Proto {
         )
     }
 
-    /// ICMP or ICMPv6.
+    /// ICMP or `ICMPv6`.
     #[must_use]
     pub fn is_icmp(self) -> bool {
         matches!(self, Self::Icmp | Self::Icmp6)

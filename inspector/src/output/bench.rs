@@ -7,7 +7,7 @@ use crate::bench::{
     overhead::{Observer, PerHopCheck, Summary, TargetCheck},
     pipeline::{self, Paced, ThroughputSummary},
     scale::{ScaleSample, StepSummary},
-    services::{ParseSample, ParseSummary, Setup},
+    services::{ParseSample, ParseSummary, ServicesSetup},
 };
 
 /// Numbers as "1, 2, 3".
@@ -152,7 +152,7 @@ pub fn scale<W: Write>(
 /// `bench services`: the setup, every repetition (JSON), each format's parse time.
 pub fn services<W: Write>(
     p: &mut Printer<W>,
-    setup: &Setup,
+    setup: &ServicesSetup,
     samples: &[ParseSample],
     summary: &[ParseSummary],
 ) -> std::io::Result<()> {

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, io::Write};
 
 use super::{Printer, Table};
 use crate::bench::{
-    Workload,
+    LoadKind,
     modes::{Entry, HopTime, Report},
 };
 
@@ -68,7 +68,7 @@ pub fn table(r: &Report) -> String {
         t.row(vec![
             e.workload.name().into(),
             e.mode.clone(),
-            if e.workload == Workload::Stream {
+            if e.workload == LoadKind::Stream {
                 format!("{:.2}", e.rate)
             } else {
                 format!("{:.0}", e.rate)

@@ -1,7 +1,7 @@
 //! SVG charts of a `bench` report: latency by mode, throughput by mode, and connection
 //! setup against the number of Services.
 use super::svg;
-use crate::bench::{Workload, modes::Report};
+use crate::bench::{LoadKind, modes::Report};
 
 /// Writes the charts; returns their paths.
 pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
@@ -14,7 +14,7 @@ pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<Vec<String>> 
         files.push(p.display().to_string());
         Ok(())
     };
-    let lat_tests: Vec<Workload> = [Workload::Rr, Workload::UdpRr, Workload::Crr]
+    let lat_tests: Vec<LoadKind> = [LoadKind::Rr, LoadKind::UdpRr, LoadKind::Crr]
         .into_iter()
         .filter(|t| {
             r.results
@@ -54,7 +54,7 @@ pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<Vec<String>> 
             ),
         )?;
     }
-    if r.results.iter().any(|e| e.workload == Workload::Stream) {
+    if r.results.iter().any(|e| e.workload == LoadKind::Stream) {
         let vals: Vec<Vec<svg::Bar>> = r
             .modes
             .iter()
@@ -62,7 +62,7 @@ pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<Vec<String>> 
                 vec![
                     r.results
                         .iter()
-                        .find(|e| &e.mode == m && e.workload == Workload::Stream)
+                        .find(|e| &e.mode == m && e.workload == LoadKind::Stream)
                         .map(|e| (e.rate, e.rate_spread.map(|s| s.max))),
                 ]
             })
@@ -84,7 +84,7 @@ pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<Vec<String>> 
             let mut pts: Vec<(f64, f64, f64, f64)> = r
                 .results
                 .iter()
-                .filter(|e| e.workload == Workload::Crr && e.kube_proxy.as_deref() == Some(*k))
+                .filter(|e| e.workload == LoadKind::Crr && e.kube_proxy.as_deref() == Some(*k))
                 .filter_map(|e| {
                     let s = e.connect_p50_spread?;
                     Some((f64::from(e.services?), s.median, s.min, s.max))

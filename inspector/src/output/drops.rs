@@ -30,9 +30,9 @@ pub fn render<W: Write>(p: &mut Printer<W>, drops: &[Drop]) -> std::io::Result<(
             format!("{}/{}", r.netns_name, r.ifname),
             r.reason.clone(),
             r.location.clone(),
-            r.proto.to_string(),
-            labelled(r.src_str(), d.src_endpoint.as_ref()),
-            labelled(r.dst_str(), d.dst_endpoint.as_ref()),
+            r.hdr.proto.to_string(),
+            labelled(r.hdr.src_str(), d.src_endpoint.as_ref()),
+            labelled(r.hdr.dst_str(), d.dst_endpoint.as_ref()),
             r.packets.to_string(),
             d.rule.clone().unwrap_or_default(),
         ]);

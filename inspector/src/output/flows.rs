@@ -9,7 +9,7 @@ use crate::session::{Flow, records::ServiceOf};
 
 /// Where one refresh of `flows` starts (`type: "snapshot"`, JSON only).
 #[derive(Serialize)]
-pub struct Snapshot {
+pub struct SnapshotMark {
     /// 1, 2, ... in refresh order; the final snapshot (at the end of the run) is marked.
     pub seq: u64,
     pub time_unix_ns: u64,
@@ -33,7 +33,7 @@ pub fn service_label(s: Option<&ServiceOf>) -> String {
 }
 
 /// The `snapshot` marker (JSON only: a table refresh clears the screen instead).
-pub fn snapshot<W: Write>(p: &mut Printer<W>, snap: &Snapshot) -> std::io::Result<()> {
+pub fn snapshot<W: Write>(p: &mut Printer<W>, snap: &SnapshotMark) -> std::io::Result<()> {
     if p.json() {
         p.record("snapshot", snap)?;
     }
@@ -60,7 +60,7 @@ pub fn render<W: Write>(p: &mut Printer<W>, flows: &[Flow], refresh: bool) -> st
     for f in flows {
         let r = &f.rec;
         let flags: Vec<String> = [
-            r.icmp_name().unwrap_or_default(),
+            r.hdr.icmp_name().unwrap_or_default(),
             r.tcp_flags.clone(),
             r.anomalies.clone(),
         ]
@@ -71,9 +71,9 @@ pub fn render<W: Write>(p: &mut Printer<W>, flows: &[Flow], refresh: bool) -> st
             r.netns_name.clone(),
             r.ifname.clone(),
             r.direction.into(),
-            r.proto.to_string(),
-            labelled(r.src_str(), f.src_endpoint.as_ref()),
-            labelled(r.dst_str(), f.dst_endpoint.as_ref()),
+            r.hdr.proto.to_string(),
+            labelled(r.hdr.src_str(), f.src_endpoint.as_ref()),
+            labelled(r.hdr.dst_str(), f.dst_endpoint.as_ref()),
             r.packets.to_string(),
             r.bytes.to_string(),
             flags.join(" "),

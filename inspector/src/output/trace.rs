@@ -41,9 +41,9 @@ fn secs_since(ts: u64, start_ns: u64) -> f64 {
 
 fn packet_line(x: &Packet, start_ns: u64) -> String {
     let mut info = vec![];
-    if let (Some(t), Some(c)) = (x.icmp_type, x.icmp_code) {
+    if let (Some(t), Some(c)) = (x.hdr.icmp_type, x.hdr.icmp_code) {
         info.push(crate::flows::icmp_name(
-            x.proto == crate::net::Proto::Icmp6,
+            x.hdr.proto == crate::net::Proto::Icmp6,
             t,
             c,
         ));
@@ -68,15 +68,9 @@ fn packet_line(x: &Packet, start_ns: u64) -> String {
         x.netns_name,
         x.ifname,
         x.direction,
-        x.proto.to_string(),
-        labelled(
-            crate::net::endpoint(x.src, x.sport),
-            x.src_endpoint.as_ref()
-        ),
-        labelled(
-            crate::net::endpoint(x.dst, x.dport),
-            x.dst_endpoint.as_ref()
-        ),
+        x.hdr.proto.to_string(),
+        labelled(x.hdr.src_str(), x.src_endpoint.as_ref()),
+        labelled(x.hdr.dst_str(), x.dst_endpoint.as_ref()),
         x.len,
         info.join(" ")
     )
@@ -99,15 +93,9 @@ fn hops_line(x: &PacketHops, start_ns: u64) -> String {
     format!(
         "{:>11.6}  {} {} -> {} {} {}B: {path} (total {}us)",
         secs_since(x.ts_ns, start_ns),
-        x.proto,
-        labelled(
-            crate::net::endpoint(x.src, x.sport),
-            x.src_endpoint.as_ref()
-        ),
-        labelled(
-            crate::net::endpoint(x.dst, x.dport),
-            x.dst_endpoint.as_ref()
-        ),
+        x.hdr.proto,
+        labelled(x.hdr.src_str(), x.src_endpoint.as_ref()),
+        labelled(x.hdr.dst_str(), x.dst_endpoint.as_ref()),
         x.tcp_flags,
         x.len,
         super::us(x.total_ns)

@@ -26,7 +26,7 @@ use crate::topology::{Link, NsView};
 pub type AttachKey = (u64, u32);
 
 /// The ingress and egress links of one interface; dropping it detaches both.
-pub(super) struct Pair {
+pub(super) struct LinkPair {
     _ingress: OwnedFd,
     _egress: OwnedFd,
 }
@@ -126,7 +126,7 @@ struct Job<'a> {
     links: Vec<&'a Link>,
 }
 
-type Outcome = (AttachKey, Result<Pair, ProbeError>);
+type Outcome = (AttachKey, Result<LinkPair, ProbeError>);
 
 fn run_job(job: &Job<'_>, progs: (RawFd, RawFd)) -> Vec<Outcome> {
     let fail = |l: &Link, e: std::io::Error| ProbeError::Attach {
@@ -149,7 +149,7 @@ fn run_job(job: &Job<'_>, progs: (RawFd, RawFd)) -> Vec<Outcome> {
             }
             let pair = tcx_link(progs.0, l.ifindex, BPF_TCX_INGRESS).and_then(|ingress| {
                 // If egress fails, dropping `ingress` rolls the ingress link back.
-                Ok(Pair {
+                Ok(LinkPair {
                     _egress: tcx_link(progs.1, l.ifindex, BPF_TCX_EGRESS)?,
                     _ingress: ingress,
                 })
@@ -253,7 +253,7 @@ impl Probe {
 
     /// Detaches everything, on many threads at once (see the module comment).
     pub(super) fn detach_all(&mut self) {
-        let pairs: Vec<Pair> = self.links.drain().map(|(_, p)| p).collect();
+        let pairs: Vec<LinkPair> = self.links.drain().map(|(_, p)| p).collect();
         let _fast = Expedited::new(self.fast_attach, pairs.len());
         let workers = WORKERS.min(pairs.len());
         let queue = Mutex::new(pairs);

@@ -109,7 +109,7 @@ impl Default for ProbeOptions {
 pub struct Probe {
     clock: std::cell::RefCell<clock::JiffiesClock>,
     ebpf: Ebpf,
-    links: HashMap<AttachKey, attach::Pair>,
+    links: HashMap<AttachKey, attach::LinkPair>,
     /// Names of `enum skb_drop_reason` values, from the kernel's BTF or the tracepoint.
     drop_reasons: std::collections::BTreeMap<u32, String>,
     /// What could not be set up but did not stop the rest (said once, at start).

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// Packet counters of every DROP/REJECT rule, by (table, rule text without counters).
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot(HashMap<(String, String), u64>);
+pub struct RuleCounters(HashMap<(String, String), u64>);
 
 /// A rule whose counter grew: where the packet died.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct RuleHit {
 
 /// Reads the counters in `netns` (None: here). Empty when iptables is unavailable.
 #[must_use]
-pub fn snapshot(netns: Option<&Path>) -> Snapshot {
+pub fn snapshot(netns: Option<&Path>) -> RuleCounters {
     let mut m = HashMap::new();
     let out = match netns {
         Some(p) => {
@@ -33,7 +33,7 @@ pub fn snapshot(netns: Option<&Path>) -> Snapshot {
             .output(),
     };
     let Ok(out) = out else {
-        return Snapshot(m);
+        return RuleCounters(m);
     };
     let mut table = String::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -57,10 +57,10 @@ pub fn snapshot(netns: Option<&Path>) -> Snapshot {
             .unwrap_or(0);
         m.insert((table.clone(), rule.to_owned()), packets);
     }
-    Snapshot(m)
+    RuleCounters(m)
 }
 
-impl Snapshot {
+impl RuleCounters {
     /// DROP/REJECT rules that counted packets since `before`.
     #[must_use]
     pub fn grown_since(&self, before: &Self) -> Vec<RuleHit> {

@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn chain_names_match_upstream_fixtures() {
-        // DATAPATHS.md §2.3 and §3.2, recomputed there against kube-proxy's test fixtures.
+        // Names from kube-proxy's own test fixtures (iptables and nftables `proxier_test.go`).
         assert_eq!(
             format!("KUBE-SVC-{}", port_proto_hash("ns1/svc1:p80", "tcp")),
             "KUBE-SVC-XPGD46QRK7WJZT7O"

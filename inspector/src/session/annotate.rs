@@ -29,9 +29,9 @@ pub fn ends_of(
 pub fn ends(r: &Resolver<'_>, rec: &FlowRecord) -> (Option<Endpoint>, Option<Endpoint>) {
     ends_of(
         r,
-        (rec.src, rec.sport),
-        (rec.dst, rec.dport),
-        rec.ip_proto(),
+        (rec.hdr.src, rec.hdr.sport),
+        (rec.hdr.dst, rec.hdr.dport),
+        rec.hdr.ip_proto(),
         rec.netns,
     )
 }
@@ -39,8 +39,8 @@ pub fn ends(r: &Resolver<'_>, rec: &FlowRecord) -> (Option<Endpoint>, Option<End
 /// The Service attribution of the connection a record with ports belongs to.
 #[must_use]
 pub fn service_of(s: &Services, rec: &FlowRecord) -> Option<ServiceOf> {
-    let (src, sport, dst, dport) = rec.tuple()?;
-    s.lookup(rec.ip_proto(), src, sport, dst, dport)
+    let (src, sport, dst, dport) = rec.hdr.tuple()?;
+    s.lookup(rec.hdr.ip_proto(), src, sport, dst, dport)
         .map(ServiceOf::from)
 }
 

@@ -228,9 +228,9 @@ impl Session {
                 };
                 format!(
                     "{} -> {} {}",
-                    end(rec.src, src),
-                    end(rec.dst, dst),
-                    rec.proto
+                    end(rec.hdr.src, src),
+                    end(rec.hdr.dst, dst),
+                    rec.hdr.proto
                 )
             };
             match (&self.latency, &hists) {

@@ -58,7 +58,7 @@ pub struct Session {
     services: Option<RefCell<Services>>,
     /// DROP/REJECT rule counters of the node namespaces at start, by namespace inode (for
     /// naming the rule behind a netfilter drop).
-    nf_counters: HashMap<u64, (Option<PathBuf>, counters::Snapshot)>,
+    nf_counters: HashMap<u64, (Option<PathBuf>, counters::RuleCounters)>,
     /// Lifecycle events of the last reconciles, when followed.
     lifecycle: Option<Lifecycle>,
     filter: Filter,

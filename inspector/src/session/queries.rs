@@ -86,9 +86,9 @@ impl Session {
                     );
                     let (src_endpoint, dst_endpoint) = ends_of(
                         r,
-                        (rec.src, rec.sport),
-                        (rec.dst, rec.dport),
-                        rec.ip_proto(),
+                        (rec.hdr.src, rec.hdr.sport),
+                        (rec.hdr.dst, rec.hdr.dport),
+                        rec.hdr.ip_proto(),
                         rec.netns,
                     );
                     let rule = (rec.reason == "NETFILTER_DROP")

@@ -76,7 +76,7 @@ pub struct Path {
 #[derive(Clone, Debug, Serialize)]
 pub struct Stats {
     pub attached_interfaces: usize,
-    /// Each `inspector_common::Stat` by its name (events_sent, events_lost, ...).
+    /// Each `inspector_common::Stat` by its name (`events_sent`, `events_lost`, ...).
     #[serde(flatten)]
     pub counters: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -100,17 +100,8 @@ pub struct Packet {
     /// `tc-ingress`, `tc-egress`, `net_dev_queue`, `net_dev_start_xmit`, `netif_receive_skb`.
     pub hook: &'static str,
     pub direction: &'static str,
-    pub proto: crate::net::Proto,
-    pub src: Option<std::net::IpAddr>,
-    pub sport: Option<u16>,
-    pub dst: Option<std::net::IpAddr>,
-    pub dport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub icmp_type: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub icmp_code: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub icmp_id: Option<u16>,
+    #[serde(flatten)]
+    pub hdr: crate::flows::Header,
     /// Bytes of the whole frame.
     pub len: u32,
     pub tcp_flags: String,
@@ -161,12 +152,9 @@ pub struct PacketHops {
     /// When its first hop saw it.
     pub ts_ns: u64,
     pub time_unix_ns: u64,
-    pub proto: crate::net::Proto,
-    /// Its addresses at the first hop.
-    pub src: Option<std::net::IpAddr>,
-    pub sport: Option<u16>,
-    pub dst: Option<std::net::IpAddr>,
-    pub dport: Option<u16>,
+    /// Its protocol and addresses at the first hop.
+    #[serde(flatten)]
+    pub hdr: crate::flows::Header,
     pub src_endpoint: Option<Endpoint>,
     pub dst_endpoint: Option<Endpoint>,
     pub len: u32,

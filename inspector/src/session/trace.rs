@@ -202,7 +202,7 @@ impl Tracer {
 }
 
 fn needs_conntrack(s: &Services, ev: &PacketEvent) -> bool {
-    FlowRecord::decode_key(&ev.key).is_some_and(|k| {
+    crate::flows::Header::decode_key(&ev.key).is_some_and(|k| {
         s.lookup(k.0, k.1, k.2, k.3, k.4).is_none() && s.is_frontend(k.0, k.1, k.2, k.3, k.4)
     })
 }
@@ -226,14 +226,7 @@ fn packet(
         netns_name: rec.netns_name,
         ifindex: rec.ifindex,
         ifname: rec.ifname,
-        proto: rec.proto,
-        src: rec.src,
-        sport: rec.sport,
-        dst: rec.dst,
-        dport: rec.dport,
-        icmp_type: rec.icmp_type,
-        icmp_code: rec.icmp_code,
-        icmp_id: rec.icmp_id,
+        hdr: rec.hdr,
         tcp_flags: rec.tcp_flags,
         anomalies: rec.anomalies,
         src_endpoint,
@@ -262,10 +255,10 @@ fn packet_hops(s: &Session, r: &crate::identity::Resolver<'_>, evs: &[PacketEven
                 ts_ns: ev.ts_ns,
                 time_unix_ns: s.clock.unix_ns(ev.ts_ns),
                 delta_ns: ev.ts_ns.saturating_sub(prev),
-                src: h.src,
-                sport: h.sport,
-                dst: h.dst,
-                dport: h.dport,
+                src: h.hdr.src,
+                sport: h.hdr.sport,
+                dst: h.hdr.dst,
+                dport: h.hdr.dport,
             };
             prev = ev.ts_ns;
             at
@@ -274,11 +267,7 @@ fn packet_hops(s: &Session, r: &crate::identity::Resolver<'_>, evs: &[PacketEven
     PacketHops {
         ts_ns: first.ts_ns,
         time_unix_ns: s.clock.unix_ns(first.ts_ns),
-        proto: head.proto,
-        src: head.src,
-        sport: head.sport,
-        dst: head.dst,
-        dport: head.dport,
+        hdr: head.hdr,
         src_endpoint,
         dst_endpoint,
         len: first.len,

@@ -83,10 +83,9 @@ pub fn current_inode() -> io::Result<u64> {
 /// not a namespace (a sandbox file whose bind mount is already gone).
 #[must_use]
 pub fn inode_of(path: impl AsRef<Path>) -> Option<u64> {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
     let path = path.as_ref();
     let st = nix::sys::statfs::statfs(path).ok()?;
-    if i64::from(st.filesystem_type().0) != NSFS_MAGIC {
+    if st.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return None;
     }
     fs::metadata(path).ok().map(|m| m.ino())

@@ -340,6 +340,17 @@ impl Inspector {
     pub fn interrupt(self) -> Output {
         self.signal(libc::SIGINT)
     }
+
+    /// [`Inspector::interrupt`], and it must have exited 0 (its stderr shown otherwise).
+    pub fn interrupt_ok(self) -> Output {
+        let out = self.interrupt();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
 }
 
 impl Drop for Inspector {
@@ -423,7 +434,7 @@ pub fn json_lines_all(out: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The workload at end `end` ("src_endpoint"/"dst_endpoint") of a record is `name`
+/// The workload at end `end` (`src_endpoint` or `dst_endpoint`) of a record is `name`
 /// (id `id`, kind, runtime, network mode as given).
 pub fn check_end(rec: &serde_json::Value, end: &str, want: [&str; 5]) {
     let e = &rec[end];

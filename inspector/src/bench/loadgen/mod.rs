@@ -28,7 +28,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::Workload;
+use super::LoadKind;
 use crate::{net::check_traffic_addr as check_addr, sys::netns::run_in};
 
 /// Where the two ends run and how the client reaches the server.
@@ -47,7 +47,7 @@ pub struct Ends {
 }
 
 impl Ends {
-    fn target(&self, t: Workload) -> SocketAddr {
+    fn target(&self, t: LoadKind) -> SocketAddr {
         SocketAddr::new(self.target, t.port() + self.port_offset)
     }
 }
@@ -130,13 +130,13 @@ pub struct Cpus {
 ///
 /// # Errors
 /// Sockets that cannot be made, a server that is not reachable, an address outside the lab's.
-pub fn run(w: Workload, ends: &Ends, secs: f64, cpus: Cpus, stop: &AtomicBool) -> io::Result<Run> {
+pub fn run(w: LoadKind, ends: &Ends, secs: f64, cpus: Cpus, stop: &AtomicBool) -> io::Result<Run> {
     run_with(w, ends, secs, cpus, stop, false)
 }
 
 /// [`run`]; `busy_poll`: the flood's receiver spins instead of sleeping between batches.
 pub fn run_with(
-    test: Workload,
+    test: LoadKind,
     ends: &Ends,
     secs: f64,
     cpus: Cpus,
@@ -171,11 +171,11 @@ pub fn run_with(
         }
     };
     match test {
-        Workload::Rr => tcp::rr(ends, w, stop).map(finish),
-        Workload::Crr => tcp::crr(ends, w, stop).map(finish),
-        Workload::UdpRr => udp::rr(ends, w, stop).map(finish),
-        Workload::Stream => tcp::stream(ends, w, stop, tps),
-        Workload::UdpFlood => udp::flood(ends, w, stop, busy_poll, tps),
+        LoadKind::Rr => tcp::rr(ends, w, stop).map(finish),
+        LoadKind::Crr => tcp::crr(ends, w, stop).map(finish),
+        LoadKind::UdpRr => udp::rr(ends, w, stop).map(finish),
+        LoadKind::Stream => tcp::stream(ends, w, stop, tps),
+        LoadKind::UdpFlood => udp::flood(ends, w, stop, busy_poll, tps),
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use super::{Ends, Run, Timed, Window, accept_one, cpu_ticks, join, listen, measure};
 use crate::{
-    bench::Workload,
+    bench::LoadKind,
     sys::{
         cpu::pin,
         netns::{run_in, spawn_in},
@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed> {
-    let port = Workload::Rr.port();
+    let port = LoadKind::Rr.port();
     let listener = listen(ends, port)?;
     let server = std::thread::spawn(move || -> io::Result<()> {
         pin(w.server_cpu);
@@ -32,7 +32,7 @@ pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed>
         }
         Ok(())
     });
-    let target = ends.target(Workload::Rr);
+    let target = ends.target(LoadKind::Rr);
     let client = run_in(&ends.client_ns, || -> io::Result<Timed> {
         pin(w.client_cpu);
         let mut c = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
@@ -55,7 +55,7 @@ pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed>
 }
 
 pub(super) fn crr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed> {
-    let port = Workload::Crr.port();
+    let port = LoadKind::Crr.port();
     let listener = listen(ends, port)?;
     let done = Arc::new(AtomicBool::new(false));
     let d2 = Arc::clone(&done);
@@ -76,7 +76,7 @@ pub(super) fn crr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed
         }
         Ok(())
     });
-    let target = ends.target(Workload::Crr);
+    let target = ends.target(LoadKind::Crr);
     let client = run_in(&ends.client_ns, || -> io::Result<Timed> {
         pin(w.client_cpu);
         measure(w, stop, || {
@@ -101,7 +101,7 @@ pub(super) fn crr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed
 }
 
 pub(super) fn stream(ends: &Ends, w: Window, stop: &AtomicBool, tps: f64) -> io::Result<Run> {
-    let port = Workload::Stream.port();
+    let port = LoadKind::Stream.port();
     let listener = listen(ends, port)?;
     let bytes = Arc::new(AtomicU64::new(0));
     let b2 = Arc::clone(&bytes);
@@ -119,7 +119,7 @@ pub(super) fn stream(ends: &Ends, w: Window, stop: &AtomicBool, tps: f64) -> io:
             }
         }
     });
-    let target = ends.target(Workload::Stream);
+    let target = ends.target(LoadKind::Stream);
     let total = w.warm + w.dur + Duration::from_millis(100);
     let stop_flag = Arc::new(AtomicBool::new(false));
     let s2 = Arc::clone(&stop_flag);

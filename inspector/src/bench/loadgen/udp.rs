@@ -17,7 +17,7 @@ use std::{
 
 use super::{Ends, Run, Timed, Window, cpu_ticks, join, measure};
 use crate::{
-    bench::Workload,
+    bench::LoadKind,
     sys::{
         cpu::pin,
         netns::{run_in, spawn_in},
@@ -25,7 +25,7 @@ use crate::{
 };
 
 pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed> {
-    let port = Workload::UdpRr.port();
+    let port = LoadKind::UdpRr.port();
     let bind = SocketAddr::new(ends.bind, port);
     let srv = run_in(&ends.server_ns, move || UdpSocket::bind(bind))??;
     srv.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -41,7 +41,7 @@ pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed>
         }
         Ok(())
     });
-    let target = ends.target(Workload::UdpRr);
+    let target = ends.target(LoadKind::UdpRr);
     let client = run_in(&ends.client_ns, || -> io::Result<Timed> {
         pin(w.client_cpu);
         let c = UdpSocket::bind(crate::traffic::any_addr(target))?;
@@ -145,7 +145,7 @@ pub(super) fn flood(
     busy_poll: bool,
     tps: f64,
 ) -> io::Result<Run> {
-    let bind = SocketAddr::new(ends.bind, Workload::UdpFlood.port());
+    let bind = SocketAddr::new(ends.bind, LoadKind::UdpFlood.port());
     let rx = run_in(&ends.server_ns, move || UdpSocket::bind(bind))??;
     // Root may exceed rmem_max: a deep queue, so the receiver's wake-ups lose nothing.
     nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::RcvBufForce, &(32 << 20))
@@ -158,7 +158,7 @@ pub(super) fn flood(
         pin(w.server_cpu);
         receive(&rx, &c2, &d2, busy_poll);
     });
-    let target = ends.target(Workload::UdpFlood);
+    let target = ends.target(LoadKind::UdpFlood);
     let end = Instant::now() + w.warm + w.dur + Duration::from_millis(100);
     let sender = spawn_in(&ends.client_ns, move || -> io::Result<()> {
         pin(w.client_cpu);

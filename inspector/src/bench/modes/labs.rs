@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::catalogue::BenchMode;
 use crate::{
-    bench::{BenchError, Workload, loadgen::Ends},
+    bench::{BenchError, LoadKind, loadgen::Ends},
     lab::{
         LabSpec, Plan,
         spec::{BENCH_KUBE_SPEC, BENCH_MODES_SPEC, ServicePortSpec},
@@ -25,7 +25,7 @@ pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 10);
 pub(super) fn docker_spec() -> LabSpec {
     let mut s = LabSpec::embedded(BENCH_MODES_SPEC);
     if let Some(srv) = s.workloads.iter_mut().find(|w| w.name == "srv") {
-        srv.publish = Workload::TESTS
+        srv.publish = LoadKind::TESTS
             .iter()
             .map(|t| format!("{}:{}/{}", t.port() + PUBLISH_OFFSET, t.port(), t.proto()))
             .collect();
@@ -46,7 +46,7 @@ pub(super) fn kube_spec(nft: bool, services: u32, index: usize) -> LabSpec {
     s.kube_proxy = Some(if nft { "nftables" } else { "iptables" }.into());
     s.extra_services = usize::try_from(services.saturating_sub(1)).unwrap_or(0);
     if let Some(target) = s.services.first_mut() {
-        target.ports = Workload::TESTS
+        target.ports = LoadKind::TESTS
             .iter()
             .map(|t| ServicePortSpec {
                 name: t.name().into(),

@@ -16,9 +16,9 @@ mod traced;
 use std::{collections::BTreeMap, time::Instant};
 
 pub use catalogue::{BenchMode, MAX_SERVICES, parse_modes};
-pub use report::{Entry, Expectation, HopTime, Report, RunSample, Setup};
+pub use report::{Entry, Expectation, HopTime, ModeSetup, Report, RunSample};
 
-use super::{BenchError, Workload, loadgen};
+use super::{BenchError, LoadKind, loadgen};
 use crate::{
     lab::{LabGuard, LabSpec, Plan},
     sys::signals::StopFlag,
@@ -28,7 +28,7 @@ use crate::{
 #[derive(Clone)]
 pub struct Options {
     pub modes: Vec<BenchMode>,
-    pub workloads: Vec<Workload>,
+    pub workloads: Vec<LoadKind>,
     /// Seconds of each measured run.
     pub run_secs: f64,
     pub repeat: usize,
@@ -46,7 +46,7 @@ fn build_labs(
     opts: &Options,
     labs: &mut LabGuard,
     progress: &mut dyn FnMut(&str),
-) -> Result<(BTreeMap<LabKey, Plan>, Vec<Setup>), BenchError> {
+) -> Result<(BTreeMap<LabKey, Plan>, Vec<ModeSetup>), BenchError> {
     let mut wanted: Vec<(LabKey, LabSpec)> = Vec::new();
     if opts.modes.iter().any(|m| m.kube_lab().is_none()) {
         wanted.push((None, labs::docker_spec()));
@@ -72,7 +72,7 @@ fn build_labs(
         crate::lab::remove_stale(&plan.name);
         let t0 = Instant::now();
         labs.0.push(crate::lab::up(&plan)?);
-        setup.push(Setup {
+        setup.push(ModeSetup {
             lab: plan.name.clone(),
             what,
             ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -122,7 +122,7 @@ pub fn run(
     let stop = opts.stop.flag();
     // Prime ARP, routes and conntrack once per mode so no first run is special.
     for (m, r) in &reaches {
-        loadgen::run(Workload::UdpRr, &r.ends, 0.05, opts.cpus, stop)
+        loadgen::run(LoadKind::UdpRr, &r.ends, 0.05, opts.cpus, stop)
             .map_err(BenchError::io(format!("priming {}", m.name())))?;
     }
     let mut samples = Vec::new();
@@ -241,7 +241,7 @@ mod tests {
         // The target is the last Service (generated ones first), with every test's port.
         let last = k.services.last().unwrap();
         assert_eq!((last.name.as_str(), last.cluster_ip), ("target", labs::VIP));
-        assert_eq!(last.ports.len(), Workload::TESTS.len());
+        assert_eq!(last.ports.len(), LoadKind::TESTS.len());
         assert_eq!(k.services.len(), 10_000);
         assert_eq!(labs::kube_name(true, 10_000).len(), 12);
     }

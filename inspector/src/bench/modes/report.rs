@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Options, catalogue::BenchMode};
 use crate::bench::{
-    Spread, Workload,
+    LoadKind, Spread,
     loadgen::{self, Run},
 };
 
 /// What a lab setup cost.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Setup {
+pub struct ModeSetup {
     pub lab: String,
     pub what: String,
     pub ms: f64,
@@ -24,7 +24,7 @@ pub struct Setup {
 pub struct RunSample {
     pub repetition: usize,
     pub mode: String,
-    pub workload: Workload,
+    pub workload: LoadKind,
     #[serde(flatten)]
     pub run: Run,
 }
@@ -45,7 +45,7 @@ pub struct HopTime {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub mode: String,
-    pub workload: Workload,
+    pub workload: LoadKind,
     pub what: String,
     pub runs: usize,
     pub unit: String,
@@ -84,7 +84,7 @@ pub struct Report {
     pub pinned: loadgen::Cpus,
     pub kernel: String,
     pub modes: Vec<String>,
-    pub setup: Vec<Setup>,
+    pub setup: Vec<ModeSetup>,
     pub results: Vec<Entry>,
     pub samples: Vec<RunSample>,
     /// The orderings published results lead one to expect, as measured (not asserted).
@@ -150,7 +150,7 @@ pub(super) fn summarize(
             });
         }
     }
-    let host: Vec<(Workload, f64, Option<f64>)> = out
+    let host: Vec<(LoadKind, f64, Option<f64>)> = out
         .iter()
         .filter(|e| e.mode == "host")
         .map(|e| (e.workload, e.rate, e.p50_us))
@@ -166,10 +166,10 @@ pub(super) fn summarize(
 
 pub(super) fn orderings(results: &[Entry]) -> Vec<Expectation> {
     let mut out = Vec::new();
-    let get = |mode: &str, t: Workload| results.iter().find(|e| e.mode == mode && e.workload == t);
+    let get = |mode: &str, t: LoadKind| results.iter().find(|e| e.mode == mode && e.workload == t);
     if let (Some(hp), Some(bp)) = (
-        get("host", Workload::Rr).and_then(|e| e.p50_us),
-        get("bridge", Workload::Rr).and_then(|e| e.p50_us),
+        get("host", LoadKind::Rr).and_then(|e| e.p50_us),
+        get("bridge", LoadKind::Rr).and_then(|e| e.p50_us),
     ) {
         out.push(Expectation {
             expectation: "host rr latency <= bridge rr latency (published: bridge about +14%)"
@@ -182,8 +182,8 @@ pub(super) fn orderings(results: &[Entry]) -> Vec<Expectation> {
         });
     }
     if let (Some(h), Some(b)) = (
-        get("host", Workload::Stream),
-        get("bridge", Workload::Stream),
+        get("host", LoadKind::Stream),
+        get("bridge", LoadKind::Stream),
     ) {
         out.push(Expectation {
             expectation: "bridge stream throughput below host (published: about -13%)".into(),
@@ -199,7 +199,7 @@ pub(super) fn orderings(results: &[Entry]) -> Vec<Expectation> {
     for (nft, name) in [(false, "iptables"), (true, "nftables")] {
         let mut pts: Vec<(u32, f64)> = results
             .iter()
-            .filter(|e| e.workload == Workload::Crr && e.kube_proxy.as_deref() == Some(name))
+            .filter(|e| e.workload == LoadKind::Crr && e.kube_proxy.as_deref() == Some(name))
             .filter_map(|e| Some((e.services?, e.connect_p50_us?)))
             .collect();
         pts.sort_by_key(|p| p.0);

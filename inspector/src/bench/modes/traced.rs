@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use super::{labs::Reach, report::HopTime};
 use crate::{
     bench::{
-        BenchError, Workload,
+        BenchError, LoadKind,
         loadgen::{self, Cpus},
     },
     flows::{
@@ -42,15 +42,15 @@ pub(super) fn hops(
         },
         ..Options::default()
     })?;
-    loadgen::run(Workload::Rr, &r.ends, secs, cpus, stop)
+    loadgen::run(LoadKind::Rr, &r.ends, secs, cpus, stop)
         .map_err(BenchError::io("the traced rr run"))?;
     let rows = s.latency_rows()?.unwrap_or_default();
-    Ok(main_paths(rows))
+    Ok(main_paths(&rows))
 }
 
 /// Each pair's hops in path order (each hop's `to` is the next one's `from`), busiest pair
 /// first; hops seen by fewer than 1% of the pair's packets (stray stitches) left out.
-fn main_paths(rows: Vec<LatencyRow>) -> Vec<HopTime> {
+fn main_paths(rows: &[LatencyRow]) -> Vec<HopTime> {
     let most = |pair: &str, rows: &[LatencyRow]| {
         rows.iter()
             .filter(|r| r.pair == pair)
@@ -60,7 +60,7 @@ fn main_paths(rows: Vec<LatencyRow>) -> Vec<HopTime> {
     };
     let kept: Vec<LatencyRow> = rows
         .iter()
-        .filter(|r| r.packets * 100 >= most(&r.pair, &rows))
+        .filter(|r| r.packets * 100 >= most(&r.pair, rows))
         .cloned()
         .collect();
     let mut ordered = kept.clone();
@@ -83,6 +83,10 @@ fn main_paths(rows: Vec<LatencyRow>) -> Vec<HopTime> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::float_cmp,
+    reason = "the expected values are exact by construction"
+)]
 mod tests {
     use super::*;
 
@@ -99,7 +103,7 @@ mod tests {
             max_ns: 3000,
             mean_ns: 1100,
         };
-        let out = main_paths(vec![
+        let out = main_paths(&[
             h("a -> b", "v2(out)", "b(in)", 1000),
             h("a -> b", "a(out)", "v1(in)", 1000),
             h("a -> b", "v1(in)", "v2(out)", 1000),

@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use observer::Observer;
 
 use super::{
-    BenchError, Spread, Workload,
+    BenchError, LoadKind, Spread,
     loadgen::{self, Cpus, Ends},
 };
 use crate::{
@@ -34,7 +34,7 @@ const CPUS: Cpus = Cpus {
 pub struct Options {
     pub repeat: usize,
     pub run_secs: f64,
-    pub workloads: Vec<Workload>,
+    pub workloads: Vec<LoadKind>,
     /// Extra arguments for the `inspector flows` observer (e.g. `--no-drops`).
     pub inspector_args: Vec<String>,
     /// The flood's receiver spins instead of sleeping.
@@ -65,7 +65,7 @@ impl Options {
 #[derive(Clone, Debug, Serialize)]
 pub struct OverheadSample {
     pub repetition: usize,
-    pub workload: Workload,
+    pub workload: LoadKind,
     pub observer: Observer,
     pub value: f64,
     pub unit: &'static str,
@@ -79,7 +79,7 @@ pub struct OverheadSample {
 /// Median, spread and ratio to the no-observer median, per (workload, observer).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
-    pub workload: Workload,
+    pub workload: LoadKind,
     pub observer: Observer,
     pub unit: &'static str,
     pub runs: usize,
@@ -226,10 +226,10 @@ fn summarize(opts: &Options, observers: &[Observer], samples: &[OverheadSample])
 
 /// Targets from the foundation issue: (workload, max overhead %); the inspector's overhead
 /// may be at most this share of tcpdump's.
-pub const TARGETS: [(Workload, f64); 3] = [
-    (Workload::UdpFlood, 3.0),
-    (Workload::Rr, 2.0),
-    (Workload::Stream, 1.0),
+pub const TARGETS: [(LoadKind, f64); 3] = [
+    (LoadKind::UdpFlood, 3.0),
+    (LoadKind::Rr, 2.0),
+    (LoadKind::Stream, 1.0),
 ];
 pub const SHARE_OF_TCPDUMP: f64 = 0.25;
 /// Target from the per-hop issue: what per-hop timestamping may add per hop, on average.
@@ -238,7 +238,7 @@ pub const PER_HOP_TARGET_NS: f64 = 60.0;
 /// A workload's overhead against its targets (`type: "overhead_target"`).
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetCheck {
-    pub workload: Workload,
+    pub workload: LoadKind,
     pub inspector_pct: f64,
     pub target_pct: f64,
     pub tcpdump_pct: f64,
@@ -278,12 +278,12 @@ pub fn targets(summary: &[Summary]) -> Vec<TargetCheck> {
 /// the inspector counting only.
 #[derive(Clone, Debug, Serialize)]
 pub struct PerHopCheck {
-    pub workload: Workload,
+    pub workload: LoadKind,
     pub observer: Observer,
     /// From throughput: ns per packet per hop over counting alone, and against no observer.
     pub added_ns: f64,
     pub timing_ns: f64,
-    /// From the programs' own run time (bpf_stats), when measured: before and after.
+    /// From the programs' own run time (`bpf_stats`), when measured: before and after.
     pub prog_ns: Option<(f64, f64)>,
     /// What the verdict is judged by: the programs' run time when there is one (stable to
     /// a few ns), the throughput estimate otherwise (it moves by hundreds of ns).
@@ -296,7 +296,7 @@ pub struct PerHopCheck {
 #[must_use]
 pub fn per_hop(summary: &[Summary]) -> Vec<PerHopCheck> {
     let mut out = Vec::new();
-    for w in [Workload::UdpFlood, Workload::Rr] {
+    for w in [LoadKind::UdpFlood, LoadKind::Rr] {
         let get = |o: Observer| summary.iter().find(|s| s.workload == w && s.observer == o);
         let Some(plain) = get(Observer::Inspector) else {
             continue;

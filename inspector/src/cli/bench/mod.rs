@@ -68,5 +68,5 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
 /// `--repeat`, or the old `--rounds` (with its note); at least 1.
 fn repeat(new: Option<u16>, old: Option<u16>, default: u16) -> usize {
-    usize::from(super::args::renamed(new, old, ("--rounds", "--repeat"), default).max(1))
+    usize::from(super::compat::renamed(new, old, ("--rounds", "--repeat"), default).max(1))
 }

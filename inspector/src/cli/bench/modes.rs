@@ -5,11 +5,11 @@ use anyhow::Context as _;
 
 use crate::{
     bench::{
-        Workload,
+        LoadKind,
         loadgen::Cpus,
         modes::{self, Report},
     },
-    cli::args::{self, parse_secs, parse_secs_or_zero},
+    cli::args::{parse_secs, parse_secs_or_zero},
     output::{self, Format, Printer, progress::Progress},
     sys::signals::StopFlag,
 };
@@ -96,8 +96,8 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     let mode_list = modes::parse_modes(&a.modes, &a.services)?;
     let mut workloads = Vec::new();
     for w in &a.workloads {
-        match Workload::parse(w)? {
-            (Workload::UdpFlood, _) => anyhow::bail!(
+        match LoadKind::parse(w)? {
+            (LoadKind::UdpFlood, _) => anyhow::bail!(
                 "workload 'udp-flood' is for `bench overhead`: over the modes use rr, crr, stream or udp-rr"
             ),
             (w, note) => {
@@ -117,7 +117,12 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     let opts = modes::Options {
         modes: mode_list,
         workloads,
-        run_secs: args::renamed(a.run_secs, a.duration, ("--duration", "--run-secs"), 3.0),
+        run_secs: crate::cli::compat::renamed(
+            a.run_secs,
+            a.duration,
+            ("--duration", "--run-secs"),
+            3.0,
+        ),
         repeat: usize::from(a.repeat),
         hops_secs: a.hops_secs,
         cpus: a.cpus,

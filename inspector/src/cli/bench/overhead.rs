@@ -1,7 +1,7 @@
 //! `inspector bench overhead`: what the inspector costs next to no observer and tcpdump.
 use crate::{
-    bench::{Workload, overhead},
-    cli::args::{self, parse_secs},
+    bench::{LoadKind, overhead},
+    cli::args::parse_secs,
     output::{self, Format, Printer},
     sys::signals::StopFlag,
 };
@@ -46,7 +46,7 @@ pub fn run(a: &OverheadArgs, fmt: Format) -> anyhow::Result<()> {
     crate::probe::preflight::privileges()?;
     let mut workloads = Vec::new();
     for w in &a.workloads {
-        let (w, note) = Workload::parse(w)?;
+        let (w, note) = LoadKind::parse(w)?;
         if let Some(n) = note {
             eprintln!("inspector: note: {n}");
         }
@@ -56,7 +56,7 @@ pub fn run(a: &OverheadArgs, fmt: Format) -> anyhow::Result<()> {
     }
     let opts = overhead::Options {
         repeat: super::repeat(a.repeat, a.rounds, 5),
-        run_secs: args::renamed(a.run_secs, a.secs, ("--secs", "--run-secs"), 3.0),
+        run_secs: crate::cli::compat::renamed(a.run_secs, a.secs, ("--secs", "--run-secs"), 3.0),
         workloads,
         inspector_args: a.inspector_args.clone(),
         busy_poll: a.busy_poll,

@@ -1,7 +1,7 @@
 //! `inspector bench pipeline`: the userspace per-packet pipeline on a synthetic producer.
 use crate::{
     bench::pipeline,
-    cli::args::{self, parse_secs_or_zero},
+    cli::args::parse_secs_or_zero,
     output::{self, Format, Printer},
     sys::signals::StopFlag,
 };
@@ -38,7 +38,7 @@ pub struct PipelineArgs {
 pub fn run(a: &PipelineArgs, fmt: Format) -> anyhow::Result<()> {
     let hops = usize::from(a.hops);
     let repeat = super::repeat(a.repeat, a.rounds, 5);
-    let secs = args::renamed(a.run_secs, a.secs, ("--secs", "--run-secs"), 60.0);
+    let secs = crate::cli::compat::renamed(a.run_secs, a.secs, ("--secs", "--run-secs"), 60.0);
     eprintln!(
         "inspector: bench pipeline: {} events through decode + filter + stitch + histograms on CPU 0",
         a.events

@@ -22,7 +22,7 @@ pub struct ScaleArgs {
 
 pub fn run(a: &ScaleArgs, fmt: Format) -> anyhow::Result<()> {
     crate::probe::preflight::privileges()?;
-    let n = crate::cli::args::renamed(a.workloads, a.count, ("--count", "--workloads"), 500);
+    let n = crate::cli::compat::renamed(a.workloads, a.count, ("--count", "--workloads"), 500);
     let repeat = super::repeat(a.repeat, a.rounds, 5);
     let samples = scale::run(usize::from(n), repeat, |s| {
         eprintln!(

@@ -25,7 +25,7 @@ pub struct ServicesArgs {
 
 pub fn run(a: &ServicesArgs, fmt: Format) -> anyhow::Result<()> {
     crate::probe::preflight::privileges()?;
-    let n = crate::cli::args::renamed(a.services, a.count, ("--count", "--services"), 10_000);
+    let n = crate::cli::compat::renamed(a.services, a.count, ("--count", "--services"), 10_000);
     let repeat = super::repeat(a.repeat, a.rounds, 5);
     let (setup, samples) = services::run(usize::from(n), usize::from(a.endpoints), repeat, |s| {
         eprintln!(

@@ -128,7 +128,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for VmapData<'a> {
                 let mut out = Vec::new();
                 while let Some(k) = a.next_key::<&'de str>()? {
                     if k == "set" {
-                        let pairs: Vec<Pair<'de, Scalar<'de>>> = a.next_value()?;
+                        let pairs: Vec<NftPair<'de, Scalar<'de>>> = a.next_value()?;
                         out.extend(pairs.into_iter().map(|p| {
                             let slot = match p.key {
                                 Some(Scalar::Num(n)) => Some(n),
@@ -149,16 +149,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for VmapData<'a> {
 
 /// `[key, verdict]`: an element of a verdict map (`[{"concat": [..]}, {"goto": ..}]`) or of
 /// an anonymous vmap (`[0, {"goto": {"target": chain}}]`).
-pub(super) struct Pair<'a, K> {
+pub(super) struct NftPair<'a, K> {
     pub(super) key: Option<K>,
     pub(super) verdict: Option<Cow<'a, str>>,
 }
 
-impl<'de: 'a, 'a, K: Deserialize<'de>> Deserialize<'de> for Pair<'a, K> {
+impl<'de: 'a, 'a, K: Deserialize<'de>> Deserialize<'de> for NftPair<'a, K> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<K>(std::marker::PhantomData<K>);
         impl<'de, K: Deserialize<'de>> serde::de::Visitor<'de> for V<K> {
-            type Value = Pair<'de, K>;
+            type Value = NftPair<'de, K>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a [key, verdict] pair")
             }
@@ -167,9 +167,9 @@ impl<'de: 'a, 'a, K: Deserialize<'de>> Deserialize<'de> for Pair<'a, K> {
                 mut a: A,
             ) -> Result<Self::Value, A::Error> {
                 let key = a.next_element::<K>()?;
-                let verdict = a.next_element::<Verdict<'de>>()?.and_then(|v| v.0);
+                let verdict = a.next_element::<NftVerdict<'de>>()?.and_then(|v| v.0);
                 skip_seq(a)?;
-                Ok(Pair { key, verdict })
+                Ok(NftPair { key, verdict })
             }
         }
         d.deserialize_seq(V(std::marker::PhantomData))
@@ -178,21 +178,21 @@ impl<'de: 'a, 'a, K: Deserialize<'de>> Deserialize<'de> for Pair<'a, K> {
 
 /// `{"goto": {"target": ..}}` / `{"jump": ..}`, or a plain verdict (`{"drop": null}`,
 /// `"accept"`): the target chain, or the verdict's name.
-pub(super) struct Verdict<'a>(pub(super) Option<Cow<'a, str>>);
+pub(super) struct NftVerdict<'a>(pub(super) Option<Cow<'a, str>>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for Verdict<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for NftVerdict<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Verdict<'de>;
+            type Value = NftVerdict<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a verdict")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Verdict(Some(Cow::Borrowed(v))))
+                Ok(NftVerdict(Some(Cow::Borrowed(v))))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Verdict(Some(Cow::Owned(v.to_owned()))))
+                Ok(NftVerdict(Some(Cow::Owned(v.to_owned()))))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -209,7 +209,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Verdict<'a> {
                         }
                     }
                 }
-                Ok(Verdict(out))
+                Ok(NftVerdict(out))
             }
         }
         d.deserialize_any(V)
@@ -344,7 +344,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ElemKey<'a> {
 }
 
 /// An element of a verdict map.
-pub(super) type ElemPair<'a> = Pair<'a, ElemKey<'a>>;
+pub(super) type ElemPair<'a> = NftPair<'a, ElemKey<'a>>;
 
 impl<'a> ElemKey<'a> {
     pub(super) fn one(s: Scalar<'a>) -> Self {

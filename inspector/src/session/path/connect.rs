@@ -3,13 +3,14 @@
 use std::{
     collections::HashSet,
     io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
 };
 
 use super::{PathError, Verdict, target::Source};
 use crate::{
+    flows::Tuple,
     net::Proto,
     session::{Session, SessionError},
 };
@@ -112,8 +113,6 @@ pub(super) fn probe(
         .map_err(|e| PathError::Connect(e).into())
 }
 
-type Key = (IpAddr, u16, IpAddr, u16);
-
 /// `--watch`: the first new connection from the source's addresses (or any, for a bare
 /// namespace) to `dst` seen at a hook, judged by whether a reply was seen.
 pub(super) fn watch(
@@ -124,7 +123,11 @@ pub(super) fn watch(
     timeout: Duration,
     ready: impl FnOnce() -> Result<(), SessionError>,
 ) -> Result<Seen, SessionError> {
-    let old: HashSet<Key> = s.flows()?.iter().filter_map(|f| f.rec.tuple()).collect();
+    let old: HashSet<Tuple> = s
+        .flows()?
+        .iter()
+        .filter_map(|f| f.rec.hdr.tuple())
+        .collect();
     ready()?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -132,22 +135,26 @@ pub(super) fn watch(
         let flows = s.flows()?;
         let Some(f) = flows.iter().find(|f| {
             let r = &f.rec;
-            r.proto == proto
-                && r.dst == Some(dst.ip())
-                && r.dport == Some(dst.port())
-                && r.tuple().is_some_and(|k| !old.contains(&k))
-                && (src.ips.is_empty() || r.src.is_some_and(|s| src.ips.contains(&s)))
+            r.hdr.proto == proto
+                && r.hdr.dst == Some(dst.ip())
+                && r.hdr.dport == Some(dst.port())
+                && r.hdr.tuple().is_some_and(|k| !old.contains(&k))
+                && (src.ips.is_empty() || r.hdr.src.is_some_and(|s| src.ips.contains(&s)))
         }) else {
             continue;
         };
         // Give the connection time to complete, then judge it from what was seen.
         std::thread::sleep(Duration::from_millis(500));
         let r = &f.rec;
-        let local = r.src.zip(r.sport).map(|(ip, p)| SocketAddr::new(ip, p));
+        let local = r
+            .hdr
+            .src
+            .zip(r.hdr.sport)
+            .map(|(ip, p)| SocketAddr::new(ip, p));
         let answered = s.flows()?.iter().any(|x| {
-            x.rec.dst == r.src
-                && x.rec.dport == r.sport
-                && (x.rec.src == Some(dst.ip()) || x.service.is_some())
+            x.rec.hdr.dst == r.hdr.src
+                && x.rec.hdr.dport == r.hdr.sport
+                && (x.rec.hdr.src == Some(dst.ip()) || x.service.is_some())
         });
         let (verdict, detail) = if answered {
             (Verdict::Delivered, "a reply was seen")

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{Verdict, target::Source};
 use crate::{
+    flows::Tuple,
     identity::Endpoint,
     net::Proto,
     services::{
@@ -114,9 +115,7 @@ pub(super) struct Inputs<'a> {
     pub rules_hit: Vec<RuleHit>,
 }
 
-type Key = (IpAddr, u16, IpAddr, u16);
-
-fn rev((a, ap, b, bp): Key) -> Key {
+fn rev((a, ap, b, bp): Tuple) -> Tuple {
     (b, bp, a, ap)
 }
 
@@ -127,10 +126,10 @@ fn iface_step(f: &Flow, s: &Session) -> ProbeStep {
         netns_name: Some(r.netns_name.clone()),
         ifname: Some(r.ifname.clone()),
         direction: Some(r.direction),
-        src: r.src,
-        sport: r.sport,
-        dst: r.dst,
-        dport: r.dport,
+        src: r.hdr.src,
+        sport: r.hdr.sport,
+        dst: r.hdr.dst,
+        dport: r.hdr.dport,
         detail: crate::flows::path::role(s.topology(), r.netns, r.ifindex),
         first_ns: Some(r.first_ns),
         time_unix_ns: Some(r.time_unix_ns),
@@ -141,7 +140,7 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
     let s = i.session;
     let flows = s.flows()?;
     let proto_num = i.proto.number().unwrap_or(0);
-    let t0: Key = (i.local.ip(), i.local.port(), i.dst.ip(), i.dst.port());
+    let t0: Tuple = (i.local.ip(), i.local.port(), i.dst.ip(), i.dst.port());
     let attribution: Option<Attribution> = s.services.as_ref().and_then(|sv| {
         sv.borrow()
             .lookup(proto_num, t0.0, t0.1, t0.2, t0.3)
@@ -152,12 +151,14 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
         let r = &at.conn.reply;
         rev((r.src, r.sport, r.dst, r.dport))
     });
-    let fwd: HashSet<Key> = std::iter::once(t0).chain(after_nat).collect();
-    let back: HashSet<Key> = fwd.iter().map(|k| rev(*k)).collect();
-    let pick = |set: &HashSet<Key>| {
+    let fwd: HashSet<Tuple> = std::iter::once(t0).chain(after_nat).collect();
+    let back: HashSet<Tuple> = fwd.iter().map(|k| rev(*k)).collect();
+    let pick = |set: &HashSet<Tuple>| {
         let mut v: Vec<&Flow> = flows
             .iter()
-            .filter(|f| f.rec.proto == i.proto && f.rec.tuple().is_some_and(|k| set.contains(&k)))
+            .filter(|f| {
+                f.rec.hdr.proto == i.proto && f.rec.hdr.tuple().is_some_and(|k| set.contains(&k))
+            })
             .collect();
         v.sort_by_key(|f| (f.rec.first_ns, f.rec.direction == "ingress"));
         v
@@ -168,7 +169,7 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
     for f in &forward {
         if !nat_done
             && let Some(at) = &attribution
-            && f.rec.tuple() == after_nat
+            && f.rec.hdr.tuple() == after_nat
             && after_nat != Some(t0)
         {
             hops.push(nat_step(at));
@@ -181,20 +182,22 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
     }
     let reply_hops = pick(&back).into_iter().map(|f| iface_step(f, s)).collect();
     // Drops of this connection's packets (either direction, either side of the NAT).
-    let drops: Vec<Drop> =
-        s.drops()?
-            .into_iter()
-            .filter(|d| {
-                let r = &d.rec;
-                r.proto == i.proto
-                    && r.src.zip(r.sport).zip(r.dst.zip(r.dport)).is_some_and(
-                        |((a, ap), (b, bp))| {
-                            let k = (a, ap, b, bp);
-                            fwd.contains(&k) || back.contains(&k)
-                        },
-                    )
-            })
-            .collect();
+    let drops: Vec<Drop> = s
+        .drops()?
+        .into_iter()
+        .filter(|d| {
+            let r = &d.rec;
+            r.hdr.proto == i.proto
+                && r.hdr
+                    .src
+                    .zip(r.hdr.sport)
+                    .zip(r.hdr.dst.zip(r.hdr.dport))
+                    .is_some_and(|((a, ap), (b, bp))| {
+                        let k = (a, ap, b, bp);
+                        fwd.contains(&k) || back.contains(&k)
+                    })
+        })
+        .collect();
     let first = forward.first();
     let mut report = PathReport {
         proto: i.proto,
