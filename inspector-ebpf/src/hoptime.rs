@@ -16,35 +16,31 @@ use crate::{
 /// No sampling shift known for the interface: read `inspector_hshift`.
 pub(crate) const NO_SHIFT: u32 = u32::MAX;
 
-/// Per-hop timing (see `inspector_common::hop`): if the packet with fingerprint `fp` was
-/// last seen at another hook, the time since goes into that transition's histogram; then
-/// this hook becomes the packet's last. A hook is (namespace, ifindex, `code`): the
-/// direction, plus the stack hook's number << 1 for the stack's tracepoints.
+/// The sampling shift in force: the load-time one, else auto's from the interface's entry
+/// (`auto_shift`), else auto's node-wide one.
 #[inline(always)]
-pub(crate) fn hop_time<C: aya_ebpf::EbpfContext>(
-    ctx: &C,
-    fp: u64,
-    f: &FastV4,
-    netns: u32,
-    ifindex: u32,
-    code: u8,
-    auto_shift: u32,
-) {
-    // Sampled by the fingerprint's top bits (the slot index uses bits 32..42): the timed
-    // path is most of the cost, and every hook must pick the same packets. A fixed rate is
-    // a load-time constant; auto's comes with the interface's entry in `inspector_ifns`
-    // (userspace moves it), so neither costs a memory read of its own.
+pub(crate) fn sample_shift(auto_shift: u32) -> u32 {
     let fixed = conf!(hop_sample_shift);
-    let shift = if fixed != HOP_SHIFT_AUTO {
+    if fixed != HOP_SHIFT_AUTO {
         u32::from(fixed)
     } else if auto_shift != NO_SHIFT {
         auto_shift
     } else {
         HOP_SHIFT.get(0).copied().unwrap_or(0)
-    };
-    if fixed == HOP_SHIFT_AUTO {
-        crate::klog::sampling(ctx, shift);
     }
+}
+
+/// Per-hop timing (see `inspector_common::hop`): if the packet with fingerprint `fp` was
+/// last seen at another hook, the time since goes into that transition's histogram; then
+/// this hook becomes the packet's last. A hook is (namespace, ifindex, `code`): the
+/// direction, plus the stack hook's number << 1 for the stack's tracepoints.
+#[inline(always)]
+pub(crate) fn hop_time(fp: u64, f: &FastV4, netns: u32, ifindex: u32, code: u8, auto_shift: u32) {
+    // Sampled by the fingerprint's top bits (the slot index uses bits 32..42): the timed
+    // path is most of the cost, and every hook must pick the same packets. A fixed rate is
+    // a load-time constant; auto's comes with the interface's entry in `inspector_ifns`
+    // (userspace moves it), so neither costs a memory read of its own.
+    let shift = sample_shift(auto_shift);
     if shift != 0 && shift <= HOP_MAX_SHIFT && (fp >> (64 - shift)) != 0 {
         return;
     }

@@ -1,17 +1,69 @@
 //! Kernel-side debug logging through aya-log, for `--kernel-log LEVEL`: parse anomalies
-//! (debug), namespace decisions for an interface (trace), and per-hop timing's sampling
-//! changes (info). The level is `AYA_LOG_LEVEL`, a load-time constant in `.rodata`: with
-//! logging off (the default) every statement below is on a branch the verifier knows is
-//! never taken, and removes; the programs then run exactly as without logging.
-use aya_ebpf::EbpfContext;
+//! (debug), namespace decisions for an interface (trace), per-hop timing's sampling changes
+//! (info), and stack hooks skipped for unattached devices (trace).
+//!
+//! The tc side is two programs of its own (`insp_log_ingress`/`insp_log_egress`), attached
+//! right after the observing ones only when `--kernel-log` is given; they re-derive what the
+//! observing programs decided from the same packet and maps, and say it. The observing
+//! programs carry no logging: their frame (about 500 bytes) leaves no room under the
+//! kernel's 512-byte stack for a call into a log statement, and so, with logging off, they
+//! are the very programs that ran before logging existed.
+//!
+//! The level is `AYA_LOG_LEVEL`, a load-time constant in `.rodata`: statements above it are
+//! on branches the verifier knows are never taken, and removes (with logging off, the stack
+//! tracepoints' statement is gone that way).
+use aya_ebpf::{EbpfContext, bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use aya_log_ebpf::macro_support::{Level, level_enabled};
-use inspector_common::parse::status;
+use inspector_common::{
+    Direction,
+    config::{FLAG_HOPTIME, HOP_SHIFT_AUTO},
+    parse::{self, status},
+};
 
-use crate::maps::LOG_SHIFT;
+use crate::{config::conf, maps::LOG_SHIFT, skb::Skb};
+
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macro passes the context by value"
+)]
+pub fn insp_log_ingress(ctx: TcContext) -> i32 {
+    tc(&ctx, Direction::Ingress);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the program macro passes the context by value"
+)]
+pub fn insp_log_egress(ctx: TcContext) -> i32 {
+    tc(&ctx, Direction::Egress);
+    TC_ACT_UNSPEC
+}
+
+/// What the observing tc program decided for this packet, said: where its namespace came
+/// from, the sampling rate in force, and the parser's anomalies.
+#[inline(always)]
+fn tc(ctx: &TcContext, dir: Direction) {
+    // SAFETY: reading a field of the program's own __sk_buff.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (netns, auto_shift, from_device) = crate::observe::netns_of(ctx, ifindex);
+    if from_device {
+        netns_from_device(ctx, ifindex, netns);
+    }
+    if conf!(flags) & FLAG_HOPTIME != 0 && conf!(hop_sample_shift) == HOP_SHIFT_AUTO {
+        sampling(ctx, crate::hoptime::sample_shift(auto_shift));
+    }
+    if level_enabled(Level::Debug) {
+        let p = parse::parse_general(&Skb::new(ctx, ctx.data(), ctx.data_end()));
+        anomaly(ctx, ifindex, dir == Direction::Egress, p.status);
+    }
+}
 
 /// A packet the parser flagged (cut short, malformed, too many headers).
 #[inline(always)]
-pub(crate) fn anomaly<C: EbpfContext>(ctx: &C, ifindex: u32, egress: bool, st: u8) {
+fn anomaly<C: EbpfContext>(ctx: &C, ifindex: u32, egress: bool, st: u8) {
     let bad = status::TRUNCATED | status::MALFORMED | status::EXT_LIMIT | status::VLAN_LIMIT;
     if st & bad != 0 && level_enabled(Level::Debug) {
         say_anomaly(ctx, ifindex, egress, st);
@@ -35,7 +87,7 @@ fn say_anomaly<C: EbpfContext>(ctx: &C, ifindex: u32, egress: bool, st: u8) {
 /// The namespace of a packet's device was read from the device itself: the ifindex is
 /// attached in several namespaces (or not known to userspace yet).
 #[inline(always)]
-pub(crate) fn netns_from_device<C: EbpfContext>(ctx: &C, ifindex: u32, netns: u32) {
+fn netns_from_device<C: EbpfContext>(ctx: &C, ifindex: u32, netns: u32) {
     if level_enabled(Level::Trace) {
         say_netns(ctx, ifindex, netns);
     }
@@ -71,7 +123,7 @@ fn say_not_attached<C: EbpfContext>(ctx: &C, ifindex: u32, netns: u32) {
 
 /// Per-hop timing's sampling rate on this CPU changed (said once per change per CPU).
 #[inline(always)]
-pub(crate) fn sampling<C: EbpfContext>(ctx: &C, shift: u32) {
+fn sampling<C: EbpfContext>(ctx: &C, shift: u32) {
     if !level_enabled(Level::Info) {
         return;
     }

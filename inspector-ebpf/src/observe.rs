@@ -60,7 +60,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
     if data + FAST_LEN <= data_end
         && let Some(f) = parse::fast_v4(&Linear(data), data_end - data)
     {
-        let (netns, hop_shift) = netns_of(ctx, ifindex);
+        let (netns, hop_shift, _) = netns_of(ctx, ifindex);
         let hook = Hook {
             netns,
             ifindex,
@@ -68,7 +68,6 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             direction: dir as u8,
         };
         count_status(f.status);
-        crate::klog::anomaly(ctx, ifindex, dir == Direction::Egress, f.status);
         update(
             &FLOWS4,
             &key4(f.src, f.dst, f.sport, f.dport, f.proto, &hook),
@@ -78,7 +77,6 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         );
         if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, hook.netns, hook.ifindex) {
             hop_time(
-                ctx,
                 hop::fingerprint(&Linear(data), f.proto),
                 &f,
                 hook.netns,
@@ -100,7 +98,6 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         direction: dir as u8,
     };
     count_status(p.status);
-    crate::klog::anomaly(ctx, ifindex, dir == Direction::Egress, p.status);
     count_flow(&p, &hook, len);
     if conf!(flags) & FLAG_EVENTS != 0 {
         events(ctx, &p, &hook, len, mark);
@@ -196,24 +193,23 @@ fn full_key(p: &Parsed, h: &Hook) -> FlowKey {
 /// with offsets from the kernel's BTF (see userspace `probe::btf`). `bpf_get_netns_cookie`
 /// cannot do this in tc: it reports the namespace of the packet's socket, or the host's.
 /// Also the auto sampling shift of per-hop timing, from the same entry (`NO_SHIFT` if the
-/// interface has none).
+/// interface has none), and whether the namespace came from the device (the entry did not
+/// say: the ifindex is attached in several namespaces, or not known yet).
 #[inline(always)]
-fn netns_of(ctx: &TcContext, ifindex: u32) -> (u32, u32) {
+pub(crate) fn netns_of(ctx: &TcContext, ifindex: u32) -> (u32, u32, bool) {
     if conf!(flags) & FLAG_NETNS == 0 {
-        return (0, NO_SHIFT);
+        return (0, NO_SHIFT, false);
     }
     let mut shift = NO_SHIFT;
     if ifindex < IFNS_SLOTS
         && let Some(info) = IFNS.get(ifindex)
     {
         if info.netns != 0 {
-            return (info.netns, info.hop_shift);
+            return (info.netns, info.hop_shift, false);
         }
         shift = info.hop_shift;
     }
-    let netns = netns_from_device(ctx);
-    crate::klog::netns_from_device(ctx, ifindex, netns);
-    (netns, shift)
+    (netns_from_device(ctx), shift, true)
 }
 
 #[inline(always)]

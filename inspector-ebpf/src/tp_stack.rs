@@ -94,7 +94,6 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
     let code = hook_code(dir as u8, hook);
     if conf!(flags) & FLAG_HOPTIME != 0 && with_mac {
         hop_time_here(
-            ctx,
             head + u64::from(mac),
             tail - u32::from(mac),
             netns,
@@ -174,14 +173,7 @@ fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<(
 /// Per-hop timing at a stack hook (`flows --latency --stack`): the same fast path as tc's,
 /// on the frame's first bytes read through the skb.
 #[inline(always)]
-fn hop_time_here(
-    ctx: &BtfTracePointContext,
-    frame: u64,
-    avail: u32,
-    netns: u32,
-    ifindex: u32,
-    code: u8,
-) {
+fn hop_time_here(frame: u64, avail: u32, netns: u32, ifindex: u32, code: u8) {
     let Some(h) = read::<[u8; FAST_LEN]>(frame) else {
         return;
     };
@@ -197,7 +189,6 @@ fn hop_time_here(
         NO_SHIFT
     };
     hop_time(
-        ctx,
         hop::fingerprint(&h, f.proto),
         &f,
         netns,

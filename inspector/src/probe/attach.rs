@@ -1,4 +1,5 @@
-//! Attaching both tc programs to interfaces inside any network namespace, and detaching.
+//! Attaching both tc programs to interfaces inside any network namespace, and detaching
+//! (with `--kernel-log`, the two log programs too, right behind them).
 //!
 //! We attach with TCX only: each link is a file descriptor we own (`BPF_LINK_CREATE`), so it
 //! cannot outlive the process, and closing it detaches. TCX resolves the ifindex in the
@@ -19,16 +20,24 @@ use std::{
 
 use aya::programs::SchedClassifier;
 
-use super::{PROG_EGRESS, PROG_INGRESS, Probe, ProbeError};
+use super::{PROG_EGRESS, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError};
 use crate::topology::{Link, NsView};
 
 /// (namespace inode, ifindex) of an attached interface.
 pub type AttachKey = (u64, u32);
 
-/// The ingress and egress links of one interface; dropping it detaches both.
+/// The ingress and egress links of one interface (and the log programs' when logging);
+/// dropping it detaches them all.
 pub(super) struct LinkPair {
-    _ingress: OwnedFd,
-    _egress: OwnedFd,
+    _links: Vec<OwnedFd>,
+}
+
+/// Program descriptors to attach: (ingress, egress) of the observing programs, and of the
+/// log programs when `--kernel-log` loaded them.
+#[derive(Clone, Copy)]
+struct Progs {
+    observe: (RawFd, RawFd),
+    log: Option<(RawFd, RawFd)>,
 }
 
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -128,7 +137,7 @@ struct Job<'a> {
 
 type Outcome = (AttachKey, Result<LinkPair, ProbeError>);
 
-fn run_job(job: &Job<'_>, progs: (RawFd, RawFd)) -> Vec<Outcome> {
+fn run_job(job: &Job<'_>, progs: Progs) -> Vec<Outcome> {
     let fail = |l: &Link, e: std::io::Error| ProbeError::Attach {
         ifname: l.name.clone(),
         netns: job.ns.netns.name.clone(),
@@ -147,13 +156,19 @@ fn run_job(job: &Job<'_>, progs: (RawFd, RawFd)) -> Vec<Outcome> {
                     Err(fail(l, std::io::Error::new(e.kind(), e.to_string()))),
                 );
             }
-            let pair = tcx_link(progs.0, l.ifindex, BPF_TCX_INGRESS).and_then(|ingress| {
-                // If egress fails, dropping `ingress` rolls the ingress link back.
-                Ok(LinkPair {
-                    _egress: tcx_link(progs.1, l.ifindex, BPF_TCX_EGRESS)?,
-                    _ingress: ingress,
+            // Each goes first in its chain, so the log programs (attached first) end up
+            // right behind the observing ones. If one fails, dropping the links made so far
+            // rolls them back.
+            let mut links = Vec::with_capacity(4);
+            let order = progs.log.into_iter().chain([progs.observe]);
+            let pair = order
+                .into_iter()
+                .try_for_each(|(ingress, egress)| {
+                    links.push(tcx_link(ingress, l.ifindex, BPF_TCX_INGRESS)?);
+                    links.push(tcx_link(egress, l.ifindex, BPF_TCX_EGRESS)?);
+                    Ok(())
                 })
-            });
+                .map(|()| LinkPair { _links: links });
             (key, pair.map_err(|e| fail(l, e)))
         })
         .collect()
@@ -203,12 +218,9 @@ impl Probe {
                 self.set_attached(*ns, *ifindex, true);
             }
         }
-        let progs = match (
-            prog_fd(&self.ebpf, PROG_INGRESS),
-            prog_fd(&self.ebpf, PROG_EGRESS),
-        ) {
-            (Ok(i), Ok(e)) => (i, e),
-            (Err(e), _) | (_, Err(e)) => return vec![Err(e)],
+        let progs = match self.progs() {
+            Ok(p) => p,
+            Err(e) => return vec![Err(e)],
         };
         let n: usize = jobs.iter().map(|j| j.links.len()).sum();
         let _fast = Expedited::new(self.fast_attach, n);
@@ -270,6 +282,19 @@ impl Probe {
 }
 
 impl Probe {
+    fn progs(&self) -> Result<Progs, ProbeError> {
+        let pair = |i, e| -> Result<_, ProbeError> {
+            Ok((prog_fd(&self.ebpf, i)?, prog_fd(&self.ebpf, e)?))
+        };
+        Ok(Progs {
+            observe: pair(PROG_INGRESS, PROG_EGRESS)?,
+            log: match self.logger {
+                Some(_) => Some(pair(PROG_LOG_INGRESS, PROG_LOG_EGRESS)?),
+                None => None,
+            },
+        })
+    }
+
     /// The namespace to record for `ifindex`: the only namespace in which it is (or is about
     /// to be) attached, or 0 if there are several.
     fn ifns_value(&self, ifindex: u32, adding: &[u64]) -> u32 {

@@ -8,7 +8,8 @@ use inspector_common::config::{FLAG_EVENTS, FLAG_HOPTIME, FLAG_NETNS};
 
 use super::{
     MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN, PROG_DROPS, PROG_EGRESS,
-    PROG_INGRESS, Probe, ProbeError, ProbeOptions, STACK_HOOKS, btf, clock,
+    PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError, ProbeOptions, STACK_HOOKS,
+    btf, clock,
     error::{load_error, program_err},
     preflight, program, sockets, tracefs,
 };
@@ -80,7 +81,12 @@ impl Probe {
             Some(_) => Some(super::log::KernelLogger::new(&mut ebpf)?),
             None => None,
         };
-        for name in [PROG_INGRESS, PROG_EGRESS] {
+        let log_progs: &[&str] = if logger.is_some() {
+            &[PROG_LOG_INGRESS, PROG_LOG_EGRESS]
+        } else {
+            &[]
+        };
+        for &name in [PROG_INGRESS, PROG_EGRESS].iter().chain(log_progs) {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?
                 .try_into()
                 .map_err(program_err(name))?;

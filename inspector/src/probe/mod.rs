@@ -34,6 +34,9 @@ pub use sockets::SocketOwners;
 pub const PROG_INGRESS: &str = "insp_tc_ingress";
 pub const PROG_EGRESS: &str = "insp_tc_egress";
 pub const PROG_DROPS: &str = "insp_kfree_skb";
+/// The tc programs that say, through aya-log, what the two above decided (`--kernel-log`).
+pub const PROG_LOG_INGRESS: &str = "insp_log_ingress";
+pub const PROG_LOG_EGRESS: &str = "insp_log_egress";
 pub const MAP_FLOWS: &str = "inspector_flows";
 pub const MAP_FLOWS4: &str = "inspector_flow4";
 pub const MAP_EVENTS: &str = "inspector_evts";

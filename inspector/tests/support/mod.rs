@@ -570,3 +570,68 @@ impl Drop for LabGuard {
             .output();
     }
 }
+
+/// Sends raw Ethernet frames out of `ifname` from inside `ns` (`AF_PACKET`).
+pub fn inject(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = ifname.to_owned();
+    inspector::sys::netns::run_in(&ns.path(), move || {
+        // SAFETY: plain socket calls on a descriptor we own and close.
+        unsafe {
+            let fd: std::os::fd::RawFd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let name = std::ffi::CString::new(ifname).unwrap();
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            sll.sll_halen = 6;
+            for f in &frames {
+                let n = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&raw const sll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(
+                    n,
+                    f.len() as isize,
+                    "send: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            libc::close(fd);
+        }
+    })
+    .expect("enter namespace");
+}
+
+/// A broadcast Ethernet frame of `ethertype` around `payload`.
+pub fn frame(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 9];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Six broken IPv4 frames (198.18.0.1 -> 198.18.0.2): 3 headers cut after 10 bytes, 2 with
+/// IHL 3 (impossible), 1 TCP segment cut after its ports (8080 -> 80). The parser calls 4
+/// of them truncated and 2 malformed.
+pub fn bad_frames() -> Vec<Vec<u8>> {
+    let mut frames = vec![frame(0x0800, &[0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6]); 3];
+    let mut bad_ihl = vec![
+        0x43, 0, 0, 40, 0, 1, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ];
+    bad_ihl.extend([0u8; 20]);
+    frames.extend(std::iter::repeat_n(frame(0x0800, &bad_ihl), 2));
+    let mut cut_tcp = vec![
+        0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ];
+    cut_tcp.extend([0x1f, 0x90, 0x00, 0x50, 0, 0]);
+    frames.push(frame(0x0800, &cut_tcp));
+    frames
+}

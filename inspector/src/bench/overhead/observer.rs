@@ -137,9 +137,12 @@ pub fn start(
     }
 }
 
-/// Run time and run count of the inspector's tc programs, summed (`bpf_stats` must be on).
+/// Run time of the inspector's tc programs (the log programs' too, with `--kernel-log`),
+/// summed, and how often the observing ones ran: the time is per packet and hook
+/// (`bpf_stats` must be on).
 #[must_use]
 pub fn tc_prog_stats() -> Option<(u64, u64)> {
+    use crate::probe::{PROG_EGRESS, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS};
     let out = std::process::Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -147,11 +150,11 @@ pub fn tc_prog_stats() -> Option<(u64, u64)> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let (mut ns, mut runs) = (0u64, 0u64);
     for p in v.as_array()? {
-        if matches!(
-            p["name"].as_str(),
-            Some("insp_tc_egress" | "insp_tc_ingress")
-        ) {
+        let name = p["name"].as_str().unwrap_or_default();
+        if [PROG_INGRESS, PROG_EGRESS, PROG_LOG_INGRESS, PROG_LOG_EGRESS].contains(&name) {
             ns += p["run_time_ns"].as_u64().unwrap_or(0);
+        }
+        if [PROG_INGRESS, PROG_EGRESS].contains(&name) {
             runs += p["run_cnt"].as_u64().unwrap_or(0);
         }
     }
