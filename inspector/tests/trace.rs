@@ -629,3 +629,73 @@ fn hops_tracer(lab: &BridgeLab, extra: &[&str]) -> Inspector {
     args.extend_from_slice(extra);
     Inspector::start(&args)
 }
+
+/// `-c N` counts packets, as tcpdump's does: each counted packet is shown at every hook it
+/// crosses, and the trace stops by itself once it has gone quiet.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn trace_count_counts_packets_with_all_their_hops() {
+    let lab = BridgeLab::new("tc");
+    let insp = Inspector::start(&[
+        "trace",
+        "-o",
+        "json",
+        "-c",
+        "2",
+        "--proto",
+        "icmp",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+        "--netns",
+        &lab.b.name,
+    ]);
+    // Three echoes: the first request and its reply are the two packets counted.
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "3", "-i", "0.3", "-W", "2", "198.18.0.3"],
+    );
+    let out = insp.wait_exit(std::time::Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pkts = json_lines(&out.stdout, "packet");
+    let hooks = |icmp_type: u64| -> Vec<String> {
+        pkts.iter()
+            .filter(|p| p["icmp_type"] == icmp_type)
+            .map(|p| {
+                format!(
+                    "{}/{} {}",
+                    p["netns_name"].as_str().unwrap(),
+                    p["ifname"].as_str().unwrap(),
+                    p["direction"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (a, br, b) = (&lab.a.name, &lab.br.name, &lab.b.name);
+    assert_eq!(
+        hooks(8),
+        [
+            format!("{a}/eth0 egress"),
+            format!("{br}/va ingress"),
+            format!("{br}/vb egress"),
+            format!("{b}/eth0 ingress"),
+        ],
+        "{pkts:#?}"
+    );
+    assert_eq!(
+        hooks(0),
+        [
+            format!("{b}/eth0 egress"),
+            format!("{br}/vb ingress"),
+            format!("{br}/va egress"),
+            format!("{a}/eth0 ingress"),
+        ],
+        "{pkts:#?}"
+    );
+    assert_eq!(pkts.len(), 8, "{pkts:#?}");
+}

@@ -60,9 +60,10 @@ pub enum Command {
     Bench(bench::Args),
 }
 
-/// `inspector -o json CMD ...` -> `inspector CMD -o json ...`: a leading output flag goes
-/// after the subcommand, where each command declares its own.
+/// `inspector -o json CMD [SUB] ...` -> `inspector CMD [SUB] -o json ...`: a leading output
+/// flag goes after the (nested) subcommand, where each command declares its own.
 fn normalize(mut argv: Vec<String>) -> Vec<String> {
+    use clap::CommandFactory as _;
     let mut moved = Vec::new();
     let mut i = 1;
     while i < argv.len() {
@@ -76,8 +77,18 @@ fn normalize(mut argv: Vec<String>) -> Vec<String> {
             // A global flag such as --help or --version: leave it.
             i += 1;
         } else {
-            // The subcommand.
-            argv.splice(i + 1..=i, moved);
+            // The subcommand, and its subcommand if one follows (`bench overhead`).
+            let cli = Cli::command();
+            let mut at = cli.find_subcommand(a);
+            let mut end = i + 1;
+            while let Some(sub) = argv
+                .get(end)
+                .and_then(|next| at.and_then(|c| c.find_subcommand(next)))
+            {
+                at = Some(sub);
+                end += 1;
+            }
+            argv.splice(end..end, moved);
             return argv;
         }
     }
@@ -154,7 +165,19 @@ mod tests {
         assert_eq!(normalize(v("i -o json flows -q")), v("i flows -o json -q"));
         assert_eq!(
             normalize(v("i --output=json lab status")),
-            v("i lab --output=json status")
+            v("i lab status --output=json")
+        );
+        assert_eq!(
+            normalize(v("i -o json bench overhead --repeat 1")),
+            v("i bench overhead -o json --repeat 1")
+        );
+        assert_eq!(
+            normalize(v("i -o json bench --modes host")),
+            v("i bench -o json --modes host")
+        );
+        assert_eq!(
+            normalize(v("i -o json lab run l w -- /bin/x status")),
+            v("i lab run -o json l w -- /bin/x status")
         );
         assert_eq!(normalize(v("i flows -o json")), v("i flows -o json"));
         assert_eq!(normalize(v("i -ojson topology")), v("i topology -ojson"));
@@ -174,5 +197,9 @@ mod tests {
         let e = Cli::try_parse_from(v("i flows -o dot")).unwrap_err();
         assert!(one_line(&e).contains("use table, json"), "{}", one_line(&e));
         assert!(Cli::try_parse_from(normalize(v("i -o json lab status"))).is_ok());
+        for cmd in ["overhead", "scale", "services", "pipeline", "modes"] {
+            let argv = normalize(v(&format!("i -o json bench {cmd}")));
+            assert!(Cli::try_parse_from(&argv).is_ok(), "{argv:?}");
+        }
     }
 }

@@ -70,24 +70,6 @@ fn hz_from_config(text: &str) -> Option<u64> {
         .filter(|hz| *hz > 0)
 }
 
-/// The given clock now, in nanoseconds.
-#[must_use]
-pub fn clock_ns(id: libc::clockid_t) -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(id, &raw mut t) };
-    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// Monotonic clock now, in the same unit as `bpf_ktime_get_ns`.
-#[must_use]
-pub fn mono_now_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,11 +320,17 @@ impl Inspector {
     }
 
     /// Sends `sig` and collects the output (bounded wait).
-    pub fn signal(mut self, sig: i32) -> Output {
-        let child = self.child.take().expect("running");
+    pub fn signal(self, sig: i32) -> Output {
+        let id = self.child.as_ref().expect("running").id();
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, sig) };
-        let mut out = wait_bounded(child, Duration::from_secs(30));
+        unsafe { libc::kill(id as i32, sig) };
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// Waits for it to exit by itself (killed, and so failed, after `limit`).
+    pub fn wait_exit(mut self, limit: Duration) -> Output {
+        let child = self.child.take().expect("running");
+        let mut out = wait_bounded(child, limit);
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
