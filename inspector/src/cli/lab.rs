@@ -35,8 +35,9 @@ pub struct Which {
     /// A lab spec (TOML; `lab spec` prints the embedded one as a starting point).
     #[arg(long, value_name = "FILE", conflicts_with = "kube")]
     pub spec: Option<PathBuf>,
-    /// The embedded Kubernetes-node lab (Services behind kube-proxy's rules).
-    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "MODE")]
+    /// The embedded Kubernetes-node lab (Services behind kube-proxy's rules). (`--kube MODE`
+    /// is the old spelling of `--kube --kube-proxy MODE`.)
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "OLD-MODE")]
     pub kube: Option<String>,
     /// With --kube: kube-proxy's mode, iptables (default) or nftables.
     #[arg(long, value_name = "MODE", requires = "kube")]
