@@ -123,3 +123,17 @@ pub(super) fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
 pub(super) fn program_err(program: &'static str) -> impl Fn(ProgramError) -> ProbeError + Copy {
     move |source| ProbeError::Program { program, source }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a user on Linux 6.1 reads: the version as people write it, never Debug output.
+    #[test]
+    fn no_tcx_names_the_kernel_as_people_write_it() {
+        let e = ProbeError::NoTcx(aya::util::KernelVersion::new(6, 1, 170));
+        let text = e.to_string();
+        assert!(text.starts_with("kernel 6.1.170 has no TCX"), "{text}");
+        assert!(!text.contains('{'), "{text}");
+    }
+}
