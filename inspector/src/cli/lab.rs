@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::args::Form;
 use crate::{
-    identity::lab::LabRecord,
+    identity::lab_records::LabRecord,
     lab::{
         self, KubeProxy, LabError, LabSpec,
         spec::{DEFAULT_SPEC, KUBE_SPEC},

@@ -8,7 +8,7 @@
 pub mod cgroup;
 pub mod cri;
 pub mod docker;
-pub mod lab;
+pub mod lab_records;
 pub mod lifecycle;
 pub mod map;
 pub mod procfs;

@@ -7,7 +7,7 @@ use std::{
     sync::mpsc,
 };
 
-use super::{Identity, Provider, Workload, cri, docker, lab, procfs};
+use super::{Identity, Provider, Workload, cri, docker, lab_records, procfs};
 
 /// Where to look for runtimes.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +40,8 @@ impl Tracker {
     pub fn new(opts: &Options) -> (Self, Vec<String>) {
         let mut notes = Vec::new();
         let mut docker_rx = None;
-        let mut providers: Vec<Box<dyn Provider + Send>> = vec![Box::new(lab::Labs::default())];
+        let mut providers: Vec<Box<dyn Provider + Send>> =
+            vec![Box::new(lab_records::Labs::default())];
         if let Some(sock) = &opts.docker_socket {
             let (tx, rx) = mpsc::channel();
             match docker::Docker::connect(sock, Some(tx)) {

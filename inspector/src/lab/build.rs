@@ -18,7 +18,7 @@ use super::{
     rules,
 };
 use crate::{
-    identity::lab::{LabRecord, LabWorkload},
+    identity::lab_records::{LabRecord, LabWorkload},
     sys::netns::{self, run_in},
 };
 
@@ -30,7 +30,7 @@ fn cgroup_root(lab: &str) -> Result<PathBuf, LabError> {
 
 /// Builds the lab. Fails without leaving anything behind.
 pub fn up(plan: &Plan) -> Result<LabRecord, LabError> {
-    if Path::new(crate::identity::lab::RECORD_DIR)
+    if Path::new(crate::identity::lab_records::RECORD_DIR)
         .join(format!("{}.json", plan.name))
         .exists()
         || netns::named(&plan.node_ns).exists()

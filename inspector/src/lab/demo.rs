@@ -15,7 +15,7 @@ use std::{
 
 use super::{LabError, LabSpec, Plan, spec};
 use crate::{
-    identity::lab::LabRecord,
+    identity::lab_records::LabRecord,
     net::Proto,
     services::read::NodeServices,
     session::{self, Session, SessionError, path::PathReport},
@@ -299,7 +299,7 @@ fn kube(
     let deadline = Instant::now() + Duration::from_secs(5);
     while !fetch(DEMO_KUBE_LAB, "client", "http://198.18.32.10/")? && Instant::now() < deadline {}
     check()?;
-    let node = crate::identity::lab::node_ns(DEMO_KUBE_LAB);
+    let node = crate::identity::lab_records::node_ns(DEMO_KUBE_LAB);
     let services = crate::services::read::node_services(Some(DEMO_KUBE_LAB))
         .map_err(|e| DemoError::Services(node.clone(), e))?;
     report(Step::Services(services));

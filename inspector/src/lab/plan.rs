@@ -271,7 +271,7 @@ impl LabSpec {
                 return Err(spec_err(format!("duplicate workload name '{}'", w.name)));
             }
         }
-        let node_ns = crate::identity::lab::node_ns(&self.name);
+        let node_ns = crate::identity::lab_records::node_ns(&self.name);
         let workloads = self.plan_workloads(net, gateway, &names, &node_ns)?;
         let external = self.plan_external(net, &names)?;
         let (kube_proxy, service_cidr, services) = self.plan_services(&workloads, net)?;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{Printer, Table};
-use crate::identity::lab::LabRecord;
+use crate::identity::lab_records::LabRecord;
 
 pub fn render<W: Write>(p: &mut Printer<W>, recs: &[LabRecord]) -> std::io::Result<()> {
     if p.json() {

@@ -187,12 +187,6 @@ impl super::Probe {
         errors
     }
 
-    /// How many cgroups the socket-owner programs watch.
-    #[must_use]
-    pub fn watched_cgroups(&self) -> usize {
-        self.cgroup_links.len()
-    }
-
     /// Socket owners the kernel recorded.
     pub fn socket_owners(&self) -> Result<SocketOwners, ProbeError> {
         owners(&self.ebpf)

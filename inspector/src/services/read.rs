@@ -118,8 +118,8 @@ pub fn nodes() -> Vec<Node> {
         name: "host".into(),
         netns: None,
     }];
-    for rec in crate::identity::lab::LabRecord::all() {
-        let node = crate::identity::lab::node_ns(&rec.lab);
+    for rec in crate::identity::lab_records::LabRecord::all() {
+        let node = crate::identity::lab_records::node_ns(&rec.lab);
         if rec.namespaces.contains(&node) {
             v.push(Node {
                 netns: Some(crate::sys::netns::named(&node)),
@@ -146,7 +146,7 @@ pub fn node_services(lab: Option<&str>) -> Result<Vec<NodeServices>, ServicesErr
     let chosen: Vec<Node> = match lab {
         None => all,
         Some(l) => {
-            let want = crate::identity::lab::node_ns(l);
+            let want = crate::identity::lab_records::node_ns(l);
             let v: Vec<Node> = all.into_iter().filter(|n| n.name == want).collect();
             if v.is_empty() {
                 return Err(ServicesError::NoLab(l.to_owned()));

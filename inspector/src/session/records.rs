@@ -81,12 +81,6 @@ pub struct Stats {
     pub counters: std::collections::BTreeMap<&'static str, u64>,
 }
 
-/// The name of a record's end: the workload's when known.
-#[must_use]
-pub fn end_name(e: Option<&Endpoint>) -> Option<&str> {
-    e.and_then(|e| e.name.as_deref())
-}
-
 /// One packet at one hook (`type: "packet"`, `trace`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Packet {

@@ -43,11 +43,6 @@ impl StopFlag {
     pub fn flag(&self) -> &AtomicBool {
         &self.0
     }
-
-    /// Raises it by hand.
-    pub fn raise(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// A wait that a stop signal (or one of some file descriptors becoming readable) ends early.

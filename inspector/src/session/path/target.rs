@@ -7,7 +7,7 @@ use std::{
 
 use super::{PathError, PathOptions};
 use crate::{
-    identity::{Tracker, lab::LabRecord},
+    identity::{Tracker, lab_records::LabRecord},
     services::attrib::Services,
     session::start::resolve_netns,
     topology,
@@ -30,7 +30,7 @@ fn lab_node(id_or_ns: &str) -> Option<String> {
             id_or_ns.starts_with(&format!("{}/", r.lab))
                 || r.namespaces.iter().any(|n| n == id_or_ns)
         })
-        .map(|r| crate::identity::lab::node_ns(&r.lab))
+        .map(|r| crate::identity::lab_records::node_ns(&r.lab))
 }
 
 fn workload<'a>(t: &'a Tracker, key: &str) -> Option<&'a crate::identity::Workload> {
