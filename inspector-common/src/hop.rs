@@ -1,8 +1,8 @@
 //! In-kernel per-hop timing (`flows --latency`): the records the tc programs keep so that the
 //! time from one hook to the next is measured without a per-packet event.
 //!
-//! The node keeps a direct-mapped table of the packets seen last ([`HopSeen`], indexed by
-//! the packet's [`fingerprint`]). When the same packet shows up at another hook - on any
+//! The node keeps a two-way set-associative table of the packets seen last ([`HopSeen`],
+//! indexed by the packet's [`fingerprint`]; a new packet replaces the older of its two). When the same packet shows up at another hook - on any
 //! CPU: a qdisc's timer or RPS may move it - the time since its last hook goes into the
 //! histogram of that transition ([`HopHist`], found by its [`HopTag`] in a small
 //! open-addressed table of the recording CPU). Only array lookups (inlined by the verifier)

@@ -46,14 +46,19 @@ pub(crate) fn hop_time(fp: u64, f: &FastV4, netns: u32, ifindex: u32, code: u8, 
     }
     // SAFETY: plain helper call (inlined by the verifier).
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(seen) = HOP_SEEN.get_ptr_mut((fp >> 32) as u32 & conf!(hop_seen_mask)) else {
+    // Two-way: the packet's slot and its neighbour (one cache line). A packet takes the
+    // slot holding its fingerprint, else the one written longer ago, so two packets in
+    // flight at once with the same index (a burst held in a qdisc) both keep their entry.
+    let first = (fp >> 32) as u32 & conf!(hop_seen_mask) & !1;
+    let (Some(a), Some(b)) = (HOP_SEEN.get_ptr_mut(first), HOP_SEEN.get_ptr_mut(first | 1)) else {
         return;
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: a slot of the shared table: plain loads and stores of plain data (another CPU
+    // SAFETY: slots of the shared table: plain loads and stores of plain data (another CPU
     // writing the same slot at the same instant can only tear the entry; see `hop`).
-    let s = unsafe { &mut *seen };
+    let (a, b) = unsafe { (&mut *a, &mut *b) };
+    let s = if a.fp == fp || (b.fp != fp && a.ts <= b.ts) { a } else { b };
     let moved = s.ifindex != ifindex || s.netns != netns || s.direction != code;
     let d = now.wrapping_sub(s.ts);
     if s.fp == fp && moved && d < HOP_MAX_NS {
