@@ -58,7 +58,11 @@ pub(crate) fn hop_time(fp: u64, f: &FastV4, netns: u32, ifindex: u32, code: u8, 
     // SAFETY: slots of the shared table: plain loads and stores of plain data (another CPU
     // writing the same slot at the same instant can only tear the entry; see `hop`).
     let (a, b) = unsafe { (&mut *a, &mut *b) };
-    let s = if a.fp == fp || (b.fp != fp && a.ts <= b.ts) { a } else { b };
+    let s = if a.fp == fp || (b.fp != fp && a.ts <= b.ts) {
+        a
+    } else {
+        b
+    };
     let moved = s.ifindex != ifindex || s.netns != netns || s.direction != code;
     let d = now.wrapping_sub(s.ts);
     if s.fp == fp && moved && d < HOP_MAX_NS {

@@ -34,7 +34,18 @@ fn totals(flows: &[serde_json::Value]) -> HashMap<(u64, String), [u64; 4]> {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn totals_equal_kernel_interface_counters() {
-    let lab = BridgeLab::new("ct");
+    check_totals("ct", &[]);
+}
+
+/// The same with legacy tc filters (`--attach tc`, what kernels before 6.6 get).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn totals_equal_kernel_interface_counters_with_legacy_tc() {
+    check_totals("cg", &["--attach", "tc"]);
+}
+
+fn check_totals(tag: &str, extra: &[&str]) {
+    let lab = BridgeLab::new(tag);
     let nss = lab.all();
     // Every eth0 here is created straight in its namespace, so all get the same ifindex: the
     // programs cannot use their ifindex -> namespace shortcut and must read the namespace from
@@ -54,6 +65,7 @@ fn totals_equal_kernel_interface_counters() {
             nss.iter()
                 .flat_map(|n| ["--netns".to_owned(), n.name.clone()]),
         )
+        .chain(extra.iter().map(|s| (*s).to_owned()))
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The window opens when the inspector is attached. Should anything (the kernel's own

@@ -152,6 +152,11 @@ pub struct FilterArgs {
     /// here), so 1000 interfaces take ~18 s. Expedited grace periods interrupt every CPU.
     #[arg(long)]
     pub fast_attach: bool,
+    /// How programs go onto interfaces: tcx (links that die with the process; Linux 6.6+)
+    /// or tc (legacy `clsact` + `cls_bpf` filters, for older kernels; `inspector cleanup`
+    /// removes them after a crash). Default: tcx where the kernel has it, else tc.
+    #[arg(long, value_name = "MODE", value_parser = parse_attach)]
+    pub attach: Option<crate::probe::AttachMode>,
     /// Kernel-side debug logging (aya-log) at this level and above: error, warn, info,
     /// debug, trace (parse anomalies, namespace decisions, sampling changes), on stderr as
     /// `inspector: kernel: ...`. Off by default, and then free: the verifier removes every
@@ -190,6 +195,7 @@ impl FilterArgs {
             identity: self.identity.options(),
             socket_owners: !self.no_socket_owners,
             fast_attach: self.fast_attach,
+            attach: self.attach,
             measure: session::Measure::Flows,
             kernel_log: self.kernel_log,
             lifecycle: false,
@@ -215,6 +221,15 @@ pub fn log_changes(changes: &[Change], quiet: bool) {
 pub fn log_notes(s: &session::Session) {
     for n in s.take_notes() {
         eprintln!("inspector: warning: {n}");
+    }
+}
+
+/// Parses `--attach`.
+pub fn parse_attach(s: &str) -> Result<crate::probe::AttachMode, String> {
+    match s {
+        "tcx" => Ok(crate::probe::AttachMode::Tcx),
+        "tc" => Ok(crate::probe::AttachMode::Tc),
+        _ => Err(format!("'{s}' is not an attach mode: tcx or tc")),
     }
 }
 

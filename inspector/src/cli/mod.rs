@@ -4,6 +4,7 @@
 //! works: a leading `-o` is moved after the subcommand before parsing.
 mod args;
 mod bench;
+mod cleanup;
 mod compat;
 mod demo;
 mod events;
@@ -12,6 +13,7 @@ mod flows;
 mod lab;
 mod path;
 mod services;
+mod status;
 mod topology;
 mod trace;
 
@@ -58,6 +60,13 @@ pub enum Command {
     /// Benchmarks: network modes side by side (the default), and what the inspector costs
     /// (overhead, scale, pipeline, services).
     Bench(bench::Args),
+    /// What works on this node and why: kernel, lockdown, privileges, cgroups, the attach
+    /// mode, runtimes, kube-proxy's mode, and each kernel feature with what is lost without
+    /// it. The first command to run on a new node.
+    Status(status::Args),
+    /// Remove what an inspector that was killed left behind (legacy tc filters of ours and
+    /// the clsact qdiscs it created), never anyone else's.
+    Cleanup(cleanup::Args),
 }
 
 /// `inspector -o json CMD [SUB] ...` -> `inspector CMD [SUB] -o json ...`: a leading output
@@ -149,6 +158,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Events(a) => events::run(&a),
         Command::Services(a) => services::run(&a),
         Command::Path(a) => path::run(&a),
+        Command::Status(a) => status::run(&a),
+        Command::Cleanup(a) => cleanup::run(&a),
     }
 }
 

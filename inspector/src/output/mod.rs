@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bench_modes;
 pub mod charts;
+pub mod cleanup;
 pub mod drops;
 pub mod explain;
 pub mod flows;
@@ -18,6 +19,7 @@ pub mod probe;
 pub mod progress;
 pub mod services;
 pub mod stats;
+pub mod status;
 pub mod svg;
 mod table;
 pub mod topology;
@@ -33,6 +35,7 @@ pub use table::Table;
 /// docs/schema/<kind>.json (a test holds the two lists together).
 pub const KINDS: &[&str] = &[
     "bench",
+    "cleanup",
     "drop",
     "explain",
     "flow",
@@ -60,6 +63,7 @@ pub const KINDS: &[&str] = &[
     "services_summary",
     "snapshot",
     "stats",
+    "status",
     "workload",
 ];
 

@@ -1,10 +1,12 @@
 //! Attaching both tc programs to interfaces inside any network namespace, and detaching
 //! (with `--kernel-log`, the two log programs too, right behind them).
 //!
-//! We attach with TCX only: each link is a file descriptor we own (`BPF_LINK_CREATE`), so it
-//! cannot outlive the process, and closing it detaches. TCX resolves the ifindex in the
-//! namespace of the calling thread, so attaches run on worker threads that have entered the
-//! target namespace.
+//! With TCX (Linux 6.6+) each link is a file descriptor we own (`BPF_LINK_CREATE`), so it
+//! cannot outlive the process, and closing it detaches. Without it (or with `--attach tc`)
+//! the programs go in as legacy `cls_bpf` filters (see `legacy`), removed on drop and, if the
+//! process dies first, by the next start or `inspector cleanup` (see `cleanup`). Both resolve
+//! the ifindex in the namespace of the calling thread, so attaches run on worker threads that
+//! have entered the target namespace.
 //!
 //! Every TCX attach and detach waits for an RCU grace period in the kernel (~12 ms on this
 //! machine), so doing them one after another costs 25 s for 1000 interfaces. The grace
@@ -26,18 +28,20 @@ use crate::topology::{Link, NsView};
 /// (namespace inode, ifindex) of an attached interface.
 pub type AttachKey = (u64, u32);
 
-/// The ingress and egress links of one interface (and the log programs' when logging);
-/// dropping it detaches them all.
+/// The ingress and egress attachments of one interface (and the log programs' when
+/// logging); dropping it detaches them all.
 pub(super) struct LinkPair {
     _links: Vec<OwnedFd>,
+    _filters: Option<super::legacy_guard::Filters>,
 }
 
-/// Program descriptors to attach: (ingress, egress) of the observing programs, and of the
-/// log programs when `--kernel-log` loaded them.
+/// Programs to attach: (ingress, egress) of the observing programs, and of the log programs
+/// when `--kernel-log` loaded them.
 #[derive(Clone, Copy)]
 struct Progs {
-    observe: (RawFd, RawFd),
-    log: Option<(RawFd, RawFd)>,
+    observe: (super::Prog, super::Prog),
+    log: Option<(super::Prog, super::Prog)>,
+    mode: super::AttachMode,
 }
 
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -159,16 +163,31 @@ fn run_job(job: &Job<'_>, progs: Progs) -> Vec<Outcome> {
             // Each goes first in its chain, so the log programs (attached first) end up
             // right behind the observing ones. If one fails, dropping the links made so far
             // rolls them back.
-            let mut links = Vec::with_capacity(4);
             let order = progs.log.into_iter().chain([progs.observe]);
-            let pair = order
-                .into_iter()
-                .try_for_each(|(ingress, egress)| {
-                    links.push(tcx_link(ingress, l.ifindex, BPF_TCX_INGRESS)?);
-                    links.push(tcx_link(egress, l.ifindex, BPF_TCX_EGRESS)?);
-                    Ok(())
-                })
-                .map(|()| LinkPair { _links: links });
+            let pair = match progs.mode {
+                super::AttachMode::Tcx => {
+                    let mut links = Vec::with_capacity(4);
+                    order
+                        .into_iter()
+                        .try_for_each(|(ingress, egress)| {
+                            links.push(tcx_link(ingress.0, l.ifindex, BPF_TCX_INGRESS)?);
+                            links.push(tcx_link(egress.0, l.ifindex, BPF_TCX_EGRESS)?);
+                            Ok(())
+                        })
+                        .map(|()| LinkPair {
+                            _links: links,
+                            _filters: None,
+                        })
+                }
+                super::AttachMode::Tc => {
+                    super::legacy_guard::Filters::attach(&job.ns.netns.path, key, order).map(|f| {
+                        LinkPair {
+                            _links: Vec::new(),
+                            _filters: Some(f),
+                        }
+                    })
+                }
+            };
             (key, pair.map_err(|e| fail(l, e)))
         })
         .collect()
@@ -284,9 +303,10 @@ impl Probe {
 impl Probe {
     fn progs(&self) -> Result<Progs, ProbeError> {
         let pair = |i, e| -> Result<_, ProbeError> {
-            Ok((prog_fd(&self.ebpf, i)?, prog_fd(&self.ebpf, e)?))
+            Ok(((prog_fd(&self.ebpf, i)?, i), (prog_fd(&self.ebpf, e)?, e)))
         };
         Ok(Progs {
+            mode: self.attach_mode,
             observe: pair(PROG_INGRESS, PROG_EGRESS)?,
             log: match self.logger {
                 Some(_) => Some(pair(PROG_LOG_INGRESS, PROG_LOG_EGRESS)?),

@@ -144,7 +144,11 @@ impl Btf {
             by_name: HashMap::new(),
         };
         for (id, t) in btf.types.iter().enumerate() {
-            if matches!(t.kind, KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64) && t.name != 0 {
+            if matches!(
+                t.kind,
+                KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_TYPEDEF
+            ) && t.name != 0
+            {
                 let n = btf.str_at(t.name).to_owned();
                 btf.by_name.entry(n).or_default().push(id as u32);
             }
@@ -167,6 +171,13 @@ impl Btf {
                 .map(|(n, v)| (*v, self.str_at(*n).to_owned()))
                 .collect(),
         )
+    }
+
+    /// Whether a struct, union, enum or typedef of this name exists (`btf_trace_<tp>` is
+    /// the typedef of a BTF-enabled tracepoint).
+    #[must_use]
+    pub fn has_type(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
     }
 
     fn str_at(&self, off: u32) -> &str {

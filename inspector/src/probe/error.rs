@@ -18,8 +18,8 @@ pub enum ProbeError {
     )]
     NoBtf(PathBuf),
     #[error(
-        "kernel {0} has no TCX (needs Linux 6.6+): the legacy tc attach mode would leave filters \
-         behind if the inspector were killed, so it is not used"
+        "kernel {0} has no TCX (Linux 6.6+): run with --attach tc (legacy tc filters), or \
+         leave --attach out to pick what the kernel has"
     )]
     NoTcx(aya::util::KernelVersion),
     #[error("cannot read the running kernel's version ({0}): is /proc mounted?")]
@@ -135,5 +135,6 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("kernel 6.1.170 has no TCX"), "{text}");
         assert!(!text.contains('{'), "{text}");
+        assert!(text.contains("--attach tc"), "{text}");
     }
 }

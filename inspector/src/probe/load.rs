@@ -21,7 +21,7 @@ impl Probe {
     pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
         preflight::privileges()?;
         preflight::btf()?;
-        preflight::tcx()?;
+        let attach_mode = preflight::attach_mode(opts.attach)?;
         let mut config = opts.config;
         let off = btf::kernel_offsets(&preflight::btf_path())?;
         config.off_skb_dev = off.skb_dev;
@@ -123,6 +123,7 @@ impl Probe {
             drop_reasons,
             warnings,
             fast_attach: opts.fast_attach,
+            attach_mode,
             hop_shift: 0,
             sockets_loaded,
             cgroup_links: sockets::Attached::new(),

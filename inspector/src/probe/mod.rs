@@ -2,19 +2,25 @@
 //! them to interfaces in any namespace, read the maps and the ring buffers, and detach.
 //!
 //! [`Probe`] owns the loaded object and every link. Attachments are TCX links held as file
-//! descriptors, so they vanish with the process however it ends (even SIGKILL), and dropping
+//! descriptors, so they vanish with the process however it ends (even SIGKILL); on kernels
+//! without TCX, legacy tc filters that `cleanup` removes if the process dies first. Dropping
 //! the `Probe` detaches everything. It imports nothing above it (`sys`, `topology` and
 //! `inspector-common` only): what it reads comes out as `inspector-common` types or plain
 //! data ([`Counts`], [`SocketOwners`]).
 mod attach;
 pub mod btf;
+pub mod cleanup;
 pub mod clock;
 mod error;
 pub mod events;
+pub mod features;
+pub mod legacy;
+mod legacy_guard;
 mod load;
 pub mod log;
 pub mod preflight;
 mod read;
+mod rtnl;
 pub mod sockets;
 pub mod tracefs;
 
@@ -69,6 +75,29 @@ pub const STACK_HOOKS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// A program to attach: its descriptor and name.
+type Prog = (std::os::fd::RawFd, &'static str);
+
+/// How the tc programs go onto an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// TCX links (Linux 6.6+): die with the process.
+    Tcx,
+    /// Legacy `clsact` + `cls_bpf` filters over netlink (see `legacy`).
+    Tc,
+}
+
+impl AttachMode {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::Tc => "tc",
+        }
+    }
+}
+
 /// How to load the programs.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -91,6 +120,8 @@ pub struct ProbeOptions {
     /// Kernel-side debug logging (aya-log) at this level and above; `None`: off, and the
     /// verifier removes every log statement (the level is a load-time constant).
     pub kernel_log: Option<log::Level>,
+    /// TCX or legacy tc; `None`: TCX where the kernel has it.
+    pub attach: Option<AttachMode>,
 }
 
 impl Default for ProbeOptions {
@@ -104,6 +135,7 @@ impl Default for ProbeOptions {
             fast_attach: false,
             stack_hooks: false,
             kernel_log: None,
+            attach: None,
         }
     }
 }
@@ -118,6 +150,8 @@ pub struct Probe {
     /// What could not be set up but did not stop the rest (said once, at start).
     pub warnings: Vec<String>,
     fast_attach: bool,
+    /// How interfaces are attached (resolved at load).
+    attach_mode: AttachMode,
     /// Per-hop timing's auto sampling shift, as last set (copied into `inspector_ifns`).
     hop_shift: u32,
     sockets_loaded: bool,
@@ -125,6 +159,14 @@ pub struct Probe {
     cgroup_links: sockets::Attached,
     /// The kernel's debug log, when on (it must live as long as the programs).
     logger: Option<log::KernelLogger>,
+}
+
+impl Probe {
+    /// How this probe attaches interfaces.
+    #[must_use]
+    pub fn attach_mode(&self) -> AttachMode {
+        self.attach_mode
+    }
 }
 
 impl Drop for Probe {

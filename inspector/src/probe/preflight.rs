@@ -51,14 +51,19 @@ pub fn btf() -> Result<(), ProbeError> {
     }
 }
 
-/// TCX (Linux 6.6): the only tc attach mode whose attachments die with the process. The
-/// legacy netlink mode would leave filters behind after a SIGKILL, so we refuse it.
-pub fn tcx() -> Result<(), ProbeError> {
-    let v = aya::util::KernelVersion::current()
-        .map_err(|e| ProbeError::KernelVersion(e.to_string()))?;
-    if v >= aya::util::KernelVersion::new(6, 6, 0) {
-        Ok(())
-    } else {
-        Err(ProbeError::NoTcx(v))
+/// The attach mode to use: the one asked for, else TCX where the kernel has it (its BTF
+/// lists `BPF_TCX_INGRESS`), else legacy tc. Asking for TCX where it is missing is an error
+/// naming the kernel and the alternative.
+pub fn attach_mode(asked: Option<super::AttachMode>) -> Result<super::AttachMode, ProbeError> {
+    let has_tcx = super::features::tcx(&btf_path());
+    match asked {
+        Some(super::AttachMode::Tcx) if !has_tcx => {
+            let v = aya::util::KernelVersion::current()
+                .map_err(|e| ProbeError::KernelVersion(e.to_string()))?;
+            Err(ProbeError::NoTcx(v))
+        }
+        Some(m) => Ok(m),
+        None if has_tcx => Ok(super::AttachMode::Tcx),
+        None => Ok(super::AttachMode::Tc),
     }
 }

@@ -17,6 +17,7 @@ pub mod path;
 mod queries;
 pub mod records;
 pub(crate) mod start;
+pub mod status;
 mod ticker;
 pub mod trace;
 

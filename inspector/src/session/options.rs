@@ -54,6 +54,8 @@ pub struct Options {
     pub socket_owners: bool,
     /// Expedite RCU grace periods during large attach batches.
     pub fast_attach: bool,
+    /// TCX or legacy tc (`None`: what the kernel has, TCX first).
+    pub attach: Option<crate::probe::AttachMode>,
     pub measure: Measure,
     /// Kernel-side debug logging at this level (None: off, and free).
     pub kernel_log: Option<Level>,
@@ -77,6 +79,7 @@ impl Default for Options {
             identity: tracker::Options::default(),
             socket_owners: true,
             fast_attach: false,
+            attach: None,
             measure: Measure::Flows,
             kernel_log: None,
             lifecycle: false,

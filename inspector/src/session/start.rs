@@ -162,6 +162,14 @@ impl Session {
             Measure::HopTiming { stack, .. } => (4096, stack),
             Measure::Flows => (4096, false),
         };
+        // Filters of ours left by an inspector that died (legacy tc only) go before ours come,
+        // in the namespaces this session follows (all of them by default).
+        let followed: Vec<Netns> = all
+            .iter()
+            .filter(|n| selection.netns.is_empty() || selection.netns.contains(&n.inode))
+            .cloned()
+            .collect();
+        let (swept, sweep_errors) = crate::probe::cleanup::sweep(&followed, false);
         let probe = Probe::load(&ProbeOptions {
             config: cfg,
             drops: opts.drops,
@@ -171,8 +179,15 @@ impl Session {
             fast_attach: opts.fast_attach,
             stack_hooks,
             kernel_log: opts.kernel_log,
+            attach: opts.attach,
         })?;
         let mut changes: Vec<Change> = probe.warnings.iter().cloned().map(Change::Note).collect();
+        changes.extend(swept.iter().map(|r| Change::Note(r.to_string())));
+        changes.extend(
+            sweep_errors
+                .into_iter()
+                .map(|e| Change::Note(format!("looking for filters left by a killed run: {e}"))),
+        );
         let (mut tracker, notes) = Tracker::new(&opts.identity);
         changes.extend(notes.into_iter().map(Change::Note));
         changes.extend(tracker.refresh().into_iter().map(Change::Note));
