@@ -162,7 +162,10 @@ pub struct FlowStats {
     pub tcp_flags: u8,
     /// OR of every parser status bit seen (see [`crate::parse::status`]).
     pub status: u8,
-    pub _pad: [u8; 6],
+    /// Padding as scalars: a zeroed byte array becomes a `memset` call in the eBPF object,
+    /// a BPF-to-BPF call that Linux 6.1's verifier counts 32 bytes of stack for.
+    pub _pad16: u16,
+    pub _pad32: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 40);
 

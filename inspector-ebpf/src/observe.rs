@@ -307,7 +307,8 @@ fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, tcp_flags: u8, statu
         last_jiffies: jiffies,
         tcp_flags,
         status,
-        _pad: [0; 6],
+        _pad16: 0,
+        _pad32: 0,
     };
     // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
     if map.insert(key, v, u64::from(BPF_ANY)).is_err() {
@@ -366,6 +367,22 @@ fn passes(
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
+/// Copies a key word by word with volatile stores: a plain copy lets LLVM see the zero
+/// tails of IPv4 addresses and write them with a `memset` call, a BPF-to-BPF call that
+/// Linux 6.1's verifier counts 32 bytes of stack for (over the limit with this program's).
+#[inline(always)]
+fn copy_key(key: &FlowKey, to: *mut FlowKey) {
+    const WORDS: usize = core::mem::size_of::<FlowKey>() / 4;
+    let from = core::ptr::from_ref(key).cast::<u32>();
+    let to = to.cast::<u32>();
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: both point at a whole FlowKey (4-aligned, a multiple of 4 bytes long).
+        unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read(from.add(i))) };
+        i += 1;
+    }
+}
+
 #[inline(always)]
 fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
@@ -381,21 +398,25 @@ fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u6
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size.
     unsafe {
         (*ev).ts_ns = now;
-        (*ev).key = *key;
+        copy_key(key, &raw mut (*ev).key);
         (*ev).len = len;
         (*ev).mark = mark;
         (*ev).tcp_flags = p.tcp_flags;
         (*ev).status = p.status;
         let mut copied = 0u16;
+        // The size again as 1..=SNAP_LEN by arithmetic the verifier follows: Linux 6.1's does
+        // not carry `snap > 0` over to the register passed (LLVM tests one copy, passes
+        // another), and refuses a size that may be 0. Opaque, so LLVM cannot fold it back.
+        let n = (core::hint::black_box(snap).wrapping_sub(1) & (SNAP_LEN as u32 - 1)) + 1;
         if snap > 0
             && bpf_skb_load_bytes(
                 ctx.skb.skb.cast::<c_void>(),
                 0,
                 (&raw mut (*ev).snap).cast::<c_void>(),
-                snap,
+                n,
             ) == 0
         {
-            copied = snap as u16;
+            copied = n as u16;
         }
         (*ev).snap_len = copied;
     }

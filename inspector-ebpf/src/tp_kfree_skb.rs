@@ -105,7 +105,8 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
             last_jiffies: jiffies,
             tcp_flags: 0,
             status: p.status,
-            _pad: [0; 6],
+            _pad16: 0,
+            _pad32: 0,
         };
         let _ = DROPS.insert(key, v, 0);
     }

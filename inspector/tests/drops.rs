@@ -6,21 +6,6 @@ use std::time::Duration;
 
 use support::{BridgeLab, Inspector, json_lines};
 
-/// `Udp: NoPorts` from /proc/net/snmp inside a namespace.
-fn udp_noports(ns: &support::Netns) -> u64 {
-    let snmp = ns.exec(&["cat", "/proc/net/snmp"]);
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (
-        udp.next().expect("Udp header"),
-        udp.next().expect("Udp values"),
-    );
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "NoPorts")
-        .expect("NoPorts column");
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
-}
-
 /// Packet counter of the first rule of a chain (`iptables -L -v -x`).
 fn rule_packets(ns: &support::Netns, chain: &str) -> u64 {
     let out = ns.exec(&["iptables", "-L", chain, "-v", "-x", "-n"]);
@@ -39,7 +24,7 @@ fn drops_are_counted_per_flow_with_their_reason() {
     lab.c.exec(&[
         "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP",
     ]);
-    let noports0 = udp_noports(&lab.c);
+    let noports0 = support::udp_noports(&lab.c);
     let mut args = vec!["flows", "-o", "json", "--duration", "300"];
     for ns in lab.all() {
         args.extend(["--netns", ns.name.as_str()]);
@@ -75,7 +60,7 @@ fn drops_are_counted_per_flow_with_their_reason() {
     let firewalled = find("NETFILTER_DROP", "198.18.0.3", 9999);
     assert_eq!(
         closed,
-        udp_noports(&lab.c) - noports0,
+        support::udp_noports(&lab.c) - noports0,
         "NO_SOCKET drops vs the kernel's Udp NoPorts: {drops:#?}"
     );
     assert_eq!(closed, 7);

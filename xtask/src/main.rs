@@ -3,17 +3,19 @@
 //! and `bench` run it first, so each works on a fresh machine of this kind.
 mod layers;
 mod setup;
+mod vmtest;
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <setup|demo|test|bench [overhead ...]|layers|ci>\n\
+    "usage: cargo xtask <setup|demo|test|vmtest|bench [overhead ...]|layers|ci>\n\
      \x20 setup   install apt packages, bpf-linker (LLVM 22) and nightly rust-src (idempotent)\n\
      \x20 demo    set up, build, and run the embedded lab demo (needs root)\n\
-     \x20 test    set up, then run every test: unit tests and privileged end-to-end tests\n\
+     \x20 test    set up, then run every test: unit tests, privileged end-to-end tests, the kernel matrix\n\
      \x20 bench   set up, build release, run `inspector bench <args>` (e.g. `bench overhead`)\n\
+     \x20 vmtest  the kernel matrix: the smoke suite on the host (TCX, legacy tc) and on Linux 6.1 under qemu\n\
      \x20 layers  check that no module imports one above it in the data flow, and no circle\n\
      \x20 ci      clippy + rustfmt check + test"
 }
@@ -33,6 +35,9 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("ci") => ci(),
+        Some("vmtest") => require_root("the kernel matrix")
+            .and_then(|()| setup::run())
+            .and_then(|()| vmtest::run(&args[1..])),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);
@@ -99,8 +104,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             "inspector-ebpf",
             "--no-fail-fast",
         ])
-        .args(["--", "--include-ignored", "--test-threads=2"])
-        .args(extra))
+        // The smoke suite runs in the kernel matrix below, once per kernel and attach mode.
+        .args([
+            "--",
+            "--include-ignored",
+            "--test-threads=2",
+            "--skip",
+            "smoke_",
+        ])
+        .args(extra))?;
+    // The kernel matrix: host TCX, host legacy tc, Linux 6.1 under qemu. A VM that cannot
+    // start fails the suite.
+    vmtest::run(&[])
 }
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {

@@ -38,6 +38,10 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     // `dot`, to check that `topology -o dot` is valid Graphviz.
     "graphviz",
+    // The kernel matrix (`cargo xtask vmtest`): other kernels booted under qemu from an
+    // initramfs packed with cpio.
+    "qemu-system-x86",
+    "cpio",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -105,7 +105,8 @@ pub(super) fn load_error(program: &'static str, e: ProgramError) -> ProbeError {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            if log.contains("bpf_probe_read_kernel") {
+            // Under lockdown=confidentiality the helper has no prototype: "unknown func".
+            if log.contains("unknown func bpf_probe_read_kernel") {
                 ProbeError::NoProbeRead { program }
             } else {
                 ProbeError::Verifier {

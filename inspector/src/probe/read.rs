@@ -187,7 +187,8 @@ mod tests {
             last_jiffies,
             tcp_flags: 0,
             status: 0,
-            _pad: [0; 6],
+            _pad16: 0,
+            _pad32: 0,
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod cri;
 pub mod docker;
 pub mod schema;
+pub mod totals;
 
 use std::{
     collections::HashMap,
@@ -91,6 +92,21 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// `Udp: NoPorts` from /proc/net/snmp inside a namespace.
+pub fn udp_noports(ns: &Netns) -> u64 {
+    let snmp = ns.exec(&["cat", "/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (
+        udp.next().expect("Udp header"),
+        udp.next().expect("Udp values"),
+    );
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "NoPorts")
+        .expect("NoPorts column");
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 /// Three workload namespaces (a, b, c) on a bridge that lives in a fourth ("br"), all
@@ -242,8 +258,13 @@ fn stream(
     })
 }
 
+/// The binary under test: the one cargo built, or `INSPECTOR_BIN` (the kernel matrix runs
+/// these tests against the release binary, inside a VM too).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_inspector")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("INSPECTOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_inspector").into())
+    })
 }
 
 impl Inspector {
