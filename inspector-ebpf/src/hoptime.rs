@@ -50,18 +50,19 @@ pub(crate) fn hop_time(fp: u64, f: &FastV4, netns: u32, ifindex: u32, code: u8, 
     // slot holding its fingerprint, else the one written longer ago, so two packets in
     // flight at once with the same index (a burst held in a qdisc) both keep their entry.
     let first = (fp >> 32) as u32 & conf!(hop_seen_mask) & !1;
-    let (Some(a), Some(b)) = (HOP_SEEN.get_ptr_mut(first), HOP_SEEN.get_ptr_mut(first | 1)) else {
+    let (Some(even), Some(odd)) = (HOP_SEEN.get_ptr_mut(first), HOP_SEEN.get_ptr_mut(first | 1))
+    else {
         return;
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: slots of the shared table: plain loads and stores of plain data (another CPU
     // writing the same slot at the same instant can only tear the entry; see `hop`).
-    let (a, b) = unsafe { (&mut *a, &mut *b) };
-    let s = if a.fp == fp || (b.fp != fp && a.ts <= b.ts) {
-        a
+    let (even, odd) = unsafe { (&mut *even, &mut *odd) };
+    let s = if even.fp == fp || (odd.fp != fp && even.ts <= odd.ts) {
+        even
     } else {
-        b
+        odd
     };
     let moved = s.ifindex != ifindex || s.netns != netns || s.direction != code;
     let d = now.wrapping_sub(s.ts);

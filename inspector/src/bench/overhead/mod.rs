@@ -41,6 +41,8 @@ pub struct Options {
     pub busy_poll: bool,
     /// Also observe with per-hop timing (in the kernel, and from events).
     pub per_hop: bool,
+    /// Also observe with `inspector flows --attach tc` (legacy tc filters), next to TCX.
+    pub legacy_tc: bool,
     /// Turn `bpf_stats` on and report the tc programs' run time per run.
     pub bpf_stats: bool,
     pub stop: StopFlag,
@@ -52,6 +54,9 @@ impl Options {
     #[must_use]
     pub fn observers(&self) -> Vec<Observer> {
         let mut v = vec![Observer::None, Observer::Inspector];
+        if self.legacy_tc {
+            v.push(Observer::InspectorTc);
+        }
         if self.per_hop {
             v.push(Observer::InspectorHops);
             v.push(Observer::InspectorHopEvents);

@@ -24,6 +24,8 @@ pub enum Observer {
     /// `inspector flows --latency --latency-from events`: an event per packet per hook,
     /// stitched into per-hop times in userspace.
     InspectorHopEvents,
+    /// `inspector flows --attach tc`: legacy tc filters instead of TCX links.
+    InspectorTc,
     Tcpdump,
 }
 
@@ -35,6 +37,7 @@ impl Observer {
             Self::Inspector => "inspector",
             Self::InspectorHops => "inspector-hops",
             Self::InspectorHopEvents => "inspector-hop-events",
+            Self::InspectorTc => "inspector-tc",
             Self::Tcpdump => "tcpdump",
         }
     }
@@ -117,7 +120,10 @@ pub fn start(
 ) -> Result<Children, BenchError> {
     match obs {
         Observer::None => Ok(Children::default()),
-        Observer::Inspector | Observer::InspectorHops | Observer::InspectorHopEvents => {
+        Observer::Inspector
+        | Observer::InspectorHops
+        | Observer::InspectorHopEvents
+        | Observer::InspectorTc => {
             let mut args: Vec<String> = ["flows", "--duration", "86400", "-q"]
                 .map(String::from)
                 .to_vec();
@@ -127,6 +133,9 @@ pub fn start(
             args.extend(extra.iter().cloned());
             if obs == Observer::InspectorHops {
                 args.push("--latency".into());
+            }
+            if obs == Observer::InspectorTc {
+                args.extend(["--attach", "tc"].map(String::from));
             }
             if obs == Observer::InspectorHopEvents {
                 args.extend(["--latency", "--latency-from", "events"].map(String::from));

@@ -36,6 +36,10 @@ pub struct OverheadArgs {
     /// report what each adds per hop.
     #[arg(long)]
     pub per_hop: bool,
+    /// Also observe with `inspector flows --attach tc` (legacy tc filters, what kernels
+    /// before 6.6 get), side by side with TCX.
+    #[arg(long)]
+    pub legacy_tc: bool,
     /// Turn the kernel's BPF run-time statistics on for the run (restored after) and report
     /// the tc programs' own run time per run (they add ~50 ns of accounting to each).
     #[arg(long)]
@@ -61,6 +65,7 @@ pub fn run(a: &OverheadArgs, fmt: Format) -> anyhow::Result<()> {
         inspector_args: a.inspector_args.clone(),
         busy_poll: a.busy_poll,
         per_hop: a.per_hop,
+        legacy_tc: a.legacy_tc,
         bpf_stats: a.bpf_stats,
         stop: StopFlag::register()?,
     };
