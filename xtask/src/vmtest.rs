@@ -276,6 +276,8 @@ ip link set lo up
 echo "VMTEST-KERNEL $(uname -r)"
 echo VMTEST-STATUS
 /bin/inspector status
+echo '$ inspector flows --attach tcx --duration 1'
+/bin/inspector flows --attach tcx --duration 1 2>&1
 echo VMTEST-BEGIN
 INSPECTOR_BIN=/bin/inspector /bin/smoke --include-ignored --test-threads=1 2>&1
 echo "VMTEST-EXIT $?"
