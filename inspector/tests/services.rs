@@ -8,197 +8,20 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
 };
 
 use serde_json::Value;
-use support::{Inspector, bin, json_lines, run_inspector, sh, unique};
-
-/// The embedded Kubernetes-node spec, renamed, in `mode`, on subnets of its own (pods on
-/// 198.18.NET/24, outside on NET+1, `ClusterIPs` on NET+2), pods named web1..web3.
-fn spec(name: &str, mode: &str, net: u8) -> String {
-    inspector::lab::spec::KUBE_SPEC
-        .replace("name = \"insp-kube\"", &format!("name = \"{name}\""))
-        .replace(
-            "kube_proxy = \"iptables\"",
-            &format!("kube_proxy = \"{mode}\""),
-        )
-        .replace("198.18.30.", &format!("198.18.{net}."))
-        .replace("198.18.31.", &format!("198.18.{}.", net + 1))
-        .replace("198.18.32.", &format!("198.18.{}.", net + 2))
-        .replace("web-0", "web1")
-        .replace("web-1", "web2")
-        .replace("web-2", "web3")
-}
-
-/// Runs `f` on a thread inside the named network namespace.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns");
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        f()
-    })
-}
-
-/// A TCP server on :8080 in a namespace that counts accepts; stops on drop (bounded).
-struct Server {
-    stop: Arc<AtomicBool>,
-    accepts: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(ns: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepts = Arc::new(AtomicU64::new(0));
-        let (s, a) = (Arc::clone(&stop), Arc::clone(&accepts));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = in_netns(ns, move || {
-            let l = TcpListener::bind("0.0.0.0:8080").expect("bind 8080");
-            l.set_nonblocking(true).unwrap();
-            tx.send(()).unwrap();
-            let deadline = Instant::now() + Duration::from_mins(2);
-            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        a.fetch_add(1, Ordering::Relaxed);
-                        let _ = c.set_nonblocking(false);
-                        let _ = c.write_all(b"x");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5)).expect("server up");
-        Self {
-            stop,
-            accepts,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.accepts.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// `n` bounded connections from `ns` to `dst` (each reads the server's byte); returns how
-/// many succeeded.
-fn connect_n(ns: &str, dst: &str, n: usize) -> usize {
-    let dst: SocketAddr = dst.parse().unwrap();
-    in_netns(ns, move || {
-        (0..n)
-            .filter(|_| {
-                TcpStream::connect_timeout(&dst, Duration::from_secs(2)).is_ok_and(|mut s| {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut b = [0u8; 1];
-                    s.read_exact(&mut b).is_ok()
-                })
-            })
-            .count()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Per backend (reply source "ip:port"), conntrack's connections to `vip:port`, read with
-/// the conntrack CLI in the node namespace.
-fn conntrack_split(node: &str, vip: &str, port: u16) -> BTreeMap<String, u64> {
-    let out = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        node,
-        "conntrack",
-        "-L",
-        "-p",
-        "tcp",
-        "-d",
-        vip,
-        "--dport",
-        &port.to_string(),
-    ]);
-    let mut m = BTreeMap::new();
-    for l in out.lines() {
-        // ... src=C dst=VIP sport=S dport=80 src=BACKEND dst=C sport=8080 dport=S ...
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let srcs: Vec<&str> = f.iter().filter_map(|x| x.strip_prefix("src=")).collect();
-        let sports: Vec<&str> = f.iter().filter_map(|x| x.strip_prefix("sport=")).collect();
-        if srcs.len() >= 2 && sports.len() >= 2 {
-            *m.entry(format!("{}:{}", srcs[1], sports[1])).or_default() += 1;
-        }
-    }
-    m
-}
-
-fn ifname_of(ns: &str, ifindex: u64) -> String {
-    let links: Value = serde_json::from_str(&sh(&["ip", "-n", ns, "-j", "link"])).unwrap();
-    links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["ifindex"].as_u64() == Some(ifindex))
-        .and_then(|l| l["ifname"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The node-side veth of a workload's eth0, as iproute2 reports the peer.
-fn node_veth(lab: &str, w: &str) -> String {
-    let l: Value = serde_json::from_str(&sh(&[
-        "ip",
-        "-n",
-        &format!("{lab}-{w}"),
-        "-j",
-        "link",
-        "show",
-        "eth0",
-    ]))
-    .unwrap();
-    ifname_of(&format!("{lab}-node"), l[0]["link_index"].as_u64().unwrap())
-}
-
-/// The three backends' servers.
-fn start_servers(lab: &str) -> Vec<Server> {
-    ["web1", "web2", "web3"]
-        .iter()
-        .map(|w| Server::start(&format!("{lab}-{w}")))
-        .collect()
-}
+use support::{
+    Inspector, bin, json_lines,
+    kube::{Server, connect_n, conntrack_split, in_netns, lab_up, node_veth, spec, start_servers},
+    run_inspector, sh, unique,
+};
 
 fn run_mode(mode: &str, net: u8) {
     let lab = unique("s");
-    let spec_file = std::env::temp_dir().join(format!("{lab}.toml"));
-    std::fs::write(&spec_file, spec(&lab, mode, net)).unwrap();
-    let up = run_inspector(&["lab", "up", "--spec", spec_file.to_str().unwrap()], &[]);
-    let _ = std::fs::remove_file(&spec_file);
-    let _guard = support::LabGuard(lab.clone());
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let _guard = lab_up(&lab, mode, net);
     let (node, client, ext) = (
         format!("{lab}-node"),
         format!("{lab}-client"),
@@ -691,7 +514,7 @@ fn bad_service_input_is_one_line_and_changes_nothing() {
     for (edit, want) in [
         (
             ("kube_proxy = \"iptables\"", "kube_proxy = \"ipvs\""),
-            "IPVS needs a kernel",
+            "kube_proxy ipvs needs a kernel with IPVS",
         ),
         (
             (

@@ -42,6 +42,9 @@ const APT_PACKAGES: &[&str] = &[
     // initramfs packed with cpio.
     "qemu-system-x86",
     "cpio",
+    // ... and what its kube-proxy IPVS-mode node is built and checked with.
+    "ipvsadm",
+    "ipset",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -23,21 +23,66 @@ use anyhow::{Context as _, bail};
 const CACHE: &str = "/var/cache/inspector/vmtest";
 /// Which Debian kernel package to boot (the newest of this pattern).
 const KERNEL_PATTERN: &str = r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$";
-/// Modules the smoke suite needs (their dependencies are added).
-const MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf"];
-/// Tools copied into the VM with their libraries.
-const TOOLS: &[&str] = &[
-    "/usr/sbin/ip",
-    "/usr/sbin/tc",
-    "/usr/bin/ping",
-    "/usr/sbin/bpftool",
+/// Modules the suites need (their dependencies are added): the smoke suite's, then what a
+/// kube-proxy IPVS-mode node uses (IPVS with its round-robin scheduler, the dummy
+/// `kube-ipvs0`, ipsets, legacy iptables with its matches and targets, conntrack over
+/// netlink, bridged traffic through netfilter).
+const MODULES: &[&str] = &[
+    "veth",
+    "bridge",
+    "sch_ingress",
+    "cls_bpf",
+    "ip_vs",
+    "ip_vs_rr",
+    "dummy",
+    "ip_set_hash_ipport",
+    "ip_set_hash_ipportip",
+    "ip_set_bitmap_port",
+    "xt_set",
+    "iptable_nat",
+    "iptable_filter",
+    "xt_MASQUERADE",
+    "xt_mark",
+    "xt_comment",
+    "xt_addrtype",
+    "xt_conntrack",
+    "nf_conntrack_netlink",
+    "br_netfilter",
+    "nf_tables",
 ];
+/// Tools copied into the VM with their libraries, and the names each answers to (iptables
+/// is the legacy backend there: fewer modules than `nf_tables`' compat layer).
+const TOOLS: &[(&str, &[&str])] = &[
+    ("/usr/sbin/ip", &["ip"]),
+    ("/usr/sbin/tc", &["tc"]),
+    ("/usr/bin/ping", &["ping"]),
+    ("/usr/sbin/bpftool", &["bpftool"]),
+    ("/usr/sbin/conntrack", &["conntrack"]),
+    ("/usr/sbin/ipvsadm", &["ipvsadm"]),
+    ("/usr/sbin/ipset", &["ipset"]),
+    ("/usr/sbin/nft", &["nft"]),
+    (
+        "/usr/sbin/xtables-legacy-multi",
+        &[
+            "xtables-legacy-multi",
+            "iptables",
+            "iptables-save",
+            "iptables-restore",
+        ],
+    ),
+];
+/// iptables' extensions, loaded at run time.
+const XTABLES: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+/// Checks only a kernel with `IP_VS` can run (the VM's); "n/a" on the host.
+const IPVS_PREFIX: &str = "ipvs_";
 /// The whole VM run, boot to poweroff, at most.
 const VM_TIMEOUT_SECS: u32 = 1200;
 
 /// One column of the matrix.
 struct Cell {
     name: String,
+    /// The host (no `IP_VS` here: the IPVS checks are the VM's).
+    host: bool,
     kernel: String,
     /// Check name -> passed.
     checks: BTreeMap<String, bool>,
@@ -68,7 +113,7 @@ fn parse_tests(text: &str) -> BTreeMap<String, bool> {
         let Some((name, verdict)) = rest.split_once(" ... ") else {
             continue;
         };
-        if name.starts_with("smoke_") {
+        if name.starts_with("smoke_") || name.starts_with(IPVS_PREFIX) {
             m.insert(
                 name.trim_start_matches("smoke_").to_owned(),
                 verdict.trim() == "ok",
@@ -78,14 +123,14 @@ fn parse_tests(text: &str) -> BTreeMap<String, bool> {
     m
 }
 
-/// Builds the smoke test binary and returns its path.
-fn smoke_binary() -> anyhow::Result<PathBuf> {
+/// Builds the test binary of `target` (`inspector/tests/TARGET.rs`) and returns its path.
+fn test_binary(target: &str) -> anyhow::Result<PathBuf> {
     let out = output(crate::cargo().args([
         "test",
         "-p",
         "inspector",
         "--test",
-        "smoke",
+        target,
         "--no-run",
         "--message-format=json",
     ]))?;
@@ -93,12 +138,12 @@ fn smoke_binary() -> anyhow::Result<PathBuf> {
         let start = l.find("\"executable\":\"").unwrap_or(0) + 14;
         if let Some(len) = l[start..].find('"') {
             let p = &l[start..start + len];
-            if p.contains("/smoke-") {
+            if p.contains(&format!("/{target}-")) {
                 return Ok(PathBuf::from(p));
             }
         }
     }
-    bail!("cargo built no smoke test binary")
+    bail!("cargo built no {target} test binary")
 }
 
 fn host_cell(name: &str, smoke: &Path, bin: &Path, attach: &str) -> Cell {
@@ -126,6 +171,7 @@ fn host_cell(name: &str, smoke: &Path, bin: &Path, attach: &str) -> Cell {
     };
     Cell {
         name: name.to_owned(),
+        host: true,
         kernel,
         checks,
         error,
@@ -280,12 +326,32 @@ echo '$ inspector flows --attach tcx --duration 1'
 /bin/inspector flows --attach tcx --duration 1 2>&1
 echo VMTEST-BEGIN
 INSPECTOR_BIN=/bin/inspector /bin/smoke --include-ignored --test-threads=1 2>&1
-echo "VMTEST-EXIT $?"
+s=$?
+INSPECTOR_BIN=/bin/inspector /bin/ipvs --include-ignored --test-threads=1 --show-output 2>&1
+i=$?
+echo VMTEST-IPVS
+/bin/inspector lab up --kube --kube-proxy ipvs >/dev/null 2>&1
+echo '$ inspector services --lab insp-kube'
+/bin/inspector services --lab insp-kube 2>&1
+echo '$ ipvsadm -L -n (in insp-kube-node)'
+/bin/ip netns exec insp-kube-node ipvsadm -L -n 2>&1
+for w in web-0 web-1 web-2; do /bin/ip netns exec insp-kube-$w nc -l -p 8080 </dev/null >/dev/null 2>&1 & done
+sleep 1
+echo '$ inspector path insp-kube/client shop/web'
+/bin/inspector path insp-kube/client shop/web 2>&1
+/bin/inspector lab down --name insp-kube >/dev/null 2>&1
+echo VMTEST-IPVS-END
+echo "VMTEST-EXIT $s $i"
 poweroff -f
 "#;
 
 /// Builds the initramfs and returns its path.
-fn initramfs(work: &Path, modules_dir: &Path, bin: &Path, smoke: &Path) -> anyhow::Result<PathBuf> {
+fn initramfs(
+    work: &Path,
+    modules_dir: &Path,
+    bin: &Path,
+    suites: &Suites,
+) -> anyhow::Result<PathBuf> {
     let root = work.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "modules", "etc"] {
@@ -304,13 +370,22 @@ fn initramfs(work: &Path, modules_dir: &Path, bin: &Path, smoke: &Path) -> anyho
         std::fs::copy(e.path(), into.join(e.file_name()))?;
     }
     copy_with_libs(&root, bin, "inspector")?;
-    copy_with_libs(&root, smoke, "smoke")?;
-    for t in TOOLS {
-        let name = Path::new(t)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("tool");
-        copy_with_libs(&root, Path::new(t), name)?;
+    copy_with_libs(&root, &suites.smoke, "smoke")?;
+    copy_with_libs(&root, &suites.ipvs, "ipvs")?;
+    for (t, names) in TOOLS {
+        copy_with_libs(&root, Path::new(t), names[0])?;
+        for n in &names[1..] {
+            std::os::unix::fs::symlink(names[0], root.join("bin").join(n))?;
+        }
+    }
+    // ipset and iptables name protocols through /etc/protocols.
+    for f in ["/etc/protocols", "/etc/services"] {
+        std::fs::copy(f, root.join(f.trim_start_matches('/')))?;
+    }
+    let xt = root.join(XTABLES.trim_start_matches('/'));
+    std::fs::create_dir_all(&xt)?;
+    for e in std::fs::read_dir(XTABLES)?.flatten() {
+        std::fs::copy(e.path(), xt.join(e.file_name()))?;
     }
     let mut all = BTreeMap::new();
     index_modules(modules_dir, &mut all);
@@ -337,9 +412,16 @@ fn initramfs(work: &Path, modules_dir: &Path, bin: &Path, smoke: &Path) -> anyho
     Ok(out)
 }
 
-fn vm_cell(bin: &Path, smoke: &Path) -> Cell {
+/// The test binaries the VM runs.
+struct Suites {
+    smoke: PathBuf,
+    ipvs: PathBuf,
+}
+
+fn vm_cell(bin: &Path, suites: &Suites) -> Cell {
     let mut cell = Cell {
         name: "qemu Debian 12 6.1 (auto)".into(),
+        host: false,
         kernel: String::new(),
         checks: BTreeMap::new(),
         error: None,
@@ -348,7 +430,7 @@ fn vm_cell(bin: &Path, smoke: &Path) -> Cell {
         let (vmlinuz, modules) = kernel()?;
         std::fs::create_dir_all("target/vmtest")?;
         let work = &std::fs::canonicalize("target/vmtest")?;
-        let initrd = initramfs(work, &modules, bin, smoke)?;
+        let initrd = initramfs(work, &modules, bin, suites)?;
         let out = Command::new("timeout")
             .arg(VM_TIMEOUT_SECS.to_string())
             .args([
@@ -385,6 +467,10 @@ fn vm_cell(bin: &Path, smoke: &Path) -> Cell {
                 .unwrap_or("?")
                 .trim()
                 .clone_into(&mut cell.kernel);
+            if let Some(d) = text.split("VMTEST-IPVS\n").nth(1) {
+                let d = d.split("VMTEST-IPVS-END").next().unwrap_or_default();
+                println!("kube-proxy IPVS mode on {}:\n{d}", cell.kernel);
+            }
             if let Some(st) = text.split("VMTEST-STATUS").nth(1) {
                 let st = st.split("VMTEST-BEGIN").next().unwrap_or_default();
                 println!("inspector status on {}:{st}", cell.kernel);
@@ -397,7 +483,7 @@ fn vm_cell(bin: &Path, smoke: &Path) -> Cell {
             }
             let suite = text.split("VMTEST-BEGIN").nth(1).unwrap_or_default();
             cell.checks = parse_tests(suite);
-            if text.lines().any(|l| l.trim() == "VMTEST-EXIT 0") {
+            if text.lines().any(|l| l.trim() == "VMTEST-EXIT 0 0") {
                 // all passed
             } else {
                 eprintln!("{suite}");
@@ -432,6 +518,7 @@ fn print_table(cells: &[Cell]) {
             let v = match c.checks.get(n) {
                 Some(true) => "ok",
                 Some(false) => "FAILED",
+                None if c.host && n.starts_with(IPVS_PREFIX) => "n/a (no IP_VS)",
                 None => "not run",
             };
             let _ = write!(line, "  {v:<cw$}");
@@ -450,20 +537,29 @@ fn print_table(cells: &[Cell]) {
 pub fn run(_extra: &[String]) -> anyhow::Result<()> {
     crate::run(crate::cargo().args(["build", "--release", "-p", "inspector"]))?;
     let bin = std::fs::canonicalize("target/release/inspector")?;
-    let smoke = smoke_binary()?;
+    let suites = Suites {
+        smoke: test_binary("smoke")?,
+        ipvs: test_binary("ipvs")?,
+    };
     let cells = vec![
-        host_cell("host (auto: tcx)", &smoke, &bin, ""),
-        host_cell("host (--attach tc)", &smoke, &bin, "tc"),
-        vm_cell(&bin, &smoke),
+        host_cell("host (auto: tcx)", &suites.smoke, &bin, ""),
+        host_cell("host (--attach tc)", &suites.smoke, &bin, "tc"),
+        vm_cell(&bin, &suites),
     ];
     print_table(&cells);
-    let want = cells.iter().map(|c| c.checks.len()).max().unwrap_or(0);
+    // Every check must have run and passed in every cell (IPVS ones only in the VM).
+    let all: std::collections::BTreeSet<&String> =
+        cells.iter().flat_map(|c| c.checks.keys()).collect();
+    let missing = |c: &Cell| {
+        all.iter()
+            .any(|n| !(c.checks.contains_key(*n) || c.host && n.starts_with(IPVS_PREFIX)))
+    };
     let bad: Vec<&str> = cells
         .iter()
         .filter(|c| {
             c.error.is_some()
-                || c.checks.len() < want
-                || want == 0
+                || c.checks.is_empty()
+                || missing(c)
                 || c.checks.values().any(|ok| !ok)
         })
         .map(|c| c.name.as_str())

@@ -84,8 +84,9 @@ fn kube_mode(w: &Which) -> anyhow::Result<KubeProxy> {
     match w.kube_proxy.as_deref().or(old).unwrap_or("iptables") {
         "iptables" => Ok(KubeProxy::Iptables),
         "nftables" => Ok(KubeProxy::Nftables),
+        "ipvs" => Ok(KubeProxy::Ipvs),
         m => anyhow::bail!(
-            "--kube-proxy '{m}': kube-proxy modes the lab builds are iptables and nftables (IPVS needs a kernel with IP_VS)"
+            "--kube-proxy '{m}': kube-proxy modes the lab builds are iptables, nftables and ipvs"
         ),
     }
 }

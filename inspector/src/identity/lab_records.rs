@@ -47,6 +47,22 @@ pub struct LabRecord {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub cgroups: Vec<String>,
+    /// The Service ports of a Kubernetes-node lab (what IPVS mode does not write into the
+    /// kernel: their names).
+    #[serde(default)]
+    pub services: Vec<RecordedService>,
+}
+
+/// One Service port as a lab built it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RecordedService {
+    pub namespace: String,
+    pub name: String,
+    pub port_name: String,
+    pub cluster_ip: std::net::Ipv4Addr,
+    pub port: u16,
+    pub protocol: String,
+    pub node_port: Option<u16>,
 }
 
 impl LabRecord {

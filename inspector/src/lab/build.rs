@@ -18,7 +18,7 @@ use super::{
     rules,
 };
 use crate::{
-    identity::lab_records::{LabRecord, LabWorkload},
+    identity::lab_records::{LabRecord, LabWorkload, RecordedService},
     sys::netns::{self, run_in},
 };
 
@@ -26,6 +26,24 @@ use crate::{
 fn cgroup_root(lab: &str) -> Result<PathBuf, LabError> {
     let m = crate::sys::cgroup::v2_mount().ok_or(LabError::NoCgroupV2)?;
     Ok(m.join("inspector-lab").join(lab))
+}
+
+/// IPVS is there, or its module loads (checked before anything is made).
+fn ipvs_available() -> Result<(), LabError> {
+    let here = || std::path::Path::new("/proc/net/ip_vs").exists();
+    if here() {
+        return Ok(());
+    }
+    let why = match std::process::Command::new("modprobe").arg("ip_vs").output() {
+        Ok(o) if o.status.success() && here() => return Ok(()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        Err(e) => format!("modprobe: {e}"),
+    };
+    Err(LabError::NoIpvs(if why.is_empty() {
+        "no module".into()
+    } else {
+        why
+    }))
 }
 
 /// Builds the lab. Fails without leaving anything behind.
@@ -37,11 +55,29 @@ pub fn up(plan: &Plan) -> Result<LabRecord, LabError> {
     {
         return Err(LabError::Exists(plan.name.clone()));
     }
+    if plan.kube_proxy == Some(super::spec::KubeProxy::Ipvs) {
+        ipvs_available()?;
+    }
     let mut rec = LabRecord {
         lab: plan.name.clone(),
         workloads: Vec::new(),
         namespaces: Vec::new(),
         cgroups: Vec::new(),
+        services: plan
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.ports.iter().map(|p| RecordedService {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    port_name: p.name.clone(),
+                    cluster_ip: s.cluster_ip,
+                    port: p.port,
+                    protocol: p.protocol.clone(),
+                    node_port: p.node_port,
+                })
+            })
+            .collect(),
     };
     match build(plan, &mut rec) {
         Ok(()) => {

@@ -51,6 +51,11 @@ pub enum LabError {
     NotRoot,
     #[error("no cgroup v2 hierarchy is mounted: lab workloads need one for their sockets")]
     NoCgroupV2,
+    #[error(
+        "kube_proxy ipvs needs a kernel with IPVS: this one has no /proc/net/ip_vs and loading \
+         ip_vs failed ({0}); use kube_proxy iptables or nftables here"
+    )]
+    NoIpvs(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -85,6 +85,18 @@ impl Nl {
         })
     }
 
+    /// Creates a dummy link (down, as kube-proxy leaves `kube-ipvs0`).
+    pub fn dummy(&self, name: &str) -> io::Result<()> {
+        self.rt.block_on(async {
+            self.handle
+                .link()
+                .add(rtnetlink::LinkDummy::new(name).build())
+                .execute()
+                .await
+                .map_err(|e| err(&format!("creating dummy {name}"), e))
+        })
+    }
+
     pub fn set_master(&self, name: &str, master: &str) -> io::Result<()> {
         let m = self.index(master)?;
         self.rt.block_on(async {

@@ -30,9 +30,10 @@ impl LabSpec {
             None => None,
             Some("iptables") => Some(KubeProxy::Iptables),
             Some("nftables") => Some(KubeProxy::Nftables),
+            Some("ipvs") => Some(KubeProxy::Ipvs),
             Some(m) => {
                 return Err(spec_err(format!(
-                    "kube_proxy '{m}' is not a mode this lab can build (iptables, nftables; IPVS needs a kernel with IP_VS)"
+                    "kube_proxy '{m}' is not a mode this lab can build (iptables, nftables, ipvs)"
                 )));
             }
         };
@@ -49,7 +50,7 @@ impl LabSpec {
         }
         if (!self.services.is_empty() || self.extra_services > 0) && kube_proxy.is_none() {
             return Err(spec_err(
-                "services need kube_proxy = \"iptables\" or \"nftables\"",
+                "services need kube_proxy = \"iptables\", \"nftables\" or \"ipvs\"",
             ));
         }
         if self.extra_services > MAX_EXTRA_SERVICES {

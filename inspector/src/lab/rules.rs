@@ -149,6 +149,9 @@ pub(super) fn install(node: &Path, plan: &Plan) -> Result<(), LabError> {
         if mode == KubeProxy::Iptables {
             restore.push(crate::services::rules::iptables(&plan.services, &cfg));
         }
+        if mode == KubeProxy::Ipvs {
+            restore.push(install_ipvs(node, plan, &cfg)?);
+        }
     }
     if !restore.is_empty() {
         feed(
@@ -169,6 +172,47 @@ pub(super) fn install(node: &Path, plan: &Plan) -> Result<(), LabError> {
         )?;
     }
     Ok(())
+}
+
+/// kube-proxy's IPVS state (see `services::rules::ipvs`): `kube-ipvs0` with the
+/// `ClusterIPs`, the virtual servers (`ipvsadm-restore`), the ipsets (`ipset restore`);
+/// returns the iptables part for the one `iptables-restore`.
+fn install_ipvs(
+    node: &Path,
+    plan: &Plan,
+    cfg: &crate::services::rules::Config,
+) -> Result<String, LabError> {
+    use crate::services::rules::ipvs;
+    let mut node_ips = vec![plan.gateway];
+    node_ips.extend(plan.external.as_ref().map(|e| e.node_ip));
+    let rules = ipvs::ipvs(&plan.services, cfg, &node_ips);
+    let vips = ipvs::cluster_ips(&plan.services);
+    crate::sys::netns::run_in(node, || -> std::io::Result<()> {
+        let nl = super::netlink::Nl::new()?;
+        nl.dummy("kube-ipvs0")?;
+        for v in &vips {
+            nl.add_addr("kube-ipvs0", (*v).into(), 32)?;
+        }
+        Ok(())
+    })
+    .and_then(|r| r)
+    .map_err(LabError::io(format!(
+        "creating kube-ipvs0 in {}",
+        plan.node_ns
+    )))?;
+    feed(node, plan, "ipset", &["restore"], &rules.ipset)?;
+    feed(node, plan, "ipvsadm", &["-R"], &rules.ipvsadm)?;
+    // Connections through IPVS get conntrack entries (kube-proxy sets it: its masquerade
+    // rules and our Service attribution both read them).
+    crate::sys::netns::run_in(node, || {
+        super::netlink::sysctl("net/ipv4/vs/conntrack", "1")
+    })
+    .and_then(|r| r)
+    .map_err(LabError::io(format!(
+        "net.ipv4.vs.conntrack in {}",
+        plan.node_ns
+    )))?;
+    Ok(rules.iptables)
 }
 
 /// What a kubelet node has around kube-proxy's rules.

@@ -102,6 +102,9 @@ fn default_proto() -> String {
 pub enum KubeProxy {
     Iptables,
     Nftables,
+    /// Virtual servers in the kernel's IPVS, the `ClusterIPs` on `kube-ipvs0`, ipsets and a
+    /// few iptables rules (needs a kernel with `IP_VS`).
+    Ipvs,
 }
 
 impl KubeProxy {
@@ -110,6 +113,7 @@ impl KubeProxy {
         match self {
             Self::Iptables => "iptables",
             Self::Nftables => "nftables",
+            Self::Ipvs => "ipvs",
         }
     }
 }

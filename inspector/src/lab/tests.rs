@@ -56,8 +56,8 @@ fn bad_services_are_refused_with_their_reason() {
     for (from, to, want) in [
         (
             "kube_proxy = \"iptables\"",
-            "kube_proxy = \"ipvs\"",
-            "IPVS needs a kernel",
+            "kube_proxy = \"userspace\"",
+            "not a mode this lab can build (iptables, nftables, ipvs)",
         ),
         (
             "kube_proxy = \"iptables\"\n",

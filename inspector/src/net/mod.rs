@@ -4,6 +4,7 @@
 //!
 //! The bottom layer, beside `sys`: it imports nothing of the crate.
 mod cidr;
+pub mod nl;
 mod proto;
 
 use std::net::IpAddr;

@@ -31,7 +31,7 @@ pub struct ServiceRef {
     pub protocol: String,
     /// The chain that picked the backend (`KUBE-SVC-...` / `service-...`).
     pub chain: String,
-    /// `iptables` or `nftables`.
+    /// `iptables`, `nftables` or `ipvs`.
     pub mode: &'static str,
     /// The namespace holding the rules and the conntrack entry.
     pub node: String,

@@ -17,12 +17,10 @@ use std::{
 
 use serde::Serialize;
 
+use crate::net::nl;
+
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -91,22 +89,6 @@ impl Conn {
     }
 }
 
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let data = &b[4..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        Some((ty, data))
-    })
-}
-
 fn be16(d: &[u8]) -> u16 {
     d.get(..2).map_or(0, |x| u16::from_be_bytes([x[0], x[1]]))
 }
@@ -126,10 +108,10 @@ fn ip(d: &[u8]) -> Option<IpAddr> {
 
 fn tuple(d: &[u8]) -> Tuple {
     let mut t = Tuple::default();
-    for (ty, v) in attrs(d) {
+    for (ty, v) in nl::attrs(d) {
         match ty {
             CTA_TUPLE_IP => {
-                for (k, a) in attrs(v) {
+                for (k, a) in nl::attrs(v) {
                     match k {
                         CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = ip(a).unwrap_or(t.src),
                         CTA_IP_V4_DST | CTA_IP_V6_DST => t.dst = ip(a).unwrap_or(t.dst),
@@ -138,7 +120,7 @@ fn tuple(d: &[u8]) -> Tuple {
                 }
             }
             CTA_TUPLE_PROTO => {
-                for (k, a) in attrs(v) {
+                for (k, a) in nl::attrs(v) {
                     match k {
                         CTA_PROTO_NUM => t.proto = a.first().copied().unwrap_or(0),
                         CTA_PROTO_SRC_PORT => t.sport = be16(a),
@@ -156,7 +138,7 @@ fn tuple(d: &[u8]) -> Tuple {
 /// Decodes one ctnetlink message body (after the 4-byte nfgenmsg).
 fn conn(body: &[u8]) -> Conn {
     let mut c = Conn::default();
-    for (ty, v) in attrs(body) {
+    for (ty, v) in nl::attrs(body) {
         match ty {
             CTA_TUPLE_ORIG => c.orig = tuple(v),
             CTA_TUPLE_REPLY => c.reply = tuple(v),
@@ -174,48 +156,18 @@ fn conn(body: &[u8]) -> Conn {
 /// # Errors
 /// Netlink failures (e.g. no `CAP_NET_ADMIN`).
 pub fn dump_here() -> io::Result<Vec<Conn>> {
-    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
-    sock.bind_auto()?;
-    sock.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    nix::sys::socket::setsockopt(
-        &sock,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(3, 0),
-    )
-    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    let mut req = [0u8; 20];
-    req[0..4].copy_from_slice(&20u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
-    sock.send(&req, 0)?;
-    let mut out = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    loop {
-        buf.clear();
-        let n = sock.recv(&mut buf, 0)?;
-        let mut b = &buf[..n.min(buf.len())];
-        while b.len() >= 16 {
-            let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-            let ty = u16::from_ne_bytes([b[4], b[5]]);
-            if len < 16 || len > b.len() {
-                break;
-            }
-            match ty {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
-                    if code != 0 {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                }
-                _ if len >= 20 => out.push(conn(&b[20..len])),
-                _ => {}
-            }
-            b = &b[((len + 3) & !3).min(b.len())..];
-        }
-    }
+    let req = nl::message(
+        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+        nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
+        &[0u8; 4],
+    );
+    let replies = nl::exchange(netlink_sys::protocols::NETLINK_NETFILTER, &req)?;
+    Ok(replies
+        .iter()
+        .filter(|b| b.len() >= 4)
+        .map(|b| conn(&b[4..]))
+        .collect())
 }
 
 /// Dumps the conntrack table of the namespace at `netns` (None: this one).

@@ -9,6 +9,8 @@ pub mod attrib;
 pub mod conntrack;
 pub mod counters;
 pub mod iptables;
+pub mod ipvs;
+mod ipvs_entries;
 pub mod nft;
 pub mod read;
 pub mod rules;
@@ -153,7 +155,7 @@ pub struct ServiceEntry {
     /// What happens with no endpoints: "reject" / "drop" (and where), else empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub no_endpoints: String,
-    /// `iptables` or `nftables`.
+    /// `iptables`, `nftables` or `ipvs`.
     pub mode: &'static str,
 }
 

@@ -84,7 +84,7 @@ pub fn ipvs_state(netns: Option<&Path>) -> String {
     };
     match (proc_, dummy) {
         (true, true) => "IPVS in use (kube-ipvs0 and /proc/net/ip_vs present): its virtual \
-                         servers are not decoded by this version; use `ipvsadm -Ln`"
+                         servers are read over IPVS's generic netlink (mode ipvs)"
             .into(),
         (true, false) => "the kernel has IPVS (/proc/net/ip_vs) but no kube-ipvs0: kube-proxy \
                           is not in IPVS mode"
@@ -108,7 +108,9 @@ pub fn load(netns: Option<&Path>) -> Result<ServiceTable, ServicesError> {
         Some(j) => nft::parse(&j)?,
         None => Vec::new(),
     };
-    Ok(ServiceTable::new(ipt).merged(ServiceTable::new(nf)))
+    Ok(ServiceTable::new(ipt)
+        .merged(ServiceTable::new(nf))
+        .merged(ServiceTable::new(super::ipvs_entries::entries(netns))))
 }
 
 /// The host and every lab's node namespace.

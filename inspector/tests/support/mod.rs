@@ -5,6 +5,7 @@
 
 pub mod cri;
 pub mod docker;
+pub mod kube;
 pub mod schema;
 pub mod totals;
 

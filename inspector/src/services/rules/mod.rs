@@ -9,6 +9,7 @@
 use std::net::Ipv4Addr;
 
 mod iptables;
+pub mod ipvs;
 mod nftables;
 
 pub use iptables::iptables;
