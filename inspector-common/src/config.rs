@@ -14,6 +14,8 @@ pub const FLAG_HOPTIME: u8 = 4;
 /// and attaches those programs; they report only with `FLAG_EVENTS`).
 pub const FLAG_STACK: u8 = 8;
 /// [`Config::hop_sample_shift`]: adjusted at run time (auto sampling).
+/// [`Config::off_tp_reason`] when `skb:kfree_skb` has no `reason` field.
+pub const NO_DROP_REASON: u32 = u32::MAX;
 pub const HOP_SHIFT_AUTO: u8 = 0xff;
 /// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
 /// the verifier must reject it. Never set outside the test of verifier-error reporting.
@@ -48,6 +50,8 @@ pub struct Config {
     /// Offsets of `skbaddr` and `reason` in the `skb:kfree_skb` tracepoint record, read from
     /// its format file at start-up.
     pub off_tp_skbaddr: u32,
+    /// Offset of `reason`, or [`NO_DROP_REASON`] on kernels before 5.17 (no such field:
+    /// every `kfree_skb` is a drop, reason not specified).
     pub off_tp_reason: u32,
     /// Offset of `location` (the freeing call site) in the same record.
     pub off_tp_location: u32,

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     helpers::generated::bpf_jiffies64, macros::tracepoint, programs::TracePointContext,
 };
-use inspector_common::{DropKey, FlowStats, parse};
+use inspector_common::{DropKey, FlowStats, config::NO_DROP_REASON, parse};
 
 use crate::{
     config::conf,
@@ -30,8 +30,15 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
         conf!(off_tp_reason) as usize,
         conf!(off_tp_skbaddr) as usize,
     );
-    // SAFETY: offsets come from the tracepoint's own format file; the helper bounds-checks.
-    let reason: u32 = unsafe { ctx.read_at(off_reason) }.ok()?;
+    // Before Linux 5.17 the record has no reason: every kfree_skb is a drop, reason not
+    // specified (a load-time constant: the verifier drops the other branch).
+    let reason: u32 = if conf!(off_tp_reason) == NO_DROP_REASON {
+        FIRST_DROP_REASON
+    } else {
+        // SAFETY: offsets come from the tracepoint's own format file; the helper
+        // bounds-checks.
+        unsafe { ctx.read_at(off_reason) }.ok()?
+    };
     if reason < FIRST_DROP_REASON {
         return None;
     }

@@ -43,7 +43,7 @@ pub enum ProbeError {
         source: std::io::Error,
     },
     #[error(
-        "{}: a layout this version cannot read (no skbaddr, reason or location field): run \
+        "{}: a layout this version cannot read (no skbaddr or location field): run \
          with --no-drops",
         .0.display()
     )]

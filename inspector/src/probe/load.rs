@@ -37,12 +37,14 @@ impl Probe {
         config.off_skb_sk = off.skb_sk;
         config.off_sk_net = off.sk_net;
         config.flags |= FLAG_NETNS;
+        let mut no_reason = false;
         let mut drop_reasons = std::collections::BTreeMap::new();
         if opts.drops {
             let path = tracefs::ensure_mounted()?;
             let fmt = tracefs::kfree_skb_format(&path)?;
             config.off_tp_skbaddr = fmt.off_skbaddr;
             config.off_tp_reason = fmt.off_reason;
+            no_reason = fmt.off_reason == inspector_common::config::NO_DROP_REASON;
             config.off_tp_location = fmt.off_location;
             // Names from the running kernel's BTF (`enum skb_drop_reason`); the format
             // file's symbol table only if BTF lacks the enum.
@@ -101,6 +103,21 @@ impl Probe {
                 .map_err(program_err(PROG_DROPS))?;
         }
         let mut warnings = Vec::new();
+        if no_reason {
+            warnings.push(
+                "skb:kfree_skb has no reason field (Linux 5.17+ has it): drops are counted, all \
+                 as NOT_SPECIFIED"
+                    .to_owned(),
+            );
+        }
+        if opts.attach.is_none() && attach_mode == super::AttachMode::Tc {
+            warnings.push(
+                "this kernel has no TCX: the tc programs go in as legacy cls_bpf filters \
+                 (priority 1, ahead of others); if the inspector is killed they stay until its \
+                 next start or `inspector cleanup`"
+                    .to_owned(),
+            );
+        }
         if opts.stack_hooks {
             warnings.extend(load_stack_hooks(&mut ebpf));
         }

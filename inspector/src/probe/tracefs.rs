@@ -80,7 +80,9 @@ fn field_offset(text: &str, name: &str) -> Option<u32> {
 
 fn parse_format(text: &str) -> Option<KfreeSkbFormat> {
     let off_skbaddr = field_offset(text, "skbaddr")?;
-    let off_reason = field_offset(text, "reason")?;
+    // No reason before Linux 5.17: drops are then counted with none.
+    let off_reason =
+        field_offset(text, "reason").unwrap_or(inspector_common::config::NO_DROP_REASON);
     let off_location = field_offset(text, "location")?;
     // __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, ...)
     let mut reasons = BTreeMap::new();
@@ -113,6 +115,19 @@ mod tests {
 \tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n\
 \tfield:enum skb_drop_reason reason;\toffset:36;\tsize:4;\tsigned:0;\n\n\
 print fmt: \"...\", REC->skbaddr, __print_symbolic(REC->reason, { 2, \"NOT_SPECIFIED\" }, { 3, \"NO_SOCKET\" }, { 12, \"NETFILTER_DROP\" })\n";
+
+    /// Linux 5.15's record: no `reason` field.
+    #[test]
+    fn a_record_without_reason_is_read_with_none() {
+        let old = SAMPLE
+            .lines()
+            .filter(|l| !l.contains(" reason;"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let f = parse_format(&old).unwrap();
+        assert_eq!((f.off_skbaddr, f.off_location), (8, 16));
+        assert_eq!(f.off_reason, inspector_common::config::NO_DROP_REASON);
+    }
 
     #[test]
     fn reads_offsets_and_reason_names() {
