@@ -312,7 +312,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs run /run
-mount -t tmpfs tmp /tmp
+# /tmp stays the initramfs' own (writable): a tmpfs there would hide the schemas of a
+# checkout under /tmp.
 ln -s /run /var/run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
