@@ -1,5 +1,6 @@
 //! inspector: live container/pod network tracing on tc/TCX, with names for every hop.
 //! See docs/architecture.md for how the parts fit together.
+pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod explain;

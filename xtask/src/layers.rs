@@ -26,6 +26,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("lab", 6),
     ("bench", 7),
     ("output", 8),
+    ("agent", 9),
     ("cli", 9),
 ];
 

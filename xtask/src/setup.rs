@@ -45,6 +45,9 @@ const APT_PACKAGES: &[&str] = &[
     // ... and what its kube-proxy IPVS-mode node is built and checked with.
     "ipvsadm",
     "ipset",
+    // `inspector agent` is scraped by a real Prometheus in its test (and checked with
+    // promtool).
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

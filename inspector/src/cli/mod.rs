@@ -2,6 +2,7 @@
 //! the library and one into `output` per record; one file per subcommand. `-o` is each
 //! command's own (with the formats that command has); `inspector -o json CMD ...` still
 //! works: a leading `-o` is moved after the subcommand before parsing.
+mod agent;
 mod args;
 mod bench;
 mod cleanup;
@@ -60,6 +61,10 @@ pub enum Command {
     /// Benchmarks: network modes side by side (the default), and what the inspector costs
     /// (overhead, scale, pipeline, services).
     Bench(bench::Args),
+    /// The long-running node agent: the session of `flows`, served over HTTP as Prometheus
+    /// metrics (/metrics), health (/healthz, /readyz) and a JSON API (/api/flows, /api/drops,
+    /// /api/stats).
+    Agent(agent::Args),
     /// What works on this node and why: kernel, lockdown, privileges, cgroups, the attach
     /// mode, runtimes, kube-proxy's mode, and each kernel feature with what is lost without
     /// it. The first command to run on a new node.
@@ -159,6 +164,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Services(a) => services::run(&a),
         Command::Path(a) => path::run(&a),
         Command::Status(a) => status::run(&a),
+        Command::Agent(a) => agent::run(&a),
         Command::Cleanup(a) => cleanup::run(&a),
     }
 }

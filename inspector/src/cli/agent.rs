@@ -1,0 +1,45 @@
+//! `inspector agent`: the long-running front-end (see `agent`): the session of `flows`,
+//! served over HTTP as Prometheus metrics, health and a JSON API.
+use std::time::Duration;
+
+use super::args::{self, FilterArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Where to serve /metrics, /healthz, /readyz and /api/*. The default answers on this
+    /// host only; give an address (e.g. `0.0.0.0:9590`, for a Prometheus on another host to
+    /// reach it) to expose it.
+    #[arg(long, default_value = "127.0.0.1:9590")]
+    pub listen: std::net::SocketAddr,
+    /// Seconds between rounds (reading the kernel's counters into the metrics).
+    #[arg(long, default_value_t = 1.0, value_parser = args::parse_secs)]
+    pub interval: f64,
+    /// The `node` label (default: this host's name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Label sets per metric family; beyond it samples count under `other`
+    /// (`inspector_series_folded_total` says how many).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_series: usize,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let opts = a.filter.options()?;
+    crate::agent::run(
+        &opts,
+        &crate::agent::Options {
+            listen: a.listen,
+            interval: Duration::from_secs_f64(a.interval),
+            node: a.node.clone().unwrap_or_else(hostname),
+            max_series: a.max_series.max(1),
+            rescan: a.filter.rescan(),
+        },
+    )
+}

@@ -1,0 +1,343 @@
+//! `inspector agent` scraped by a real Prometheus (Debian's `prometheus`): the `PromQL` results
+//! equal the kernel's interface counters over the window (packets and bytes, every interface
+//! of a bridge lab), a drop caused on purpose appears with its reason as often as the
+//! kernel's `Udp: NoPorts` counted it, the exposition passes `promtool check metrics`, the
+//! JSON API's flow records add up to the same counters, and SIGTERM leaves nothing attached.
+mod support;
+
+use std::{
+    collections::HashMap,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use support::{BridgeLab, Counters, Inspector, bpf_objects, counters, eventually, held_objects};
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    let (head, body) = r.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus scraping `target` every second, on its own port and data directory; killed
+/// (and its directory removed) on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Self {
+        let dir = std::env::temp_dir().join(support::unique("prom"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: inspector\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (cargo xtask setup installs it)");
+        let me = Self { child, port, dir };
+        assert!(
+            eventually(Duration::from_secs(30), || get(port, "/-/ready")
+                .is_some_and(|r| r.0 == 200)),
+            "prometheus not ready"
+        );
+        me
+    }
+
+    /// An instant query: label set (as `k=v,...`) -> value.
+    fn query(&self, q: &str) -> HashMap<String, f64> {
+        let Some((200, body)) = get(self.port, &format!("/api/v1/query?query={}", urlencode(q)))
+        else {
+            return HashMap::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut m = HashMap::new();
+        for r in v["data"]["result"].as_array().into_iter().flatten() {
+            let labels = r["metric"]
+                .as_object()
+                .map(|o| {
+                    let mut kv: Vec<String> = o
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect();
+                    kv.sort();
+                    kv.join(",")
+                })
+                .unwrap_or_default();
+            let val = r["value"][1]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN);
+            m.insert(labels, val);
+        }
+        m
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn prometheus_scrapes_what_the_kernel_counted() {
+    let lab = BridgeLab::new("ag");
+    let nss = lab.all();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "agent",
+        "-q",
+        "--interval",
+        "0.5",
+        "--listen",
+        listen.as_str(),
+    ];
+    for n in &nss {
+        args.extend(["--netns", n.name.as_str()]);
+    }
+    // The window opens at the attach: start again if the kernel's own chatter slipped in.
+    let mut attempt = 0;
+    let (before, agent) = loop {
+        attempt += 1;
+        let c0 = support::wait_quiet(&nss, Duration::from_millis(300));
+        let a = Inspector::start(&args);
+        let c1: Vec<_> = nss.iter().map(|n| counters(n)).collect();
+        if c0 == c1 {
+            break (c0, a);
+        }
+        assert!(
+            attempt < 10,
+            "background traffic never stopped around the attach"
+        );
+        drop(a);
+    };
+    assert!(eventually(Duration::from_secs(10), || get(port, "/readyz")
+        .is_some_and(|r| r.0 == 200)));
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    let prom = Prometheus::start(port);
+    let noports = support::udp_noports(&lab.c);
+
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.0.3"],
+    );
+    let n = inspector::traffic::udp_burst(
+        &lab.a.path(),
+        &lab.c.path(),
+        "198.18.0.2:7002".parse().unwrap(),
+        200,
+        64,
+    )
+    .expect("udp burst");
+    assert_eq!(n, 200);
+    inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:9".parse().unwrap(), 7, 32).unwrap();
+    support::wait_quiet(&nss, Duration::from_millis(500));
+
+    // The oracle, per "NS/IFNAME": (rx packets, rx bytes, tx packets, tx bytes) since the
+    // attach, read again at each poll (the kernel's own chatter, ARP, may still come).
+    let window = || -> HashMap<String, [u64; 4]> {
+        let mut want = HashMap::new();
+        for (i, ns) in nss.iter().enumerate() {
+            for (ifname, a) in &counters(ns) {
+                if ifname == "lo" {
+                    continue;
+                }
+                let b = before[i].get(ifname).copied().unwrap_or_default();
+                let d = Counters {
+                    rx_packets: a.rx_packets - b.rx_packets,
+                    rx_bytes: a.rx_bytes - b.rx_bytes,
+                    tx_packets: a.tx_packets - b.tx_packets,
+                    tx_bytes: a.tx_bytes - b.tx_bytes,
+                };
+                // The bridge device counts received bytes after its Ethernet header was
+                // pulled.
+                let hdr = if ifname == "br0" {
+                    14 * d.rx_packets
+                } else {
+                    0
+                };
+                want.insert(
+                    format!("{}/{ifname}", ns.name),
+                    [d.rx_packets, d.rx_bytes + hdr, d.tx_packets, d.tx_bytes],
+                );
+            }
+        }
+        want
+    };
+    let mut want = window();
+    assert_eq!(want.len(), 7);
+    let promql = |metric: &str| -> HashMap<String, f64> {
+        prom.query(&format!("sum by (hop, direction) ({metric})"))
+    };
+    let seen = |m: &HashMap<String, f64>, hop: &str, dir: &str| -> u64 {
+        m.get(&format!("direction={dir},hop={hop}"))
+            .copied()
+            .unwrap_or(0.0) as u64
+    };
+    let mut last = (HashMap::new(), HashMap::new());
+    let agreed = eventually(Duration::from_secs(30), || {
+        last = (
+            promql("inspector_packets_total"),
+            promql("inspector_bytes_total"),
+        );
+        want = window();
+        want.iter().all(|(hop, w)| {
+            [
+                seen(&last.0, hop, "ingress"),
+                seen(&last.1, hop, "ingress"),
+                seen(&last.0, hop, "egress"),
+                seen(&last.1, hop, "egress"),
+            ] == *w
+        })
+    });
+    assert!(agreed, "PromQL {last:?} vs the kernel's counters {want:?}");
+    for (hop, w) in &want {
+        assert!(w[0] + w[2] > 0, "{hop} saw no traffic: vacuous");
+    }
+    // The drop caused on purpose: 7 datagrams to a closed port, as Udp NoPorts counted.
+    let closed = support::udp_noports(&lab.c) - noports;
+    assert_eq!(closed, 7);
+    let hop = format!("{}/eth0", lab.c.name);
+    let drops = prom.query(&format!(
+        "sum(inspector_drops_total{{reason=\"NO_SOCKET\",hop=\"{hop}\"}})"
+    ));
+    assert_eq!(
+        drops.values().next().copied().map(|v| v as u64),
+        Some(closed),
+        "{drops:?}"
+    );
+
+    // The exposition is valid for promtool; the JSON API adds up to the same counters.
+    let (_, text) = get(port, "/metrics").unwrap();
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut api_tot: HashMap<String, [u64; 2]> = HashMap::new();
+    let api_agrees = eventually(Duration::from_secs(20), || {
+        let want = window();
+        let Some((_, api)) = get(port, "/api/flows") else {
+            return false;
+        };
+        api_tot.clear();
+        for f in &support::json_lines(api.as_bytes(), "flow") {
+            let hop = format!(
+                "{}/{}",
+                f["netns_name"].as_str().unwrap(),
+                f["ifname"].as_str().unwrap()
+            );
+            let e = api_tot
+                .entry(format!("{hop} {}", f["direction"].as_str().unwrap()))
+                .or_default();
+            e[0] += f["packets"].as_u64().unwrap();
+            e[1] += f["bytes"].as_u64().unwrap();
+        }
+        want.iter().all(|(hop, w)| {
+            api_tot
+                .get(&format!("{hop} egress"))
+                .copied()
+                .unwrap_or_default()
+                == [w[2], w[3]]
+                && api_tot
+                    .get(&format!("{hop} ingress"))
+                    .copied()
+                    .unwrap_or_default()
+                    == [w[0], w[1]]
+        })
+    });
+    assert!(
+        api_agrees,
+        "/api/flows {api_tot:?} vs the kernel's counters {:?}",
+        window()
+    );
+
+    // SIGTERM: exits cleanly, nothing of it left in the kernel.
+    let held = held_objects(agent.pid());
+    let out = agent.signal(libc::SIGTERM);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        let o = bpf_objects();
+        held.progs.iter().all(|id| !o.progs.contains_key(id))
+            && held.links.iter().all(|id| !o.links.contains_key(id))
+    }));
+}
+
+/// A busy `--listen` address is a one-line error, and nothing is attached.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_busy_listen_address_is_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = support::run_inspector(&["agent", "--listen", &addr], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
