@@ -48,6 +48,8 @@ const APT_PACKAGES: &[&str] = &[
     // `inspector agent` is scraped by a real Prometheus in its test (and checked with
     // promtool).
     "prometheus",
+    // A venv for kubernetes-validate (PyPI), which checks deploy/ offline.
+    "python3-venv",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -150,6 +152,31 @@ fn rust_src() -> anyhow::Result<String> {
 
 /// bpf-linker, linked against LLVM 22 (checked with ldd: a bpf-linker built against another
 /// LLVM would accept the object and then miscompile or fail to read it).
+/// Where `kubernetes-validate` (`PyPI`) is installed: a venv of its own (Debian's Python is
+/// externally managed). It carries Kubernetes' schemas, so `deploy/` validates offline.
+pub const KUBE_VALIDATE_VENV: &str = "/var/cache/inspector/kubernetes-validate";
+const KUBE_VALIDATE_VERSION: &str = "1.37.0";
+
+fn kubernetes_validate() -> anyhow::Result<String> {
+    let venv = std::path::Path::new(KUBE_VALIDATE_VENV);
+    let bin = venv.join("bin/kubernetes-validate");
+    if bin.exists() {
+        let v = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+        if v.trim() == KUBE_VALIDATE_VERSION {
+            return Ok(format!("ok (kubernetes-validate {})", v.trim()));
+        }
+    }
+    crate::run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+    crate::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .arg(format!("kubernetes-validate=={KUBE_VALIDATE_VERSION}")),
+    )?;
+    Ok(format!(
+        "installed kubernetes-validate {KUBE_VALIDATE_VERSION} in {KUBE_VALIDATE_VENV}"
+    ))
+}
+
 fn bpf_linker() -> anyhow::Result<String> {
     let bin = std::env::var("CARGO_HOME")
         .map(std::path::PathBuf::from)
@@ -186,5 +213,6 @@ pub fn run() -> anyhow::Result<()> {
     step("nightly toolchain", nightly)?;
     step("nightly rust-src", rust_src)?;
     step("bpf-linker", bpf_linker)?;
+    step("kubernetes-validate", kubernetes_validate)?;
     Ok(())
 }
