@@ -5,12 +5,9 @@
 //! declares is one the agent reads.
 use std::{path::Path, process::Command};
 
-/// `cargo xtask setup` installs it there (a venv of its own).
-const VENV: &str = "/var/cache/inspector/kubernetes-validate";
+mod support;
 
-fn deploy_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
+use support::{KUBE_VALIDATE_VENV as VENV, deploy_dir, load_yaml as load};
 
 fn manifests() -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(deploy_dir())
@@ -21,24 +18,6 @@ fn manifests() -> Vec<std::path::PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// The YAML documents of a file as JSON (`PyYAML` from the same venv).
-fn load(path: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(Path::new(VENV).join("bin/python"))
-        .args([
-            "-c",
-            "import json,sys,yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-        ])
-        .arg(path)
-        .output()
-        .expect("the kubernetes-validate venv (run `cargo xtask setup`)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

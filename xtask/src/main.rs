@@ -10,12 +10,13 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <setup|demo|test|vmtest|bench [overhead ...]|layers|ci>\n\
+    "usage: cargo xtask <setup|demo|test|vmtest|image|bench [overhead ...]|layers|ci>\n\
      \x20 setup   install apt packages, bpf-linker (LLVM 22) and nightly rust-src (idempotent)\n\
      \x20 demo    set up, build, and run the embedded lab demo (needs root)\n\
      \x20 test    set up, then run every test: unit tests, privileged end-to-end tests, the kernel matrix\n\
      \x20 bench   set up, build release, run `inspector bench <args>` (e.g. `bench overhead`)\n\
      \x20 vmtest  the kernel matrix: the smoke suite on the host (TCX, legacy tc) and on Linux 6.1 under qemu\n\
+     \x20 image   the agent's image: target/image/inspector-0.1.0.tar (ctr images import, docker load)\n\
      \x20 layers  check that no module imports one above it in the data flow, and no circle\n\
      \x20 ci      clippy + rustfmt check + test"
 }
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("ci") => ci(),
+        Some("image") => image(),
         Some("vmtest") => require_root("the kernel matrix")
             .and_then(|()| setup::run())
             .and_then(|()| vmtest::run(&args[1..])),
@@ -112,6 +114,17 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // The kernel matrix: host TCX, host legacy tc, Linux 6.1 under qemu. A VM that cannot
     // start fails the suite.
     vmtest::run(&[])
+}
+
+/// The agent's image tarball (OCI layout + Docker archive), built with no registry or daemon.
+fn image() -> anyhow::Result<()> {
+    setup::run()?;
+    run(cargo().args(["build", "--release", "-p", "inspector"]))?;
+    std::fs::create_dir_all("target/image")?;
+    run(Command::new("deploy/build-image.sh").args([
+        "target/release/inspector",
+        "target/image/inspector-0.1.0.tar",
+    ]))
 }
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {

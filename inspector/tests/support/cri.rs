@@ -252,6 +252,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// Runs a pod sandbox (network namespace of its own, on the lab's bridge) with metadata
     /// and labels as kubelet would set them.
     pub fn pod(&mut self, namespace: &str, name: &str, uid: &str) -> Pod {
+        self.pod_in(namespace, name, uid, false)
+    }
+
+    /// The same; with `host`, in the node's network and PID namespaces (`hostNetwork`,
+    /// `hostPID`), as kubelet runs a `DaemonSet` pod that asks for them.
+    pub fn pod_in(&mut self, namespace: &str, name: &str, uid: &str, host: bool) -> Pod {
         let labels: HashMap<String, String> = [
             ("app", name),
             ("io.kubernetes.pod.name", name),
@@ -268,16 +274,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 uid: uid.into(),
                 attempt: 0,
             }),
-            hostname: name.into(),
+            // A host-network pod shares the node's UTS namespace: no hostname of its own.
+            hostname: if host { String::new() } else { name.into() },
             log_directory: self.dir.join("logs").join(name).display().to_string(),
             labels,
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
-                        network: 0, // POD
-                        pid: 1,     // CONTAINER
-                        ipc: 0,     // POD
+                        network: if host { 2 } else { 0 }, // NODE or POD
+                        pid: if host { 2 } else { 1 },     // NODE or CONTAINER
+                        ipc: 0,                            // POD
                         ..NamespaceOption::default()
                     }),
                     ..LinuxSandboxSecurityContext::default()
@@ -312,7 +319,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     /// Creates and starts a container in `pod`; returns its id.
     pub fn container(&mut self, pod: &Pod, name: &str, command: &[&str]) -> String {
-        let mut c = self.client.clone();
         let cc = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -326,6 +332,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             log_path: format!("{name}.log"),
             ..ContainerConfig::default()
         };
+        self.start_container(pod, cc)
+    }
+
+    /// Creates and starts a container of any config in `pod`; returns its id.
+    pub fn start_container(&mut self, pod: &Pod, cc: ContainerConfig) -> String {
+        let name = cc
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let mut c = self.client.clone();
         let (pod_id, sandbox) = (pod.id.clone(), pod.config.clone());
         self.rt
             .block_on(async move {
@@ -345,6 +362,35 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 Ok::<_, tonic::Status>(id)
             })
             .unwrap_or_else(|e| panic!("container {name}: {e}"))
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `grace` seconds), as kubelet does.
+    pub fn stop_container(&self, id: &str, grace: i64) {
+        let mut c = self.client.clone();
+        let id = id.to_owned();
+        self.rt
+            .block_on(async move {
+                c.stop_container(k8s_cri::v1::StopContainerRequest {
+                    container_id: id,
+                    timeout: grace,
+                })
+                .await
+            })
+            .expect("StopContainer");
+    }
+
+    /// Imports an image tarball (OCI layout) into CRI's image store.
+    pub fn import(&self, tar: &Path) {
+        sh(&[
+            "ctr",
+            "-a",
+            self.socket.to_str().unwrap(),
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            tar.to_str().unwrap(),
+        ]);
     }
 
     /// `ExecSync` (bounded by `timeout` seconds); returns (exit code, stdout).

@@ -663,3 +663,29 @@ pub fn bad_frames() -> Vec<Vec<u8>> {
     frames.push(frame(0x0800, &cut_tcp));
     frames
 }
+
+/// Where `cargo xtask setup` installs kubernetes-validate (a venv, with `PyYAML`).
+pub const KUBE_VALIDATE_VENV: &str = "/var/cache/inspector/kubernetes-validate";
+
+/// The YAML documents of a file as JSON (`PyYAML` from that venv).
+pub fn load_yaml(path: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(Path::new(KUBE_VALIDATE_VENV).join("bin/python"))
+        .args([
+            "-c",
+            "import json,sys,yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(path)
+        .output()
+        .expect("the kubernetes-validate venv (run `cargo xtask setup`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `deploy/` of this checkout.
+pub fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
