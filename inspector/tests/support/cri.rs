@@ -237,16 +237,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             tar.to_str().unwrap(),
             ".",
         ]);
-        sh(&[
-            "ctr",
-            "-a",
-            self.socket.to_str().unwrap(),
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            tar.to_str().unwrap(),
-        ]);
+        self.import(&tar);
     }
 
     /// Runs a pod sandbox (network namespace of its own, on the lab's bridge) with metadata
