@@ -420,8 +420,8 @@ mod tests {
 
     #[test]
     fn a_module_without_a_layer_is_named() {
-        let v = violations(&[src("agent/mod.rs", "")]);
-        assert!(v[0].contains("module agent has no layer"), "{v:?}");
+        let v = violations(&[src("capture/mod.rs", "")]);
+        assert!(v[0].contains("module capture has no layer"), "{v:?}");
     }
 
     /// The real tree: what `cargo xtask test` also checks before running the tests.
