@@ -341,3 +341,46 @@ fn a_busy_listen_address_is_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+/// Which backend a Service sent each connection to, as Prometheus has it, equals conntrack's
+/// own split (the conntrack CLI in the node namespace) on a kube-proxy (iptables) lab node.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn prometheus_sees_the_backends_conntrack_saw() {
+    use support::kube::{connect_n, conntrack_split, lab_up, start_servers};
+    let lab = support::unique("ak");
+    let net = 70;
+    let _guard = lab_up(&lab, "iptables", net);
+    let (node, client) = (format!("{lab}-node"), format!("{lab}-client"));
+    let _servers = start_servers(&lab);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _agent = Inspector::start(&[
+        "agent",
+        "-q",
+        "--interval",
+        "0.5",
+        "--listen",
+        &listen,
+        "--netns",
+        &client,
+        "--netns",
+        &node,
+    ]);
+    let prom = Prometheus::start(port);
+    let vip = format!("198.18.{}.10", net + 2);
+    assert_eq!(connect_n(&client, &format!("{vip}:80"), 60), 60);
+    let ct: HashMap<String, u64> = conntrack_split(&node, &vip, 80).into_iter().collect();
+    assert_eq!(ct.values().sum::<u64>(), 60, "{ct:?}");
+    let q = "sum by (backend) (inspector_service_connections_total{service=\"shop/web:http\"})";
+    let mut got = HashMap::new();
+    let agreed = eventually(Duration::from_secs(30), || {
+        got = prom.query(q);
+        let as_ct: HashMap<String, u64> = got
+            .iter()
+            .map(|(k, v)| (k.trim_start_matches("backend=").to_owned(), *v as u64))
+            .collect();
+        as_ct == ct
+    });
+    assert!(agreed, "PromQL {got:?} vs conntrack {ct:?}");
+}

@@ -35,7 +35,25 @@ pub struct DropLabels {
     pub rule: String,
 }
 
+/// Labels of `inspector_service_connections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub node: String,
+    /// `namespace/name:port`.
+    pub service: String,
+    /// The backend's `ip:port`, and its pod when known.
+    pub backend: String,
+    pub backend_workload: String,
+    /// `ClusterIP` or `NodePort`.
+    pub via: String,
+    /// kube-proxy's mode: iptables, nftables or ipvs.
+    pub mode: String,
+}
+
 type FlowId = (u64, u32, &'static str, String);
+
+/// Connections already counted (conntrack id and original tuple) -> when last seen.
+const CONN_MEMORY: std::time::Duration = std::time::Duration::from_mins(5);
 
 /// Everything exposed on `/metrics`.
 pub struct Metrics {
@@ -43,6 +61,9 @@ pub struct Metrics {
     packets: Family<TrafficLabels, Counter>,
     bytes: Family<TrafficLabels, Counter>,
     drops: Family<DropLabels, Counter>,
+    connections: Family<ServiceLabels, Counter>,
+    counted: HashMap<(u32, String), std::time::Instant>,
+    service_sets: HashSet<ServiceLabels>,
     folded: Counter,
     events_lost: Counter,
     attached: Gauge,
@@ -82,6 +103,12 @@ impl Metrics {
             "Packets the kernel dropped, by reason, workload and hop",
             drops.clone(),
         );
+        let connections = Family::default();
+        registry.register(
+            "service_connections",
+            "Connections to a Kubernetes Service, by the backend kube-proxy sent them to (from conntrack)",
+            connections.clone(),
+        );
         let folded = Counter::default();
         registry.register(
             "series_folded",
@@ -117,6 +144,9 @@ impl Metrics {
             packets,
             bytes,
             drops,
+            connections,
+            counted: HashMap::new(),
+            service_sets: HashSet::new(),
             folded,
             events_lost,
             attached,
@@ -205,6 +235,57 @@ impl Metrics {
             self.bytes.get_or_create(&l).inc_by(db);
         }
         self.last_flow = seen;
+    }
+
+    /// Counts each Service connection once (by its conntrack entry), whichever hops saw it.
+    pub fn update_services(&mut self, flows: &[Flow]) {
+        let now = std::time::Instant::now();
+        for f in flows {
+            let Some(s) = &f.service else { continue };
+            let id = (s.nat.conntrack_id, s.nat.original.clone());
+            if self.counted.insert(id, now).is_some() {
+                continue;
+            }
+            let l = ServiceLabels {
+                node: self.node.clone(),
+                service: crate::services::spn(
+                    &s.service.namespace,
+                    &s.service.name,
+                    &s.service.port_name,
+                ),
+                backend: s.backend.endpoint.clone(),
+                backend_workload: s
+                    .backend
+                    .workload
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into()),
+                via: s.service.via.to_owned(),
+                mode: s.service.mode.to_owned(),
+            };
+            let (node, service, via, mode) = (
+                l.node.clone(),
+                l.service.clone(),
+                l.via.clone(),
+                l.mode.clone(),
+            );
+            let l = Self::cap(
+                &mut self.service_sets,
+                self.max_series,
+                &self.folded,
+                l,
+                || ServiceLabels {
+                    node,
+                    service,
+                    backend: "other".into(),
+                    backend_workload: "other".into(),
+                    via,
+                    mode,
+                },
+            );
+            self.connections.get_or_create(&l).inc();
+        }
+        self.counted
+            .retain(|_, t| now.duration_since(*t) < CONN_MEMORY);
     }
 
     /// Adds what each drop row grew by since the last call (rows that print alike summed).

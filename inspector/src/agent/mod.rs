@@ -75,6 +75,7 @@ pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
         next += a.interval;
         let (flows, drops, stats) = (s.flows()?, s.drops()?, s.stats()?);
         m.update_flows(&flows);
+        m.update_services(&flows);
         m.update_drops(&drops);
         m.update_health(&stats, t0.elapsed());
         let publish = http::Published {
