@@ -7,25 +7,14 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{Read as _, Write as _},
-    net::TcpStream,
+    io::Write as _,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use support::{BridgeLab, Counters, Inspector, bpf_objects, counters, eventually, held_objects};
-
-/// A plain HTTP/1.0 GET on loopback: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let (head, body) = r.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
+use support::{
+    BridgeLab, Counters, Inspector, bpf_objects, counters, eventually, held_objects, http_get,
+};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -79,7 +68,7 @@ impl Prometheus {
             .expect("prometheus (cargo xtask setup installs it)");
         let me = Self { child, port, dir };
         assert!(
-            eventually(Duration::from_secs(30), || get(port, "/-/ready")
+            eventually(Duration::from_secs(30), || http_get(port, "/-/ready")
                 .is_some_and(|r| r.0 == 200)),
             "prometheus not ready"
         );
@@ -88,7 +77,8 @@ impl Prometheus {
 
     /// An instant query: label set (as `k=v,...`) -> value.
     fn query(&self, q: &str) -> HashMap<String, f64> {
-        let Some((200, body)) = get(self.port, &format!("/api/v1/query?query={}", urlencode(q)))
+        let Some((200, body)) =
+            http_get(self.port, &format!("/api/v1/query?query={}", urlencode(q)))
         else {
             return HashMap::new();
         };
@@ -158,9 +148,11 @@ fn prometheus_scrapes_what_the_kernel_counted() {
         );
         drop(a);
     };
-    assert!(eventually(Duration::from_secs(10), || get(port, "/readyz")
-        .is_some_and(|r| r.0 == 200)));
-    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert!(eventually(Duration::from_secs(10), || http_get(
+        port, "/readyz"
+    )
+    .is_some_and(|r| r.0 == 200)));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
     let prom = Prometheus::start(port);
     let noports = support::udp_noports(&lab.c);
 
@@ -255,7 +247,7 @@ fn prometheus_scrapes_what_the_kernel_counted() {
     );
 
     // The exposition is valid for promtool; the JSON API adds up to the same counters.
-    let (_, text) = get(port, "/metrics").unwrap();
+    let (_, text) = http_get(port, "/metrics").unwrap();
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -279,7 +271,7 @@ fn prometheus_scrapes_what_the_kernel_counted() {
     let mut api_tot: HashMap<String, [u64; 2]> = HashMap::new();
     let api_agrees = eventually(Duration::from_secs(20), || {
         let want = window();
-        let Some((_, api)) = get(port, "/api/flows") else {
+        let Some((_, api)) = http_get(port, "/api/flows") else {
             return false;
         };
         api_tot.clear();

@@ -16,17 +16,7 @@ use support::{bpf_objects, cri::CriLab, deploy_dir, eventually, held_objects, lo
 const PORT: u16 = 9590;
 
 fn get(path: &str) -> Option<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", PORT)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let (head, body) = r.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_owned(),
-    ))
+    support::http_get(PORT, path)
 }
 
 /// The `DaemonSet`'s container as the CRI request kubelet would send, with the containerd

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use support::{
     Inspector, json_lines,
-    kube::{Server, connect_n, conntrack_split, lab_up, start_servers},
+    kube::{Server, client_backends, connect_n, conntrack_split, lab_up, probe_web, start_servers},
     run_inspector, sh,
 };
 
@@ -121,23 +121,9 @@ fn ipvs_mode_services_split_affinity_nodeport_and_path() {
     );
     let out = insp.interrupt();
     let flows = json_lines(&out.stdout, "flow");
-    let (mut ours, mut sticky) = (
-        BTreeMap::<String, u64>::new(),
-        BTreeMap::<String, u64>::new(),
-    );
-    for fl in &flows {
-        if fl["netns_name"] != client.as_str() || fl["direction"] != "egress" {
-            continue;
-        }
-        let Some(b) = fl["backend"]["endpoint"].as_str() else {
-            continue;
-        };
-        match fl["service"]["name"].as_str() {
-            Some("web") => *ours.entry(b.into()).or_default() += 1,
-            Some("sticky") => *sticky.entry(b.into()).or_default() += 1,
-            _ => {}
-        }
-    }
+    let mut split = client_backends(&flows, &client, |_| {});
+    let ours = split.remove("web").unwrap_or_default();
+    let sticky = split.remove("sticky").unwrap_or_default();
     let ct = conntrack_split(&node, &vip(10), 80);
     let adm = ipvsadm_conns(&node, &format!("{}:80", vip(10)));
     let servers_saw: BTreeMap<String, u64> = eps
@@ -170,16 +156,7 @@ fn ipvs_mode_services_split_affinity_nodeport_and_path() {
 
     // `path` through IPVS: delivered, to a backend conntrack agrees on.
     let _servers = start_servers(&lab);
-    let out = run_inspector(
-        &["-o", "json", "path", &format!("{lab}/client"), "shop/web"],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = &json_lines(&out.stdout, "probe")[0];
+    let p = &probe_web(&lab);
     assert_eq!(p["verdict"], "delivered", "{p}");
     assert_eq!(p["service"]["mode"], "ipvs", "{p}");
     let be = p["backend"]["endpoint"].as_str().unwrap();

@@ -61,23 +61,7 @@ fn legacy_run(nss: &[&Netns]) -> Inspector {
 fn foreign(lab: &BridgeLab) {
     lab.a.exec(&["tc", "qdisc", "add", "dev", "eth0", "clsact"]);
     for (hook, prio) in [("ingress", "1"), ("egress", "10")] {
-        lab.a.exec(&[
-            "tc",
-            "filter",
-            "add",
-            "dev",
-            "eth0",
-            hook,
-            "prio",
-            prio,
-            "handle",
-            "7",
-            "protocol",
-            "all",
-            "bpf",
-            "bytecode",
-            "1,6 0 0 0,",
-        ]);
+        support::foreign_bpf_filter(&lab.a, "eth0", hook, prio);
     }
 }
 

@@ -15,7 +15,10 @@ use std::{
 use serde_json::Value;
 use support::{
     Inspector, bin, json_lines,
-    kube::{Server, connect_n, conntrack_split, in_netns, lab_up, node_veth, spec, start_servers},
+    kube::{
+        Server, client_backends, connect_n, conntrack_split, in_netns, lab_up, node_veth,
+        probe_web, spec, start_servers,
+    },
     run_inspector, sh, unique,
 };
 
@@ -98,24 +101,13 @@ fn run_mode(mode: &str, net: u8) {
     let flows = json_lines(&out.stdout, "flow");
 
     // Per backend: distinct client ports the inspector attributed at the client's eth0.
-    let mut ours: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sticky: BTreeMap<String, u64> = BTreeMap::new();
-    for fl in &flows {
-        if fl["netns_name"] != client.as_str() || fl["direction"] != "egress" {
-            continue;
+    let mut split = client_backends(&flows, &client, |fl| {
+        if fl["service"]["name"] == "sticky" {
+            assert_eq!(fl["backend"]["affinity"], true);
         }
-        let Some(b) = fl["backend"]["endpoint"].as_str() else {
-            continue;
-        };
-        match fl["service"]["name"].as_str() {
-            Some("web") => *ours.entry(b.into()).or_default() += 1,
-            Some("sticky") => {
-                assert_eq!(fl["backend"]["affinity"], true);
-                *sticky.entry(b.into()).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
+    });
+    let ours = split.remove("web").unwrap_or_default();
+    let sticky = split.remove("sticky").unwrap_or_default();
     let ct = conntrack_split(&node, &svc(10), 80);
     let servers_saw: BTreeMap<String, u64> = eps
         .iter()
@@ -151,16 +143,7 @@ fn run_mode(mode: &str, net: u8) {
 
     // `path`, hop by hop, against iproute2 (veth peers) and conntrack (the backend).
     let servers = start_servers(&lab);
-    let out = run_inspector(
-        &["-o", "json", "path", &format!("{lab}/client"), "shop/web"],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = &json_lines(&out.stdout, "probe")[0];
+    let p = &probe_web(&lab);
     assert_eq!(p["verdict"], "delivered", "{p}");
     assert_eq!(p["service"]["chain"], want_chain.as_str());
     let be = p["backend"]["endpoint"].as_str().unwrap();

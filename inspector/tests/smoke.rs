@@ -176,23 +176,7 @@ fn smoke_stack_tracepoints_time_their_hops() {
 /// A foreign `clsact` and classic-BPF filter (handle 7, our priority) on a's eth0.
 fn foreign(lab: &BridgeLab) {
     lab.a.exec(&["tc", "qdisc", "add", "dev", "eth0", "clsact"]);
-    lab.a.exec(&[
-        "tc",
-        "filter",
-        "add",
-        "dev",
-        "eth0",
-        "ingress",
-        "prio",
-        "1",
-        "handle",
-        "7",
-        "protocol",
-        "all",
-        "bpf",
-        "bytecode",
-        "1,6 0 0 0,",
-    ]);
+    support::foreign_bpf_filter(&lab.a, "eth0", "ingress", "1");
 }
 
 /// Nothing of ours on any interface of the lab; the foreign qdisc and filter intact.

@@ -64,7 +64,8 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Resul
     }
 }
 
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+/// Runs a command and returns its stdout, failing with its stderr.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {

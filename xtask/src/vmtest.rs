@@ -19,6 +19,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::setup::output;
+
 /// Where downloaded kernels are kept between runs.
 const CACHE: &str = "/var/cache/inspector/vmtest";
 /// Which Debian kernel package to boot (the newest of this pattern).
@@ -88,18 +90,6 @@ struct Cell {
     checks: BTreeMap<String, bool>,
     /// Why it could not run, if so.
     error: Option<String>,
-}
-
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// "test NAME ... ok|FAILED" lines of a libtest run.

@@ -201,3 +201,41 @@ pub fn lab_up(lab: &str, mode: &str, net: u8) -> super::LabGuard {
     );
     guard
 }
+
+/// Per Service name, per backend endpoint: the connections the inspector attributed, counted
+/// at the client's eth0 (egress flows with a backend). `each` sees every such flow.
+pub fn client_backends(
+    flows: &[Value],
+    client: &str,
+    mut each: impl FnMut(&Value),
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut m: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for fl in flows {
+        if fl["netns_name"] != client || fl["direction"] != "egress" {
+            continue;
+        }
+        let (Some(b), Some(s)) = (
+            fl["backend"]["endpoint"].as_str(),
+            fl["service"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        each(fl);
+        *m.entry(s.into()).or_default().entry(b.into()).or_default() += 1;
+    }
+    m
+}
+
+/// `inspector path LAB/client shop/web -o json`: its `probe` record (the run must succeed).
+pub fn probe_web(lab: &str) -> Value {
+    let out = super::run_inspector(
+        &["-o", "json", "path", &format!("{lab}/client"), "shop/web"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    super::json_lines(&out.stdout, "probe").remove(0)
+}

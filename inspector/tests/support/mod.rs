@@ -689,3 +689,40 @@ pub fn load_yaml(path: &Path) -> Vec<serde_json::Value> {
 pub fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
+
+/// A plain HTTP/1.0 GET on loopback `port`: (status, body); None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    let (head, body) = r.split_once("\r\n\r\n")?;
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_owned(),
+    ))
+}
+
+/// Someone else's tc setup on `dev` in `ns`: a classic-BPF filter (returns 0: no match,
+/// the packet goes on) with handle 7 at `prio` on `hook` (the `clsact` qdisc must exist).
+pub fn foreign_bpf_filter(ns: &Netns, dev: &str, hook: &str, prio: &str) {
+    ns.exec(&[
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        dev,
+        hook,
+        "prio",
+        prio,
+        "handle",
+        "7",
+        "protocol",
+        "all",
+        "bpf",
+        "bytecode",
+        "1,6 0 0 0,",
+    ]);
+}
