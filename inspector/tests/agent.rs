@@ -375,4 +375,178 @@ fn prometheus_sees_the_backends_conntrack_saw() {
         as_ct == ct
     });
     assert!(agreed, "PromQL {got:?} vs conntrack {ct:?}");
+
+    // A netfilter drop on the node: a DROP rule in FORWARD for UDP :9999 to web1, 5
+    // datagrams from the client. Prometheus shows them with the rule, as its counter says.
+    let web1 = support::sh(&[
+        "sh",
+        "-c",
+        &format!("ip -n {lab}-web1 -4 -o addr show dev eth0 | awk '{{print $4}}' | cut -d/ -f1"),
+    ]);
+    let web1 = web1.trim().to_owned();
+    let drop_rule = ["FORWARD", "-p", "udp", "--dport", "9999", "-j", "DROP"];
+    let ipt = |op: &str| {
+        let mut a = vec!["netns", "exec", node.as_str(), "iptables", op];
+        a.extend(drop_rule);
+        assert!(Command::new("ip").args(&a).status().unwrap().success());
+    };
+    ipt("-I");
+    let rule_packets = || {
+        let out = support::sh(&[
+            "sh",
+            "-c",
+            &format!("ip netns exec {node} iptables -L FORWARD 1 -v -x -n | awk '{{print $1}}'"),
+        ]);
+        out.trim().parse::<u64>().unwrap_or(0)
+    };
+    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{client}"));
+    inspector::traffic::udp_send(&ns_path, format!("{web1}:9999").parse().unwrap(), 5, 32).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let counted = rule_packets();
+    assert_eq!(counted, 5, "the DROP rule's counter");
+    let q = "sum by (rule) (inspector_drops_total{reason=\"NETFILTER_DROP\"})";
+    let mut drops = HashMap::new();
+    let seen = eventually(Duration::from_secs(30), || {
+        drops = prom.query(q);
+        drops.iter().any(|(k, v)| {
+            k.contains("FORWARD") && k.contains("--dport 9999") && *v as u64 == counted
+        })
+    });
+    assert!(seen, "PromQL {drops:?} vs the rule's counter {counted}");
+    // (The rule goes with the node's namespace if an assertion above fails.)
+    ipt("-D");
+
+    // The JSON API: filters as the CLI's, refused when unknown; Services; a path probe,
+    // rate-limited.
+    let flows = http_get(port, "/api/flows?service=shop/web").expect("api");
+    assert_eq!(flows.0, 200);
+    let recs = support::json_lines(flows.1.as_bytes(), "flow");
+    assert!(!recs.is_empty(), "no flow of shop/web");
+    assert!(
+        recs.iter()
+            .all(|f| f["service"]["namespace"] == "shop" && f["service"]["name"] == "web"),
+        "{recs:?}"
+    );
+    let udp = http_get(port, &format!("/api/drops?proto=udp&port=9999&host={web1}")).unwrap();
+    let d = support::json_lines(udp.1.as_bytes(), "drop");
+    assert_eq!(
+        d.iter()
+            .map(|r| r["packets"].as_u64().unwrap())
+            .sum::<u64>(),
+        counted,
+        "{d:?}"
+    );
+    assert!(
+        d.iter().all(|r| r["dport"] == 9999),
+        "the filter let others through: {d:?}"
+    );
+    let bad = http_get(port, "/api/flows?colour=blue").unwrap();
+    assert_eq!(bad.0, 400);
+    assert_eq!(bad.1.lines().count(), 1, "{}", bad.1);
+    let svc = http_get(port, "/api/services?service=shop/web").unwrap();
+    assert!(svc.1.contains("\"shop\""), "{}", svc.1);
+    let path = http_get(port, &format!("/api/path?src={lab}-client&dst=shop/web:80")).unwrap();
+    assert_eq!(path.0, 200, "{}", path.1);
+    assert!(path.1.contains("\"delivered\""), "{}", path.1);
+    let again = http_get(port, &format!("/api/path?src={lab}-client&dst=shop/web:80")).unwrap();
+    assert_eq!(again.0, 429, "{}", again.1);
+}
+
+/// `inspector_hop_latency_seconds` is filled from the kernel's per-hop histograms: behind a
+/// tbf queue (1 ms per 1000-byte frame), 20 frames sent at once wait 0..19 ms between the
+/// sender's eth0 and its bridge port. `trace --hops` (per-packet events, another mechanism
+/// and attachment) times each frame; every `le` bucket Prometheus holds for that hop counts
+/// exactly the traced waits below it, except a wait within 20 us of the edge.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn prometheus_histogram_holds_the_hop_times_the_tracer_saw() {
+    let lab = support::tbf_lab("al");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let filter = ["--proto", "udp", "--port", "7320"];
+    let mut args = vec!["agent", "-q", "--interval", "0.5", "--listen", &listen];
+    for n in [&lab.a.name, &lab.br.name, &lab.b.name] {
+        args.extend(["--netns", n.as_str()]);
+    }
+    args.extend(filter);
+    let _agent = Inspector::start(&args);
+    let tracer = support::hops_tracer(&lab, &filter);
+    let prom = Prometheus::start(port);
+    support::udp_frames(&lab, 20, 7320);
+    let at = |dev: &str, hook: &str| format!("{dev}/{hook}");
+    let a_eth0 = format!("{}/eth0", lab.a.name);
+    let va = format!("{}/va", lab.br.name);
+    tracer.wait_json(Duration::from_secs(20), |r| {
+        r.iter()
+            .filter(|p| p["type"] == "packet_hops" && p["len"] == 1000)
+            .count()
+            >= 20
+    });
+    let out = tracer.interrupt();
+    let mut waits: Vec<u64> = Vec::new();
+    for p in support::json_lines(&out.stdout, "packet_hops") {
+        if p["src"] != "198.18.0.2" || p["len"].as_u64() != Some(1000) {
+            continue;
+        }
+        let names = support::hop_names(&p, "hook");
+        let ts = |name: &str| {
+            let i = names.iter().position(|n| n == name).expect(name);
+            p["hops"][i]["ts_ns"].as_u64().unwrap()
+        };
+        waits.push(ts(&at(&va, "tc-ingress")) - ts(&at(&a_eth0, "tc-egress")));
+    }
+    assert_eq!(waits.len(), 20, "{waits:?}");
+    assert!(
+        waits.iter().filter(|w| **w > 4_000_000).count() >= 10,
+        "the tbf queue did not hold the frames: {waits:?}"
+    );
+    let q = format!(
+        "sum by (le) (inspector_hop_latency_seconds_bucket{{from_hop=\"{}/eth0(out)\",to_hop=\"{}/va(in)\"}})",
+        lab.a.name, lab.br.name
+    );
+    let mut got: Vec<(f64, u64)> = Vec::new();
+    let agreed = eventually(Duration::from_secs(30), || {
+        got = prom
+            .query(&q)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let le = k.strip_prefix("le=")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, v as u64))
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.total_cmp(&b.0));
+        got.last().is_some_and(|l| l.1 == 20)
+    });
+    assert!(agreed, "the +Inf bucket never held the 20 frames: {got:?}");
+    assert_eq!(got.len(), 22, "{got:?}");
+    for (le, n) in &got {
+        let edge = le * 1e9;
+        #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
+        let below = waits.iter().filter(|w| (**w as f64) < edge).count() as u64;
+        #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
+        let near = waits
+            .iter()
+            .filter(|w| ((**w as f64) - edge).abs() < 20_000.0)
+            .count() as u64;
+        assert!(
+            n.abs_diff(below) <= near,
+            "le {le}: Prometheus {n}, traced waits below it {below}: {waits:?} {got:?}"
+        );
+    }
+    let sum = prom.query(&format!(
+        "sum(inspector_hop_latency_seconds_sum{{from_hop=\"{}/eth0(out)\",to_hop=\"{}/va(in)\"}})",
+        lab.a.name, lab.br.name
+    ));
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds")]
+    let traced: f64 = waits.iter().map(|w| *w as f64 / 1e9).sum();
+    let s = sum.values().next().copied().unwrap_or(0.0);
+    assert!(
+        (s - traced).abs() <= 0.01 * traced,
+        "sum {s} vs traced {traced}"
+    );
 }

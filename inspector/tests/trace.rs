@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use support::{BridgeLab, Inspector, json_lines};
+use support::{BridgeLab, Inspector, hops_tracer, json_lines, tbf_lab, udp_frames};
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
@@ -568,37 +568,11 @@ fn trace_hops_add_up_to_the_round_trip_the_client_measured() {
     );
 }
 
-/// A bridge lab whose `a` sends through a tbf qdisc at 8 Mbit/s (1 MB/s: a 1000-byte frame
-/// takes 1 ms), with the neighbour already resolved.
-fn tbf_lab(tag: &str) -> BridgeLab {
-    let lab = BridgeLab::new(tag);
-    support::in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.3"]);
-    lab.a.exec(&[
-        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "1600",
-        "latency", "2s",
-    ]);
-    lab
-}
-
 /// The `latency` row of the hop `from` -> `to`.
 fn latency_row<'a>(rows: &'a [Value], from: &str, to: &str) -> &'a Value {
     rows.iter()
         .find(|r| r["from"] == from && r["to"] == to)
         .unwrap_or_else(|| panic!("no latency row {from} -> {to}: {rows:#?}"))
-}
-
-/// `n` datagrams at once from `a` to b:`port`: 958 B payload + 8 UDP + 20 IP + 14 Ethernet
-/// = 1000 B frames, each payload distinct (it is part of a UDP packet's fingerprint).
-fn udp_frames(lab: &BridgeLab, n: u16, port: u16) {
-    inspector::sys::netns::run_in(&lab.a.path(), move || {
-        let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
-        for i in 0..n {
-            let mut payload = [i as u8; 958];
-            payload[..2].copy_from_slice(&i.to_be_bytes());
-            s.send_to(&payload, format!("198.18.0.3:{port}")).unwrap();
-        }
-    })
-    .unwrap();
 }
 
 /// `flows --latency -o json` (printing at interrupt) on namespaces `nss`, with `extra`.
@@ -607,25 +581,6 @@ fn latency_flows(nss: &[&str], extra: &[&str]) -> Inspector {
     for ns in nss {
         args.extend(["--netns", ns]);
     }
-    args.extend_from_slice(extra);
-    Inspector::start(&args)
-}
-
-/// `trace --hops -o json` on the lab's a, bridge and b namespaces, with `extra` filters.
-fn hops_tracer(lab: &BridgeLab, extra: &[&str]) -> Inspector {
-    let mut args = vec![
-        "trace",
-        "--hops",
-        "-o",
-        "json",
-        "-q",
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.br.name,
-        "--netns",
-        &lab.b.name,
-    ];
     args.extend_from_slice(extra);
     Inspector::start(&args)
 }

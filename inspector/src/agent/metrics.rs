@@ -11,7 +11,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::session::{Drop, Flow, Stats};
+use super::histogram::{Counts, KernelHistogram};
+use crate::{
+    identity::lifecycle::Event,
+    session::{Change, Drop, Flow, Stats, latency::HopHistogram},
+};
 
 /// Labels of `inspector_packets_total` and `inspector_bytes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +54,33 @@ pub struct ServiceLabels {
     pub mode: String,
 }
 
+/// Labels of `inspector_hop_latency_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HopLabels {
+    pub node: String,
+    pub src_workload: String,
+    pub dst_workload: String,
+    /// The hop the time runs from, and to: `NAMESPACE/IFNAME(out|in)` (or a stack hook).
+    pub from_hop: String,
+    pub to_hop: String,
+}
+
+/// Labels of `inspector_lifecycle_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LifecycleLabels {
+    pub node: String,
+    /// netns, link or container.
+    pub object: String,
+    /// appeared, disappeared, or the runtime's action.
+    pub action: String,
+}
+
+/// Labels of the agent's own counters that only carry the node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
 type FlowId = (u64, u32, &'static str, String);
 
 /// Connections already counted (conntrack id and original tuple) -> when last seen.
@@ -63,6 +94,12 @@ pub struct Metrics {
     drops: Family<DropLabels, Counter>,
     connections: Family<ServiceLabels, Counter>,
     counted: HashMap<(u32, String), std::time::Instant>,
+    hop_latency: Family<HopLabels, KernelHistogram>,
+    hop_sets: HashSet<HopLabels>,
+    /// Each kernel histogram slot's counts as last read.
+    last_hop: HashMap<u32, Counts>,
+    lifecycle: Family<LifecycleLabels, Counter>,
+    attach_failures: Family<NodeLabels, Counter>,
     service_sets: HashSet<ServiceLabels>,
     folded: Counter,
     events_lost: Counter,
@@ -109,6 +146,25 @@ impl Metrics {
             "Connections to a Kubernetes Service, by the backend kube-proxy sent them to (from conntrack)",
             connections.clone(),
         );
+        let hop_latency = Family::default();
+        registry.register_with_unit(
+            "hop_latency",
+            "Time from one hop of a packet to its next, by workload pair (the kernel's per-hop histograms)",
+            prometheus_client::registry::Unit::Seconds,
+            hop_latency.clone(),
+        );
+        let lifecycle = Family::default();
+        registry.register(
+            "lifecycle_events",
+            "Namespaces, links and containers that appeared or went away (or a runtime's action)",
+            lifecycle.clone(),
+        );
+        let attach_failures = Family::default();
+        registry.register(
+            "attach_failures",
+            "Interfaces the programs could not be attached to (each failure once)",
+            attach_failures.clone(),
+        );
         let folded = Counter::default();
         registry.register(
             "series_folded",
@@ -146,6 +202,11 @@ impl Metrics {
             drops,
             connections,
             counted: HashMap::new(),
+            hop_latency,
+            hop_sets: HashSet::new(),
+            last_hop: HashMap::new(),
+            lifecycle,
+            attach_failures,
             service_sets: HashSet::new(),
             folded,
             events_lost,
@@ -338,6 +399,60 @@ impl Metrics {
             self.drops.get_or_create(&l).inc_by(dp);
         }
         self.last_drop = seen;
+    }
+
+    /// Adds what each kernel histogram slot grew by to its transition's histogram.
+    pub fn update_latency(&mut self, hists: &[HopHistogram]) {
+        for h in hists {
+            let now = Counts::of(&h.hist);
+            let d = self
+                .last_hop
+                .get(&h.slot)
+                .map_or(now, |before| now.since(before));
+            self.last_hop.insert(h.slot, now);
+            if d.count == 0 {
+                continue;
+            }
+            let l = HopLabels {
+                node: self.node.clone(),
+                src_workload: h.src.clone(),
+                dst_workload: h.dst.clone(),
+                from_hop: h.from.clone(),
+                to_hop: h.to.clone(),
+            };
+            let node = self.node.clone();
+            let l = Self::cap(&mut self.hop_sets, self.max_series, &self.folded, l, || {
+                HopLabels {
+                    node,
+                    src_workload: "other".into(),
+                    dst_workload: "other".into(),
+                    from_hop: "other".into(),
+                    to_hop: "other".into(),
+                }
+            });
+            self.hop_latency.get_or_create(&l).add(&d);
+        }
+    }
+
+    /// Counts lifecycle events and attach failures of the last rescan.
+    pub fn update_changes(&mut self, events: &[Event], changes: &[Change]) {
+        for e in events {
+            self.lifecycle
+                .get_or_create(&LifecycleLabels {
+                    node: self.node.clone(),
+                    object: e.object.to_owned(),
+                    action: e.action.clone(),
+                })
+                .inc();
+        }
+        let failed = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Failed(_)))
+            .count();
+        let f = self.attach_failures.get_or_create(&NodeLabels {
+            node: self.node.clone(),
+        });
+        f.inc_by(failed as u64);
     }
 
     /// The agent's own health.

@@ -3,17 +3,22 @@
 //! `--interval`) reads flows, drops and the kernel's counters, folds them into monotone
 //! Prometheus counters (`metrics`), and publishes the exposition and the JSON records for
 //! the HTTP side (`http`) to serve. SIGINT/SIGTERM end it like `flows`: everything detached.
+mod api;
+pub mod histogram;
 mod http;
 pub mod metrics;
 
 use std::{
+    collections::VecDeque,
+    io::Read as _,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    os::{fd::AsFd as _, unix::net::UnixStream},
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
 
 use crate::{
-    output::{Format, Printer},
+    identity::lifecycle::Event,
     session::{self, Session, Ticker},
 };
 
@@ -29,14 +34,6 @@ pub struct Options {
     pub rescan: Duration,
 }
 
-fn records<T: serde::Serialize>(kind: &str, items: &[T]) -> String {
-    let mut p = Printer::new(Format::Json, Vec::new());
-    for i in items {
-        let _ = p.record(kind, i);
-    }
-    String::from_utf8(p.into_inner()).unwrap_or_default()
-}
-
 /// Runs until stopped. The address is bound before anything is attached, so a busy port is a
 /// one-line error that changes nothing.
 ///
@@ -45,51 +42,82 @@ fn records<T: serde::Serialize>(kind: &str, items: &[T]) -> String {
 pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(a.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
-    let shared: http::Shared = Arc::new(Mutex::new(http::Published::default()));
+    let (wake_tx, wake_rx) = UnixStream::pair()?;
+    wake_tx.set_nonblocking(true)?;
+    wake_rx.set_nonblocking(true)?;
+    let (req_tx, req_rx) = mpsc::channel::<http::Request>();
+    let shared = Arc::new(http::Shared {
+        published: Mutex::new(http::Published::default()),
+        requests: Mutex::new(req_tx),
+        wake: wake_tx,
+        path_identity: sopts.identity.clone(),
+        path: Mutex::new((None, false)),
+    });
     let _server = http::serve(listener, Arc::clone(&shared))?;
     let (mut s, changes) = Session::start(sopts)?;
-    for c in &changes {
-        if c.is_warning() {
-            eprintln!("inspector: {c}");
-        }
-    }
     let mut m = metrics::Metrics::new(&a.node, a.max_series);
+    say(&changes);
+    m.update_changes(&[], &changes);
+    let mut events: VecDeque<Event> = VecDeque::new();
     let mut ticker = Ticker::new(None, a.rescan)?;
     let mut next = Instant::now();
     eprintln!("inspector: agent listening on http://{}/metrics", a.listen);
     while !ticker.stopped() {
-        ticker.wait(&s.fds(), Some(next).into_iter().chain(s.next_due()).min());
+        {
+            let mut fds = s.fds();
+            fds.push(wake_rx.as_fd());
+            ticker.wait(&fds, Some(next).into_iter().chain(s.next_due()).min());
+        }
         let _ = s.tick()?;
         let t0 = Instant::now();
         if ticker.rescan_due() {
             s.sync_clock();
-            for c in s.reconcile() {
-                if c.is_warning() {
-                    eprintln!("inspector: {c}");
-                }
+            let changes = s.reconcile();
+            say(&changes);
+            let ev = s.take_lifecycle();
+            m.update_changes(&ev, &changes);
+            events.extend(ev);
+            while events.len() > api::EVENTS_KEPT {
+                events.pop_front();
             }
+        }
+        // Requests of the API, answered between rounds.
+        let mut buf = [0u8; 64];
+        while (&wake_rx).read(&mut buf).is_ok_and(|n| n > 0) {}
+        while let Ok(r) = req_rx.try_recv() {
+            let body = api::answer(&mut s, r.ask, &r.filter, &events).map_err(|e| e.to_string());
+            let _ = r.reply.send(body);
         }
         if Instant::now() < next {
             continue;
         }
-        next += a.interval;
+        next = Instant::now() + a.interval;
         let (flows, drops, stats) = (s.flows()?, s.drops()?, s.stats()?);
         m.update_flows(&flows);
         m.update_services(&flows);
         m.update_drops(&drops);
+        if let Some(h) = s.hop_histograms()? {
+            m.update_latency(&h);
+        }
         m.update_health(&stats, t0.elapsed());
         let publish = http::Published {
             ready: true,
             metrics: m.encode(false),
             openmetrics: m.encode(true),
-            flows: records("flow", &flows),
-            drops: records("drop", &drops),
-            stats: records("stats", &[&stats]),
         };
-        if let Ok(mut p) = shared.lock() {
+        if let Ok(mut p) = shared.published.lock() {
             *p = publish;
         }
     }
     drop(s);
     Ok(())
+}
+
+/// Prints warnings (attach changes are counted, not printed).
+fn say(changes: &[session::Change]) {
+    for c in changes {
+        if c.is_warning() {
+            eprintln!("inspector: {c}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::args::{self, FilterArgs};
+use crate::session::{Measure, Sampling};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,6 +24,11 @@ pub struct Args {
     /// (`inspector_series_folded_total` says how many).
     #[arg(long, default_value_t = 10_000)]
     pub max_series: usize,
+    /// Leave per-hop timing off (no `inspector_hop_latency_seconds`, nothing added per
+    /// packet for it). On, the kernel times packets from hop to hop into histograms, with
+    /// the auto sampling of `flows --latency`.
+    #[arg(long)]
+    pub no_latency: bool,
 }
 
 fn hostname() -> String {
@@ -31,7 +37,14 @@ fn hostname() -> String {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let opts = a.filter.options()?;
+    let mut opts = a.filter.options()?;
+    opts.lifecycle = true;
+    if !a.no_latency {
+        opts.measure = Measure::HopTiming {
+            sample: Sampling::Auto,
+            stack: false,
+        };
+    }
     crate::agent::run(
         &opts,
         &crate::agent::Options {

@@ -116,6 +116,51 @@ impl Filter {
         }
     }
 
+    /// Whether a decoded header passes the protocol, host and port parts of the filter (for
+    /// records already read, e.g. the agent's API; the same rules as [`Filter::matches`]).
+    #[must_use]
+    pub fn matches_header(&self, h: &crate::flows::Header) -> bool {
+        use crate::net::Proto;
+        let v4 = h.src.is_some_and(|a| a.is_ipv4());
+        let ip = h.src.is_some() && !matches!(h.proto, Proto::Arp | Proto::Ether(_));
+        match self.proto {
+            Some(ProtoFilter::Ip { proto, v }) => {
+                let v_ok = match v {
+                    Some(ETH_P_IP) => v4,
+                    Some(_) => !v4,
+                    None => true,
+                };
+                if !ip || h.ip_proto() != proto || !v_ok {
+                    return false;
+                }
+            }
+            Some(ProtoFilter::Ether(e)) => {
+                let ok = match h.proto {
+                    Proto::Arp => e == ETH_P_ARP,
+                    Proto::Ether(x) => x == e,
+                    _ => false,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            None => {}
+        }
+        if let Some(port) = self.port
+            && h.sport != Some(port)
+            && h.dport != Some(port)
+        {
+            return false;
+        }
+        if let Some(c) = self.host
+            && !h.src.is_some_and(|a| c.contains(a))
+            && !h.dst.is_some_and(|a| c.contains(a))
+        {
+            return false;
+        }
+        true
+    }
+
     /// Whether a flow key passes the whole filter.
     #[must_use]
     pub fn matches(&self, k: &FlowKey) -> bool {

@@ -86,8 +86,9 @@ impl Probe {
     }
 
     /// Per-hop timing: every histogram in use, one per transition per CPU that recorded it
-    /// (`flows::hops::kernel_rows` merges them).
-    pub fn hop_hists(&self) -> Result<Vec<HopHist>, ProbeError> {
+    /// (`flows::hops::kernel_rows` merges them), with its slot in the map (a slot keeps its
+    /// transition for the probe's life: its counts only grow).
+    pub fn hop_hists(&self) -> Result<Vec<(u32, HopHist)>, ProbeError> {
         let err = map_err(MAP_HOP_HIST);
         let arr: Array<&MapData, HopHist> =
             Array::try_from(map_ref(&self.ebpf, MAP_HOP_HIST)?).map_err(err)?;
@@ -95,7 +96,7 @@ impl Probe {
         for i in 0..arr.len() {
             let h = arr.get(&i, 0).map_err(err)?;
             if h.tag.used != 0 {
-                out.push(h);
+                out.push((i, h));
             }
         }
         Ok(out)

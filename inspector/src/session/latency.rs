@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use inspector_common::{PacketEvent, Stat};
+use inspector_common::{PacketEvent, Stat, hop::HopHist};
 use serde::Serialize;
 
 use super::{Measure, Sampling, Session, SessionError};
@@ -31,6 +31,20 @@ pub struct SamplingReport {
     pub auto: bool,
     /// Each rate used, as "1 in N".
     pub timed_one_in: Vec<u32>,
+}
+
+/// One transition's histogram as the kernel keeps it (one CPU's), with its names.
+#[derive(Clone, Debug)]
+pub struct HopHistogram {
+    /// Its slot in the kernel's table (stable for the session's life).
+    pub slot: u32,
+    /// The packets' ends: workload names where known, else addresses.
+    pub src: String,
+    pub dst: String,
+    /// The hop the time runs from, and to (`netns/ifname(out|in)`).
+    pub from: String,
+    pub to: String,
+    pub hist: HopHist,
 }
 
 /// A change of the auto sampling rate, for the log.
@@ -208,30 +222,21 @@ impl Session {
             return Ok(None);
         };
         l.tick(&mut self.probe, &self.filter, true)?;
-        let hists = match self.latency.as_ref() {
-            Some(Latency::Kernel { .. }) => Some(self.probe.hop_hists()?),
+        let hists: Option<Vec<HopHist>> = match self.latency.as_ref() {
+            Some(Latency::Kernel { .. }) => Some(
+                self.probe
+                    .hop_hists()?
+                    .into_iter()
+                    .map(|(_, h)| h)
+                    .collect(),
+            ),
             _ => None,
         };
-        let names = &self.names;
-        let clock = self.clock;
         let rows = self.with_resolver(|r| {
-            let hop_name = |ev: &PacketEvent| {
-                let rec = FlowRecord::of_event(ev, names, clock);
-                hook_label(&rec.netns_name, &rec.ifname, ev.key.hook, rec.direction)
-            };
+            let hop_name = |ev: &PacketEvent| self.hop_name(ev);
             let pair_name = |ev: &PacketEvent| {
-                let rec = FlowRecord::of_event(ev, names, clock);
-                let (src, dst) = super::annotate::ends(r, &rec);
-                let end = |ip: Option<std::net::IpAddr>, e: Option<crate::identity::Endpoint>| {
-                    e.and_then(|e| e.name)
-                        .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
-                };
-                format!(
-                    "{} -> {} {}",
-                    end(rec.hdr.src, src),
-                    end(rec.hdr.dst, dst),
-                    rec.hdr.proto
-                )
+                let (src, dst, proto) = self.pair_names(r, ev);
+                format!("{src} -> {dst} {proto}")
             };
             match (&self.latency, &hists) {
                 (Some(Latency::Events { agg, .. }), _) => agg.rows(hop_name, pair_name),
@@ -240,6 +245,54 @@ impl Session {
             }
         })?;
         Ok(Some(rows))
+    }
+
+    /// The kernel's per-hop histograms, one per transition per CPU, named (None unless
+    /// per-hop timing runs in the kernel). A slot keeps its transition for the session's
+    /// life, so its counts only grow: a front-end can add up what each grew by.
+    pub fn hop_histograms(&self) -> Result<Option<Vec<HopHistogram>>, SessionError> {
+        if !matches!(self.latency, Some(Latency::Kernel { .. })) {
+            return Ok(None);
+        }
+        let raw = self.probe.hop_hists()?;
+        let v = self.with_resolver(|r| {
+            raw.into_iter()
+                .map(|(slot, hist)| {
+                    let [pair, from, to] = hops::transition_events(&hist.tag);
+                    let (src, dst, _) = self.pair_names(r, &pair);
+                    HopHistogram {
+                        slot,
+                        src,
+                        dst,
+                        from: self.hop_name(&from),
+                        to: self.hop_name(&to),
+                        hist,
+                    }
+                })
+                .collect()
+        })?;
+        Ok(Some(v))
+    }
+
+    /// `netns/ifname(out|in)` (or the stack hook's name) of an event's hop.
+    fn hop_name(&self, ev: &PacketEvent) -> String {
+        let rec = FlowRecord::of_event(ev, &self.names, self.clock);
+        hook_label(&rec.netns_name, &rec.ifname, ev.key.hook, rec.direction)
+    }
+
+    /// An event's two ends, by workload name where known (else the address), and protocol.
+    fn pair_names(
+        &self,
+        r: &crate::identity::Resolver<'_>,
+        ev: &PacketEvent,
+    ) -> (String, String, crate::net::Proto) {
+        let rec = FlowRecord::of_event(ev, &self.names, self.clock);
+        let (src, dst) = super::annotate::ends(r, &rec);
+        let end = |ip: Option<std::net::IpAddr>, e: Option<crate::identity::Endpoint>| {
+            e.and_then(|e| e.name)
+                .unwrap_or_else(|| ip.map_or_else(|| "-".into(), |i| i.to_string()))
+        };
+        (end(rec.hdr.src, src), end(rec.hdr.dst, dst), rec.hdr.proto)
     }
 
     /// The sampling rates per-hop timing in the kernel used (None unless it is on).

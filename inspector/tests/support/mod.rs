@@ -694,7 +694,7 @@ pub fn deploy_dir() -> PathBuf {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::Write as _;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
@@ -725,4 +725,49 @@ pub fn foreign_bpf_filter(ns: &Netns, dev: &str, hook: &str, prio: &str) {
         "bytecode",
         "1,6 0 0 0,",
     ]);
+}
+
+/// A bridge lab whose `a` sends through a tbf qdisc at 8 Mbit/s (1 MB/s: a 1000-byte frame
+/// takes 1 ms), with the neighbour already resolved.
+pub fn tbf_lab(tag: &str) -> BridgeLab {
+    let lab = BridgeLab::new(tag);
+    in_ns(&lab.a.name, &["ping", "-c", "1", "-W", "2", "198.18.0.3"]);
+    lab.a.exec(&[
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "1600",
+        "latency", "2s",
+    ]);
+    lab
+}
+
+/// `n` datagrams at once from `a` to b:`port`: 958 B payload + 8 UDP + 20 IP + 14 Ethernet
+/// = 1000 B frames, each payload distinct (it is part of a UDP packet's fingerprint).
+pub fn udp_frames(lab: &BridgeLab, n: u16, port: u16) {
+    inspector::sys::netns::run_in(&lab.a.path(), move || {
+        let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
+        for i in 0..n {
+            let mut payload = [i as u8; 958];
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+            s.send_to(&payload, format!("198.18.0.3:{port}")).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// `trace --hops -o json` on the lab's a, bridge and b namespaces, with `extra` filters.
+pub fn hops_tracer(lab: &BridgeLab, extra: &[&str]) -> Inspector {
+    let mut args = vec![
+        "trace",
+        "--hops",
+        "-o",
+        "json",
+        "-q",
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+        "--netns",
+        &lab.b.name,
+    ];
+    args.extend_from_slice(extra);
+    Inspector::start(&args)
 }

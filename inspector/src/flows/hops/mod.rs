@@ -15,7 +15,7 @@ mod tests;
 pub use aggregator::Aggregator;
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use histogram::Histogram;
-pub use kernel::kernel_rows;
+pub use kernel::{kernel_rows, transition_events};
 pub use order::path_order;
 pub use sampling::{TIMED_PER_SEC, auto_shift};
 pub use stitch::Stitcher;
