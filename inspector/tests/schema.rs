@@ -147,6 +147,9 @@ fn benchmark_records_match_their_schemas() {
         repetition: 0,
         iptables_ms: 1.0,
         nft_ms: 2.0,
+        iptables_end_to_end_ms: 3.0,
+        nft_end_to_end_ms: 4.0,
+        stamp_ms: 0.1,
         iptables_services: 10,
         nft_services: 10,
     };

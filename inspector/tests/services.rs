@@ -565,3 +565,69 @@ fn bad_service_input_is_one_line_and_changes_nothing() {
     );
     assert!(!std::path::Path::new(&format!("/run/inspector/labs/{lab}.json")).exists());
 }
+
+/// Following rules without dumping them: a node's change stamp stays put while packets only
+/// move counters, and moves with every rule change - through iptables-nft, nft, and legacy
+/// iptables (each rule installed here is the oracle).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_rules_stamp_moves_with_rules_and_not_with_counters() {
+    use inspector::services::stamp;
+    let ns = support::Netns::new(&support::unique("stamp"));
+    let path = ns.path();
+    let of = || stamp::of(Some(path.as_path()));
+    let s0 = of();
+    assert!(s0.complete(), "{s0:?}");
+    assert!(s0.nft_gen.is_some(), "nftables' generation id: {s0:?}");
+    assert_eq!(of(), s0, "nothing changed");
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    // iptables (nf_tables backend), then packets that only move its counters.
+    ns.exec(&["iptables", "-A", "OUTPUT", "-p", "icmp", "-j", "ACCEPT"]);
+    let s1 = of();
+    assert_ne!(
+        s1.nft_gen, s0.nft_gen,
+        "iptables-nft rule: {s0:?} -> {s1:?}"
+    );
+    ns.exec(&["ping", "-c", "2", "-i", "0.2", "127.0.0.1"]);
+    assert_eq!(of(), s1, "counters are no change");
+    ns.exec(&["nft", "add", "table", "ip", "kube-proxy"]);
+    let s2 = of();
+    assert_ne!(s2.nft_gen, s1.nft_gen, "nft table");
+    // Legacy iptables: the table's blob changes with a rule, not with its counters.
+    ns.exec(&[
+        "iptables-legacy",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "icmp",
+        "-j",
+        "ACCEPT",
+    ]);
+    let s3 = of();
+    let filter = |s: &stamp::Stamp| {
+        s.legacy
+            .iter()
+            .find(|(t, _)| t == "filter")
+            .and_then(|(_, h)| *h)
+    };
+    assert!(filter(&s3).is_some(), "legacy filter table read: {s3:?}");
+    assert!(s3.complete());
+    ns.exec(&["ping", "-c", "2", "-i", "0.2", "127.0.0.1"]);
+    assert_eq!(of(), s3, "legacy counters are no change");
+    ns.exec(&[
+        "iptables-legacy",
+        "-R",
+        "OUTPUT",
+        "1",
+        "-p",
+        "icmp",
+        "-j",
+        "DROP",
+    ]);
+    let s4 = of();
+    assert_ne!(filter(&s4), filter(&s3), "a legacy rule replaced in place");
+    assert_eq!(
+        s4.nft_gen, s3.nft_gen,
+        "legacy changes leave nftables alone"
+    );
+}

@@ -177,7 +177,7 @@ pub fn services<W: Write>(
         setup.iptables_save_ms,
         setup.nft_json_ms
     ))?;
-    let mut t = Table::new(&["PARSE", "MEDIAN MS", "MIN", "MAX", "INPUT MB", "TARGET"]);
+    let mut t = Table::new(&["STEP", "MEDIAN MS", "MIN", "MAX", "INPUT MB", "TARGET"]);
     for s in summary {
         #[expect(clippy::cast_precision_loss, reason = "sizes are small")]
         let mb = s.bytes as f64 / 1e6;
@@ -187,7 +187,10 @@ pub fn services<W: Write>(
             format!("{:.1}", s.min_ms),
             format!("{:.1}", s.max_ms),
             format!("{mb:.1}"),
-            format!("<{:.0} ms: {}", s.target_ms, met(s.met)),
+            match (s.target_ms, s.met) {
+                (Some(t), Some(m)) => format!("<{t:.0} ms: {}", met(m)),
+                _ => "-".into(),
+            },
         ]);
     }
     p.text(&t.render())

@@ -14,6 +14,7 @@ use super::{
     ServiceEntry, ServiceTable,
     conntrack::{self, Conn},
     read::{self, Node},
+    stamp,
 };
 
 /// The Service a flow was addressed to (`service` in JSON).
@@ -92,10 +93,14 @@ pub struct Services {
     conntrack_at: Option<Instant>,
     /// Problems reading rules or conntrack (reported once by the caller).
     pub warnings: Vec<String>,
+    /// Each node's change stamp when its rules were last read.
+    stamps: HashMap<String, stamp::Stamp>,
+    /// How many times a node's rules were dumped and parsed.
+    pub dumps: u64,
 }
 
-/// How often rules are re-read.
-const RULES_EVERY: Duration = Duration::from_secs(5);
+/// How often the rules' change stamps are looked at.
+const RULES_EVERY: Duration = Duration::from_secs(1);
 /// Conntrack dumps are reused for this long.
 const CONNTRACK_EVERY: Duration = Duration::from_millis(100);
 
@@ -126,6 +131,8 @@ impl Services {
             rules_at: None,
             conntrack_at: None,
             warnings: Vec::new(),
+            stamps: HashMap::new(),
+            dumps: 0,
         }
     }
 
@@ -139,14 +146,31 @@ impl Services {
         })
     }
 
-    /// Re-reads the rules of the host and of lab nodes when due (every 5 s).
+    /// Looks again at the rules of the host and of lab nodes when due (every second): a
+    /// node whose change stamp (`stamp`) is what it was keeps the rules already read; the
+    /// others are dumped and parsed again. `force` reads every node.
     pub fn refresh_rules(&mut self, force: bool) {
         if !force && self.rules_at.is_some_and(|t| t.elapsed() < RULES_EVERY) {
             return;
         }
         self.rules_at = Some(Instant::now());
+        let mut old: HashMap<String, NodeView> = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(|n| (n.node.name.clone(), n))
+            .collect();
         let mut nodes = Vec::new();
         for node in read::nodes() {
+            // Taken before the dump: a change during it shows at the next look.
+            let stamp = stamp::of(node.netns.as_deref());
+            let same = !force && stamp.complete() && self.stamps.get(&node.name) == Some(&stamp);
+            if same {
+                if let Some(v) = old.remove(&node.name) {
+                    nodes.push(v);
+                }
+                continue;
+            }
+            self.stamps.insert(node.name.clone(), stamp);
+            self.dumps += 1;
             match read::load(node.netns.as_deref()) {
                 Ok(table) if !table.is_empty() => nodes.push(NodeView {
                     node,

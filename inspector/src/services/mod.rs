@@ -14,6 +14,7 @@ mod ipvs_entries;
 pub mod nft;
 pub mod read;
 pub mod rules;
+pub mod stamp;
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
