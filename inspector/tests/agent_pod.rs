@@ -1,8 +1,9 @@
 //! The agent's image run as kubelet would run `deploy/daemonset.yaml`'s pod, through real
 //! containerd's CRI: host network and PID, the capabilities, security options and host
 //! mounts read from the file (the subset a kubelet passes), next to two CNI pods that talk to
-//! each other. Its `/metrics` agrees with the pods' interface counters over a window, and
-//! stopping the container (SIGTERM through CRI) leaves no program, link or map.
+//! each other. Its `/metrics`, and a real Prometheus scraping it, agree with the pods'
+//! interface counters over a window, and stopping the container (SIGTERM through CRI) leaves
+//! no program, link or map. The same image tarball loads into a real dockerd and runs.
 mod support;
 
 use std::{collections::HashMap, path::Path, time::Duration};
@@ -14,6 +15,75 @@ use k8s_cri::v1::{
 use support::{bpf_objects, cri::CriLab, deploy_dir, eventually, held_objects, load_yaml, sh};
 
 const PORT: u16 = 9590;
+
+/// The image tarball `deploy/build-image.sh` makes (what `cargo xtask image` runs), removed
+/// on drop.
+struct Tarball(std::path::PathBuf);
+
+impl Tarball {
+    fn build() -> Self {
+        let tar = std::env::temp_dir().join(support::unique("image") + ".tar");
+        sh(&[
+            deploy_dir().join("build-image.sh").to_str().unwrap(),
+            env!("CARGO_BIN_EXE_inspector"),
+            tar.to_str().unwrap(),
+        ]);
+        Self(tar)
+    }
+}
+
+impl Drop for Tarball {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An image loaded into dockerd by the test, removed on drop (unless it was there before).
+struct LoadedImage(Option<String>);
+
+impl Drop for LoadedImage {
+    fn drop(&mut self) {
+        if let Some(i) = &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", i])
+                .output();
+        }
+    }
+}
+
+/// `docker load` takes the tarball as it is (no registry), and the image runs: its entry
+/// point is the binary, which answers `--version` as the one built here does.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn the_image_tarball_loads_into_docker_and_runs() {
+    let tar = Tarball::build();
+    let _dockerd = support::docker::Dockerd::start();
+    let ds = load_yaml(&deploy_dir().join("daemonset.yaml")).remove(0);
+    let image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let had = std::process::Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _loaded = LoadedImage((!had).then(|| image.clone()));
+    let out = support::docker::docker(&["load", "-i", tar.0.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {image}")), "{out}");
+    assert_eq!(
+        support::docker::docker(&[
+            "image",
+            "inspect",
+            &image,
+            "-f",
+            "{{json .Config.Entrypoint}}"
+        ]),
+        "[\"/bin/inspector\"]"
+    );
+    let ran = support::docker::docker(&["run", "--rm", "--network", "none", &image, "--version"]);
+    let here = sh(&[env!("CARGO_BIN_EXE_inspector"), "--version"]);
+    assert_eq!(ran.trim(), here.trim());
+}
 
 fn get(path: &str) -> Option<(u16, String)> {
     support::http_get(PORT, path)
@@ -225,15 +295,10 @@ impl Drop for SharedMount {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn the_daemonsets_pod_through_cri_counts_what_the_kernel_counted() {
-    let tar = std::env::temp_dir().join(support::unique("image") + ".tar");
-    sh(&[
-        deploy_dir().join("build-image.sh").to_str().unwrap(),
-        env!("CARGO_BIN_EXE_inspector"),
-        tar.to_str().unwrap(),
-    ]);
+    let tar = Tarball::build();
     let mut lab = CriLab::start("agentpod");
-    lab.import(&tar);
-    let _ = std::fs::remove_file(&tar);
+    lab.import(&tar.0);
+    drop(tar);
     let ds = load_yaml(&deploy_dir().join("daemonset.yaml")).remove(0);
     let image = format!(
         "docker.io/library/{}",
@@ -323,10 +388,54 @@ fn the_daemonsets_pod_through_cri_counts_what_the_kernel_counted() {
         }
         panic!("never quiet: {last:?}");
     };
+    // A real Prometheus scrapes the pod's port; at each end of the window it is waited for
+    // until it holds what /metrics says.
+    let prom = support::prom::Prometheus::start(PORT);
+    let promql = |m: &[[u64; 4]]| -> Vec<[u64; 4]> {
+        let mut last = Vec::new();
+        let caught_up = eventually(Duration::from_secs(30), || {
+            last = [&a_ns, &b_ns]
+                .iter()
+                .map(|ns| {
+                    let h = hop(ns);
+                    let q = |metric: &str, dir: &str| {
+                        prom.query(&format!("sum({metric}{{hop=\"{h}\",direction=\"{dir}\"}})"))
+                            .values()
+                            .next()
+                            .copied()
+                            .unwrap_or(0.0) as u64
+                    };
+                    [
+                        q("inspector_packets_total", "egress"),
+                        q("inspector_bytes_total", "egress"),
+                        q("inspector_packets_total", "ingress"),
+                        q("inspector_bytes_total", "ingress"),
+                    ]
+                })
+                .collect();
+            last == [m[0], m[2]]
+        });
+        assert!(caught_up, "Prometheus {last:?} vs /metrics {m:?}");
+        last
+    };
     let m0 = stable();
+    let p0 = promql(&m0);
     let (code, _) = lab.exec(&ca, &["ping", "-c", "5", "-W", "2", &b_ip], 20);
     assert_eq!(code, 0, "the pods cannot talk");
     let m1 = stable();
+    let p1 = promql(&m1);
+    for k in 0..2 {
+        let got: [u64; 4] = std::array::from_fn(|j| p1[k][j] - p0[k][j]);
+        let want: [u64; 4] = std::array::from_fn(|j| m1[2 * k + 1][j] - m0[2 * k + 1][j]);
+        assert_eq!(
+            got, want,
+            "PromQL over the window vs the kernel's eth0 counters"
+        );
+        assert!(
+            want[0] >= 5 && want[2] >= 5,
+            "the window is vacuous: {want:?}"
+        );
+    }
     for (k, ns) in [&a_ns, &b_ns].iter().enumerate() {
         let d = |i: usize| -> [u64; 4] { std::array::from_fn(|j| m1[i][j] - m0[i][j]) };
         let (got, want) = (d(2 * k), d(2 * k + 1));

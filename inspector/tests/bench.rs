@@ -241,3 +241,66 @@ fn bench_bad_arguments_are_one_line() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `bench agent` at a small scale: three phases, each with the agent's figures; the flows
+/// phase's flow records reach what was sent (each 5-tuple at 4 hooks at least), the metrics
+/// carry them, the flood ran; nothing of the lab or the agent is left.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn bench_agent_measures_three_phases_and_cleans_up() {
+    let out = Command::new(support::bin())
+        .args([
+            "-o",
+            "json",
+            "bench",
+            "agent",
+            "--workloads",
+            "6",
+            "--flows",
+            "300",
+            "--run-secs",
+            "1",
+            "--scrapes",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let phases = support::json_lines(&out.stdout, "agent_phase");
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rest", "flows", "flood"]);
+    assert!(
+        phases[1]["flow_records"].as_u64().unwrap() >= 4 * 300,
+        "{}",
+        phases[1]
+    );
+    assert!(phases[1]["series"].as_u64().unwrap() > phases[0]["series"].as_u64().unwrap());
+    assert!(phases[2]["flood_pps"].as_f64().unwrap() > 0.0);
+    for p in &phases {
+        assert!(p["rss_mib"].as_f64().unwrap() > 1.0, "{p}");
+    }
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("insp-bagent"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        !Command::new("pgrep")
+            .args(["-f", "inspector agent -q --listen"])
+            .status()
+            .unwrap()
+            .success(),
+        "the measured agent is still running"
+    );
+}

@@ -5,7 +5,7 @@
 //! request is queued and the thread woken; it answers between rounds), `/api/services` reads
 //! the rules on a blocking thread, and `/api/path` runs one `path` probe, at most one at a
 //! time and one per [`PATH_EVERY`] (else 429 with `Retry-After`).
-//! A scrape only reads the latest published exposition: it never waits for the kernel.
+//! A scrape encodes the registry as the last round left it: it never waits for the kernel.
 use std::{
     collections::HashMap,
     io::Write as _,
@@ -38,8 +38,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub struct Published {
     pub ready: bool,
-    pub metrics: String,
-    pub openmetrics: String,
+    pub exposition: Option<super::metrics::Exposition>,
 }
 
 /// A request for the session thread, and where its answer goes.
@@ -74,17 +73,12 @@ async fn metrics(State(s): State<S>, headers: HeaderMap) -> impl IntoResponse {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let (ctype, body) = if open {
-        (
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            published(&s, |p| p.openmetrics.clone()),
-        )
+    let ctype = if open {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
-        (
-            "text/plain; version=0.0.4; charset=utf-8",
-            published(&s, |p| p.metrics.clone()),
-        )
+        "text/plain; version=0.0.4; charset=utf-8"
     };
+    let body = published(&s, |p| p.exposition.clone()).map_or_else(String::new, |e| e.encode(open));
     ([(header::CONTENT_TYPE, ctype)], body)
 }
 

@@ -3,7 +3,10 @@
 //! seen again smaller was evicted and re-created: all of it is new), so a flow that leaves the
 //! table takes nothing away. Labels are workload-level - never a 5-tuple - and at most
 //! `max_series` label sets per family; the rest fold into `other`, counted.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -11,10 +14,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::histogram::{Counts, KernelHistogram};
+use super::histogram::{self, KernelHistogram};
+use inspector_common::FlowKey;
+
 use crate::{
+    flows::Header,
     identity::lifecycle::Event,
-    session::{Change, Drop, Flow, Stats, latency::HopHistogram},
+    probe::Counts,
+    session::{Change, Drop, Flow, ServiceOf, Stats, latency::HopHistogram},
 };
 
 /// Labels of `inspector_packets_total` and `inspector_bytes_total`.
@@ -81,14 +88,27 @@ pub struct NodeLabels {
     pub node: String,
 }
 
-type FlowId = (u64, u32, &'static str, String);
+/// A drop row: namespace, interface, reason, header.
+type DropId = (u64, u32, String, Header);
+
+/// What the agent keeps per flow record: its counts at the last round and the counters it
+/// adds to.
+struct FlowState {
+    packets: u64,
+    bytes: u64,
+    counters: (Counter, Counter),
+    round: u64,
+}
+
+/// How often every flow record is named again (workloads that appeared since).
+const RELABEL_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connections already counted (conntrack id and original tuple) -> when last seen.
 const CONN_MEMORY: std::time::Duration = std::time::Duration::from_mins(5);
 
 /// Everything exposed on `/metrics`.
 pub struct Metrics {
-    registry: Registry,
+    registry: Exposition,
     packets: Family<TrafficLabels, Counter>,
     bytes: Family<TrafficLabels, Counter>,
     drops: Family<DropLabels, Counter>,
@@ -97,7 +117,7 @@ pub struct Metrics {
     hop_latency: Family<HopLabels, KernelHistogram>,
     hop_sets: HashSet<HopLabels>,
     /// Each kernel histogram slot's counts as last read.
-    last_hop: HashMap<u32, Counts>,
+    last_hop: HashMap<u32, histogram::Counts>,
     lifecycle: Family<LifecycleLabels, Counter>,
     attach_failures: Family<NodeLabels, Counter>,
     service_sets: HashSet<ServiceLabels>,
@@ -106,10 +126,14 @@ pub struct Metrics {
     attached: Gauge,
     scan_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     rss: Gauge,
+    flow_records: Gauge,
+    drop_records: Gauge,
     node: String,
     max_series: usize,
-    last_flow: HashMap<FlowId, (u64, u64)>,
-    last_drop: HashMap<FlowId, u64>,
+    last_flow: HashMap<FlowKey, FlowState>,
+    round: u64,
+    labelled_at: std::time::Instant,
+    last_drop: HashMap<DropId, u64>,
     last_lost: u64,
     traffic_sets: HashSet<TrafficLabels>,
     drop_sets: HashSet<DropLabels>,
@@ -195,8 +219,21 @@ impl Metrics {
             "The agent's resident set size",
             rss.clone(),
         );
+        let (flow_records, drop_records) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "flow_records",
+            "Flow records (flow, hook) in the kernel's tables at the last round",
+            flow_records.clone(),
+        );
+        registry.register(
+            "drop_records",
+            "Drop records (flow, hook, reason) in the kernel's table at the last round",
+            drop_records.clone(),
+        );
         Self {
-            registry,
+            registry: Exposition(Arc::new(Mutex::new(registry))),
+            flow_records,
+            drop_records,
             packets,
             bytes,
             drops,
@@ -216,6 +253,8 @@ impl Metrics {
             node: node.to_owned(),
             max_series,
             last_flow: HashMap::new(),
+            round: 0,
+            labelled_at: std::time::Instant::now(),
             last_drop: HashMap::new(),
             last_lost: 0,
             traffic_sets: HashSet::new(),
@@ -240,69 +279,83 @@ impl Metrics {
         }
     }
 
-    /// Adds what each flow grew by since the last call. Records that print alike (an ARP
-    /// request and its reply share a header) are summed under one identity first.
-    pub fn update_flows(&mut self, flows: &[Flow]) {
-        let mut cur: HashMap<FlowId, (u64, u64, TrafficLabels)> =
-            HashMap::with_capacity(flows.len());
-        for f in flows {
-            let r = &f.rec;
-            let id: FlowId = (r.netns, r.ifindex, r.direction, format!("{:?}", r.hdr));
-            let e = cur.entry(id).or_insert_with(|| {
-                (
-                    0,
-                    0,
-                    TrafficLabels {
-                        node: self.node.clone(),
-                        src_workload: workload(f.src_endpoint.as_ref()),
-                        dst_workload: workload(f.dst_endpoint.as_ref()),
-                        hop: format!("{}/{}", r.netns_name, r.ifname),
-                        direction: r.direction.to_owned(),
-                    },
-                )
-            });
-            e.0 += r.packets;
-            e.1 += r.bytes;
+    /// Adds what each flow record grew by since the last round. Only records new to the
+    /// agent are named (their workloads and hop resolved); every [`RELABEL_EVERY`] all are
+    /// named again, so a workload that appeared later gets its flows from then on. A record
+    /// seen again smaller was evicted and re-created: all of it is new.
+    pub fn update_flows(
+        &mut self,
+        raw: &[(FlowKey, Counts)],
+        name: &dyn Fn(&FlowKey, &Counts) -> Flow,
+    ) {
+        self.round += 1;
+        let relabel = self.labelled_at.elapsed() >= RELABEL_EVERY;
+        if relabel {
+            self.labelled_at = std::time::Instant::now();
         }
-        let mut seen = HashMap::with_capacity(cur.len());
-        for (id, (p, b, l)) in cur {
-            let (p0, b0) = self.last_flow.get(&id).copied().unwrap_or((0, 0));
-            // Smaller than last time: evicted and re-created, all of it is new.
-            let (dp, db) = if p >= p0 {
-                (p - p0, b.saturating_sub(b0))
-            } else {
-                (p, b)
+        for (k, c) in raw {
+            let known = self.last_flow.get(k).map(|st| (st.packets, st.bytes));
+            let (dp, db) = match known {
+                Some((p0, b0)) if c.packets >= p0 => (c.packets - p0, c.bytes.saturating_sub(b0)),
+                _ => (c.packets, c.bytes),
             };
-            seen.insert(id, (p, b));
-            if dp == 0 && db == 0 {
-                continue;
+            let fresh = known.is_none() || relabel;
+            let counters = if fresh {
+                let f = name(k, c);
+                let l = TrafficLabels {
+                    node: self.node.clone(),
+                    src_workload: workload(f.src_endpoint.as_ref()),
+                    dst_workload: workload(f.dst_endpoint.as_ref()),
+                    hop: format!("{}/{}", f.rec.netns_name, f.rec.ifname),
+                    direction: f.rec.direction.to_owned(),
+                };
+                let node = self.node.clone();
+                let dir = l.direction.clone();
+                let l = Self::cap(
+                    &mut self.traffic_sets,
+                    self.max_series,
+                    &self.folded,
+                    l,
+                    || TrafficLabels {
+                        node,
+                        src_workload: "other".into(),
+                        dst_workload: "other".into(),
+                        hop: "other".into(),
+                        direction: dir,
+                    },
+                );
+                Some((
+                    self.packets.get_or_create(&l).clone(),
+                    self.bytes.get_or_create(&l).clone(),
+                ))
+            } else {
+                None
+            };
+            let st = self.last_flow.entry(*k).or_insert_with(|| FlowState {
+                packets: 0,
+                bytes: 0,
+                counters: counters.clone().unwrap_or_default(),
+                round: 0,
+            });
+            if let Some(cs) = counters {
+                st.counters = cs;
             }
-            let node = self.node.clone();
-            let dir = l.direction.clone();
-            let l = Self::cap(
-                &mut self.traffic_sets,
-                self.max_series,
-                &self.folded,
-                l,
-                || TrafficLabels {
-                    node,
-                    src_workload: "other".into(),
-                    dst_workload: "other".into(),
-                    hop: "other".into(),
-                    direction: dir,
-                },
-            );
-            self.packets.get_or_create(&l).inc_by(dp);
-            self.bytes.get_or_create(&l).inc_by(db);
+            st.packets = c.packets;
+            st.bytes = c.bytes;
+            st.round = self.round;
+            if dp > 0 || db > 0 {
+                st.counters.0.inc_by(dp);
+                st.counters.1.inc_by(db);
+            }
         }
-        self.last_flow = seen;
+        let round = self.round;
+        self.last_flow.retain(|_, st| st.round == round);
     }
 
-    /// Counts each Service connection once (by its conntrack entry), whichever hops saw it.
-    pub fn update_services(&mut self, flows: &[Flow]) {
+    /// Counts each Service connection once (by its conntrack entry).
+    pub fn update_services(&mut self, conns: &[ServiceOf]) {
         let now = std::time::Instant::now();
-        for f in flows {
-            let Some(s) = &f.service else { continue };
+        for s in conns {
             let id = (s.nat.conntrack_id, s.nat.original.clone());
             if self.counted.insert(id, now).is_some() {
                 continue;
@@ -349,39 +402,29 @@ impl Metrics {
             .retain(|_, t| now.duration_since(*t) < CONN_MEMORY);
     }
 
-    /// Adds what each drop row grew by since the last call (rows that print alike summed).
+    /// Adds what each drop row grew by since the last call.
     pub fn update_drops(&mut self, drops: &[Drop]) {
-        let mut cur: HashMap<FlowId, (u64, DropLabels)> = HashMap::with_capacity(drops.len());
+        let mut seen = HashMap::with_capacity(drops.len());
         for d in drops {
             let r = &d.rec;
-            let id: FlowId = (
-                r.netns,
-                r.ifindex,
-                "drop",
-                format!("{} {:?}", r.reason, r.hdr),
-            );
-            let e = cur.entry(id).or_insert_with(|| {
-                (
-                    0,
-                    DropLabels {
-                        node: self.node.clone(),
-                        reason: r.reason.clone(),
-                        workload: workload(d.dst_endpoint.as_ref().or(d.src_endpoint.as_ref())),
-                        hop: format!("{}/{}", r.netns_name, r.ifname),
-                        rule: d.rule.clone().unwrap_or_default(),
-                    },
-                )
-            });
-            e.0 += r.packets;
-        }
-        let mut seen = HashMap::with_capacity(cur.len());
-        for (id, (p, l)) in cur {
+            let id: DropId = (r.netns, r.ifindex, r.reason.clone(), r.hdr.clone());
             let p0 = self.last_drop.get(&id).copied().unwrap_or(0);
-            let dp = if p >= p0 { p - p0 } else { p };
-            seen.insert(id, p);
+            let dp = if r.packets >= p0 {
+                r.packets - p0
+            } else {
+                r.packets
+            };
+            seen.insert(id, r.packets);
             if dp == 0 {
                 continue;
             }
+            let l = DropLabels {
+                node: self.node.clone(),
+                reason: r.reason.clone(),
+                workload: workload(d.dst_endpoint.as_ref().or(d.src_endpoint.as_ref())),
+                hop: format!("{}/{}", r.netns_name, r.ifname),
+                rule: d.rule.clone().unwrap_or_default(),
+            };
             let (node, reason) = (self.node.clone(), l.reason.clone());
             let l = Self::cap(
                 &mut self.drop_sets,
@@ -404,7 +447,7 @@ impl Metrics {
     /// Adds what each kernel histogram slot grew by to its transition's histogram.
     pub fn update_latency(&mut self, hists: &[HopHistogram]) {
         for h in hists {
-            let now = Counts::of(&h.hist);
+            let now = histogram::Counts::of(&h.hist);
             let d = self
                 .last_hop
                 .get(&h.slot)
@@ -455,8 +498,17 @@ impl Metrics {
         f.inc_by(failed as u64);
     }
 
-    /// The agent's own health.
-    pub fn update_health(&mut self, stats: &Stats, scan: std::time::Duration) {
+    /// The agent's own health; `records`: the flow and drop records read this round.
+    pub fn update_health(
+        &mut self,
+        stats: &Stats,
+        scan: std::time::Duration,
+        records: (usize, usize),
+    ) {
+        self.flow_records
+            .set(i64::try_from(records.0).unwrap_or(i64::MAX));
+        self.drop_records
+            .set(i64::try_from(records.1).unwrap_or(i64::MAX));
         let lost = stats.counters.get("events_lost").copied().unwrap_or(0);
         self.events_lost.inc_by(lost.saturating_sub(self.last_lost));
         self.last_lost = self.last_lost.max(lost);
@@ -474,11 +526,26 @@ impl Metrics {
         self.rss.set(pages * 4096);
     }
 
-    /// The exposition: Prometheus text (0.0.4) or, with `openmetrics`, `OpenMetrics` 1.0.
+    /// The exposition, for the HTTP side to encode on each scrape.
+    #[must_use]
+    pub fn exposition(&self) -> Exposition {
+        self.registry.clone()
+    }
+}
+
+/// The registry, shared: the families it holds are updated in place by the session thread
+/// (their samples are atomics), and a scrape encodes it then.
+#[derive(Clone)]
+pub struct Exposition(Arc<Mutex<Registry>>);
+
+impl Exposition {
+    /// Prometheus text (0.0.4) or, with `openmetrics`, `OpenMetrics` 1.0.
     #[must_use]
     pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if let Ok(r) = self.0.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
         if openmetrics {
             return out;
         }

@@ -92,21 +92,24 @@ pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
             continue;
         }
         next = Instant::now() + a.interval;
-        let (flows, drops, stats) = (s.flows()?, s.drops()?, s.stats()?);
-        m.update_flows(&flows);
-        m.update_services(&flows);
+        let records = s.with_flow_counters(|raw, name| {
+            m.update_flows(raw, name);
+            raw.len()
+        })?;
+        m.update_services(&s.service_connections());
+        let (drops, stats) = (s.drops()?, s.stats()?);
         m.update_drops(&drops);
         if let Some(h) = s.hop_histograms()? {
             m.update_latency(&h);
         }
-        m.update_health(&stats, t0.elapsed());
-        let publish = http::Published {
-            ready: true,
-            metrics: m.encode(false),
-            openmetrics: m.encode(true),
-        };
-        if let Ok(mut p) = shared.published.lock() {
-            *p = publish;
+        m.update_health(&stats, t0.elapsed(), (records, drops.len()));
+        if let Ok(mut p) = shared.published.lock()
+            && !p.ready
+        {
+            *p = http::Published {
+                ready: true,
+                exposition: Some(m.exposition()),
+            };
         }
     }
     drop(s);

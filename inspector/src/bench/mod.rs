@@ -1,9 +1,11 @@
 //! Benchmarks, each a driver over real labs: the same workloads over every network mode side
 //! by side (`modes`), what the inspector itself costs next to no observer and tcpdump
 //! (`overhead`), identity and attach time for many workloads (`scale`), parse time of a big
-//! cluster's Service rules (`services`), and the userspace per-packet pipeline (`pipeline`).
+//! cluster's Service rules (`services`), the userspace per-packet pipeline (`pipeline`), and
+//! the agent's own footprint (`agent`).
 //! The workloads (`workload`) and their generator (`loadgen`) are shared; medians and
 //! spreads are computed once (`stats`). Reports are rendered by `output`.
+pub mod agent;
 pub mod loadgen;
 pub mod modes;
 pub mod overhead;

@@ -15,7 +15,7 @@ use crate::net::Proto;
 pub type Tuple = (IpAddr, u16, IpAddr, u16);
 
 /// Protocol, addresses and ports of a flow (`src`/`sport`/`dst`/`dport` in JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Header {
     pub proto: Proto,
     pub src: Option<IpAddr>,

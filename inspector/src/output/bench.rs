@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::{Printer, Table};
 use crate::bench::{
+    agent::AgentPhase,
     overhead::{Observer, PerHopCheck, Summary, TargetCheck},
     pipeline::{self, Paced, ThroughputSummary},
     scale::{ScaleSample, StepSummary},
@@ -194,6 +195,48 @@ pub fn services<W: Write>(
         ]);
     }
     p.text(&t.render())
+}
+
+/// `bench agent`: one row per phase, our measure next to a user's.
+pub fn agent<W: Write>(p: &mut Printer<W>, phases: &[AgentPhase]) -> std::io::Result<()> {
+    if p.json() {
+        for ph in phases {
+            p.record("agent_phase", ph)?;
+        }
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "PHASE",
+        "FLOW RECORDS",
+        "SERIES",
+        "CPU % (ps)",
+        "RSS MiB (ps)",
+        "ROUND MS",
+        "SCRAPE MS p50/max (curl)",
+        "FLOOD PPS",
+    ]);
+    for ph in phases {
+        t.row(vec![
+            ph.phase.into(),
+            ph.flow_records.to_string(),
+            ph.series.to_string(),
+            format!("{:.2} ({:.1})", ph.cpu_percent, ph.ps_cpu_percent),
+            format!("{:.1} ({:.1})", ph.rss_mib, ph.ps_rss_mib),
+            format!("{:.1}", ph.round_ms),
+            format!(
+                "{:.1}/{:.1} ({:.1})",
+                ph.scrape_p50_ms, ph.scrape_max_ms, ph.curl_p50_ms
+            ),
+            ph.flood_pps
+                .map_or_else(|| "-".into(), |r| format!("{r:.0}")),
+        ]);
+    }
+    p.text(&t.render())?;
+    p.line(
+        "CPU %: the agent's CPU time over the window (ps: its average since it started). \
+         Targets: < 1% of a core at rest, < 128 MiB RSS with 100 workloads and 100,000 flow \
+         records, a scrape < 100 ms.",
+    )
 }
 
 /// `bench pipeline`: the throughput repetitions and the paced run.

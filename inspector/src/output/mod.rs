@@ -34,6 +34,7 @@ pub use table::Table;
 /// Every record kind the renderers write (its `"type"`); each has a published schema,
 /// docs/schema/<kind>.json (a test holds the two lists together).
 pub const KINDS: &[&str] = &[
+    "agent_phase",
     "bench",
     "cleanup",
     "drop",

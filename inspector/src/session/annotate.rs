@@ -45,8 +45,8 @@ pub fn service_of(s: &Services, rec: &FlowRecord) -> Option<ServiceOf> {
 }
 
 impl Session {
-    /// The Service state, refreshed when due (rules every 5 s, conntrack at most every
-    /// 100 ms); warnings are reported once. None when Service attribution is off or no
+    /// The Service state, refreshed when due (rules when their change stamp moved, looked
+    /// at every second; conntrack at most every 100 ms); warnings are reported once. None when Service attribution is off or no
     /// node has Services.
     pub(super) fn services_now(&self) -> Option<std::cell::RefMut<'_, Services>> {
         let mut s = self.services.as_ref()?.borrow_mut();

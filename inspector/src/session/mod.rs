@@ -31,7 +31,7 @@ use std::{
 pub use error::SessionError;
 pub use follow::{Change, Selection};
 pub use options::{Measure, Options, Sampling};
-pub use records::{Drop, Flow, Path, Stats};
+pub use records::{Drop, Flow, Path, ServiceOf, Stats};
 pub use start::{check_service_name, resolve_netns};
 pub use ticker::Ticker;
 

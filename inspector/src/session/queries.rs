@@ -1,11 +1,18 @@
 //! The live queries: flow records, drops, paths and statistics, filtered, annotated with
 //! who is at each end and the Service they went to, in a stable order.
+use std::collections::HashMap;
+
+use inspector_common::FlowKey;
+
 use super::{
     Session, SessionError,
     annotate::{ends, ends_of, service_of},
-    records::{Drop, Flow, Path, Stats},
+    records::{Drop, Flow, Path, ServiceOf, Stats},
 };
-use crate::flows::{FlowRecord, drops::DropRecord, path::stitch};
+use crate::{
+    flows::{FlowRecord, drops::DropRecord, path::stitch},
+    probe::Counts,
+};
 
 impl Session {
     /// Current flow records that pass the filter (and `--service`), busiest first.
@@ -43,6 +50,51 @@ impl Session {
         Ok(v)
     }
 
+    /// The kernel's flow counters that pass the packet filter, unannotated, and a way to
+    /// name any of them (its record and both ends, no Service): for front-ends that keep
+    /// state per flow and name only new ones (the agent). `f` runs with the resolver held.
+    pub fn with_flow_counters<T>(
+        &self,
+        f: impl FnOnce(&[(FlowKey, Counts)], &dyn Fn(&FlowKey, &Counts) -> Flow) -> T,
+    ) -> Result<T, SessionError> {
+        let raw: Vec<(FlowKey, Counts)> = self
+            .probe
+            .flows()?
+            .into_iter()
+            .filter(|(k, s)| s.packets > 0 && self.filter.matches(k))
+            .collect();
+        self.with_resolver(|r| {
+            let name = |k: &FlowKey, c: &Counts| {
+                let rec = FlowRecord::new(k, c, &self.names, self.clock);
+                let (src_endpoint, dst_endpoint) = ends(r, &rec);
+                Flow {
+                    rec,
+                    src_endpoint,
+                    dst_endpoint,
+                    service: None,
+                }
+            };
+            f(&raw, &name)
+        })
+    }
+
+    /// Every connection to a Service that conntrack holds now (with `--service`, to that
+    /// one), whichever hooks saw it: empty when Service attribution is off.
+    pub fn service_connections(&self) -> Vec<ServiceOf> {
+        let Some(s) = self.services_now() else {
+            return Vec::new();
+        };
+        s.all()
+            .map(ServiceOf::from)
+            .filter(|c| {
+                self.filter
+                    .service
+                    .as_ref()
+                    .is_none_or(|want| &c.ns_name() == want)
+            })
+            .collect()
+    }
+
     /// The flows as paths: each direction of each flow with its hops in order.
     pub fn paths(&self) -> Result<Vec<Path>, SessionError> {
         Ok(self.paths_of(&self.flows()?))
@@ -72,6 +124,8 @@ impl Session {
     pub fn drops(&self) -> Result<Vec<Drop>, SessionError> {
         let raw = self.probe.drops()?;
         let sel = &self.selection;
+        // The rule behind netfilter drops, read once per namespace (iptables-save -c).
+        let mut rules: HashMap<u64, Option<String>> = HashMap::new();
         let mut v: Vec<Drop> = self.with_resolver(|r| {
             raw.iter()
                 .filter(|(k, _)| sel.netns.is_empty() || sel.netns.contains(&u64::from(k.netns)))
@@ -92,7 +146,12 @@ impl Session {
                         rec.netns,
                     );
                     let rule = (rec.reason == "NETFILTER_DROP")
-                        .then(|| self.dropping_rule(rec.netns))
+                        .then(|| {
+                            rules
+                                .entry(rec.netns)
+                                .or_insert_with(|| self.dropping_rule(rec.netns))
+                                .clone()
+                        })
                         .flatten();
                     Drop {
                         rec,

@@ -1,8 +1,9 @@
 //! `inspector bench`: the same workloads over every network mode, side by side (the
-//! default, `modes`); and `overhead`, `scale`, `services`, `pipeline`. See
+//! default, `modes`); and `overhead`, `scale`, `services`, `pipeline`, `agent`. See
 //! docs/benchmarks.md and docs/overhead.md. Vocabulary shared by all: `--repeat` (how many
 //! times everything runs), `--run-secs` (one run's length), `--workloads` (rr, crr, stream,
 //! udp-rr, udp-flood).
+mod agent;
 mod modes;
 mod overhead;
 mod pipeline;
@@ -52,6 +53,9 @@ pub enum What {
     /// nft JSON, programmed into a scratch namespace and dumped back); medians over
     /// repetitions.
     Services(services::ServicesArgs),
+    /// The agent's own footprint: CPU and memory at rest, with many flows, under the
+    /// small-packet flood; the time of a scrape of /metrics (ours, and as ps and curl say).
+    Agent(agent::AgentArgs),
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
@@ -60,6 +64,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(What::Overhead(o)) => overhead::run(o, fmt),
         Some(What::Scale(s)) => scale::run(s, fmt),
         Some(What::Services(s)) => services::run(s, fmt),
+        Some(What::Agent(s)) => agent::run(s, fmt),
         Some(What::Pipeline(p)) => pipeline::run(p, fmt),
         Some(What::Modes(m)) => modes::run(m, fmt),
         None => modes::run(&a.modes, fmt),
