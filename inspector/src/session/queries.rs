@@ -17,22 +17,8 @@ use crate::{
 impl Session {
     /// Current flow records that pass the filter (and `--service`), busiest first.
     pub fn flows(&self) -> Result<Vec<Flow>, SessionError> {
-        let raw = self.probe.flows()?;
-        let mut v: Vec<Flow> = self.with_resolver(|r| {
-            raw.iter()
-                .filter(|(k, s)| s.packets > 0 && self.filter.matches(k))
-                .map(|(k, s)| {
-                    let rec = FlowRecord::new(k, s, &self.names, self.clock);
-                    let (src_endpoint, dst_endpoint) = ends(r, &rec);
-                    Flow {
-                        rec,
-                        src_endpoint,
-                        dst_endpoint,
-                        service: None,
-                    }
-                })
-                .collect()
-        })?;
+        let mut v: Vec<Flow> =
+            self.with_flow_counters(|raw, name| raw.iter().map(|(k, c)| name(k, c)).collect())?;
         if let Some(s) = self.services_now() {
             for f in &mut v {
                 f.service = service_of(&s, &f.rec);
