@@ -171,6 +171,41 @@ fn prometheus_scrapes_what_the_kernel_counted() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Every query of the Grafana dashboard runs in this Prometheus (its `$node` as "All"),
+    // and each names a metric the agent exposes here or docs/metrics.md lists (a family
+    // with no sample yet is not exposed).
+    let doc = std::fs::read_to_string(support::deploy_dir().join("../docs/metrics.md")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(support::deploy_dir().join("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().replace("$node", ".*"))
+        .collect();
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    for e in &exprs {
+        assert!(prom.accepts(e), "Prometheus refuses the dashboard's {e}");
+        let family_exposed = e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("inspector_"))
+            .all(|w| {
+                let base = w
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
+                text.contains(&format!("# TYPE {base} "))
+                    || text.contains(&format!("# TYPE {w} "))
+                    || doc.contains(&format!("| `{base}` |"))
+            });
+        assert!(
+            family_exposed,
+            "the dashboard's {e} names a metric the agent neither exposes nor documents"
+        );
+    }
     let mut api_tot: HashMap<String, [u64; 2]> = HashMap::new();
     let api_agrees = eventually(Duration::from_secs(20), || {
         let want = window();

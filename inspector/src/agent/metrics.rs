@@ -27,7 +27,6 @@ use crate::{
 /// Labels of `inspector_packets_total` and `inspector_bytes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrafficLabels {
-    pub node: String,
     pub src_workload: String,
     pub dst_workload: String,
     /// The hook's interface: `NAMESPACE/IFNAME`.
@@ -38,7 +37,6 @@ pub struct TrafficLabels {
 /// Labels of `inspector_drops_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
-    pub node: String,
     pub reason: String,
     pub workload: String,
     pub hop: String,
@@ -49,7 +47,6 @@ pub struct DropLabels {
 /// Labels of `inspector_service_connections_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
-    pub node: String,
     /// `namespace/name:port`.
     pub service: String,
     /// The backend's `ip:port`, and its pod when known.
@@ -64,7 +61,6 @@ pub struct ServiceLabels {
 /// Labels of `inspector_hop_latency_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HopLabels {
-    pub node: String,
     pub src_workload: String,
     pub dst_workload: String,
     /// The hop the time runs from, and to: `NAMESPACE/IFNAME(out|in)` (or a stack hook).
@@ -75,17 +71,10 @@ pub struct HopLabels {
 /// Labels of `inspector_lifecycle_events_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LifecycleLabels {
-    pub node: String,
     /// netns, link or container.
     pub object: String,
     /// appeared, disappeared, or the runtime's action.
     pub action: String,
-}
-
-/// Labels of the agent's own counters that only carry the node.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NodeLabels {
-    pub node: String,
 }
 
 /// A drop row: namespace, interface, reason, header.
@@ -119,7 +108,7 @@ pub struct Metrics {
     /// Each kernel histogram slot's counts as last read.
     last_hop: HashMap<u32, histogram::Counts>,
     lifecycle: Family<LifecycleLabels, Counter>,
-    attach_failures: Family<NodeLabels, Counter>,
+    attach_failures: Counter,
     service_sets: HashSet<ServiceLabels>,
     folded: Counter,
     events_lost: Counter,
@@ -128,7 +117,6 @@ pub struct Metrics {
     rss: Gauge,
     flow_records: Gauge,
     drop_records: Gauge,
-    node: String,
     max_series: usize,
     last_flow: HashMap<FlowKey, FlowState>,
     round: u64,
@@ -147,7 +135,14 @@ fn workload(e: Option<&crate::identity::Endpoint>) -> String {
 impl Metrics {
     #[must_use]
     pub fn new(node: &str, max_series: usize) -> Self {
-        let mut registry = Registry::with_prefix("inspector");
+        // `node` on every sample, as a constant label of the registry.
+        let mut registry = Registry::with_prefix_and_labels(
+            "inspector",
+            std::iter::once((
+                std::borrow::Cow::Borrowed("node"),
+                std::borrow::Cow::Owned(node.to_owned()),
+            )),
+        );
         let (packets, bytes, drops) = (Family::default(), Family::default(), Family::default());
         registry.register(
             "packets",
@@ -183,7 +178,7 @@ impl Metrics {
             "Namespaces, links and containers that appeared or went away (or a runtime's action)",
             lifecycle.clone(),
         );
-        let attach_failures = Family::default();
+        let attach_failures = Counter::default();
         registry.register(
             "attach_failures",
             "Interfaces the programs could not be attached to (each failure once)",
@@ -250,7 +245,6 @@ impl Metrics {
             attached,
             scan_seconds,
             rss,
-            node: node.to_owned(),
             max_series,
             last_flow: HashMap::new(),
             round: 0,
@@ -303,13 +297,11 @@ impl Metrics {
             let counters = if fresh {
                 let f = name(k, c);
                 let l = TrafficLabels {
-                    node: self.node.clone(),
                     src_workload: workload(f.src_endpoint.as_ref()),
                     dst_workload: workload(f.dst_endpoint.as_ref()),
                     hop: format!("{}/{}", f.rec.netns_name, f.rec.ifname),
                     direction: f.rec.direction.to_owned(),
                 };
-                let node = self.node.clone();
                 let dir = l.direction.clone();
                 let l = Self::cap(
                     &mut self.traffic_sets,
@@ -317,7 +309,6 @@ impl Metrics {
                     &self.folded,
                     l,
                     || TrafficLabels {
-                        node,
                         src_workload: "other".into(),
                         dst_workload: "other".into(),
                         hop: "other".into(),
@@ -361,7 +352,6 @@ impl Metrics {
                 continue;
             }
             let l = ServiceLabels {
-                node: self.node.clone(),
                 service: crate::services::spn(
                     &s.service.namespace,
                     &s.service.name,
@@ -376,19 +366,13 @@ impl Metrics {
                 via: s.service.via.to_owned(),
                 mode: s.service.mode.to_owned(),
             };
-            let (node, service, via, mode) = (
-                l.node.clone(),
-                l.service.clone(),
-                l.via.clone(),
-                l.mode.clone(),
-            );
+            let (service, via, mode) = (l.service.clone(), l.via.clone(), l.mode.clone());
             let l = Self::cap(
                 &mut self.service_sets,
                 self.max_series,
                 &self.folded,
                 l,
                 || ServiceLabels {
-                    node,
                     service,
                     backend: "other".into(),
                     backend_workload: "other".into(),
@@ -419,20 +403,18 @@ impl Metrics {
                 continue;
             }
             let l = DropLabels {
-                node: self.node.clone(),
                 reason: r.reason.clone(),
                 workload: workload(d.dst_endpoint.as_ref().or(d.src_endpoint.as_ref())),
                 hop: format!("{}/{}", r.netns_name, r.ifname),
                 rule: d.rule.clone().unwrap_or_default(),
             };
-            let (node, reason) = (self.node.clone(), l.reason.clone());
+            let reason = l.reason.clone();
             let l = Self::cap(
                 &mut self.drop_sets,
                 self.max_series,
                 &self.folded,
                 l,
                 || DropLabels {
-                    node,
                     reason,
                     workload: "other".into(),
                     hop: "other".into(),
@@ -457,16 +439,13 @@ impl Metrics {
                 continue;
             }
             let l = HopLabels {
-                node: self.node.clone(),
                 src_workload: h.src.clone(),
                 dst_workload: h.dst.clone(),
                 from_hop: h.from.clone(),
                 to_hop: h.to.clone(),
             };
-            let node = self.node.clone();
             let l = Self::cap(&mut self.hop_sets, self.max_series, &self.folded, l, || {
                 HopLabels {
-                    node,
                     src_workload: "other".into(),
                     dst_workload: "other".into(),
                     from_hop: "other".into(),
@@ -482,7 +461,6 @@ impl Metrics {
         for e in events {
             self.lifecycle
                 .get_or_create(&LifecycleLabels {
-                    node: self.node.clone(),
                     object: e.object.to_owned(),
                     action: e.action.clone(),
                 })
@@ -492,10 +470,7 @@ impl Metrics {
             .iter()
             .filter(|c| matches!(c, Change::Failed(_)))
             .count();
-        let f = self.attach_failures.get_or_create(&NodeLabels {
-            node: self.node.clone(),
-        });
-        f.inc_by(failed as u64);
+        self.attach_failures.inc_by(failed as u64);
     }
 
     /// The agent's own health; `records`: the flow and drop records read this round.
@@ -572,5 +547,34 @@ impl Exposition {
             text.push('\n');
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample carries the node, once; counter families are named `_total` in the
+    /// Prometheus text format and not in `OpenMetrics`.
+    #[test]
+    fn every_sample_names_the_node_once() {
+        let mut m = Metrics::new("node-1", 10);
+        m.update_changes(&[], &[]);
+        let text = m.exposition().encode(false);
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() >= 5, "{text}");
+        for l in &samples {
+            assert_eq!(l.matches("node=\"node-1\"").count(), 1, "{l}");
+        }
+        assert!(
+            text.contains("# TYPE inspector_attach_failures_total counter"),
+            "{text}"
+        );
+        let open = m.exposition().encode(true);
+        assert!(
+            open.contains("# TYPE inspector_attach_failures counter"),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
     }
 }

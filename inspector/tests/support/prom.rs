@@ -67,6 +67,12 @@ impl Prometheus {
         me
     }
 
+    /// Whether Prometheus parses and runs `q` (its API answers `"status":"success"`).
+    pub fn accepts(&self, q: &str) -> bool {
+        super::http_get(self.port, &format!("/api/v1/query?query={}", urlencode(q)))
+            .is_some_and(|(code, body)| code == 200 && body.contains("\"status\":\"success\""))
+    }
+
     /// An instant query: label set (as `k=v,...`) -> value.
     pub fn query(&self, q: &str) -> HashMap<String, f64> {
         let Some((200, body)) =
