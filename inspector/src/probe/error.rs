@@ -88,6 +88,11 @@ pub enum ProbeError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("reading map {map} in batches: {source}")]
+    Batch {
+        map: &'static str,
+        source: std::io::Error,
+    },
     #[error("the kernel log ring (aya-log): {0}")]
     KernelLog(#[from] aya_log::Error),
 }

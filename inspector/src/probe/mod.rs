@@ -8,6 +8,7 @@
 //! `inspector-common` only): what it reads comes out as `inspector-common` types or plain
 //! data ([`Counts`], [`SocketOwners`]).
 mod attach;
+mod batch;
 pub mod btf;
 pub mod cleanup;
 pub mod clock;

@@ -8,7 +8,7 @@ use inspector_common::{
 
 use super::{
     AttachKey, MAP_CLOCK, MAP_DROPS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SHIFT, MAP_STATS,
-    Probe, ProbeError, clock, error::map_err, map_mut_ref, map_ref,
+    Probe, ProbeError, batch, clock, error::map_err, map_mut_ref, map_ref,
 };
 
 /// One flow's counters summed over CPUs, with both times in `CLOCK_MONOTONIC` ns.
@@ -58,17 +58,38 @@ impl Probe {
     pub fn flows(&self) -> Result<Vec<(FlowKey, Counts)>, ProbeError> {
         let clock = self.clock()?;
         let mut out = Vec::new();
-        let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
-            PerCpuHashMap::try_from(map_ref(&self.ebpf, MAP_FLOWS)?).map_err(map_err(MAP_FLOWS))?;
-        // An entry evicted between get_next_key and lookup is simply skipped.
-        for (k, per_cpu) in full.iter().flatten() {
-            out.push((k, sum(per_cpu.iter(), &clock)));
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Batch {
+            map: MAP_FLOWS,
+            source,
+        })?;
+        // In batches where the kernel has them (5.6+), else entry by entry.
+        let map = map_ref(&self.ebpf, MAP_FLOWS)?;
+        if let Some(v) =
+            batch::per_cpu::<FlowKey, FlowStats>(map, cpus).map_err(batch_err(MAP_FLOWS))?
+        {
+            out.extend(v.into_iter().map(|(k, s)| (k, sum(s.iter(), &clock))));
+        } else {
+            let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
+                PerCpuHashMap::try_from(map).map_err(map_err(MAP_FLOWS))?;
+            // An entry evicted between get_next_key and lookup is simply skipped.
+            for (k, per_cpu) in full.iter().flatten() {
+                out.push((k, sum(per_cpu.iter(), &clock)));
+            }
         }
-        let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
-            PerCpuHashMap::try_from(map_ref(&self.ebpf, MAP_FLOWS4)?)
-                .map_err(map_err(MAP_FLOWS4))?;
-        for (k, per_cpu) in v4.iter().flatten() {
-            out.push((k.widen(), sum(per_cpu.iter(), &clock)));
+        let map = map_ref(&self.ebpf, MAP_FLOWS4)?;
+        if let Some(v) =
+            batch::per_cpu::<FlowKey4, FlowStats>(map, cpus).map_err(batch_err(MAP_FLOWS4))?
+        {
+            out.extend(
+                v.into_iter()
+                    .map(|(k, s)| (k.widen(), sum(s.iter(), &clock))),
+            );
+        } else {
+            let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
+                PerCpuHashMap::try_from(map).map_err(map_err(MAP_FLOWS4))?;
+            for (k, per_cpu) in v4.iter().flatten() {
+                out.push((k.widen(), sum(per_cpu.iter(), &clock)));
+            }
         }
         Ok(out)
     }
@@ -140,6 +161,10 @@ impl Probe {
     pub fn kernel_log_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.logger.as_ref().map(super::log::KernelLogger::fd)
     }
+}
+
+fn batch_err(map: &'static str) -> impl Fn(std::io::Error) -> ProbeError {
+    move |source| ProbeError::Batch { map, source }
 }
 
 fn sum<'a>(vals: impl Iterator<Item = &'a FlowStats>, clock: &clock::JiffiesClock) -> Counts {
