@@ -388,6 +388,23 @@ fn the_daemonsets_pod_through_cri_counts_what_the_kernel_counted() {
         }
         panic!("never quiet: {last:?}");
     };
+    // What a workload label stands for, as CRI has it: pod default/talker, container main.
+    let info = get("/metrics").map(|r| r.1).unwrap_or_default();
+    let talker = info
+        .lines()
+        .find(|l| {
+            l.starts_with("inspector_workload_info{") && l.contains("workload=\"default/talker\"")
+        })
+        .unwrap_or_else(|| panic!("no workload_info for default/talker:\n{info}"));
+    for want in [
+        "kind=\"pod\"",
+        "namespace=\"default\"",
+        "pod=\"talker\"",
+        "container=\"main\"",
+        "runtime=\"containerd\"",
+    ] {
+        assert!(talker.contains(want), "{want} missing: {talker}");
+    }
     // A real Prometheus scrapes the pod's port; at each end of the window it is waited for
     // until it holds what /metrics says.
     let prom = support::prom::Prometheus::start(PORT);

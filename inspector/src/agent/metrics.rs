@@ -19,7 +19,7 @@ use inspector_common::FlowKey;
 
 use crate::{
     flows::Header,
-    identity::lifecycle::Event,
+    identity::{Workload, lifecycle::Event},
     probe::Counts,
     session::{Change, Drop, Flow, ServiceOf, Stats, latency::HopHistogram},
 };
@@ -77,6 +77,22 @@ pub struct LifecycleLabels {
     pub action: String,
 }
 
+/// Labels of `inspector_workload_info`: what a workload name stands for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    /// The name the other metrics use (`src_workload`, `dst_workload`, `workload`).
+    pub workload: String,
+    /// container, pod or lab.
+    pub kind: String,
+    /// The Kubernetes namespace and pod (pods), "" otherwise.
+    pub namespace: String,
+    pub pod: String,
+    /// The container's name (containers), or the pod's containers, comma-separated.
+    pub container: String,
+    pub network_mode: String,
+    pub runtime: String,
+}
+
 /// A drop row: namespace, interface, reason, header.
 type DropId = (u64, u32, String, Header);
 
@@ -109,6 +125,8 @@ pub struct Metrics {
     last_hop: HashMap<u32, histogram::Counts>,
     lifecycle: Family<LifecycleLabels, Counter>,
     attach_failures: Counter,
+    workloads: Family<WorkloadLabels, Gauge>,
+    workload_sets: HashSet<WorkloadLabels>,
     service_sets: HashSet<ServiceLabels>,
     folded: Counter,
     events_lost: Counter,
@@ -178,6 +196,12 @@ impl Metrics {
             "Namespaces, links and containers that appeared or went away (or a runtime's action)",
             lifecycle.clone(),
         );
+        let workloads = Family::default();
+        registry.register(
+            "workload_info",
+            "The workloads on the node (1 each): what a workload label stands for - join on `workload`",
+            workloads.clone(),
+        );
         let attach_failures = Counter::default();
         registry.register(
             "attach_failures",
@@ -239,6 +263,8 @@ impl Metrics {
             last_hop: HashMap::new(),
             lifecycle,
             attach_failures,
+            workloads,
+            workload_sets: HashSet::new(),
             service_sets: HashSet::new(),
             folded,
             events_lost,
@@ -454,6 +480,40 @@ impl Metrics {
             });
             self.hop_latency.get_or_create(&l).add(&d);
         }
+    }
+
+    /// `inspector_workload_info`: one series per live workload (capped like the others); a
+    /// workload that went away is removed.
+    pub fn update_workloads(&mut self, live: &[Workload]) {
+        let mut now = HashSet::new();
+        for w in live.iter().take(self.max_series) {
+            let kind = w.kind.map_or("", |k| k.as_str());
+            let (namespace, pod) = match (w.kind, w.name.split_once('/')) {
+                (Some(crate::identity::Kind::Pod), Some((ns, p))) => (ns.to_owned(), p.to_owned()),
+                _ => (String::new(), String::new()),
+            };
+            let container = if w.kind == Some(crate::identity::Kind::Pod) {
+                w.containers.join(",")
+            } else {
+                w.name.clone()
+            };
+            now.insert(WorkloadLabels {
+                workload: w.name.clone(),
+                kind: kind.to_owned(),
+                namespace,
+                pod,
+                container,
+                network_mode: w.network_mode.clone().unwrap_or_default(),
+                runtime: w.runtime.clone(),
+            });
+        }
+        for gone in self.workload_sets.difference(&now) {
+            self.workloads.remove(gone);
+        }
+        for l in &now {
+            self.workloads.get_or_create(l).set(1);
+        }
+        self.workload_sets = now;
     }
 
     /// Counts lifecycle events and attach failures of the last rescan.

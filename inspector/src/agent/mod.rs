@@ -58,6 +58,7 @@ pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
     let mut m = metrics::Metrics::new(&a.node, a.max_series);
     say(&changes);
     m.update_changes(&[], &changes);
+    m.update_workloads(s.identity().live());
     let mut events: VecDeque<Event> = VecDeque::new();
     let mut ticker = Ticker::new(None, a.rescan)?;
     let mut next = Instant::now();
@@ -76,6 +77,7 @@ pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
             say(&changes);
             let ev = s.take_lifecycle();
             m.update_changes(&ev, &changes);
+            m.update_workloads(s.identity().live());
             events.extend(ev);
             while events.len() > api::EVENTS_KEPT {
                 events.pop_front();
