@@ -488,3 +488,32 @@ fn prometheus_histogram_holds_the_hop_times_the_tracer_saw() {
         "sum {s} vs traced {traced}"
     );
 }
+
+/// A crash leaves nothing either: an agent killed with SIGKILL (no handler runs) held TCX
+/// links and programs that the kernel releases with its descriptors.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_killed_agent_leaves_nothing_attached() {
+    let lab = BridgeLab::new("ax");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let agent = Inspector::start(&[
+        "agent",
+        "-q",
+        "--listen",
+        &listen,
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+    ]);
+    let held = held_objects(agent.pid());
+    assert!(!held.links.is_empty(), "the agent held no link: vacuous");
+    let out = agent.signal(libc::SIGKILL);
+    assert!(!out.status.success());
+    assert!(eventually(Duration::from_secs(10), || {
+        let o = bpf_objects();
+        held.progs.iter().all(|id| !o.progs.contains_key(id))
+            && held.links.iter().all(|id| !o.links.contains_key(id))
+    }));
+}

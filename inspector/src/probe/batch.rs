@@ -38,9 +38,6 @@ fn read<T: aya::Pod>(buf: &[u8], at: usize) -> T {
     unsafe { buf.as_ptr().add(at).cast::<T>().read_unaligned() }
 }
 
-/// Each key with its value on every possible CPU.
-pub type Entries<K, V> = Vec<(K, Vec<V>)>;
-
 /// The map's descriptor, if it is a per-CPU hash map (plain or LRU).
 fn fd(map: &Map) -> Option<i32> {
     match map {
@@ -49,20 +46,23 @@ fn fd(map: &Map) -> Option<i32> {
     }
 }
 
-/// Every (key, per-CPU values) of a per-CPU hash map of `K` -> `V`, in batches. `Ok(None)`:
-/// the kernel has no batch lookup for this map (the caller iterates instead).
+/// Calls `each` with every key of a per-CPU hash map of `K` -> `V` and its value on every
+/// possible CPU, read in batches. `Ok(false)`: the kernel has no batch lookup for this map
+/// (nothing was read; the caller iterates instead).
 ///
 /// # Errors
 /// The map is no per-CPU hash map, or the kernel failed otherwise.
 pub fn per_cpu<K: aya::Pod, V: aya::Pod>(
     map: &Map,
     cpus: usize,
-) -> io::Result<Option<Entries<K, V>>> {
+    mut each: impl FnMut(K, &[V]),
+) -> io::Result<bool> {
     let fd = fd(map).ok_or_else(|| io::Error::other("not a per-CPU hash map"))?;
     let vsize = std::mem::size_of::<V>().next_multiple_of(8);
     let ksize = std::mem::size_of::<K>();
     let mut chunk = CHUNK;
-    let mut out = Vec::new();
+    let mut per_cpu: Vec<V> = Vec::with_capacity(cpus);
+    let mut read_any = false;
     let mut token: u32 = 0;
     let mut first = true;
     loop {
@@ -99,22 +99,21 @@ pub fn per_cpu<K: aya::Pod, V: aya::Pod>(
                 chunk *= 4;
                 continue;
             }
-            Some(libc::EINVAL | libc::ENOTSUP | 524) if first && out.is_empty() => {
-                return Ok(None);
+            Some(libc::EINVAL | libc::ENOTSUP | 524) if first && !read_any => {
+                return Ok(false);
             }
             Some(_) => return Err(err.unwrap_or_else(|| io::Error::other("batch lookup"))),
         }
         let n = (attr.count as usize).min(chunk);
         for i in 0..n {
-            let k: K = read(&keys, i * ksize);
-            let v: Vec<V> = (0..cpus)
-                .map(|c| read(&values, (i * cpus + c) * vsize))
-                .collect();
-            out.push((k, v));
+            per_cpu.clear();
+            per_cpu.extend((0..cpus).map(|c| read::<V>(&values, (i * cpus + c) * vsize)));
+            each(read(&keys, i * ksize), &per_cpu);
+            read_any = true;
         }
         if err.is_some() {
             // ENOENT: that was the last batch.
-            return Ok(Some(out));
+            return Ok(true);
         }
         token = next;
         first = false;

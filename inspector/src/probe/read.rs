@@ -64,11 +64,11 @@ impl Probe {
         })?;
         // In batches where the kernel has them (5.6+), else entry by entry.
         let map = map_ref(&self.ebpf, MAP_FLOWS)?;
-        if let Some(v) =
-            batch::per_cpu::<FlowKey, FlowStats>(map, cpus).map_err(batch_err(MAP_FLOWS))?
-        {
-            out.extend(v.into_iter().map(|(k, s)| (k, sum(s.iter(), &clock))));
-        } else {
+        let batched = batch::per_cpu::<FlowKey, FlowStats>(map, cpus, |k, s| {
+            out.push((k, sum(s.iter(), &clock)));
+        })
+        .map_err(batch_err(MAP_FLOWS))?;
+        if !batched {
             let full: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
                 PerCpuHashMap::try_from(map).map_err(map_err(MAP_FLOWS))?;
             // An entry evicted between get_next_key and lookup is simply skipped.
@@ -77,14 +77,11 @@ impl Probe {
             }
         }
         let map = map_ref(&self.ebpf, MAP_FLOWS4)?;
-        if let Some(v) =
-            batch::per_cpu::<FlowKey4, FlowStats>(map, cpus).map_err(batch_err(MAP_FLOWS4))?
-        {
-            out.extend(
-                v.into_iter()
-                    .map(|(k, s)| (k.widen(), sum(s.iter(), &clock))),
-            );
-        } else {
+        let batched = batch::per_cpu::<FlowKey4, FlowStats>(map, cpus, |k, s| {
+            out.push((k.widen(), sum(s.iter(), &clock)));
+        })
+        .map_err(batch_err(MAP_FLOWS4))?;
+        if !batched {
             let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
                 PerCpuHashMap::try_from(map).map_err(map_err(MAP_FLOWS4))?;
             for (k, per_cpu) in v4.iter().flatten() {
