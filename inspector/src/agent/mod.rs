@@ -69,6 +69,9 @@ pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
             fds.push(wake_rx.as_fd());
             ticker.wait(&fds, Some(next).into_iter().chain(s.next_due()).min());
         }
+        if s.announced() {
+            ticker.rescan_soon();
+        }
         let _ = s.tick()?;
         let t0 = Instant::now();
         if ticker.rescan_due() {

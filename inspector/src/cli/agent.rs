@@ -36,6 +36,10 @@ fn hostname() -> String {
         .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
 }
 
+/// The agent's safety-net rescan: what the kernel announces (links and addresses of every
+/// namespace the root one has an id for) is followed at once; the period catches the rest.
+const AGENT_RESCAN_MS: u64 = 10_000;
+
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let mut opts = a.filter.options()?;
     opts.lifecycle = true;
@@ -52,7 +56,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             interval: Duration::from_secs_f64(a.interval),
             node: a.node.clone().unwrap_or_else(hostname),
             max_series: a.max_series.max(1),
-            rescan: a.filter.rescan(),
+            rescan: a.filter.rescan_or(AGENT_RESCAN_MS),
         },
     )
 }

@@ -119,9 +119,11 @@ pub struct FilterArgs {
     /// Write this file once every program is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// How often to rescan for new or vanished namespaces and links (milliseconds).
-    #[arg(long, default_value_t = 1000, value_name = "MS")]
-    pub rescan_ms: u64,
+    /// How often to rescan for new or vanished namespaces and links, in milliseconds (default
+    /// 1000; the agent's 10000). Links and addresses the kernel announces are rescanned at
+    /// once whatever this says; the period is the safety net for what it does not announce.
+    #[arg(long, value_name = "MS")]
+    pub rescan_ms: Option<u64>,
     /// Do not log attach/detach changes on stderr (warnings are still shown).
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -204,7 +206,13 @@ impl FilterArgs {
 
     #[must_use]
     pub fn rescan(&self) -> Duration {
-        Duration::from_millis(self.rescan_ms)
+        self.rescan_or(1000)
+    }
+
+    /// The rescan period, `default_ms` when not given.
+    #[must_use]
+    pub fn rescan_or(&self, default_ms: u64) -> Duration {
+        Duration::from_millis(self.rescan_ms.unwrap_or(default_ms))
     }
 }
 

@@ -47,8 +47,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         std::fs::write(f, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the ready file {}", f.display()))?;
     }
+    let watch = topology::watch::LinkWatch::new().ok();
     while !ticker.stopped() {
-        ticker.wait(&[], None);
+        {
+            let fds: Vec<_> = watch.iter().map(std::os::fd::AsFd::as_fd).collect();
+            ticker.wait(&fds, None);
+        }
+        if watch
+            .as_ref()
+            .is_some_and(topology::watch::LinkWatch::changed)
+        {
+            ticker.rescan_soon();
+        }
         if !ticker.rescan_due() {
             continue;
         }

@@ -136,6 +136,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .flatten()
             .min();
         ticker.wait(&s.fds(), until);
+        if s.announced() {
+            ticker.rescan_soon();
+        }
         if let Some(change) = s.tick()?
             && !a.filter.quiet
         {

@@ -72,6 +72,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         fds.extend(s.fds());
         ticker.wait(&fds, Some(Instant::now() + EventReader::POLL));
         drop(fds);
+        if s.announced() {
+            ticker.rescan_soon();
+        }
         s.tick()?;
         for item in tracer.poll(&s)? {
             output::trace::render(&mut p, &item, start_ns)?;

@@ -188,14 +188,16 @@ impl Latency {
 
 impl Session {
     /// Descriptors a front-end's wait should include (the event ring of latency from events,
-    /// the kernel log).
+    /// the kernel log, the kernel's link announcements).
     #[must_use]
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
         self.latency
             .as_ref()
             .and_then(Latency::fd)
             .into_iter()
             .chain(self.probe.kernel_log_fd())
+            .chain(self.watch.as_ref().map(|w| w.as_fd()))
             .collect()
     }
 

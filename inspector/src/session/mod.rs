@@ -73,6 +73,8 @@ pub struct Session {
     notes: RefCell<Vec<String>>,
     /// Per-hop latency (kernel histograms, or events aggregated here), when measured.
     latency: Option<latency::Latency>,
+    /// The kernel's link and address announcements (None: could not subscribe).
+    watch: Option<crate::topology::watch::LinkWatch>,
 }
 
 struct Lifecycle {
@@ -129,6 +131,15 @@ impl Session {
             .as_mut()
             .map(|l| std::mem::take(&mut l.events))
             .unwrap_or_default()
+    }
+
+    /// Whether the kernel announced a link or address change since the last call: a front-end
+    /// then rescans soon ([`Ticker::rescan_soon`]) rather than at its next period.
+    #[must_use]
+    pub fn announced(&self) -> bool {
+        self.watch
+            .as_ref()
+            .is_some_and(crate::topology::watch::LinkWatch::changed)
     }
 
     /// Warnings found while answering queries since the last call (each said once).

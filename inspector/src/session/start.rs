@@ -212,6 +212,8 @@ impl Session {
             reported_services: RefCell::default(),
             notes: RefCell::default(),
             latency: None,
+            // Before the first scan: a change after it is heard.
+            watch: crate::topology::watch::LinkWatch::new().ok(),
         };
         if opts.services || opts.filter.service.is_some() {
             s.enable_services()?;
@@ -281,6 +283,7 @@ impl Session {
             reported_services: RefCell::default(),
             notes: RefCell::default(),
             latency: None,
+            watch: None,
         }
     }
 }

@@ -10,9 +10,16 @@ use std::{
 use super::SessionError;
 use crate::sys::signals::{StopFlag, Waker};
 
+/// An announced change is rescanned after this (a container's veth, its move, its address
+/// and its up come in a burst of a few ms: one rescan catches them together) ...
+const SOON: Duration = Duration::from_millis(10);
+/// ... and never sooner than this after the last rescan (bounded work under churn).
+const MIN_GAP: Duration = Duration::from_millis(50);
+
 pub struct Ticker {
     deadline: Option<Instant>,
     next_rescan: Instant,
+    last_rescan: Instant,
     rescan: Duration,
     stop: StopFlag,
     waker: Waker,
@@ -27,6 +34,7 @@ impl Ticker {
         Ok(Self {
             deadline: duration.map(|d| now + d),
             next_rescan: now + rescan,
+            last_rescan: now,
             rescan,
             stop: StopFlag::register().map_err(SessionError::Signals)?,
             waker: Waker::register().map_err(SessionError::Signals)?,
@@ -55,10 +63,17 @@ impl Ticker {
         self.stop.raised()
     }
 
+    /// Brings the next rescan forward to soon (a change was announced).
+    pub fn rescan_soon(&mut self) {
+        let soon = (Instant::now() + SOON).max(self.last_rescan + MIN_GAP);
+        self.next_rescan = self.next_rescan.min(soon);
+    }
+
     /// Whether a rescan is due (and schedules the next).
     pub fn rescan_due(&mut self) -> bool {
         let now = Instant::now();
         if now >= self.next_rescan {
+            self.last_rescan = now;
             self.next_rescan = now + self.rescan;
             true
         } else {

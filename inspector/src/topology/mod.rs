@@ -5,6 +5,7 @@ pub mod links;
 pub mod names;
 pub mod netns;
 pub mod view;
+pub mod watch;
 
 use std::collections::HashMap;
 
