@@ -70,19 +70,24 @@ fn veth_peers_are_resolved_across_namespaces() {
     assert_eq!(link("vx")["kind"], "veth");
 }
 
-#[test]
-#[ignore = "privileged: run with `cargo xtask test`"]
-fn new_namespace_and_veth_are_traced_without_restart() {
-    let y = Netns::new(&unique("fy"));
-    let insp = Inspector::start(&[
+/// `flows -o json` over the whole node, rescanning every `rescan_ms`.
+fn node_flows(rescan_ms: &str) -> Inspector {
+    Inspector::start(&[
         "flows",
         "-o",
         "json",
         "--duration",
         "300",
         "--rescan-ms",
-        "200",
-    ]);
+        rescan_ms,
+    ])
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn new_namespace_and_veth_are_traced_without_restart() {
+    let y = Netns::new(&unique("fy"));
+    let insp = node_flows("200");
     let z = Netns::new(&unique("fz"));
     y.exec(&[
         "ip", "link", "add", "vy", "type", "veth", "peer", "name", "vz", "netns", &z.name,
@@ -139,15 +144,7 @@ fn new_namespace_and_veth_are_traced_without_restart() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn announced_veths_are_attached_without_waiting_for_the_rescan() {
-    let insp = Inspector::start(&[
-        "flows",
-        "-o",
-        "json",
-        "--duration",
-        "300",
-        "--rescan-ms",
-        "60000",
-    ]);
+    let insp = node_flows("60000");
     let mut took = Vec::new();
     let mut made = Vec::new();
     let mut born = 0u64;
