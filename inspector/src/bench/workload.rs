@@ -16,18 +16,22 @@ pub enum LoadKind {
     UdpRr,
     /// 64-byte UDP datagrams as fast as one sender pushes them (sendmmsg), counted received.
     UdpFlood,
+    /// The same flood as a user runs it: plain `iperf3 -u -l 64 -b 0`, unpinned, default
+    /// socket buffers; counted received.
+    Iperf3Udp,
 }
 
 impl LoadKind {
     /// The netperf-style tests `bench` runs over every mode.
     pub const TESTS: [Self; 4] = [Self::Rr, Self::Crr, Self::Stream, Self::UdpRr];
     /// Everything, in the order names are listed.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Rr,
         Self::Crr,
         Self::Stream,
         Self::UdpRr,
         Self::UdpFlood,
+        Self::Iperf3Udp,
     ];
 
     #[must_use]
@@ -38,6 +42,7 @@ impl LoadKind {
             Self::Stream => "stream",
             Self::UdpRr => "udp-rr",
             Self::UdpFlood => "udp-flood",
+            Self::Iperf3Udp => "iperf3-udp",
         }
     }
 
@@ -48,7 +53,7 @@ impl LoadKind {
             Self::Rr | Self::UdpRr => "trans/s",
             Self::Crr => "conn/s",
             Self::Stream => "Gbit/s",
-            Self::UdpFlood => "pkt/s",
+            Self::UdpFlood | Self::Iperf3Udp => "pkt/s",
         }
     }
 
@@ -59,7 +64,7 @@ impl LoadKind {
             Self::Rr | Self::UdpRr => "transaction",
             Self::Crr => "connection",
             Self::Stream => "MiB",
-            Self::UdpFlood => "datagram",
+            Self::UdpFlood | Self::Iperf3Udp => "datagram",
         }
     }
 
@@ -72,13 +77,14 @@ impl LoadKind {
             Self::Stream => 9102,
             Self::Crr => 9103,
             Self::UdpRr => 9104,
+            Self::Iperf3Udp => 9105,
         }
     }
 
     #[must_use]
     pub const fn proto(self) -> &'static str {
         match self {
-            Self::UdpRr | Self::UdpFlood => "udp",
+            Self::UdpRr | Self::UdpFlood | Self::Iperf3Udp => "udp",
             _ => "tcp",
         }
     }
@@ -88,7 +94,7 @@ impl LoadKind {
     #[must_use]
     pub const fn packets_per_op(self) -> Option<f64> {
         match self {
-            Self::UdpFlood => Some(1.0),
+            Self::UdpFlood | Self::Iperf3Udp => Some(1.0),
             Self::Rr | Self::UdpRr => Some(2.0),
             Self::Stream | Self::Crr => None,
         }
@@ -120,7 +126,7 @@ impl LoadKind {
             .map(|w| (w, None))
             .ok_or_else(|| {
                 super::BenchError::Input(format!(
-                    "unknown workload '{s}': use rr, crr, stream, udp-rr or udp-flood"
+                    "unknown workload '{s}': use rr, crr, stream, udp-rr, udp-flood or iperf3-udp"
                 ))
             })
     }

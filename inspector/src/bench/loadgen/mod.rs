@@ -12,9 +12,12 @@
 //! - `udp-rr`: 64-byte UDP request and response, one at a time (`UDP_RR`).
 //! - `udp-flood`: 64-byte datagrams as fast as one sender pushes them (sendmmsg), counted at
 //!   the receiver.
+//! - `iperf3-udp`: the same flood as a user measures it, with plain iperf3 (unpinned, default
+//!   buffers; see `iperf3`).
 //!
 //! Client and server threads are pinned to the CPUs the caller gives (`Cpus`). CPU per operation is the whole machine's busy
 //! time (/proc/stat, softirqs included) over the measured window, divided by operations.
+mod iperf3;
 mod tcp;
 mod udp;
 
@@ -176,6 +179,7 @@ pub fn run_with(
         LoadKind::UdpRr => udp::rr(ends, w, stop).map(finish),
         LoadKind::Stream => tcp::stream(ends, w, stop, tps),
         LoadKind::UdpFlood => udp::flood(ends, w, stop, busy_poll, tps),
+        LoadKind::Iperf3Udp => iperf3::udp(ends, w, stop),
     }
 }
 

@@ -231,8 +231,9 @@ fn summarize(opts: &Options, observers: &[Observer], samples: &[OverheadSample])
 
 /// Targets from the foundation issue: (workload, max overhead %); the inspector's overhead
 /// may be at most this share of tcpdump's.
-pub const TARGETS: [(LoadKind, f64); 3] = [
+pub const TARGETS: [(LoadKind, f64); 4] = [
     (LoadKind::UdpFlood, 3.0),
+    (LoadKind::Iperf3Udp, 3.0),
     (LoadKind::Rr, 2.0),
     (LoadKind::Stream, 1.0),
 ];
