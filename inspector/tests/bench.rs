@@ -304,3 +304,49 @@ fn bench_agent_measures_three_phases_and_cleans_up() {
         "the measured agent is still running"
     );
 }
+
+/// `bench overhead`'s user-way method: plain iperf3 runs under each observer and reports
+/// what its receiver got; the lab is gone afterwards.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn bench_overhead_measures_the_iperf3_flood_too() {
+    let out = Command::new(support::bin())
+        .args([
+            "-o",
+            "json",
+            "bench",
+            "overhead",
+            "--workloads",
+            "iperf3-udp",
+            "--repeat",
+            "1",
+            "--run-secs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = support::json_lines(&out.stdout, "overhead_sample");
+    let observers: Vec<&str> = samples
+        .iter()
+        .map(|s| s["observer"].as_str().unwrap())
+        .collect();
+    assert_eq!(samples.len(), 3, "{samples:?}");
+    for o in ["none", "inspector", "tcpdump"] {
+        assert!(observers.contains(&o), "{observers:?}");
+    }
+    for s in &samples {
+        assert_eq!(s["workload"], "iperf3-udp");
+        assert!(s["value"].as_f64().unwrap() > 1000.0, "{s}");
+    }
+    assert!(
+        !std::fs::read_to_string("/proc/net/dev")
+            .unwrap_or_default()
+            .contains("br-bench"),
+        "the overhead lab was left behind"
+    );
+}

@@ -42,11 +42,24 @@ pub(super) fn udp(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Run> 
     let port = LoadKind::Iperf3Udp.port().to_string();
     let target_port = (LoadKind::Iperf3Udp.port() + ends.port_offset).to_string();
     let mut server = command_in(&ends.server_ns, "iperf3")?
-        .args(["-s", "-1", "--forceflush", "-p", &port, "-B", &ends.bind.to_string()])
+        .args([
+            "-s",
+            "-1",
+            "--forceflush",
+            "-p",
+            &port,
+            "-B",
+            &ends.bind.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("starting iperf3 (run `cargo xtask setup`): {e}")))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("starting iperf3 (run `cargo xtask setup`): {e}"),
+            )
+        })?;
     let reap = |mut c: std::process::Child| {
         let _ = c.kill();
         let _ = c.wait();
@@ -69,7 +82,17 @@ pub(super) fn udp(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Run> 
     }
     let secs = w.dur.as_secs_f64().max(1.0).round().to_string();
     let client = command_in(&ends.client_ns, "iperf3")?
-        .args(["-c", &ends.target.to_string(), "-p", &target_port, "-u", "-l", "64", "-b", "0"])
+        .args([
+            "-c",
+            &ends.target.to_string(),
+            "-p",
+            &target_port,
+            "-u",
+            "-l",
+            "64",
+            "-b",
+            "0",
+        ])
         .args(["-t", &secs, "-J"])
         .stderr(Stdio::null())
         .output();

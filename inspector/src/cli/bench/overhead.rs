@@ -23,7 +23,11 @@ pub struct OverheadArgs {
     /// Workloads, comma-separated: udp-flood (built-in: pinned, sendmmsg, 32 MiB buffer),
     /// iperf3-udp (the same flood as a user runs it: plain iperf3, unpinned, default
     /// buffers), rr, stream (crr and udp-rr too).
-    #[arg(long, value_delimiter = ',', default_value = "udp-flood,iperf3-udp,rr,stream")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "udp-flood,iperf3-udp,rr,stream"
+    )]
     pub workloads: Vec<String>,
     /// Extra argument for the observed `inspector flows` (repeatable), e.g.
     /// `--inspector-arg=--no-drops`.
