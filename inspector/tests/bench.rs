@@ -242,17 +242,30 @@ fn bench_bad_arguments_are_one_line() {
     }
 }
 
+/// `inspector -o json bench ARGS` (bounded), which must succeed: its records of `kind`.
+fn bench_json(args: &[&str], kind: &str) -> Vec<Value> {
+    let all: Vec<&str> = ["-o", "json", "bench"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let out = support::run_inspector(&all, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    support::json_lines(&out.stdout, kind)
+}
+
 /// `bench agent` at a small scale: three phases, each with the agent's figures; the flows
 /// phase's flow records reach what was sent (each 5-tuple at 4 hooks at least), the metrics
 /// carry them, the flood ran; nothing of the lab or the agent is left.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn bench_agent_measures_three_phases_and_cleans_up() {
-    let out = Command::new(support::bin())
-        .args([
-            "-o",
-            "json",
-            "bench",
+    let phases = bench_json(
+        &[
             "agent",
             "--workloads",
             "6",
@@ -262,15 +275,9 @@ fn bench_agent_measures_three_phases_and_cleans_up() {
             "1",
             "--scrapes",
             "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "agent_phase",
     );
-    let phases = support::json_lines(&out.stdout, "agent_phase");
     let names: Vec<&str> = phases
         .iter()
         .map(|p| p["phase"].as_str().unwrap())
@@ -310,11 +317,8 @@ fn bench_agent_measures_three_phases_and_cleans_up() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn bench_overhead_measures_the_iperf3_flood_too() {
-    let out = Command::new(support::bin())
-        .args([
-            "-o",
-            "json",
-            "bench",
+    let samples = bench_json(
+        &[
             "overhead",
             "--workloads",
             "iperf3-udp",
@@ -322,15 +326,9 @@ fn bench_overhead_measures_the_iperf3_flood_too() {
             "1",
             "--run-secs",
             "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "overhead_sample",
     );
-    let samples = support::json_lines(&out.stdout, "overhead_sample");
     let observers: Vec<&str> = samples
         .iter()
         .map(|s| s["observer"].as_str().unwrap())

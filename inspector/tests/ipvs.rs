@@ -9,8 +9,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::{
-    Inspector, json_lines,
-    kube::{Server, client_backends, connect_n, conntrack_split, lab_up, probe_web, start_servers},
+    json_lines,
+    kube::{client_backends, conntrack_split, lab_up, probe_web, start_servers},
     run_inspector, sh,
 };
 
@@ -94,33 +94,11 @@ fn ipvs_mode_services_split_affinity_nodeport_and_path() {
     );
 
     let servers = start_servers(&lab);
-    let insp = Inspector::start(&[
-        "flows",
-        "-o",
-        "json",
-        "-q",
-        "--duration",
-        "120",
-        "--netns",
-        &client,
-        "--netns",
-        &ext,
-        "--netns",
-        &node,
-    ]);
-    assert_eq!(connect_n(&client, &format!("{}:80", vip(10)), 300), 300);
-    let before_sticky: Vec<u64> = servers.iter().map(Server::count).collect();
-    assert_eq!(connect_n(&client, &format!("{}:80", vip(11)), 20), 20);
-    assert_eq!(
-        connect_n(&ext, &format!("198.18.{}.1:30080", net + 1), 1),
-        1
-    );
-    support::wait_quiet_in(
-        &[&client, &node, &ext],
-        std::time::Duration::from_millis(200),
-    );
-    let out = insp.interrupt();
-    let flows = json_lines(&out.stdout, "flow");
+    let support::kube::ServiceTraffic {
+        flows,
+        before_sticky,
+        ..
+    } = support::kube::service_traffic(&lab, net, &servers, std::time::Duration::from_millis(200));
     let mut split = client_backends(&flows, &client, |_| {});
     let ours = split.remove("web").unwrap_or_default();
     let sticky = split.remove("sticky").unwrap_or_default();

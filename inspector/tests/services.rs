@@ -16,8 +16,8 @@ use serde_json::Value;
 use support::{
     Inspector, bin, json_lines,
     kube::{
-        Server, client_backends, connect_n, conntrack_split, in_netns, lab_up, node_veth,
-        probe_web, spec, start_servers,
+        client_backends, connect_n, conntrack_split, in_netns, lab_up, node_veth, probe_web, spec,
+        start_servers,
     },
     run_inspector, sh, unique,
 };
@@ -71,34 +71,12 @@ fn run_mode(mode: &str, net: u8) {
     );
 
     let servers = start_servers(&lab);
-    let insp = Inspector::start(&[
-        "flows",
-        "-o",
-        "json",
-        "-q",
-        "--duration",
-        "30",
-        "--netns",
-        &client,
-        "--netns",
-        &ext,
-        "--netns",
-        &node,
-    ]);
     // 300 connections to the ClusterIP, 20 to the sticky one, 1 NodePort from outside.
-    assert_eq!(connect_n(&client, &format!("{}:80", svc(10)), 300), 300);
-    let before_sticky: Vec<u64> = servers.iter().map(Server::count).collect();
-    assert_eq!(connect_n(&client, &format!("{}:80", svc(11)), 20), 20);
-    assert_eq!(
-        connect_n(&ext, &format!("198.18.{}.1:30080", net + 1), 1),
-        1
-    );
-    let accepts: Vec<u64> = servers.iter().map(Server::count).collect();
-    // Once the last segments have crossed (the kernel's counters say so), ask for the
-    // result (SIGINT prints the final snapshot).
-    support::wait_quiet_in(&[&client, &node, &ext], Duration::from_millis(100));
-    let out = insp.interrupt();
-    let flows = json_lines(&out.stdout, "flow");
+    let support::kube::ServiceTraffic {
+        flows,
+        before_sticky,
+        accepts,
+    } = support::kube::service_traffic(&lab, net, &servers, Duration::from_millis(100));
 
     // Per backend: distinct client ports the inspector attributed at the client's eth0.
     let mut split = client_backends(&flows, &client, |fl| {

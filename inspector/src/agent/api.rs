@@ -120,9 +120,7 @@ pub fn answer(
                         && f.netns(&x.rec.netns_name)
                         && f.ends(x.src_endpoint.as_ref(), x.dst_endpoint.as_ref())
                         && f.packet.service.as_ref().is_none_or(|want| {
-                            x.service.as_ref().is_some_and(|sv| {
-                                &format!("{}/{}", sv.service.namespace, sv.service.name) == want
-                            })
+                            x.service.as_ref().is_some_and(|sv| &sv.ns_name() == want)
                         })
                 }) {
                     p.record("flow", x)?;

@@ -60,6 +60,8 @@ pub struct Session {
     /// DROP/REJECT rule counters of the node namespaces at start, by namespace inode (for
     /// naming the rule behind a netfilter drop).
     nf_counters: HashMap<u64, (Option<PathBuf>, counters::RuleCounters)>,
+    /// The rule last named per namespace, with the namespace's netfilter drop count then.
+    nf_rules: RefCell<HashMap<u64, (u64, Option<String>)>>,
     /// Lifecycle events of the last reconciles, when followed.
     lifecycle: Option<Lifecycle>,
     filter: Filter,

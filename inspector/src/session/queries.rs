@@ -110,8 +110,28 @@ impl Session {
     pub fn drops(&self) -> Result<Vec<Drop>, SessionError> {
         let raw = self.probe.drops()?;
         let sel = &self.selection;
-        // The rule behind netfilter drops, read once per namespace (iptables-save -c).
-        let mut rules: HashMap<u64, Option<String>> = HashMap::new();
+        // The rule behind netfilter drops, per namespace: read again (iptables-save -c) only
+        // when the namespace's netfilter drops grew since it was last read.
+        let mut nf_totals: HashMap<u64, u64> = HashMap::new();
+        for (k, st) in &raw {
+            if self.probe.drop_reason(k.reason) == "NETFILTER_DROP" {
+                *nf_totals.entry(u64::from(k.netns)).or_default() += st.packets;
+            }
+        }
+        let rules: HashMap<u64, Option<String>> = {
+            let mut cache = self.nf_rules.borrow_mut();
+            cache.retain(|ns, _| nf_totals.contains_key(ns));
+            nf_totals
+                .iter()
+                .map(|(&ns, &total)| {
+                    let fresh = cache.get(&ns).is_some_and(|(t, _)| *t == total);
+                    if !fresh {
+                        cache.insert(ns, (total, self.dropping_rule(ns)));
+                    }
+                    (ns, cache.get(&ns).and_then(|(_, r)| r.clone()))
+                })
+                .collect()
+        };
         let mut v: Vec<Drop> = self.with_resolver(|r| {
             raw.iter()
                 .filter(|(k, _)| sel.netns.is_empty() || sel.netns.contains(&u64::from(k.netns)))
@@ -132,12 +152,7 @@ impl Session {
                         rec.netns,
                     );
                     let rule = (rec.reason == "NETFILTER_DROP")
-                        .then(|| {
-                            rules
-                                .entry(rec.netns)
-                                .or_insert_with(|| self.dropping_rule(rec.netns))
-                                .clone()
-                        })
+                        .then(|| rules.get(&rec.netns).cloned().flatten())
                         .flatten();
                     Drop {
                         rec,

@@ -201,6 +201,7 @@ impl Session {
             owners: RefCell::default(),
             services: None,
             nf_counters: HashMap::new(),
+            nf_rules: RefCell::default(),
             lifecycle: opts.lifecycle.then(|| Lifecycle {
                 namer: crate::identity::lifecycle::Namer::default(),
                 events: Vec::new(),
@@ -275,6 +276,7 @@ impl Session {
             owners: RefCell::default(),
             services: None,
             nf_counters: HashMap::new(),
+            nf_rules: RefCell::default(),
             lifecycle: None,
             filter: crate::flows::filter::Filter::default(),
             pinned: None,

@@ -239,3 +239,53 @@ pub fn probe_web(lab: &str) -> Value {
     );
     super::json_lines(&out.stdout, "probe").remove(0)
 }
+
+/// What [`service_traffic`] saw: the flow records, and each server's accepts before the
+/// sticky connections and after all of them.
+pub struct ServiceTraffic {
+    pub flows: Vec<Value>,
+    pub before_sticky: Vec<u64>,
+    pub accepts: Vec<u64>,
+}
+
+/// The Service tests' traffic under `inspector flows -o json` on the lab's client, outside
+/// and node namespaces: 300 connections to the `ClusterIP` (`.10`), 20 to the sticky one
+/// (`.11`), 1 to the `NodePort` from outside; the records once the kernel's counters are
+/// quiet (SIGINT prints the final snapshot).
+pub fn service_traffic(lab: &str, net: u8, servers: &[Server], quiet: Duration) -> ServiceTraffic {
+    let (client, ext, node) = (
+        format!("{lab}-client"),
+        format!("{lab}-ext"),
+        format!("{lab}-node"),
+    );
+    let vip = |last: u8| format!("198.18.{}.{last}:80", net + 2);
+    let insp = super::Inspector::start(&[
+        "flows",
+        "-o",
+        "json",
+        "-q",
+        "--duration",
+        "120",
+        "--netns",
+        &client,
+        "--netns",
+        &ext,
+        "--netns",
+        &node,
+    ]);
+    assert_eq!(connect_n(&client, &vip(10), 300), 300);
+    let before_sticky: Vec<u64> = servers.iter().map(Server::count).collect();
+    assert_eq!(connect_n(&client, &vip(11), 20), 20);
+    assert_eq!(
+        connect_n(&ext, &format!("198.18.{}.1:30080", net + 1), 1),
+        1
+    );
+    let accepts: Vec<u64> = servers.iter().map(Server::count).collect();
+    super::wait_quiet_in(&[&client, &node, &ext], quiet);
+    let out = insp.interrupt();
+    ServiceTraffic {
+        flows: super::json_lines(&out.stdout, "flow"),
+        before_sticky,
+        accepts,
+    }
+}
