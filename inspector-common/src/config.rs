@@ -17,6 +17,16 @@ pub const FLAG_STACK: u8 = 8;
 /// [`Config::off_tp_reason`] when `skb:kfree_skb` has no `reason` field.
 pub const NO_DROP_REASON: u32 = u32::MAX;
 pub const HOP_SHIFT_AUTO: u8 = 0xff;
+/// Bit in [`Config::flags`]: count with the global hooks (`tp_btf` on `netif_receive_skb` and
+/// `net_dev_start_xmit`, for every device, selected by `inspector_gsel`) instead of tc.
+pub const FLAG_GLOBAL: u8 = 16;
+/// [`Config::global_unknown`]: a device not listed is not counted (until userspace lists it).
+pub const UNKNOWN_SKIP: u8 = 0;
+/// A device not listed is counted unless it is a loopback device (ifindex 1 in every
+/// namespace): new veths are seen from their first packet.
+pub const UNKNOWN_COUNT: u8 = 1;
+/// A device not listed is counted, loopback too.
+pub const UNKNOWN_COUNT_LO: u8 = 2;
 /// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
 /// the verifier must reject it. Never set outside the test of verifier-error reporting.
 pub const FLAG_FAULT_VERIFIER: u8 = 0x80;
@@ -58,8 +68,9 @@ pub struct Config {
     /// For the socket-owner program: `sk_buff.sk`, `sock.__sk_common.skc_net.net`.
     pub off_skb_sk: u32,
     pub off_sk_net: u32,
-    /// For the stack's tracepoints: `sk_buff.mac_header`.
+    /// For the stack's tracepoints: `sk_buff.mac_header`, `sk_buff.data`.
     pub off_skb_mac: u32,
+    pub off_skb_data: u32,
     /// Per-hop timing: slots of `inspector_hseen` minus one (a power of two minus one).
     pub hop_seen_mask: u32,
     /// Per-packet events: the consumer is woken once every this many events per CPU (it
@@ -77,9 +88,12 @@ pub struct Config {
     /// Per-hop timing: time 1 packet in 2^this, or [`HOP_SHIFT_AUTO`]: the shift is read
     /// from the `inspector_hshift` map, which userspace moves with the traffic.
     pub hop_sample_shift: u8,
-    pub _pad: [u8; 2],
+    /// Global hooks: what to do with a device userspace has not listed in `inspector_gsel`
+    /// (one that appeared since its last look): one of the `UNKNOWN_*` values.
+    pub global_unknown: u8,
+    pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 116);
+const _: () = assert!(core::mem::size_of::<Config>() == 120);
 
 impl Config {
     #[must_use]
@@ -104,6 +118,7 @@ impl Config {
             off_skb_sk: 0,
             off_sk_net: 0,
             off_skb_mac: 0,
+            off_skb_data: 0,
             hop_seen_mask: 0,
             ring_wake_events: 0,
             port: 0,
@@ -111,7 +126,8 @@ impl Config {
             host_family: 0,
             flags: 0,
             hop_sample_shift: 0,
-            _pad: [0; 2],
+            global_unknown: UNKNOWN_SKIP,
+            _pad: 0,
         }
     }
 

@@ -12,7 +12,9 @@ mod maps;
 mod observe;
 mod skb;
 mod tc_egress;
+mod tc_empty;
 mod tc_ingress;
+mod tp_global;
 mod tp_kfree_skb;
 mod tp_stack;
 

@@ -122,3 +122,9 @@ pub(crate) static HOP_SHIFT: Array<u32> = Array::with_max_entries(1, 0);
 /// only these.
 #[map(name = "inspector_atch")]
 pub(crate) static ATTACHED: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Global hooks: (namespace inode << 32 | ifindex) -> 1 (count) or 0 (do not), kept by
+/// userspace; (namespace << 32 | 0) says the same of every device of that namespace not
+/// listed itself. See `tp_global`.
+#[map(name = "inspector_gsel")]
+pub(crate) static GSEL: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);

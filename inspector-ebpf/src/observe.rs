@@ -67,14 +67,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             vlan: meta_vlan,
             direction: dir as u8,
         };
-        count_status(f.status);
-        update(
-            &FLOWS4,
-            &key4(f.src, f.dst, f.sport, f.dport, f.proto, &hook),
-            f.tcp_flags,
-            f.status,
-            len,
-        );
+        count_fast(&f, &hook, len);
         if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, hook.netns, hook.ifindex) {
             hop_time(
                 hop::fingerprint(&Linear(data), f.proto),
@@ -103,6 +96,19 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
         events(ctx, &p, &hook, len, mark);
     }
     TC_ACT_UNSPEC
+}
+
+/// Counts a packet the fast path parsed (shared with the global hooks).
+#[inline(always)]
+pub(crate) fn count_fast(f: &FastV4, hook: &Hook, len: u32) {
+    count_status(f.status);
+    update(
+        &FLOWS4,
+        &key4(f.src, f.dst, f.sport, f.dport, f.proto, hook),
+        f.tcp_flags,
+        f.status,
+        len,
+    );
 }
 
 /// The load-time filter for the fast path (`wanted`'s checks on its fields).
@@ -147,7 +153,14 @@ fn events(ctx: &TcContext, p: &Parsed, hook: &Hook, len: u32, mark: u32) {
 }
 
 #[inline(always)]
-fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8, h: &Hook) -> FlowKey4 {
+pub(crate) fn key4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    h: &Hook,
+) -> FlowKey4 {
     FlowKey4 {
         src,
         dst,
@@ -162,11 +175,11 @@ fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8, h: &Hook)
 }
 
 /// Where a packet was seen.
-struct Hook {
-    netns: u32,
-    ifindex: u32,
-    vlan: u16,
-    direction: u8,
+pub(crate) struct Hook {
+    pub(crate) netns: u32,
+    pub(crate) ifindex: u32,
+    pub(crate) vlan: u16,
+    pub(crate) direction: u8,
 }
 
 /// The full flow key. Built field by field: zero-initialising the struct first would make
@@ -236,7 +249,7 @@ fn netns_from_device(ctx: &TcContext) -> u32 {
 }
 
 #[inline(always)]
-fn count_status(st: u8) {
+pub(crate) fn count_status(st: u8) {
     if st == 0 {
         return;
     }
@@ -261,7 +274,7 @@ fn count_status(st: u8) {
 /// key. Last-seen is in jiffies (a few ms of resolution for a plain load); `first_ns`, which
 /// orders hops along a path, is precise.
 #[inline(always)]
-fn count_flow(p: &Parsed, h: &Hook, len: u32) {
+pub(crate) fn count_flow(p: &Parsed, h: &Hook, len: u32) {
     if p.ethertype == ETH_P_IP {
         let src = [p.src[0], p.src[1], p.src[2], p.src[3]];
         let dst = [p.dst[0], p.dst[1], p.dst[2], p.dst[3]];
@@ -278,7 +291,13 @@ fn count_flow(p: &Parsed, h: &Hook, len: u32) {
 }
 
 #[inline(always)]
-fn update<K>(map: &LruPerCpuHashMap<K, FlowStats>, key: &K, tcp_flags: u8, status: u8, len: u32) {
+pub(crate) fn update<K>(
+    map: &LruPerCpuHashMap<K, FlowStats>,
+    key: &K,
+    tcp_flags: u8,
+    status: u8,
+    len: u32,
+) {
     if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: plain helper call.
         let now = unsafe { bpf_jiffies64() };

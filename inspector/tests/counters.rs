@@ -19,6 +19,14 @@ fn totals_equal_kernel_interface_counters_with_legacy_tc() {
     support::totals::check_totals("cg", &["--attach", "tc"]);
 }
 
+/// The same with the global hooks (`--attach global`: the stack's tracepoints for the whole
+/// node, devices selected by map, no per-interface attach).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn totals_equal_kernel_interface_counters_with_global_hooks() {
+    support::totals::check_totals("cgl", &["--attach", "global"]);
+}
+
 /// Refreshing `flows -o json` marks each snapshot: a `snapshot` line (sequence, wall-clock
 /// time, record count, final or not) before the records it counts; the one printed at
 /// Ctrl-C is final.

@@ -70,9 +70,9 @@ fn veth_peers_are_resolved_across_namespaces() {
     assert_eq!(link("vx")["kind"], "veth");
 }
 
-/// `flows -o json` over the whole node, rescanning every `rescan_ms`.
-fn node_flows(rescan_ms: &str) -> Inspector {
-    Inspector::start(&[
+/// `flows -o json` over the whole node, rescanning every `rescan_ms`, with `extra` flags.
+fn node_flows(rescan_ms: &str, extra: &[&str]) -> Inspector {
+    let mut args = vec![
         "flows",
         "-o",
         "json",
@@ -80,14 +80,16 @@ fn node_flows(rescan_ms: &str) -> Inspector {
         "300",
         "--rescan-ms",
         rescan_ms,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Inspector::start(&args)
 }
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn new_namespace_and_veth_are_traced_without_restart() {
     let y = Netns::new(&unique("fy"));
-    let insp = node_flows("200");
+    let insp = node_flows("200", &[]);
     let z = Netns::new(&unique("fz"));
     y.exec(&[
         "ip", "link", "add", "vy", "type", "veth", "peer", "name", "vz", "netns", &z.name,
@@ -144,7 +146,7 @@ fn new_namespace_and_veth_are_traced_without_restart() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn announced_veths_are_attached_without_waiting_for_the_rescan() {
-    let insp = node_flows("60000");
+    let insp = node_flows("60000", &[]);
     let mut took = Vec::new();
     let mut made = Vec::new();
     let mut born = 0u64;
@@ -207,4 +209,71 @@ fn announced_veths_are_attached_without_waiting_for_the_rescan() {
         "the first ARP request was missed: {flows:?}"
     );
     assert_eq!(sent("icmp"), 1, "the one echo request ({ping}): {flows:?}");
+}
+
+/// With the global hooks nothing is attached per interface: a namespace and veth made while
+/// `flows --attach global` runs (the rescan a minute away) are counted from their very
+/// first packets, sent the moment the link is up: the ARP request, then the first SYN (to a
+/// closed port: the SYN and the RST are the whole connection), named after the fact.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn global_hooks_count_a_new_namespace_from_its_first_packet() {
+    let insp = node_flows("60000", &["--attach", "global", "--no-services"]);
+    let born = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let z = Netns::new(&unique("fg"));
+    let host = format!("h{}", z.name);
+    support::sh(&[
+        "ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &z.name,
+    ]);
+    support::sh(&["ip", "addr", "add", "198.18.9.5/30", "dev", &host]);
+    support::sh(&["ip", "link", "set", &host, "up"]);
+    z.exec(&["ip", "addr", "add", "198.18.9.6/30", "dev", "eth0"]);
+    z.exec(&["ip", "link", "set", "eth0", "up"]);
+    // bash's /dev/tcp: one connect, refused (nothing listens on port 7).
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "exec", &z.name, "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/198.18.9.5/7")
+        .output()
+        .expect("bash");
+    let z_inode = z.inode();
+    std::thread::sleep(Duration::from_millis(300));
+    // Nothing is attached per interface: no tc program on the new veth while it runs.
+    let tc = z.exec(&["bpftool", "net", "show", "dev", "eth0"]);
+    assert!(
+        !tc.contains("insp_"),
+        "a tc program on {}/eth0: {tc}",
+        z.name
+    );
+    let out = insp.interrupt();
+    let flows = json_lines(&out.stdout, "flow");
+    let mine = |dir: &str, proto: &str| -> Vec<&serde_json::Value> {
+        flows
+            .iter()
+            .filter(|f| {
+                f["netns"].as_u64() == Some(z_inode)
+                    && f["time_unix_ns"].as_u64() >= Some(born)
+                    && f["direction"] == dir
+                    && f["proto"] == proto
+            })
+            .collect()
+    };
+    let arp = mine("egress", "arp");
+    assert!(
+        !arp.is_empty(),
+        "the first ARP request was missed: {flows:?}"
+    );
+    assert!(
+        arp.iter()
+            .all(|f| f["ifname"] == "eth0" && f["netns_name"] == z.name.as_str()),
+        "not named after the fact: {arp:?}"
+    );
+    let syn = mine("egress", "tcp");
+    assert_eq!(syn.len(), 1, "one connection: {flows:?}");
+    assert_eq!(syn[0]["packets"].as_u64(), Some(1), "the one SYN: {syn:?}");
+    assert_eq!(syn[0]["dport"].as_u64(), Some(7));
+    let rst = mine("ingress", "tcp");
+    assert_eq!(rst.len(), 1, "the RST came back: {flows:?}");
 }

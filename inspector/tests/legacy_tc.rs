@@ -189,14 +189,14 @@ fn the_next_start_removes_what_a_killed_run_left() {
     drop(next.interrupt_ok());
 }
 
-/// `--attach` takes tcx or tc; anything else is a one-line error and nothing is attached.
+/// `--attach` takes tcx, tc or global; anything else is a one-line error and nothing is attached.
 #[test]
 fn attach_mode_is_checked() {
     let out = run_inspector(&["flows", "--attach", "xdp", "--duration", "1"], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("'xdp' is not an attach mode: tcx or tc"),
+        err.contains("'xdp' is not an attach mode: tcx, tc or global"),
         "{err}"
     );
 }

@@ -83,6 +83,8 @@ fn benchmark_records_match_their_schemas() {
         (Observer::None, 1000.0),
         (Observer::Inspector, 990.0),
         (Observer::InspectorHops, 980.0),
+        (Observer::InspectorGlobal, 985.0),
+        (Observer::EmptyTc, 995.0),
         (Observer::Tcpdump, 900.0),
     ]
     .iter()
@@ -98,7 +100,8 @@ fn benchmark_records_match_their_schemas() {
             ratio: v / 1000.0,
             overhead_pct: (1.0 - v / 1000.0) * 100.0,
             added_ns_per_hop: Some(10.0),
-            prog_ns_per_run: None,
+            // The programs' own time where there are programs (the check above empty too).
+            prog_ns_per_run: (o != Observer::None && o != Observer::Tcpdump).then_some(1e3 - v),
         })
     })
     .collect();
@@ -128,6 +131,7 @@ fn benchmark_records_match_their_schemas() {
         load_ms: 3.0,
         attach_ms: 4.0,
         attach_fast_ms: 1.0,
+        attach_global_ms: 0.5,
         attached: 7,
     };
     let summary = scale::summarize(std::slice::from_ref(&scale));

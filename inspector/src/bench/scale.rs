@@ -6,7 +6,8 @@
 //! - scan: the topology of every namespace read over rtnetlink (what a rescan costs);
 //! - load: the eBPF object loaded and verified;
 //! - attach: ingress+egress TCX links on every veth and the bridge (the reconcile after load),
-//!   plainly and with `--fast-attach` (expedited RCU), each on a fresh probe.
+//!   plainly and with `--fast-attach` (expedited RCU), each on a fresh probe; and the same
+//!   selection with the global hooks (`--attach global`: no link per interface).
 use std::{
     fmt::Write as _,
     time::{Duration, Instant},
@@ -37,6 +38,9 @@ pub struct ScaleSample {
     pub attach_ms: f64,
     /// The same with `--fast-attach` (expedited RCU), on a fresh probe.
     pub attach_fast_ms: f64,
+    /// The same with the global hooks (`--attach global`: map entries, two tracepoint
+    /// programs), on a fresh probe.
+    pub attach_global_ms: f64,
     pub attached: usize,
 }
 
@@ -131,6 +135,17 @@ pub fn run(
             drop(s);
         }
         let [attach_ms, attach_fast_ms] = attach;
+        let probe = Probe::load(&ProbeOptions {
+            drops: false,
+            sockets: false,
+            attach: Some(crate::probe::AttachMode::Global),
+            ..ProbeOptions::default()
+        })?;
+        let mut s = Session::with_probe(probe, wanted.clone());
+        let t = Instant::now();
+        let _ = s.reconcile();
+        let attach_global_ms = ms(t.elapsed());
+        drop(s);
         let s = ScaleSample {
             repetition: round,
             lab_ms: built_ms,
@@ -142,6 +157,7 @@ pub fn run(
             load_ms,
             attach_ms,
             attach_fast_ms,
+            attach_global_ms,
             attached,
         };
         progress(&s);
@@ -167,7 +183,7 @@ pub struct StepSummary {
 pub fn summarize(samples: &[ScaleSample]) -> Vec<StepSummary> {
     /// (step, its time in a sample, the target).
     type Step = (&'static str, fn(&ScaleSample) -> f64, &'static str);
-    let steps: [Step; 6] = [
+    let steps: [Step; 7] = [
         (
             "identity refresh",
             |s| s.identity_ms,
@@ -178,6 +194,7 @@ pub fn summarize(samples: &[ScaleSample]) -> Vec<StepSummary> {
         ("eBPF load", |s| s.load_ms, ""),
         ("attach (scan + links)", |s| s.attach_ms, "1000 ms"),
         ("attach --fast-attach", |s| s.attach_fast_ms, "1000 ms"),
+        ("attach --attach global", |s| s.attach_global_ms, "1000 ms"),
     ];
     steps
         .into_iter()

@@ -154,9 +154,11 @@ pub struct FilterArgs {
     /// here), so 1000 interfaces take ~18 s. Expedited grace periods interrupt every CPU.
     #[arg(long)]
     pub fast_attach: bool,
-    /// How programs go onto interfaces: tcx (links that die with the process; Linux 6.6+)
-    /// or tc (legacy `clsact` + `cls_bpf` filters, for older kernels; `inspector cleanup`
-    /// removes them after a crash). Default: tcx where the kernel has it, else tc.
+    /// How programs go onto interfaces: tcx (links that die with the process; Linux 6.6+),
+    /// tc (legacy `clsact` + `cls_bpf` filters, for older kernels; `inspector cleanup`
+    /// removes them after a crash), or global (no per-interface attachment: the stack's
+    /// tracepoints for the whole node, a new veth counted from its first packet; flows
+    /// only). Default: tcx where the kernel has it, else tc.
     #[arg(long, value_name = "MODE", value_parser = parse_attach)]
     pub attach: Option<crate::probe::AttachMode>,
     /// Kernel-side debug logging (aya-log) at this level and above: error, warn, info,
@@ -165,6 +167,10 @@ pub struct FilterArgs {
     /// log statement.
     #[arg(long, value_name = "LEVEL", value_parser = crate::probe::log::parse_level)]
     pub kernel_log: Option<crate::probe::log::Level>,
+    /// Attach a tc program that does nothing instead of the observing ones: the baseline
+    /// `bench overhead` measures per-hook cost against. Nothing is counted.
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
 }
 
 impl FilterArgs {
@@ -201,6 +207,7 @@ impl FilterArgs {
             measure: session::Measure::Flows,
             kernel_log: self.kernel_log,
             lifecycle: false,
+            empty_programs: self.empty_programs,
         })
     }
 
@@ -237,7 +244,8 @@ pub fn parse_attach(s: &str) -> Result<crate::probe::AttachMode, String> {
     match s {
         "tcx" => Ok(crate::probe::AttachMode::Tcx),
         "tc" => Ok(crate::probe::AttachMode::Tc),
-        _ => Err(format!("'{s}' is not an attach mode: tcx or tc")),
+        "global" => Ok(crate::probe::AttachMode::Global),
+        _ => Err(format!("'{s}' is not an attach mode: tcx, tc or global")),
     }
 }
 

@@ -98,8 +98,15 @@ pub fn overhead<W: Write>(
     }
     p.line("")?;
     for c in targets {
+        let prog = c.prog_ns_above_empty.map_or_else(String::new, |a| {
+            format!(
+                "  program {a:+.0} ns per run above an empty one (target <= {}: {})",
+                crate::bench::overhead::ABOVE_EMPTY_TARGET_NS,
+                met(c.prog_met == Some(true)),
+            )
+        });
         p.line(&format!(
-            "{:<9} inspector {:+.2}% (target <= {}%: {})  tcpdump {:+.2}%  inspector/tcpdump overhead {:.2} (target <= {}: {})",
+            "{:<9} inspector {:+.2}% (target <= {}%: {})  tcpdump {:+.2}%  inspector/tcpdump overhead {:.2} (target <= {}: {}){prog}",
             c.workload.name(),
             c.inspector_pct,
             c.target_pct,

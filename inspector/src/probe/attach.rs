@@ -22,7 +22,9 @@ use std::{
 
 use aya::programs::SchedClassifier;
 
-use super::{PROG_EGRESS, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError};
+use super::{
+    PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError,
+};
 use crate::topology::{Link, NsView};
 
 /// (namespace inode, ifindex) of an attached interface.
@@ -179,6 +181,11 @@ fn run_job(job: &Job<'_>, progs: Progs) -> Vec<Outcome> {
                             _filters: None,
                         })
                 }
+                // Never here: global hooks select interfaces in `select_many`.
+                super::AttachMode::Global => Ok(LinkPair {
+                    _links: Vec::new(),
+                    _filters: None,
+                }),
                 super::AttachMode::Tc => {
                     super::legacy_guard::Filters::attach(&job.ns.netns.path, key, order).map(|f| {
                         LinkPair {
@@ -215,6 +222,9 @@ impl Probe {
                     links: chunk.to_vec(),
                 });
             }
+        }
+        if self.global() {
+            return self.select_many(&jobs);
         }
         if jobs.is_empty() {
             return Vec::new();
@@ -279,7 +289,43 @@ impl Probe {
         let v = self.ifns_value(key.1, &[]);
         let _ = self.set_ifns(key.1, v);
         self.set_attached(key.0, key.1, false);
+        if self.global() {
+            let _ = self.set_gsel((key.0 & 0xffff_ffff) << 32 | u64::from(key.1), None);
+        }
         drop(pair);
+    }
+
+    /// Global hooks: "attaching" is writing each interface's selection (and its namespace
+    /// into `inspector_ifns`, which the programs check first); then the programs go on.
+    fn select_many(&mut self, jobs: &[Job<'_>]) -> Vec<Result<AttachKey, ProbeError>> {
+        let mut results = Vec::new();
+        let mut adding: std::collections::HashMap<u32, Vec<u64>> = std::collections::HashMap::new();
+        for j in jobs {
+            for l in &j.links {
+                adding.entry(l.ifindex).or_default().push(j.ns.netns.inode);
+            }
+        }
+        for j in jobs {
+            for l in &j.links {
+                let key = (j.ns.netns.inode, l.ifindex);
+                let v = self.ifns_value(l.ifindex, &adding[&l.ifindex]);
+                let r = self.set_ifns(l.ifindex, v).and_then(|()| self.select(key));
+                results.push(r.map(|()| {
+                    self.links.insert(
+                        key,
+                        LinkPair {
+                            _links: Vec::new(),
+                            _filters: None,
+                        },
+                    );
+                    key
+                }));
+            }
+        }
+        if let Err(e) = self.start_global() {
+            results.push(Err(e));
+        }
+        results
     }
 
     /// Detaches everything, on many threads at once (see the module comment).
@@ -307,7 +353,11 @@ impl Probe {
         };
         Ok(Progs {
             mode: self.attach_mode,
-            observe: pair(PROG_INGRESS, PROG_EGRESS)?,
+            observe: if self.empty {
+                pair(PROG_EMPTY, PROG_EMPTY)?
+            } else {
+                pair(PROG_INGRESS, PROG_EGRESS)?
+            },
             log: match self.logger {
                 Some(_) => Some(pair(PROG_LOG_INGRESS, PROG_LOG_EGRESS)?),
                 None => None,

@@ -67,6 +67,10 @@ pub enum ProbeError {
     NoProbeRead { program: &'static str },
     #[error("{0}: the inspector cannot locate the namespace of a packet's device on this kernel")]
     Btf(#[from] btf::BtfError),
+    #[error(
+        "--attach global needs the kernel's BTF for tp_btf programs ({0}): use --attach tcx or tc"
+    )]
+    GlobalBtf(String),
     #[error("program {program}: {source}")]
     Program {
         program: &'static str,

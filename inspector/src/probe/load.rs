@@ -7,9 +7,9 @@ use aya::{
 use inspector_common::config::{FLAG_EVENTS, FLAG_HOPTIME, FLAG_NETNS};
 
 use super::{
-    MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN, PROG_DROPS, PROG_EGRESS,
-    PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError, ProbeOptions, STACK_HOOKS,
-    btf, clock,
+    GLOBAL_HOOKS, MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN, PROG_DROPS,
+    PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError,
+    ProbeOptions, STACK_HOOKS, btf, clock,
     error::{load_error, program_err},
     preflight, program, sockets, tracefs,
 };
@@ -22,6 +22,7 @@ impl Probe {
         preflight::privileges()?;
         preflight::btf()?;
         let attach_mode = preflight::attach_mode(opts.attach)?;
+        let global = attach_mode == super::AttachMode::Global;
         let mut config = opts.config;
         let off = btf::kernel_offsets(&preflight::btf_path())?;
         config.off_skb_dev = off.skb_dev;
@@ -29,6 +30,7 @@ impl Probe {
         config.off_net_inum = off.net_inum;
         config.off_dev_ifindex = off.dev_ifindex;
         config.off_skb_head = off.skb_head;
+        config.off_skb_data = off.skb_data;
         config.off_skb_nh = off.skb_nh;
         config.off_skb_mac = off.skb_mac;
         config.off_skb_tail = off.skb_tail;
@@ -68,6 +70,10 @@ impl Probe {
         } else {
             (1, 1)
         };
+        if global {
+            config.flags |= inspector_common::config::FLAG_GLOBAL;
+            config.global_unknown = opts.global_unknown;
+        }
         let level = opts.kernel_log.map_or(0u8, |l| l as u8);
         let mut ebpf = EbpfLoader::new()
             .override_global(inspector_common::config::CONFIG_GLOBAL, &config, true)
@@ -83,12 +89,19 @@ impl Probe {
             Some(_) => Some(super::log::KernelLogger::new(&mut ebpf)?),
             None => None,
         };
-        let log_progs: &[&str] = if logger.is_some() {
+        let log_progs: &[&str] = if logger.is_some() && !global {
             &[PROG_LOG_INGRESS, PROG_LOG_EGRESS]
         } else {
             &[]
         };
-        for &name in [PROG_INGRESS, PROG_EGRESS].iter().chain(log_progs) {
+        let observing: &[&str] = if global {
+            &[]
+        } else if opts.empty {
+            &[PROG_EMPTY]
+        } else {
+            &[PROG_INGRESS, PROG_EGRESS]
+        };
+        for &name in observing.iter().chain(log_progs) {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?
                 .try_into()
                 .map_err(program_err(name))?;
@@ -121,6 +134,9 @@ impl Probe {
         if opts.stack_hooks {
             warnings.extend(load_stack_hooks(&mut ebpf));
         }
+        if global {
+            load_global_hooks(&mut ebpf)?;
+        }
         let mut sockets_loaded = false;
         if opts.sockets {
             match sockets::load(&mut ebpf) {
@@ -143,6 +159,9 @@ impl Probe {
             attach_mode,
             hop_shift: 0,
             sockets_loaded,
+            empty: opts.empty,
+            global_on: false,
+            excluded: std::collections::HashSet::new(),
             cgroup_links: sockets::Attached::new(),
             logger,
         })
@@ -178,4 +197,16 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Loads (not attaches) the global hooks' programs; they are attached once the selection is
+/// in `inspector_gsel` (`Probe::attach_many`).
+fn load_global_hooks(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::GlobalBtf(e.to_string()))?;
+    for (prog, tp) in GLOBAL_HOOKS {
+        let p: &mut aya::programs::BtfTracePoint =
+            program(ebpf, prog)?.try_into().map_err(program_err(prog))?;
+        p.load(tp, &btf).map_err(|e| load_error(prog, e))?;
+    }
+    Ok(())
 }

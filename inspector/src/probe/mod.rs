@@ -15,6 +15,7 @@ pub mod clock;
 mod error;
 pub mod events;
 pub mod features;
+mod global;
 pub mod legacy;
 mod legacy_guard;
 mod load;
@@ -41,6 +42,8 @@ pub use sockets::SocketOwners;
 pub const PROG_INGRESS: &str = "insp_tc_ingress";
 pub const PROG_EGRESS: &str = "insp_tc_egress";
 pub const PROG_DROPS: &str = "insp_kfree_skb";
+/// A tc program that does nothing (`ProbeOptions::empty`): the baseline of per-hook cost.
+pub const PROG_EMPTY: &str = "insp_tc_empty";
 /// The tc programs that say, through aya-log, what the two above decided (`--kernel-log`).
 pub const PROG_LOG_INGRESS: &str = "insp_log_ingress";
 pub const PROG_LOG_EGRESS: &str = "insp_log_egress";
@@ -55,6 +58,12 @@ pub const MAP_HOP_SEEN: &str = "inspector_hseen";
 pub const MAP_HOP_HIST: &str = "inspector_hhist";
 pub const MAP_HOP_SHIFT: &str = "inspector_hshift";
 pub const MAP_ATTACHED: &str = "inspector_atch";
+pub const MAP_GSEL: &str = "inspector_gsel";
+/// The global hooks' programs: (program, tracepoint).
+pub const GLOBAL_HOOKS: [(&str, &str); 2] = [
+    ("insp_gl_receive", "netif_receive_skb"),
+    ("insp_gl_xmit", "net_dev_start_xmit"),
+];
 
 /// The stack's packet tracepoints (`tp_btf`) and the programs on them: (program,
 /// tracepoint, what is lost without it).
@@ -87,6 +96,10 @@ pub enum AttachMode {
     Tcx,
     /// Legacy `clsact` + `cls_bpf` filters over netlink (see `legacy`).
     Tc,
+    /// No per-interface attachment: two `tp_btf` programs on the stack's own packet
+    /// tracepoints, attached once for the node, count the devices `inspector_gsel` selects
+    /// (see the kernel crate's `tp_global`). Flows only.
+    Global,
 }
 
 impl AttachMode {
@@ -95,6 +108,7 @@ impl AttachMode {
         match self {
             Self::Tcx => "tcx",
             Self::Tc => "tc",
+            Self::Global => "global",
         }
     }
 }
@@ -123,6 +137,11 @@ pub struct ProbeOptions {
     pub kernel_log: Option<log::Level>,
     /// TCX or legacy tc; `None`: TCX where the kernel has it.
     pub attach: Option<AttachMode>,
+    /// Global hooks: count devices nobody listed yet (`inspector_common::config::UNKNOWN_*`).
+    pub global_unknown: u8,
+    /// Attach `PROG_EMPTY` instead of the observing programs (`bench overhead`'s baseline:
+    /// what a tc program costs before it does anything). Nothing is counted then.
+    pub empty: bool,
 }
 
 impl Default for ProbeOptions {
@@ -137,6 +156,8 @@ impl Default for ProbeOptions {
             stack_hooks: false,
             kernel_log: None,
             attach: None,
+            global_unknown: inspector_common::config::UNKNOWN_SKIP,
+            empty: false,
         }
     }
 }
@@ -156,6 +177,13 @@ pub struct Probe {
     /// Per-hop timing's auto sampling shift, as last set (copied into `inspector_ifns`).
     hop_shift: u32,
     sockets_loaded: bool,
+    /// `ProbeOptions::empty`: the empty program goes where the observing ones would.
+    empty: bool,
+    /// Global hooks: the tracepoints are attached (on the first `attach_many`, after the
+    /// selection is written), and the interfaces told not to count (flows seen on them
+    /// before are left out of `flows`).
+    global_on: bool,
+    excluded: std::collections::HashSet<AttachKey>,
     /// Cgroups the socket-owner programs are attached to.
     cgroup_links: sockets::Attached,
     /// The kernel's debug log, when on (it must live as long as the programs).

@@ -88,6 +88,9 @@ impl Probe {
                 out.push((k.widen(), sum(per_cpu.iter(), &clock)));
             }
         }
+        if self.global() {
+            out.retain(|(k, _)| !self.left_out(k.netns, k.ifindex));
+        }
         Ok(out)
     }
 

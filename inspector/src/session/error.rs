@@ -20,6 +20,8 @@ pub enum SessionError {
          services`)"
     )]
     UnknownService { name: String, nodes: String },
+    #[error("--attach global counts flows only: {0} needs the tc programs (--attach tcx or tc)")]
+    GlobalFlowsOnly(&'static str),
     #[error("--service '{0}' must be NAMESPACE/NAME (lower-case letters, digits and '-')")]
     BadServiceName(String),
     #[error("writing the ready file {}: {source}", path.display())]

@@ -114,14 +114,21 @@ impl Session {
         let mut changes = Vec::new();
         let mut wanted: HashSet<AttachKey> = HashSet::new();
         let mut todo: Vec<(&NsView, Vec<&Link>)> = Vec::new();
+        // Global hooks: the devices seen and left out are told not to count.
+        let mut unwanted: Vec<AttachKey> = Vec::new();
         for ns in &topo.namespaces {
-            let links: Vec<&Link> = ns
+            let (links, others): (Vec<&Link>, Vec<&Link>) = ns
                 .links
                 .iter()
-                .filter(|l| self.selection.wants_link(ns, l))
-                .collect();
+                .partition(|l| self.selection.wants_link(ns, l));
             wanted.extend(links.iter().map(|l| (ns.netns.inode, l.ifindex)));
+            unwanted.extend(others.iter().map(|l| (ns.netns.inode, l.ifindex)));
             todo.push((ns, links));
+        }
+        if let Err(e) = self.probe.exclude(&unwanted)
+            && self.reported.insert(e.to_string())
+        {
+            changes.push(Change::Failed(e));
         }
         for r in self.probe.attach_many(&todo) {
             match r {

@@ -61,6 +61,9 @@ pub struct Options {
     pub kernel_log: Option<Level>,
     /// Collect lifecycle events (namespaces and links coming and going) on each rescan.
     pub lifecycle: bool,
+    /// Attach a program that does nothing instead of the observing ones (`bench overhead`'s
+    /// baseline); nothing is counted.
+    pub empty_programs: bool,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
             measure: Measure::Flows,
             kernel_log: None,
             lifecycle: false,
+            empty_programs: false,
         }
     }
 }

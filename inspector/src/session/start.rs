@@ -107,6 +107,21 @@ fn selection(
     Ok((sel, pinned))
 }
 
+/// Global hooks: what the programs do with a device userspace has not listed yet. With the
+/// default selection (every namespace, by kind) they count it, so a new veth is seen from
+/// its first packet (loopback only when asked for); with `--netns` only devices of the
+/// selected namespaces (`Probe::select_namespaces`), with `--interface` only those named.
+fn global_unknown(sel: &Selection) -> u8 {
+    use inspector_common::config::{UNKNOWN_COUNT, UNKNOWN_COUNT_LO, UNKNOWN_SKIP};
+    if !sel.netns.is_empty() || !sel.interfaces.is_empty() {
+        UNKNOWN_SKIP
+    } else if sel.all || sel.lo {
+        UNKNOWN_COUNT_LO
+    } else {
+        UNKNOWN_COUNT
+    }
+}
+
 /// The load-time configuration: filter, pinned namespace and interface, what is measured.
 fn config(opts: &Options, sel: &Selection, pinned: Option<&(String, u32)>) -> Config {
     let mut cfg = Config::zeroed();
@@ -152,6 +167,15 @@ impl Session {
         if let Some(s) = &opts.filter.service {
             check_service_name(s)?;
         }
+        if opts.attach == Some(crate::probe::AttachMode::Global) {
+            match opts.measure {
+                Measure::Flows => {}
+                Measure::Events { .. } => return Err(SessionError::GlobalFlowsOnly("tracing")),
+                Measure::HopTiming { .. } | Measure::LatencyFromEvents { .. } => {
+                    return Err(SessionError::GlobalFlowsOnly("per-hop latency"));
+                }
+            }
+        }
         preflight::privileges()?;
         let all = topology::netns::discover();
         let (selection, pinned) = selection(opts, &all)?;
@@ -180,6 +204,8 @@ impl Session {
             stack_hooks,
             kernel_log: opts.kernel_log,
             attach: opts.attach,
+            empty: opts.empty_programs,
+            global_unknown: global_unknown(&selection),
         })?;
         let mut changes: Vec<Change> = probe.warnings.iter().cloned().map(Change::Note).collect();
         changes.extend(swept.iter().map(|r| Change::Note(r.to_string())));
@@ -220,6 +246,9 @@ impl Session {
             s.enable_services()?;
         }
         s.latency = latency::Latency::start(&mut s.probe, opts.measure)?;
+        if s.selection.interfaces.is_empty() {
+            s.probe.select_namespaces(&s.selection.netns)?;
+        }
         changes.extend(s.reconcile());
         if let Some(p) = &opts.ready_file {
             write_ready(p)?;

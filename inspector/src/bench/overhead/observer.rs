@@ -26,6 +26,13 @@ pub enum Observer {
     InspectorHopEvents,
     /// `inspector flows --attach tc`: legacy tc filters instead of TCX links.
     InspectorTc,
+    /// `inspector flows --attach global`: the stack's tracepoints, devices selected by map.
+    InspectorGlobal,
+    /// The same selecting only the host's namespace: what the global hooks cost on the
+    /// lab's packets when their devices are not selected (node-wide cost).
+    InspectorGlobalUnselected,
+    /// A tc program that does nothing, on the same hooks (the baseline of per-hook cost).
+    EmptyTc,
     Tcpdump,
 }
 
@@ -38,6 +45,9 @@ impl Observer {
             Self::InspectorHops => "inspector-hops",
             Self::InspectorHopEvents => "inspector-hop-events",
             Self::InspectorTc => "inspector-tc",
+            Self::InspectorGlobal => "inspector-global",
+            Self::InspectorGlobalUnselected => "inspector-global-unselected",
+            Self::EmptyTc => "empty-tc",
             Self::Tcpdump => "tcpdump",
         }
     }
@@ -123,7 +133,8 @@ pub fn start(
         Observer::Inspector
         | Observer::InspectorHops
         | Observer::InspectorHopEvents
-        | Observer::InspectorTc => {
+        | Observer::InspectorTc
+        | Observer::InspectorGlobal => {
             let mut args: Vec<String> = ["flows", "--duration", "86400", "-q"]
                 .map(String::from)
                 .to_vec();
@@ -137,8 +148,45 @@ pub fn start(
             if obs == Observer::InspectorTc {
                 args.extend(["--attach", "tc"].map(String::from));
             }
+            if obs == Observer::InspectorGlobal {
+                args.extend(["--attach", "global"].map(String::from));
+            }
             if obs == Observer::InspectorHopEvents {
                 args.extend(["--latency", "--latency-from", "events"].map(String::from));
+            }
+            start_inspector(&args, Stdio::null())
+        }
+        Observer::InspectorGlobalUnselected => {
+            let mut args: Vec<String> = [
+                "flows",
+                "--duration",
+                "86400",
+                "-q",
+                "--attach",
+                "global",
+                "--netns",
+                "host",
+            ]
+            .map(String::from)
+            .to_vec();
+            args.extend(extra.iter().cloned());
+            start_inspector(&args, Stdio::null())
+        }
+        Observer::EmptyTc => {
+            let mut args: Vec<String> = [
+                "flows",
+                "--duration",
+                "86400",
+                "-q",
+                "--empty-programs",
+                "--no-drops",
+                "--no-services",
+                "--no-socket-owners",
+            ]
+            .map(String::from)
+            .to_vec();
+            for n in netns {
+                args.extend(["--netns".to_owned(), n.clone()]);
             }
             start_inspector(&args, Stdio::null())
         }
@@ -146,12 +194,28 @@ pub fn start(
     }
 }
 
-/// Run time of the inspector's tc programs (the log programs' too, with `--kernel-log`),
-/// summed, and how often the observing ones ran: the time is per packet and hook
-/// (`bpf_stats` must be on).
+/// Run time of the inspector's tc programs (the log programs' too, with `--kernel-log`; the
+/// empty program for `EmptyTc`), summed, and how often the observing ones ran: the time is
+/// per packet and hook (`bpf_stats` must be on).
 #[must_use]
-pub fn tc_prog_stats() -> Option<(u64, u64)> {
-    use crate::probe::{PROG_EGRESS, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS};
+pub fn tc_prog_stats(obs: Observer) -> Option<(u64, u64)> {
+    use crate::probe::{
+        GLOBAL_HOOKS, PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS,
+    };
+    let global = [GLOBAL_HOOKS[0].0, GLOBAL_HOOKS[1].0];
+    let (timed, counted): (&[&str], &[&str]) = if obs == Observer::EmptyTc {
+        (&[PROG_EMPTY], &[PROG_EMPTY])
+    } else if matches!(
+        obs,
+        Observer::InspectorGlobal | Observer::InspectorGlobalUnselected
+    ) {
+        (&global, &global)
+    } else {
+        (
+            &[PROG_INGRESS, PROG_EGRESS, PROG_LOG_INGRESS, PROG_LOG_EGRESS],
+            &[PROG_INGRESS, PROG_EGRESS],
+        )
+    };
     let out = std::process::Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -160,10 +224,10 @@ pub fn tc_prog_stats() -> Option<(u64, u64)> {
     let (mut ns, mut runs) = (0u64, 0u64);
     for p in v.as_array()? {
         let name = p["name"].as_str().unwrap_or_default();
-        if [PROG_INGRESS, PROG_EGRESS, PROG_LOG_INGRESS, PROG_LOG_EGRESS].contains(&name) {
+        if timed.contains(&name) {
             ns += p["run_time_ns"].as_u64().unwrap_or(0);
         }
-        if [PROG_INGRESS, PROG_EGRESS].contains(&name) {
+        if counted.contains(&name) {
             runs += p["run_cnt"].as_u64().unwrap_or(0);
         }
     }

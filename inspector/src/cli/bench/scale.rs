@@ -26,7 +26,7 @@ pub fn run(a: &ScaleArgs, fmt: Format) -> anyhow::Result<()> {
     let repeat = super::repeat(a.repeat, a.rounds, 5);
     let samples = scale::run(usize::from(n), repeat, |s| {
         eprintln!(
-            "inspector: repetition {}: identity {:.1} ms, resolve {:.2} ms ({} of {}), scan {:.0} ms, load {:.0} ms, attach {:.0} ms, --fast-attach {:.0} ms ({} interfaces)",
+            "inspector: repetition {}: identity {:.1} ms, resolve {:.2} ms ({} of {}), scan {:.0} ms, load {:.0} ms, attach {:.0} ms, --fast-attach {:.0} ms, --attach global {:.0} ms ({} interfaces)",
             s.repetition + 1,
             s.identity_ms,
             s.resolve_ms,
@@ -36,6 +36,7 @@ pub fn run(a: &ScaleArgs, fmt: Format) -> anyhow::Result<()> {
             s.load_ms,
             s.attach_ms,
             s.attach_fast_ms,
+            s.attach_global_ms,
             s.attached
         );
     })?;
