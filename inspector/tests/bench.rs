@@ -312,7 +312,8 @@ fn bench_agent_measures_three_phases_and_cleans_up() {
     );
 }
 
-/// `bench overhead`'s user-way method: plain iperf3 runs under each observer and reports
+/// `bench overhead`'s user-way method: plain iperf3 runs under each observer (the empty tc
+/// program, the per-hook baseline, among them) and reports
 /// what its receiver got; the lab is gone afterwards.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
@@ -333,8 +334,8 @@ fn bench_overhead_measures_the_iperf3_flood_too() {
         .iter()
         .map(|s| s["observer"].as_str().unwrap())
         .collect();
-    assert_eq!(samples.len(), 3, "{samples:?}");
-    for o in ["none", "inspector", "tcpdump"] {
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    for o in ["none", "empty-tc", "inspector", "tcpdump"] {
         assert!(observers.contains(&o), "{observers:?}");
     }
     for s in &samples {
