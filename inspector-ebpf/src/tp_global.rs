@@ -26,6 +26,7 @@ use crate::{
     kmem::KernelPacket,
     maps::{GSEL, IFNS},
     observe::{Hook, count_fast, count_flow, count_status},
+    tp_stack::{ETH_HLEN, UNSET},
 };
 
 #[btf_tracepoint(function = "netif_receive_skb")]
@@ -48,9 +49,6 @@ pub fn insp_gl_xmit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `mac_header`/`network_header` all ones: unset.
-const UNSET: u16 = u16::MAX;
-const ETH_HLEN: u16 = 14;
 /// The loopback device's ifindex, the same in every namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 

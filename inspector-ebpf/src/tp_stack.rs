@@ -61,9 +61,9 @@ pub fn insp_receive(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// `mac_header`/`network_header` are `u16` offsets from `head`; all ones = unset.
-const UNSET: u16 = u16::MAX;
+pub(crate) const UNSET: u16 = u16::MAX;
 /// An Ethernet header's length.
-const ETH_HLEN: u16 = 14;
+pub(crate) const ETH_HLEN: u16 = 14;
 
 #[inline(always)]
 fn stack_event(ctx: &BtfTracePointContext, hook: u8, dir: Direction) -> Option<()> {
