@@ -71,6 +71,8 @@ pub struct Config {
     /// For the stack's tracepoints: `sk_buff.mac_header`, `sk_buff.data`.
     pub off_skb_mac: u32,
     pub off_skb_data: u32,
+    /// For the global hooks' events: `sk_buff.mark`.
+    pub off_skb_mark: u32,
     /// Per-hop timing: slots of `inspector_hseen` minus one (a power of two minus one).
     pub hop_seen_mask: u32,
     /// Per-packet events: the consumer is woken once every this many events per CPU (it
@@ -93,7 +95,7 @@ pub struct Config {
     pub global_unknown: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 120);
+const _: () = assert!(core::mem::size_of::<Config>() == 124);
 
 impl Config {
     #[must_use]
@@ -119,6 +121,7 @@ impl Config {
             off_sk_net: 0,
             off_skb_mac: 0,
             off_skb_data: 0,
+            off_skb_mark: 0,
             hop_seen_mask: 0,
             ring_wake_events: 0,
             port: 0,

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, TC_ACT_UNSPEC},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_jiffies64, bpf_skb_load_bytes},
+        generated::{self as raw, bpf_jiffies64, bpf_skb_load_bytes},
     },
     programs::TcContext,
 };
@@ -148,7 +148,27 @@ fn events(ctx: &TcContext, p: &Parsed, hook: &Hook, len: u32, mark: u32) {
     if wanted(&key, p) {
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
-        emit(ctx, &key, p, len, mark, now);
+        emit(&key, p, len, len, mark, now, |to, n| {
+            // SAFETY: `to` is the event's snap buffer, `n` <= its size.
+            unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast::<c_void>(), 0, to, n) == 0 }
+        });
+    }
+}
+
+/// Per-packet event from a hook that has the frame in kernel memory (the global hooks):
+/// `frame` is where the frame starts, `linear` how many of its bytes are there.
+#[inline(always)]
+pub(crate) fn events_kernel(p: &Parsed, hook: &Hook, len: u32, mark: u32, frame: u64, linear: u32) {
+    let key = full_key(p, hook);
+    if wanted(&key, p) {
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let avail = if linear < len { linear } else { len };
+        emit(&key, p, len, avail, mark, now, |to, n| {
+            // SAFETY: bpf_probe_read_kernel never faults; `to` is the snap buffer, `n` <=
+            // its size.
+            unsafe { raw::bpf_probe_read_kernel(to, n, frame as *const c_void) == 0 }
+        });
     }
 }
 
@@ -402,15 +422,24 @@ fn copy_key(key: &FlowKey, to: *mut FlowKey) {
     }
 }
 
+/// Writes one event: `avail` of the packet's bytes can be copied, by `copy(to, n)`.
 #[inline(always)]
-fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u64) {
+fn emit(
+    key: &FlowKey,
+    p: &Parsed,
+    len: u32,
+    avail: u32,
+    mark: u32,
+    now: u64,
+    copy: impl FnOnce(*mut c_void, u32) -> bool,
+) {
     let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
         bump(Stat::EventsLost);
         return;
     };
     let ev = entry.as_mut_ptr();
-    let snap = if len < SNAP_LEN as u32 {
-        len
+    let snap = if avail < SNAP_LEN as u32 {
+        avail
     } else {
         SNAP_LEN as u32
     };
@@ -427,14 +456,7 @@ fn emit(ctx: &TcContext, key: &FlowKey, p: &Parsed, len: u32, mark: u32, now: u6
         // not carry `snap > 0` over to the register passed (LLVM tests one copy, passes
         // another), and refuses a size that may be 0. Opaque, so LLVM cannot fold it back.
         let n = (core::hint::black_box(snap).wrapping_sub(1) & (SNAP_LEN as u32 - 1)) + 1;
-        if snap > 0
-            && bpf_skb_load_bytes(
-                ctx.skb.skb.cast::<c_void>(),
-                0,
-                (&raw mut (*ev).snap).cast::<c_void>(),
-                n,
-            ) == 0
-        {
+        if snap > 0 && copy((&raw mut (*ev).snap).cast::<c_void>(), n) {
             copied = n as u16;
         }
         (*ev).snap_len = copied;

@@ -1,5 +1,5 @@
-//! Global hooks (`--attach global`): flows counted with the stack's own tracepoints instead of
-//! per-device tc programs. `tp_btf` on `netif_receive_skb` (a packet entering the stack,
+//! Global hooks (`--attach global`): flows counted (and, for `trace`, packets copied to the
+//! ring) with the stack's own tracepoints instead of per-device tc programs. `tp_btf` on `netif_receive_skb` (a packet entering the stack,
 //! before tc ingress) and `net_dev_start_xmit` (handed to the driver, after tc egress and the
 //! qdisc), attached once for the whole node: they fire for every device, and a device is
 //! counted when `inspector_gsel` (or, for one userspace has not listed yet, the load-time
@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use inspector_common::{
     Direction,
-    config::{UNKNOWN_COUNT, UNKNOWN_COUNT_LO},
+    config::{FLAG_EVENTS, UNKNOWN_COUNT, UNKNOWN_COUNT_LO},
     flow::IFNS_SLOTS,
     parse::{self, FAST_LEN},
 };
@@ -25,7 +25,7 @@ use crate::{
     config::conf,
     kmem::KernelPacket,
     maps::{GSEL, IFNS},
-    observe::{Hook, count_fast, count_flow, count_status},
+    observe::{Hook, count_fast, count_flow, count_status, events_kernel},
     tp_stack::{ETH_HLEN, UNSET},
 };
 
@@ -46,6 +46,18 @@ pub fn insp_gl_receive(ctx: BtfTracePointContext) -> i32 {
 )]
 pub fn insp_gl_xmit(ctx: BtfTracePointContext) -> i32 {
     count(&ctx, Direction::Egress);
+    0
+}
+
+/// Do-nothing programs on the same tracepoints: `bench overhead`'s baseline of what a global
+/// hook costs before it does any work (as `insp_tc_empty` is for tc).
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn insp_gl_empty_rx(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_start_xmit")]
+pub fn insp_gl_empty_tx(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
@@ -117,6 +129,16 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
             && let Some(f) = parse::fast_v4(&h, avail as usize)
         {
             count_fast(&f, &hook, len);
+            if conf!(flags) & FLAG_EVENTS != 0 {
+                events_kernel(
+                    &f.to_parsed(),
+                    &hook,
+                    len,
+                    field(skb, conf!(off_skb_mark)),
+                    frame,
+                    avail,
+                );
+            }
             return;
         }
         let p = parse::parse(&KernelPacket {
@@ -125,6 +147,16 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
         });
         count_status(p.status);
         count_flow(&p, &hook, len);
+        if conf!(flags) & FLAG_EVENTS != 0 {
+            events_kernel(
+                &p,
+                &hook,
+                len,
+                field(skb, conf!(off_skb_mark)),
+                frame,
+                avail,
+            );
+        }
         return;
     }
     // No Ethernet header (a tunnel, a raw IP device): the network layer alone.
@@ -141,6 +173,18 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
     );
     count_status(p.status);
     count_flow(&p, &hook, len);
+    if conf!(flags) & FLAG_EVENTS != 0 {
+        // No Ethernet header: the event's bytes start at the network header.
+        let at = head + l3;
+        events_kernel(
+            &p,
+            &hook,
+            len,
+            field(skb, conf!(off_skb_mark)),
+            at,
+            tail - l3 as u32,
+        );
+    }
 }
 
 /// Whether the device is counted: its `inspector_ifns` entry names this namespace (the

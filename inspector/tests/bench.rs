@@ -334,8 +334,15 @@ fn bench_overhead_measures_the_iperf3_flood_too() {
         .iter()
         .map(|s| s["observer"].as_str().unwrap())
         .collect();
-    assert_eq!(samples.len(), 4, "{samples:?}");
-    for o in ["none", "empty-tc", "inspector", "tcpdump"] {
+    assert_eq!(samples.len(), 6, "{samples:?}");
+    for o in [
+        "none",
+        "empty-tc",
+        "empty-global",
+        "inspector",
+        "inspector-tcx",
+        "tcpdump",
+    ] {
         assert!(observers.contains(&o), "{observers:?}");
     }
     for s in &samples {

@@ -7,19 +7,28 @@ use std::time::Duration;
 
 use support::{BridgeLab, Inspector, bpf_objects, eventually, held_objects};
 
-fn check_nothing_left(sig: i32) {
+/// `tcx`: per-device TCX links; else the default, the global hooks.
+fn check_nothing_left(sig: i32, tcx: bool) {
     let lab = BridgeLab::new("cl");
     let mut args = vec!["flows", "--duration", "300"];
     for ns in lab.all() {
         args.extend(["--netns", ns.name.as_str()]);
     }
+    if tcx {
+        args.extend(["--attach", "tcx"]);
+    }
     let insp = Inspector::start(&args);
     let held = held_objects(insp.pid());
-    // Two tc programs, the drop tracepoint and the two socket-owner cgroup_skb programs
-    // (loaded; attached only to cgroups of workloads sharing a namespace, none here), their
-    // maps, ingress+egress links on 7 interfaces and the tracepoint's perf link.
+    // Two observing programs (tc, or the global hooks'), the drop tracepoint and the two
+    // socket-owner cgroup_skb programs (loaded; attached only to cgroups of workloads
+    // sharing a namespace, none here), their maps, and links: with TCX ingress+egress on 7
+    // interfaces, with the global hooks one per tracepoint; and the drop tracepoint's.
     assert_eq!(held.progs.len(), 5, "programs held: {held:?}");
-    assert_eq!(held.links.len(), 15, "links held: {held:?}");
+    assert_eq!(
+        held.links.len(),
+        if tcx { 15 } else { 3 },
+        "links held: {held:?}"
+    );
     assert!(held.maps.len() >= 3, "maps held: {held:?}");
     let now = bpf_objects();
     for id in &held.links {
@@ -59,17 +68,18 @@ fn check_nothing_left(sig: i32) {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn sigint_leaves_nothing_attached() {
-    check_nothing_left(libc::SIGINT);
+    check_nothing_left(libc::SIGINT, false);
 }
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn sigterm_leaves_nothing_attached() {
-    check_nothing_left(libc::SIGTERM);
+    check_nothing_left(libc::SIGTERM, true);
 }
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn sigkill_leaves_nothing_attached() {
-    check_nothing_left(libc::SIGKILL);
+    check_nothing_left(libc::SIGKILL, false);
+    check_nothing_left(libc::SIGKILL, true);
 }

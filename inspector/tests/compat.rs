@@ -146,8 +146,9 @@ fn bench_overhead_rounds_secs_and_workload_names_under_both_spellings() {
     );
     for out in [&o, &n] {
         let sums: Vec<Value> = json_lines(&out.stdout, "overhead_summary");
-        // none, empty-tc, inspector, tcpdump: one run each, of the stream workload.
-        assert_eq!(sums.len(), 4, "{sums:?}");
+        // none, empty-tc, empty-global, inspector (global hooks), inspector-tcx, tcpdump:
+        // one run each, of the stream workload.
+        assert_eq!(sums.len(), 6, "{sums:?}");
         for s in &sums {
             assert_eq!(s["workload"], "stream", "{s}");
             assert_eq!(s["runs"], 1, "{s}");

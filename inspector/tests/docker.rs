@@ -238,6 +238,50 @@ fn check_lifecycle(d: &mut Dockerd, name: &str) {
     assert!(links.iter().any(|e| e["netns_name"] == "host" && e["ifname"].as_str().unwrap().starts_with("veth")), "{links:#?}");
 }
 
+/// The default attach mode (the global hooks) with the periodic rescan a minute away: a
+/// container that pings its gateway the moment it starts has that first echo request (and
+/// the ARP request before it) in `trace`, on its eth0, named as `docker inspect` names it -
+/// the kernel's link announcement and Docker's `start` event bring the rescan that names it,
+/// and the trace holds the packets until then.
+fn check_first_packets_named(d: &mut Dockerd, name: &str, gw: &str) {
+    let insp = Inspector::start(&[
+        "-o",
+        "json",
+        "trace",
+        "--rescan-ms",
+        "60000",
+        "--no-services",
+        "--docker-socket",
+        SOCKET,
+    ]);
+    d.run(
+        name,
+        &[],
+        &["sh", "-c", &format!("ping -c 1 -W 2 {gw}; sleep 60")],
+    );
+    let want = expected(name);
+    let ns = netns_of(name);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = insp.interrupt_ok();
+    let mine: Vec<Value> = json_lines(&out.stdout, "packet")
+        .into_iter()
+        .filter(|p| p["netns"].as_u64() == Some(ns) && p["direction"] == "egress")
+        .collect();
+    let first_echo = mine
+        .iter()
+        .position(|p| p["proto"] == "icmp" && p["icmp_type"].as_u64() == Some(8))
+        .unwrap_or_else(|| panic!("the first echo request was missed: {mine:#?}"));
+    let arp = mine
+        .iter()
+        .position(|p| p["proto"] == "arp")
+        .unwrap_or_else(|| panic!("the first ARP request was missed: {mine:#?}"));
+    assert!(arp < first_echo, "{mine:#?}");
+    assert_eq!(mine[arp]["ifname"], "eth0", "{}", mine[arp]);
+    assert_eq!(mine[first_echo]["ifname"], "eth0", "{}", mine[first_echo]);
+    container_end(&mine[first_echo], "src_endpoint", &want);
+    Dockerd::remove(name);
+}
+
 /// `inspector explain` on real Docker: each mode named with its own objects; the bridge
 /// container's paths name its veth's host end and docker0, and its MASQUERADE rule is the
 /// one Docker wrote for its subnet.
@@ -352,6 +396,7 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
     check_topology(&[&srv, &side, &cli, &hostc, &nonec, &u1, &u2]);
     check_explain(&srv, &side, &hostc, &nonec);
     check_lifecycle(&mut d, &format!("{t}-ev"));
+    check_first_packets_named(&mut d, &format!("{t}-first"), &gw);
 
     let insp = Inspector::start(&[
         "-o",
@@ -363,6 +408,10 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
         "200",
         "--docker-socket",
         SOCKET,
+        // Per-device attach and detach following containers (the held links are the
+        // oracle); the default global hooks are checked by `check_first_packets_named`.
+        "--attach",
+        "tcx",
     ]);
     let url = |port: u16| format!("wget -q -O /dev/null http://{srv_ip}:{port}/");
     assert!(Dockerd::exec(&cli, &url(80)), "cli -> srv:80");

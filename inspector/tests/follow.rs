@@ -215,29 +215,37 @@ fn announced_veths_are_attached_without_waiting_for_the_rescan() {
 /// `flows --attach global` runs (the rescan a minute away) are counted from their very
 /// first packets, sent the moment the link is up: the ARP request, then the first SYN (to a
 /// closed port: the SYN and the RST are the whole connection), named after the fact.
-#[test]
-#[ignore = "privileged: run with `cargo xtask test`"]
-fn global_hooks_count_a_new_namespace_from_its_first_packet() {
-    let insp = node_flows("60000", &["--attach", "global", "--no-services"]);
-    let born = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let z = Netns::new(&unique("fg"));
+/// A new namespace with eth0 wired by a veth to the host (`host_ip`/30 on the host end,
+/// `ns_ip`/30 on eth0), both up, and at once one TCP connect from it to `host_ip`:7 with
+/// bash's /dev/tcp (refused: nothing listens there). The host end goes with the namespace.
+fn new_namespace_connecting(tag: &str, host_ip: &str, ns_ip: &str) -> Netns {
+    let z = Netns::new(&unique(tag));
     let host = format!("h{}", z.name);
     support::sh(&[
         "ip", "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &z.name,
     ]);
-    support::sh(&["ip", "addr", "add", "198.18.9.5/30", "dev", &host]);
+    support::sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host]);
     support::sh(&["ip", "link", "set", &host, "up"]);
-    z.exec(&["ip", "addr", "add", "198.18.9.6/30", "dev", "eth0"]);
+    z.exec(&["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", "eth0"]);
     z.exec(&["ip", "link", "set", "eth0", "up"]);
-    // bash's /dev/tcp: one connect, refused (nothing listens on port 7).
     let _ = std::process::Command::new("ip")
         .args(["netns", "exec", &z.name, "bash", "-c"])
-        .arg("exec 3<>/dev/tcp/198.18.9.5/7")
+        .arg(format!("exec 3<>/dev/tcp/{host_ip}/7"))
         .output()
         .expect("bash");
+    z
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn global_hooks_count_a_new_namespace_from_its_first_packet() {
+    // The default attach mode: the global hooks.
+    let insp = node_flows("60000", &["--no-services"]);
+    let born = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let z = new_namespace_connecting("fg", "198.18.9.5", "198.18.9.6");
     let z_inode = z.inode();
     std::thread::sleep(Duration::from_millis(300));
     // Nothing is attached per interface: no tc program on the new veth while it runs.
@@ -276,4 +284,58 @@ fn global_hooks_count_a_new_namespace_from_its_first_packet() {
     assert_eq!(syn[0]["dport"].as_u64(), Some(7));
     let rst = mine("ingress", "tcp");
     assert_eq!(rst.len(), 1, "the RST came back: {flows:?}");
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn global_hooks_trace_a_new_namespace_from_its_first_packet() {
+    let insp = Inspector::start(&[
+        "trace",
+        "-o",
+        "json",
+        "--duration",
+        "300",
+        "--rescan-ms",
+        "60000",
+        "--no-services",
+    ]);
+    let z = new_namespace_connecting("ft", "198.18.9.9", "198.18.9.10");
+    let z_inode = z.inode();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = insp.interrupt();
+    let packets = json_lines(&out.stdout, "packet");
+    let mine: Vec<&serde_json::Value> = packets
+        .iter()
+        .filter(|p| p["netns"].as_u64() == Some(z_inode))
+        .collect();
+    assert!(
+        mine.iter().all(|p| p["ifname"] == "eth0"),
+        "named after the fact: {mine:?}"
+    );
+    let arp = mine
+        .iter()
+        .position(|p| p["proto"] == "arp" && p["direction"] == "egress")
+        .unwrap_or_else(|| panic!("the first ARP request was missed: {mine:?}"));
+    let syns: Vec<usize> = (0..mine.len())
+        .filter(|&i| {
+            let p = mine[i];
+            p["proto"] == "tcp" && p["direction"] == "egress" && p["dport"].as_u64() == Some(7)
+        })
+        .collect();
+    assert_eq!(syns.len(), 1, "the one SYN: {mine:?}");
+    let syn = mine[syns[0]];
+    assert_eq!(syn["tcp_flags"], "SYN", "{syn:?}");
+    assert_eq!(syn["src"], "198.18.9.10");
+    assert!(arp < syns[0], "the ARP request came first: {mine:?}");
+    let rst: Vec<&&serde_json::Value> = mine
+        .iter()
+        .filter(|p| p["proto"] == "tcp" && p["direction"] == "ingress")
+        .collect();
+    assert_eq!(rst.len(), 1, "the RST came back: {mine:?}");
+    assert!(
+        rst[0]["tcp_flags"]
+            .as_str()
+            .is_some_and(|f| f.contains("RST")),
+        "{rst:?}"
+    );
 }

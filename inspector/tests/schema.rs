@@ -83,7 +83,8 @@ fn benchmark_records_match_their_schemas() {
         (Observer::None, 1000.0),
         (Observer::Inspector, 990.0),
         (Observer::InspectorHops, 980.0),
-        (Observer::InspectorGlobal, 985.0),
+        (Observer::InspectorTcx, 985.0),
+        (Observer::EmptyGlobal, 996.0),
         (Observer::EmptyTc, 995.0),
         (Observer::Tcpdump, 900.0),
     ]

@@ -64,10 +64,16 @@ fn smoke_status_says_what_this_kernel_gives() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(s["kernel"], release.trim());
     assert_eq!(s["privileges"], "ok");
-    let tcx = feature(&s, "tcx");
-    assert_eq!(s["attach"], if tcx { "tcx" } else { "tc" }, "{s}");
+    let per_device = if feature(&s, "tcx") { "tcx" } else { "tc" };
+    // Flows and trace count with the global hooks; per-hop timing attaches per device.
+    assert_eq!(
+        s["attach"],
+        format!("global (per-hop timing: {per_device})"),
+        "{s}"
+    );
     for f in [
         "btf",
+        "global-hooks",
         "btf-offsets",
         "tc-legacy",
         "ringbuf",

@@ -1,7 +1,8 @@
 //! `cargo xtask vmtest`: the kernel matrix. The smoke suite (`inspector/tests/smoke.rs`) runs
-//! against the release binary in three cells: the host kernel (TCX), the host kernel forced
-//! to legacy tc, and Debian 12's Linux 6.1 cloud kernel booted under qemu (TCG: nested KVM
-//! fails on this kind of machine), where TCX is missing and legacy tc is picked by itself.
+//! against the release binary in four cells: the host kernel as it picks (the global hooks
+//! for flows and trace, TCX for per-hop timing), the host kernel forced to TCX and to legacy
+//! tc, and Debian 12's Linux 6.1 cloud kernel booted under qemu (TCG: nested KVM fails on
+//! this kind of machine), where it picks the global hooks and, TCX missing, legacy tc.
 //! One line per check and cell; any failure, or a cell that could not run, fails the command.
 //!
 //! The kernel comes from the Debian archive (`apt-get download`, unpacked with `dpkg-deb
@@ -533,7 +534,8 @@ pub fn run(_extra: &[String]) -> anyhow::Result<()> {
         ipvs: test_binary("ipvs")?,
     };
     let cells = vec![
-        host_cell("host (auto: tcx)", &suites.smoke, &bin, ""),
+        host_cell("host (auto: global)", &suites.smoke, &bin, ""),
+        host_cell("host (--attach tcx)", &suites.smoke, &bin, "tcx"),
         host_cell("host (--attach tc)", &suites.smoke, &bin, "tc"),
         vm_cell(&bin, &suites),
     ];

@@ -14,6 +14,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::sys::nudge::Nudger;
+
 use super::{Error, Kind, Provider, PublishedPort, Workload, procfs};
 
 /// Where dockerd listens by default.
@@ -300,7 +302,11 @@ impl Docker {
     /// A provider on `socket`; `events` (if given) also receives each lifecycle event.
     /// Returns `None` if nothing answers on the socket.
     #[must_use]
-    pub fn connect(socket: &Path, events: Option<mpsc::Sender<DockerEvent>>) -> Option<Self> {
+    pub fn connect(
+        socket: &Path,
+        events: Option<mpsc::Sender<DockerEvent>>,
+        nudger: Option<Nudger>,
+    ) -> Option<Self> {
         get(socket, "/_ping").ok()?;
         let me = Self {
             socket: socket.to_owned(),
@@ -308,11 +314,14 @@ impl Docker {
             changed: Arc::default(),
             stream_up: Arc::default(),
         };
-        me.follow_events(events);
+        me.follow_events(events, nudger);
         Some(me)
     }
 
-    fn follow_events(&self, events: Option<mpsc::Sender<DockerEvent>>) {
+    /// Follows the event stream on a thread of its own: each event marks its container for
+    /// re-inspection, is passed on (`events`), and wakes the follower (`nudger`) so a new
+    /// container is named by a rescan at once, not at the next period.
+    fn follow_events(&self, events: Option<mpsc::Sender<DockerEvent>>, nudger: Option<Nudger>) {
         let (socket, changed, up) = (
             self.socket.clone(),
             self.changed.clone(),
@@ -351,6 +360,9 @@ impl Docker {
                         }
                         if let Some(tx) = &events {
                             let _ = tx.send(ev);
+                        }
+                        if let Some(n) = &nudger {
+                            n.nudge();
                         }
                     }
                 }

@@ -3,11 +3,13 @@
 //! of a container that has since stopped keep its name.
 use std::{
     collections::{BTreeMap, HashSet},
+    os::fd::{AsFd, BorrowedFd},
     path::PathBuf,
     sync::mpsc,
 };
 
 use super::{Identity, Provider, Workload, cri, docker, lab_records, procfs};
+use crate::sys::nudge::Nudge;
 
 /// Where to look for runtimes.
 #[derive(Clone, Debug, Default)]
@@ -29,6 +31,11 @@ pub struct Tracker {
     refreshes: u64,
     /// Docker's container events, as they arrive.
     docker_rx: Option<mpsc::Receiver<docker::DockerEvent>>,
+    /// Woken by each runtime event (`None` if it could not be made).
+    nudge: Option<Nudge>,
+    /// Namespaces of containers found in cgroups that a connected runtime has not described
+    /// yet (it is starting them: its answer, with the name, comes with the next refresh).
+    pending: HashSet<u64>,
     /// Provider errors already reported (said once).
     reported: HashSet<String>,
     pub identity: Identity,
@@ -40,11 +47,15 @@ impl Tracker {
     pub fn new(opts: &Options) -> (Self, Vec<String>) {
         let mut notes = Vec::new();
         let mut docker_rx = None;
+        let (nudge, nudger) = match Nudge::new() {
+            Ok((n, tx)) => (Some(n), Some(tx)),
+            Err(_) => (None, None),
+        };
         let mut providers: Vec<Box<dyn Provider + Send>> =
             vec![Box::new(lab_records::Labs::default())];
         if let Some(sock) = &opts.docker_socket {
             let (tx, rx) = mpsc::channel();
-            match docker::Docker::connect(sock, Some(tx)) {
+            match docker::Docker::connect(sock, Some(tx), nudger) {
                 Some(d) => {
                     providers.push(Box::new(d));
                     docker_rx = Some(rx);
@@ -80,10 +91,30 @@ impl Tracker {
         let me = Self {
             providers,
             docker_rx,
+            nudge,
             v2: crate::sys::cgroup::v2_mount(),
             ..Self::default()
         };
         (me, notes)
+    }
+
+    /// What a waiting loop polls to hear of runtime events (a container started, died).
+    #[must_use]
+    pub fn events_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.nudge.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Whether a runtime announced a change since the last call.
+    #[must_use]
+    pub fn announced(&self) -> bool {
+        self.nudge.as_ref().is_some_and(Nudge::take)
+    }
+
+    /// Whether a container in this namespace is still being described by its runtime (seen
+    /// in cgroups, not yet in the runtime's answer): a name for it is coming.
+    #[must_use]
+    pub fn pending(&self, netns: u64) -> bool {
+        self.pending.contains(&netns)
     }
 
     /// Docker's container events since the last call.
@@ -99,6 +130,12 @@ impl Tracker {
         let (mut now, errors) = super::collect(&mut self.providers);
         let procs = procfs::container_processes(self.v2.as_deref());
         let extra = procfs::enrich(&mut now, &procs);
+        let asked: HashSet<&str> = self.providers.iter().map(|p| p.name()).collect();
+        self.pending = extra
+            .iter()
+            .filter(|w| asked.contains(provider_of(&w.runtime)))
+            .filter_map(|w| w.netns)
+            .collect();
         self.refreshes += 1;
         for w in now.into_iter().chain(extra) {
             self.seen
@@ -115,5 +152,14 @@ impl Tracker {
             .into_iter()
             .filter(|e| self.reported.insert(e.clone()))
             .collect()
+    }
+}
+
+/// The provider that describes containers of a runtime named in their cgroups.
+fn provider_of(runtime: &str) -> &'static str {
+    match runtime {
+        "docker" => "docker",
+        "containerd" | "cri-o" => "cri",
+        _ => "",
     }
 }

@@ -260,6 +260,7 @@ pub struct KernelOffsets {
     pub skb_tail: u32,
     pub skb_len: u32,
     pub skb_proto: u32,
+    pub skb_mark: u32,
     pub skb_sk: u32,
     pub sk_net: u32,
 }
@@ -278,6 +279,7 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         skb_tail: btf.offset("sk_buff", "tail")?,
         skb_len: btf.offset("sk_buff", "len")?,
         skb_proto: btf.offset("sk_buff", "protocol")?,
+        skb_mark: btf.offset("sk_buff", "mark")?,
         skb_sk: btf.offset("sk_buff", "sk")?,
         sk_net: btf.offset("sock", "__sk_common.skc_net.net")?,
     })
@@ -349,6 +351,7 @@ mod tests {
             o.skb_tail,
             o.skb_len,
             o.skb_proto,
+            o.skb_mark,
         ];
         let mut sorted = skb.to_vec();
         sorted.sort_unstable();
@@ -482,6 +485,7 @@ mod tests {
             (o.skb_tail, "sk_buff", "tail"),
             (o.skb_len, "sk_buff", "len"),
             (o.skb_proto, "sk_buff", "protocol"),
+            (o.skb_mark, "sk_buff", "mark"),
             (o.skb_sk, "sk_buff", "sk"),
             (o.sk_net, "sock", "__sk_common.skc_net.net"),
         ] {

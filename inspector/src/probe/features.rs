@@ -46,6 +46,20 @@ pub fn tcx(btf_path: &Path) -> bool {
     )
 }
 
+/// The global hooks' tracepoints are BTF-enabled (`tp_btf`) on this kernel.
+#[must_use]
+pub fn global_hooks(btf_path: &Path) -> bool {
+    has_global_hooks(Btf::load(btf_path).ok().as_ref())
+}
+
+fn has_global_hooks(btf: Option<&Btf>) -> bool {
+    btf.is_some_and(|b| {
+        super::GLOBAL_HOOKS
+            .iter()
+            .all(|(_, tp)| b.has_type(&format!("btf_trace_{tp}")))
+    })
+}
+
 /// A part of the kernel that may be a module: built in (its struct `ty` is in vmlinux's
 /// BTF), a module loaded (`/sys/module/NAME`), or installed for modprobe (`modules.dep`).
 fn kernel_part(btf: Option<&Btf>, name: &str, ty: &str) -> (bool, String) {
@@ -125,6 +139,18 @@ pub fn probe_all(btf_path: &Path) -> Vec<Feature> {
         cls && ing,
         format!("cls_bpf {how}; sch_ingress (clsact) {how_q}"),
         "no legacy tc attach: only TCX can attach",
+    ));
+    let global = has_global_hooks(btf);
+    out.push(feature(
+        "global-hooks",
+        global,
+        if global {
+            "tp_btf netif_receive_skb and net_dev_start_xmit"
+        } else {
+            "no btf_trace_ typedef for netif_receive_skb or net_dev_start_xmit"
+        },
+        "flows and trace attach per interface (TCX or tc): a new interface is seen once \
+         attached, not from its first packet",
     ));
     for (_, tp, lost) in STACK_HOOKS {
         let ok = btf.is_some_and(|b| b.has_type(&format!("btf_trace_{tp}")));

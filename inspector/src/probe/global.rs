@@ -7,7 +7,9 @@
 //! counts it: its first packet is in the flows before userspace has heard of it.
 use aya::maps::{HashMap as BpfHashMap, MapData};
 
-use super::{AttachKey, GLOBAL_HOOKS, MAP_GSEL, Probe, ProbeError, error::program_err};
+use super::{
+    AttachKey, GLOBAL_EMPTY, GLOBAL_HOOKS, MAP_GSEL, Probe, ProbeError, error::program_err,
+};
 
 /// The `inspector_gsel` key of a device (`ifindex` 0: its whole namespace).
 fn gsel_key(netns: u64, ifindex: u32) -> u64 {
@@ -84,7 +86,11 @@ impl Probe {
         if self.global_on {
             return Ok(());
         }
-        for (prog, _) in GLOBAL_HOOKS {
+        for (prog, _) in if self.empty {
+            GLOBAL_EMPTY
+        } else {
+            GLOBAL_HOOKS
+        } {
             let p: &mut aya::programs::BtfTracePoint = super::program(&mut self.ebpf, prog)?
                 .try_into()
                 .map_err(program_err(prog))?;

@@ -7,9 +7,9 @@ use aya::{
 use inspector_common::config::{FLAG_EVENTS, FLAG_HOPTIME, FLAG_NETNS};
 
 use super::{
-    GLOBAL_HOOKS, MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN, PROG_DROPS,
-    PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe, ProbeError,
-    ProbeOptions, STACK_HOOKS, btf, clock,
+    GLOBAL_EMPTY, GLOBAL_HOOKS, MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN,
+    PROG_DROPS, PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe,
+    ProbeError, ProbeOptions, STACK_HOOKS, btf, clock,
     error::{load_error, program_err},
     preflight, program, sockets, tracefs,
 };
@@ -36,6 +36,7 @@ impl Probe {
         config.off_skb_tail = off.skb_tail;
         config.off_skb_len = off.skb_len;
         config.off_skb_proto = off.skb_proto;
+        config.off_skb_mark = off.skb_mark;
         config.off_skb_sk = off.skb_sk;
         config.off_sk_net = off.sk_net;
         config.flags |= FLAG_NETNS;
@@ -135,7 +136,7 @@ impl Probe {
             warnings.extend(load_stack_hooks(&mut ebpf));
         }
         if global {
-            load_global_hooks(&mut ebpf)?;
+            load_global_hooks(&mut ebpf, opts.empty)?;
         }
         let mut sockets_loaded = false;
         if opts.sockets {
@@ -201,9 +202,9 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
 
 /// Loads (not attaches) the global hooks' programs; they are attached once the selection is
 /// in `inspector_gsel` (`Probe::attach_many`).
-fn load_global_hooks(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+fn load_global_hooks(ebpf: &mut Ebpf, empty: bool) -> Result<(), ProbeError> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::GlobalBtf(e.to_string()))?;
-    for (prog, tp) in GLOBAL_HOOKS {
+    for (prog, tp) in if empty { GLOBAL_EMPTY } else { GLOBAL_HOOKS } {
         let p: &mut aya::programs::BtfTracePoint =
             program(ebpf, prog)?.try_into().map_err(program_err(prog))?;
         p.load(tp, &btf).map_err(|e| load_error(prog, e))?;

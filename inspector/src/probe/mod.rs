@@ -64,6 +64,11 @@ pub const GLOBAL_HOOKS: [(&str, &str); 2] = [
     ("insp_gl_receive", "netif_receive_skb"),
     ("insp_gl_xmit", "net_dev_start_xmit"),
 ];
+/// Do-nothing programs on the same tracepoints (`ProbeOptions::empty` with global hooks).
+pub const GLOBAL_EMPTY: [(&str, &str); 2] = [
+    ("insp_gl_empty_rx", "netif_receive_skb"),
+    ("insp_gl_empty_tx", "net_dev_start_xmit"),
+];
 
 /// The stack's packet tracepoints (`tp_btf`) and the programs on them: (program,
 /// tracepoint, what is lost without it).

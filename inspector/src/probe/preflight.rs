@@ -51,6 +51,13 @@ pub fn btf() -> Result<(), ProbeError> {
     }
 }
 
+/// Whether the global hooks can be used here: the kernel's BTF has both of their
+/// tracepoints (`btf_trace_netif_receive_skb`, `btf_trace_net_dev_start_xmit`).
+#[must_use]
+pub fn global_hooks() -> bool {
+    super::features::global_hooks(&btf_path())
+}
+
 /// The attach mode to use: the one asked for, else TCX where the kernel has it (its BTF
 /// lists `BPF_TCX_INGRESS`), else legacy tc. Asking for TCX where it is missing is an error
 /// naming the kernel and the alternative.

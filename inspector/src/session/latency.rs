@@ -188,7 +188,7 @@ impl Latency {
 
 impl Session {
     /// Descriptors a front-end's wait should include (the event ring of latency from events,
-    /// the kernel log, the kernel's link announcements).
+    /// the kernel log, the kernel's link announcements, the runtimes' events).
     #[must_use]
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
         use std::os::fd::AsFd as _;
@@ -198,6 +198,7 @@ impl Session {
             .into_iter()
             .chain(self.probe.kernel_log_fd())
             .chain(self.watch.as_ref().map(|w| w.as_fd()))
+            .chain(self.identity.events_fd())
             .collect()
     }
 

@@ -135,13 +135,17 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// Whether the kernel announced a link or address change since the last call: a front-end
-    /// then rescans soon ([`Ticker::rescan_soon`]) rather than at its next period.
+    /// Whether the kernel announced a link or address change, or a runtime a container's
+    /// start or end, since the last call: a front-end then rescans soon
+    /// ([`Ticker::rescan_soon`]) rather than at its next period.
     #[must_use]
     pub fn announced(&self) -> bool {
-        self.watch
+        let link = self
+            .watch
             .as_ref()
-            .is_some_and(crate::topology::watch::LinkWatch::changed)
+            .is_some_and(crate::topology::watch::LinkWatch::changed);
+        // Both are drained every time (neither may stay readable and spin the wait).
+        self.identity.announced() | link
     }
 
     /// Warnings found while answering queries since the last call (each said once).

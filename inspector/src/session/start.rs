@@ -107,6 +107,19 @@ fn selection(
     Ok((sel, pinned))
 }
 
+/// The attach mode when none was asked for: the global hooks for counting and tracing where
+/// the kernel has their tracepoints (a new device is seen from its first packet, and
+/// nothing is attached per interface: see docs/architecture.md); per-hop timing stays on the
+/// per-device tc hooks (`None`: TCX, else legacy tc), whose places in the path it times.
+fn default_attach(opts: &Options) -> Option<crate::probe::AttachMode> {
+    opts.attach.or_else(|| match opts.measure {
+        Measure::Flows | Measure::Events { .. } if crate::probe::preflight::global_hooks() => {
+            Some(crate::probe::AttachMode::Global)
+        }
+        _ => None,
+    })
+}
+
 /// Global hooks: what the programs do with a device userspace has not listed yet. With the
 /// default selection (every namespace, by kind) they count it, so a new veth is seen from
 /// its first packet (loopback only when asked for); with `--netns` only devices of the
@@ -167,10 +180,10 @@ impl Session {
         if let Some(s) = &opts.filter.service {
             check_service_name(s)?;
         }
-        if opts.attach == Some(crate::probe::AttachMode::Global) {
+        let attach = default_attach(opts);
+        if attach == Some(crate::probe::AttachMode::Global) {
             match opts.measure {
-                Measure::Flows => {}
-                Measure::Events { .. } => return Err(SessionError::GlobalFlowsOnly("tracing")),
+                Measure::Flows | Measure::Events { .. } => {}
                 Measure::HopTiming { .. } | Measure::LatencyFromEvents { .. } => {
                     return Err(SessionError::GlobalFlowsOnly("per-hop latency"));
                 }
@@ -203,7 +216,7 @@ impl Session {
             fast_attach: opts.fast_attach,
             stack_hooks,
             kernel_log: opts.kernel_log,
-            attach: opts.attach,
+            attach,
             empty: opts.empty_programs,
             global_unknown: global_unknown(&selection),
         })?;

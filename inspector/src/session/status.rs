@@ -67,7 +67,9 @@ pub fn status() -> Status {
         Some(p) => format!("v2 at {}", p.display()),
         None => "v1 only (socket owners are not recorded)".into(),
     };
+    // What `flows` and `trace` use by default, then what per-hop timing uses.
     let attach = match preflight::attach_mode(None) {
+        Ok(m) if preflight::global_hooks() => format!("global (per-hop timing: {})", m.name()),
         Ok(m) => m.name().to_owned(),
         Err(e) => e.to_string(),
     };

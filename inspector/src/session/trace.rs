@@ -6,7 +6,10 @@
 //! `count` counts packets, as tcpdump's `-c` does: per hook, every hook a counted packet
 //! crosses is still shown (a packet is recognised at each hook by its fingerprint), and
 //! the trace ends once the last counted packet has been quiet for a moment.
-use std::{collections::HashSet, os::fd::BorrowedFd};
+use std::{
+    collections::{HashSet, VecDeque},
+    os::fd::BorrowedFd,
+};
 
 use inspector_common::{Direction, PacketEvent, flow::hook_name};
 
@@ -29,6 +32,14 @@ use crate::{
 const QUIET_NS: u64 = 200_000_000;
 /// Events decoded per batch (one resolver and one socket-owner read per batch).
 const BATCH: usize = 4096;
+/// An event on a device the session has not named yet (a veth that appeared a moment ago:
+/// the global hooks see its first packet before any scan), or in a namespace whose container
+/// its runtime has not described yet, waits for the rescan its appearance (or the runtime's
+/// `start` event) triggers - tens of ms - at most this long, so it is shown with its names;
+/// events after it wait behind it, so the order is kept.
+const HOLD_NS: u64 = 250_000_000;
+/// At most this many events wait (beyond, the oldest are shown as they are).
+const HOLD_MAX: usize = 1 << 16;
 
 /// What a trace shows.
 #[derive(Clone, Debug)]
@@ -56,6 +67,8 @@ pub struct Tracer {
     count: Option<u64>,
     counted: Counted,
     shown: u64,
+    /// Events waiting for their device to be named (see `HOLD_NS`), in ring order.
+    held: VecDeque<PacketEvent>,
 }
 
 impl Tracer {
@@ -73,6 +86,7 @@ impl Tracer {
             count,
             counted: Counted::default(),
             shown: 0,
+            held: VecDeque::new(),
         })
     }
 
@@ -95,11 +109,37 @@ impl Tracer {
 
     /// What the ring holds now, ready to show in order.
     pub fn poll(&mut self, s: &Session) -> Result<Vec<TraceItem>, SessionError> {
+        self.show(s, false)
+    }
+
+    /// Moves what the ring holds behind the waiting events, then takes from the front what
+    /// may be shown (everything when `all`) into `batch`, at most `BATCH`.
+    fn next_batch(&mut self, s: &Session, all: bool) {
+        self.batch.clear();
+        self.ring.drain_into(&mut self.batch, BATCH);
+        self.held
+            .extend(self.batch.drain(..).filter(|ev| s.filter.matches(&ev.key)));
+        let now = mono_now_ns();
+        while self.batch.len() < BATCH
+            && let Some(ev) = self.held.front()
+        {
+            let netns = u64::from(ev.key.netns);
+            let named =
+                s.names.ifname((netns, ev.key.ifindex)).is_some() && !s.identity.pending(netns);
+            let waited = now >= ev.ts_ns.saturating_add(HOLD_NS);
+            if !(all || named || waited || self.held.len() > HOLD_MAX) {
+                break;
+            }
+            if let Some(ev) = self.held.pop_front() {
+                self.batch.push(ev);
+            }
+        }
+    }
+
+    fn show(&mut self, s: &Session, all: bool) -> Result<Vec<TraceItem>, SessionError> {
         let mut out = Vec::new();
         loop {
-            self.batch.clear();
-            self.ring.drain_into(&mut self.batch, BATCH);
-            self.batch.retain(|ev| s.filter.matches(&ev.key));
+            self.next_batch(s, all);
             if self.batch.is_empty() {
                 break;
             }
@@ -148,7 +188,7 @@ impl Tracer {
 
     /// What is still open at the end (packets not yet quiet, with hops).
     pub fn finish(&mut self, s: &Session) -> Result<Vec<TraceItem>, SessionError> {
-        let mut out = self.poll(s)?;
+        let mut out = self.show(s, true)?;
         if self.stitcher.is_some() {
             out.extend(self.stitched(s, true)?);
         }

@@ -43,24 +43,32 @@ pub struct Options {
     pub per_hop: bool,
     /// Also observe with `inspector flows --attach tc` (legacy tc filters), next to TCX.
     pub legacy_tc: bool,
-    /// Also observe with the global hooks (`--attach global`), selecting the lab and not.
-    pub global: bool,
+    /// Also observe with the global hooks selecting only the host's namespace.
+    pub unselected: bool,
     /// Turn `bpf_stats` on and report the tc programs' run time per run.
     pub bpf_stats: bool,
     pub stop: StopFlag,
 }
 
 impl Options {
-    /// The observers of this run: none, empty-tc, inspector, (inspector-tc, inspector-hops,
+    /// The observers of this run: none, the empty programs of both kinds, inspector (as a
+    /// user runs it: the global hooks where the kernel has them), inspector-tcx (where it has
+    /// TCX), (inspector-tc, inspector-global-unselected, inspector-hops,
     /// inspector-hop-events,) tcpdump.
     #[must_use]
     pub fn observers(&self) -> Vec<Observer> {
-        let mut v = vec![Observer::None, Observer::EmptyTc, Observer::Inspector];
+        let mut v = vec![Observer::None, Observer::EmptyTc];
+        if crate::probe::preflight::global_hooks() {
+            v.push(Observer::EmptyGlobal);
+        }
+        v.push(Observer::Inspector);
+        if crate::probe::preflight::attach_mode(None).ok() == Some(crate::probe::AttachMode::Tcx) {
+            v.push(Observer::InspectorTcx);
+        }
         if self.legacy_tc {
             v.push(Observer::InspectorTc);
         }
-        if self.global {
-            v.push(Observer::InspectorGlobal);
+        if self.unselected {
             v.push(Observer::InspectorGlobalUnselected);
         }
         if self.per_hop {
@@ -279,7 +287,11 @@ pub fn targets(summary: &[Summary]) -> Vec<TargetCheck> {
             let (i, t) = (get(Observer::Inspector)?, get(Observer::Tcpdump)?);
             let above = i
                 .prog_ns_per_run
-                .zip(get(Observer::EmptyTc).and_then(|e| e.prog_ns_per_run))
+                .zip(
+                    get(Observer::EmptyGlobal)
+                        .or_else(|| get(Observer::EmptyTc))
+                        .and_then(|e| e.prog_ns_per_run),
+                )
                 .map(|(ours, empty)| ours - empty);
             let share = if t.overhead_pct > 0.0 {
                 i.overhead_pct / t.overhead_pct

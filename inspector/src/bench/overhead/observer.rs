@@ -18,7 +18,10 @@ use crate::sys::process::Children;
 #[serde(rename_all = "kebab-case")]
 pub enum Observer {
     None,
+    /// `inspector flows` as a user runs it (the global hooks where the kernel has them).
     Inspector,
+    /// `inspector flows --attach tcx`: per-device TCX links (where the kernel has TCX).
+    InspectorTcx,
     /// `inspector flows --latency`: the programs time each packet from hook to hook.
     InspectorHops,
     /// `inspector flows --latency --latency-from events`: an event per packet per hook,
@@ -26,13 +29,13 @@ pub enum Observer {
     InspectorHopEvents,
     /// `inspector flows --attach tc`: legacy tc filters instead of TCX links.
     InspectorTc,
-    /// `inspector flows --attach global`: the stack's tracepoints, devices selected by map.
-    InspectorGlobal,
-    /// The same selecting only the host's namespace: what the global hooks cost on the
+    /// The global hooks selecting only the host's namespace: what the global hooks cost on the
     /// lab's packets when their devices are not selected (node-wide cost).
     InspectorGlobalUnselected,
     /// A tc program that does nothing, on the same hooks (the baseline of per-hook cost).
     EmptyTc,
+    /// Do-nothing programs on the global hooks' tracepoints (their baseline).
+    EmptyGlobal,
     Tcpdump,
 }
 
@@ -45,9 +48,10 @@ impl Observer {
             Self::InspectorHops => "inspector-hops",
             Self::InspectorHopEvents => "inspector-hop-events",
             Self::InspectorTc => "inspector-tc",
-            Self::InspectorGlobal => "inspector-global",
+            Self::InspectorTcx => "inspector-tcx",
             Self::InspectorGlobalUnselected => "inspector-global-unselected",
             Self::EmptyTc => "empty-tc",
+            Self::EmptyGlobal => "empty-global",
             Self::Tcpdump => "tcpdump",
         }
     }
@@ -134,7 +138,7 @@ pub fn start(
         | Observer::InspectorHops
         | Observer::InspectorHopEvents
         | Observer::InspectorTc
-        | Observer::InspectorGlobal => {
+        | Observer::InspectorTcx => {
             let mut args: Vec<String> = ["flows", "--duration", "86400", "-q"]
                 .map(String::from)
                 .to_vec();
@@ -148,8 +152,8 @@ pub fn start(
             if obs == Observer::InspectorTc {
                 args.extend(["--attach", "tc"].map(String::from));
             }
-            if obs == Observer::InspectorGlobal {
-                args.extend(["--attach", "global"].map(String::from));
+            if obs == Observer::InspectorTcx {
+                args.extend(["--attach", "tcx"].map(String::from));
             }
             if obs == Observer::InspectorHopEvents {
                 args.extend(["--latency", "--latency-from", "events"].map(String::from));
@@ -172,7 +176,7 @@ pub fn start(
             args.extend(extra.iter().cloned());
             start_inspector(&args, Stdio::null())
         }
-        Observer::EmptyTc => {
+        Observer::EmptyTc | Observer::EmptyGlobal => {
             let mut args: Vec<String> = [
                 "flows",
                 "--duration",
@@ -188,34 +192,46 @@ pub fn start(
             for n in netns {
                 args.extend(["--netns".to_owned(), n.clone()]);
             }
+            if obs == Observer::EmptyGlobal {
+                args.extend(["--attach", "global"].map(String::from));
+            }
             start_inspector(&args, Stdio::null())
         }
         Observer::Tcpdump => tcpdump(hops),
     }
 }
 
-/// Run time of the inspector's tc programs (the log programs' too, with `--kernel-log`; the
-/// empty program for `EmptyTc`), summed, and how often the observing ones ran: the time is
+/// Run time of the inspector's observing programs, tc or global (the log programs' too, with
+/// `--kernel-log`; the empty ones for `EmptyTc` and `EmptyGlobal`), summed, and how often the observing ones ran: the time is
 /// per packet and hook (`bpf_stats` must be on).
 #[must_use]
 pub fn tc_prog_stats(obs: Observer) -> Option<(u64, u64)> {
     use crate::probe::{
-        GLOBAL_HOOKS, PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS,
+        GLOBAL_EMPTY, GLOBAL_HOOKS, PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS,
+        PROG_LOG_INGRESS,
     };
-    let global = [GLOBAL_HOOKS[0].0, GLOBAL_HOOKS[1].0];
-    let (timed, counted): (&[&str], &[&str]) = if obs == Observer::EmptyTc {
-        (&[PROG_EMPTY], &[PROG_EMPTY])
-    } else if matches!(
-        obs,
-        Observer::InspectorGlobal | Observer::InspectorGlobalUnselected
-    ) {
-        (&global, &global)
-    } else {
-        (
-            &[PROG_INGRESS, PROG_EGRESS, PROG_LOG_INGRESS, PROG_LOG_EGRESS],
-            &[PROG_INGRESS, PROG_EGRESS],
-        )
-    };
+    // One observer runs at a time: whichever of its kind are loaded are the ones it uses.
+    let empty = [PROG_EMPTY, GLOBAL_EMPTY[0].0, GLOBAL_EMPTY[1].0];
+    let observing = [
+        PROG_INGRESS,
+        PROG_EGRESS,
+        GLOBAL_HOOKS[0].0,
+        GLOBAL_HOOKS[1].0,
+    ];
+    let with_log = [
+        PROG_INGRESS,
+        PROG_EGRESS,
+        GLOBAL_HOOKS[0].0,
+        GLOBAL_HOOKS[1].0,
+        PROG_LOG_INGRESS,
+        PROG_LOG_EGRESS,
+    ];
+    let (timed, counted): (&[&str], &[&str]) =
+        if matches!(obs, Observer::EmptyTc | Observer::EmptyGlobal) {
+            (&empty, &empty)
+        } else {
+            (&with_log, &observing)
+        };
     let out = std::process::Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()

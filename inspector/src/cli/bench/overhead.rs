@@ -46,10 +46,10 @@ pub struct OverheadArgs {
     /// before 6.6 get), side by side with TCX.
     #[arg(long)]
     pub legacy_tc: bool,
-    /// Also observe with the global hooks (`inspector flows --attach global`), and with
-    /// them selecting only the host's namespace (what they cost on devices not selected).
+    /// Also observe with the global hooks selecting only the host's namespace: what they
+    /// cost on the lab's packets when its devices are not selected (node-wide cost).
     #[arg(long)]
-    pub global: bool,
+    pub unselected: bool,
     /// Turn the kernel's BPF run-time statistics on for the run (restored after) and report
     /// the tc programs' own run time per run (they add ~50 ns of accounting to each).
     #[arg(long)]
@@ -76,7 +76,7 @@ pub fn run(a: &OverheadArgs, fmt: Format) -> anyhow::Result<()> {
         busy_poll: a.busy_poll,
         per_hop: a.per_hop,
         legacy_tc: a.legacy_tc,
-        global: a.global,
+        unselected: a.unselected,
         bpf_stats: a.bpf_stats,
         stop: StopFlag::register()?,
     };
