@@ -154,11 +154,12 @@ pub struct FilterArgs {
     /// here), so 1000 interfaces take ~18 s. Expedited grace periods interrupt every CPU.
     #[arg(long)]
     pub fast_attach: bool,
-    /// How programs go onto interfaces: tcx (links that die with the process; Linux 6.6+),
-    /// tc (legacy `clsact` + `cls_bpf` filters, for older kernels; `inspector cleanup`
-    /// removes them after a crash), or global (no per-interface attachment: the stack's
-    /// tracepoints for the whole node, a new veth counted from its first packet; flows
-    /// only). Default: tcx where the kernel has it, else tc.
+    /// How programs go onto interfaces: global (no per-interface attachment: the stack's
+    /// tracepoints for the whole node, a new veth seen from its first packet; flows and
+    /// trace), tcx (links that die with the process; Linux 6.6+), or tc (legacy `clsact` +
+    /// `cls_bpf` filters, for older kernels; `inspector cleanup` removes them after a
+    /// crash). Default: global for flows and trace where the kernel has its tracepoints;
+    /// per-hop timing (and kernels without them): tcx where the kernel has it, else tc.
     #[arg(long, value_name = "MODE", value_parser = parse_attach)]
     pub attach: Option<crate::probe::AttachMode>,
     /// Kernel-side debug logging (aya-log) at this level and above: error, warn, info,

@@ -56,6 +56,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     opts.measure = Measure::Events {
         ring_bytes: a.ring_kib * 1024,
         stack: a.hops && !a.tc_only,
+        hops: a.hops,
     };
     opts.lifecycle = a.events;
     let (mut s, changes) = Session::start(&opts)?;

@@ -13,7 +13,13 @@ pub enum Measure {
     /// A per-packet event at every hook (that passes the filter) through a ring buffer of
     /// `ring_bytes`, for a [`super::trace::Tracer`]; with `stack`, also at the stack's
     /// packet tracepoints.
-    Events { ring_bytes: u32, stack: bool },
+    Events {
+        ring_bytes: u32,
+        stack: bool,
+        /// Stitched into hops and timed (`trace --hops`): attached per device by default,
+        /// like per-hop timing, since where the hooks sit is what is timed.
+        hops: bool,
+    },
     /// Per-hop latency from per-packet events, stitched and aggregated in the session.
     LatencyFromEvents { ring_bytes: u32 },
     /// Per-hop timing in the kernel (histograms, no events); with `stack`, the stack's

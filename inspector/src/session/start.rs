@@ -109,11 +109,14 @@ fn selection(
 
 /// The attach mode when none was asked for: the global hooks for counting and tracing where
 /// the kernel has their tracepoints (a new device is seen from its first packet, and
-/// nothing is attached per interface: see docs/architecture.md); per-hop timing stays on the
-/// per-device tc hooks (`None`: TCX, else legacy tc), whose places in the path it times.
+/// nothing is attached per interface: see docs/architecture.md); per-hop timing and
+/// `trace --hops` stay on the per-device tc hooks (`None`: TCX, else legacy tc), whose places
+/// in the path they time.
 fn default_attach(opts: &Options) -> Option<crate::probe::AttachMode> {
     opts.attach.or_else(|| match opts.measure {
-        Measure::Flows | Measure::Events { .. } if crate::probe::preflight::global_hooks() => {
+        Measure::Flows | Measure::Events { hops: false, .. }
+            if crate::probe::preflight::global_hooks() =>
+        {
             Some(crate::probe::AttachMode::Global)
         }
         _ => None,
@@ -194,7 +197,9 @@ impl Session {
         let (selection, pinned) = selection(opts, &all)?;
         let cfg = config(opts, &selection, pinned.as_ref());
         let (ring_bytes, stack_hooks) = match opts.measure {
-            Measure::Events { ring_bytes, stack } => (ring_bytes, stack),
+            Measure::Events {
+                ring_bytes, stack, ..
+            } => (ring_bytes, stack),
             Measure::LatencyFromEvents { ring_bytes } => (ring_bytes, false),
             Measure::HopTiming { stack, .. } => (4096, stack),
             Measure::Flows => (4096, false),
