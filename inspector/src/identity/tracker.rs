@@ -98,10 +98,11 @@ impl Tracker {
         (me, notes)
     }
 
-    /// What a waiting loop polls to hear of runtime events (a container started, died).
+    /// What a waiting loop polls to hear of runtime events (a container started, died);
+    /// `None` once no runtime can send any (none connected, or its event stream ended).
     #[must_use]
     pub fn events_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.nudge.as_ref().map(AsFd::as_fd)
+        self.nudge.as_ref().filter(|n| !n.closed()).map(AsFd::as_fd)
     }
 
     /// Whether a runtime announced a change since the last call.

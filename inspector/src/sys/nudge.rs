@@ -1,7 +1,9 @@
 //! A wake-up one thread sends another's waiting loop: the read end of a socket pair is
 //! polled with the loop's other descriptors, and any thread holding a [`Nudger`] writes a
 //! byte to it. Both ends are non-blocking: a nudge never blocks its sender, and nudges that
-//! pile up while the loop is busy count as one.
+//! pile up while the loop is busy count as one. Once every sender is gone the read end is
+//! readable for ever (end of file): [`Nudge::closed`] tells the loop to stop polling it, or it
+//! would spin.
 use std::{
     io::{Read as _, Write as _},
     os::{
@@ -14,6 +16,8 @@ use std::{
 /// The receiving end.
 pub struct Nudge {
     read: UnixStream,
+    /// Every sender is gone (end of file was read).
+    closed: std::cell::Cell<bool>,
 }
 
 /// The sending end (cheap to clone, for any thread).
@@ -29,7 +33,13 @@ impl Nudge {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        Ok((Self { read }, Nudger(Arc::new(write))))
+        Ok((
+            Self {
+                read,
+                closed: std::cell::Cell::new(false),
+            },
+            Nudger(Arc::new(write)),
+        ))
     }
 
     /// Whether anything was sent since the last call (reads it all).
@@ -39,11 +49,18 @@ impl Nudge {
         let mut any = false;
         while let Ok(n) = (&self.read).read(&mut buf) {
             if n == 0 {
+                self.closed.set(true);
                 break;
             }
             any = true;
         }
         any
+    }
+
+    /// Whether every sender is gone (seen by [`Nudge::take`]): nothing can come any more.
+    #[must_use]
+    pub fn closed(&self) -> bool {
+        self.closed.get()
     }
 }
 
@@ -71,6 +88,19 @@ mod tests {
         tx.nudge();
         tx.clone().nudge();
         assert!(n.take());
+        assert!(!n.take());
+    }
+
+    /// Regression: with no sender left (no Docker daemon to hear from), the read end
+    /// polled readable for ever and an idle `flows` spun a whole core.
+    #[test]
+    fn with_every_sender_gone_it_is_closed() {
+        let (n, tx) = Nudge::new().expect("socket pair");
+        tx.nudge();
+        drop(tx);
+        assert!(!n.closed());
+        assert!(n.take());
+        assert!(n.closed());
         assert!(!n.take());
     }
 
