@@ -5,6 +5,7 @@
 
 mod cg_sock_owner;
 mod config;
+mod fcache;
 mod hoptime;
 mod klog;
 mod kmem;

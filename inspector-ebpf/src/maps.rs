@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use inspector_common::{
     ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, SockKey,
-    flow::{IFNS_SLOTS, IfInfo, STAT_SLOTS},
+    flow::{CACHE_SLOTS, FlowSlot, IFNS_SLOTS, IfInfo, STAT_SLOTS},
     hop::{HopHist, HopSeen},
 };
 
@@ -19,6 +19,10 @@ pub(crate) static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
 #[map(name = "inspector_flow4")]
 pub(crate) static FLOWS4: LruPerCpuHashMap<FlowKey4, FlowStats> =
     LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// The per-CPU flow cache in front of `inspector_flow4` (see `FlowSlot`).
+#[map(name = "inspector_fcache")]
+pub(crate) static FCACHE: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(CACHE_SLOTS, 0);
 
 /// Packets the kernel dropped, per (flow, device, reason), from `skb:kfree_skb`.
 #[map(name = "inspector_drops")]

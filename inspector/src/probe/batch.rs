@@ -1,4 +1,4 @@
-//! Reading a whole per-CPU hash map in a few syscalls (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+)
+//! Reading a whole per-CPU map (hash or array) in a few syscalls (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+)
 //! instead of two per entry (`get_next_key` + lookup, what aya's iterator does). Hand-written
 //! because aya 0.14 does not expose the batch commands; the attribute layout is the kernel's
 //! `union bpf_attr` `batch` member. Callers fall back to aya's iterator when the kernel
@@ -38,26 +38,28 @@ fn read<T: aya::Pod>(buf: &[u8], at: usize) -> T {
     unsafe { buf.as_ptr().add(at).cast::<T>().read_unaligned() }
 }
 
-/// The map's descriptor, if it is a per-CPU hash map (plain or LRU).
+/// The map's descriptor, if it is a per-CPU hash map (plain or LRU) or a per-CPU array.
 fn fd(map: &Map) -> Option<i32> {
     match map {
-        Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) => Some(d.fd().as_fd().as_raw_fd()),
+        Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) | Map::PerCpuArray(d) => {
+            Some(d.fd().as_fd().as_raw_fd())
+        }
         _ => None,
     }
 }
 
-/// Calls `each` with every key of a per-CPU hash map of `K` -> `V` and its value on every
-/// possible CPU, read in batches. `Ok(false)`: the kernel has no batch lookup for this map
+/// Calls `each` with every key of a per-CPU map of `K` -> `V` (hash, or array with `u32`
+/// keys) and its value on every possible CPU, read in batches. `Ok(false)`: the kernel has no batch lookup for this map
 /// (nothing was read; the caller iterates instead).
 ///
 /// # Errors
-/// The map is no per-CPU hash map, or the kernel failed otherwise.
+/// The map is no per-CPU hash map or array, or the kernel failed otherwise.
 pub fn per_cpu<K: aya::Pod, V: aya::Pod>(
     map: &Map,
     cpus: usize,
     mut each: impl FnMut(K, &[V]),
 ) -> io::Result<bool> {
-    let fd = fd(map).ok_or_else(|| io::Error::other("not a per-CPU hash map"))?;
+    let fd = fd(map).ok_or_else(|| io::Error::other("not a per-CPU map"))?;
     let vsize = std::mem::size_of::<V>().next_multiple_of(8);
     let ksize = std::mem::size_of::<K>();
     let mut chunk = CHUNK;

@@ -149,6 +149,7 @@ impl Probe {
             }
         }
         Ok(Self {
+            cache_held: std::cell::RefCell::default(),
             clock: std::cell::RefCell::new(clock::JiffiesClock::new(
                 1_000_000_000 / clock::kernel_hz(),
             )),

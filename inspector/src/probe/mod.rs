@@ -12,8 +12,10 @@ mod batch;
 pub mod btf;
 pub mod cleanup;
 pub mod clock;
+mod counts;
 mod error;
 pub mod events;
+mod fcache;
 pub mod features;
 mod global;
 pub mod legacy;
@@ -32,9 +34,9 @@ use aya::Ebpf;
 use inspector_common::config::Config;
 
 pub use attach::AttachKey;
+pub use counts::Counts;
 pub use error::ProbeError;
 pub use events::EventReader;
-pub use read::Counts;
 pub use sockets::SocketOwners;
 
 /// Names of the programs and maps in the object (`bpftool` shows them; maps all carry the
@@ -49,6 +51,7 @@ pub const PROG_LOG_INGRESS: &str = "insp_log_ingress";
 pub const PROG_LOG_EGRESS: &str = "insp_log_egress";
 pub const MAP_FLOWS: &str = "inspector_flows";
 pub const MAP_FLOWS4: &str = "inspector_flow4";
+pub const MAP_FCACHE: &str = "inspector_fcache";
 pub const MAP_EVENTS: &str = "inspector_evts";
 pub const MAP_STATS: &str = "inspector_stats";
 pub const MAP_IFNS: &str = "inspector_ifns";
@@ -170,6 +173,8 @@ impl Default for ProbeOptions {
 /// The loaded programs and their attachments.
 pub struct Probe {
     clock: std::cell::RefCell<clock::JiffiesClock>,
+    /// Flows the flow cache held at the last read, as reported then (`fcache::merge`).
+    cache_held: std::cell::RefCell<HashMap<inspector_common::FlowKey4, Counts>>,
     ebpf: Ebpf,
     links: HashMap<AttachKey, attach::LinkPair>,
     /// Names of `enum skb_drop_reason` values, from the kernel's BTF or the tracepoint.

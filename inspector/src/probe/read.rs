@@ -1,27 +1,20 @@
 //! Reading what the programs recorded: per-flow counters (summed over CPUs, times in
 //! `CLOCK_MONOTONIC` ns), drops, the kernel-side statistics, per-hop histograms; and the one
 //! value userspace writes while running (per-hop timing's auto sampling shift).
+use std::collections::HashMap;
+
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use inspector_common::{
-    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, flow::STAT_SLOTS, hop::HopHist,
+    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats,
+    flow::{FlowSlot, STAT_SLOTS},
+    hop::HopHist,
 };
 
 use super::{
-    AttachKey, MAP_CLOCK, MAP_DROPS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SHIFT, MAP_STATS,
-    Probe, ProbeError, batch, clock, error::map_err, map_mut_ref, map_ref,
+    AttachKey, Counts, MAP_CLOCK, MAP_DROPS, MAP_FCACHE, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST,
+    MAP_HOP_SHIFT, MAP_STATS, Probe, ProbeError, batch, clock, error::map_err, fcache, map_mut_ref,
+    map_ref,
 };
-
-/// One flow's counters summed over CPUs, with both times in `CLOCK_MONOTONIC` ns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_ns: u64,
-    /// Resolution: one kernel tick (1/HZ).
-    pub last_ns: u64,
-    pub tcp_flags: u8,
-    pub status: u8,
-}
 
 impl Probe {
     /// Packets the kernel dropped, per (flow, device, reason), summed over CPUs.
@@ -76,22 +69,57 @@ impl Probe {
                 out.push((k, sum(per_cpu.iter(), &clock)));
             }
         }
+        // The LRU table's part first, then the cache's (see `fcache`: that order can miss
+        // a moving part, never count it twice).
+        let mut v4: HashMap<FlowKey4, Counts> = HashMap::new();
         let map = map_ref(&self.ebpf, MAP_FLOWS4)?;
         let batched = batch::per_cpu::<FlowKey4, FlowStats>(map, cpus, |k, s| {
-            out.push((k.widen(), sum(s.iter(), &clock)));
+            v4.insert(k, sum(s.iter(), &clock));
         })
         .map_err(batch_err(MAP_FLOWS4))?;
         if !batched {
-            let v4: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
+            let table: PerCpuHashMap<&MapData, FlowKey4, FlowStats> =
                 PerCpuHashMap::try_from(map).map_err(map_err(MAP_FLOWS4))?;
-            for (k, per_cpu) in v4.iter().flatten() {
-                out.push((k.widen(), sum(per_cpu.iter(), &clock)));
+            for (k, per_cpu) in table.iter().flatten() {
+                v4.insert(k, sum(per_cpu.iter(), &clock));
             }
         }
+        let cache = self.cache_parts(cpus, &clock)?;
+        fcache::merge(&mut v4, &cache, &mut self.cache_held.borrow_mut());
+        out.extend(v4.into_iter().map(|(k, c)| (k.widen(), c)));
         if self.global() {
             out.retain(|(k, _)| !self.left_out(k.netns, k.ifindex));
         }
         Ok(out)
+    }
+
+    /// The flow cache's counts per flow: every slot, on every CPU, that holds a flow whose
+    /// key and counters were copied together (`FlowSlot::settled`).
+    fn cache_parts(
+        &self,
+        cpus: usize,
+        clock: &clock::JiffiesClock,
+    ) -> Result<HashMap<FlowKey4, Counts>, ProbeError> {
+        let mut parts: HashMap<FlowKey4, Counts> = HashMap::new();
+        let mut add = |slots: &[FlowSlot]| {
+            for s in slots.iter().filter(|s| s.settled()) {
+                parts
+                    .entry(s.key)
+                    .or_default()
+                    .add(&sum(std::iter::once(&s.stats), clock));
+            }
+        };
+        let map = map_ref(&self.ebpf, MAP_FCACHE)?;
+        let batched = batch::per_cpu::<u32, FlowSlot>(map, cpus, |_, s| add(s))
+            .map_err(batch_err(MAP_FCACHE))?;
+        if !batched {
+            let err = map_err(MAP_FCACHE);
+            let arr: PerCpuArray<&MapData, FlowSlot> = PerCpuArray::try_from(map).map_err(err)?;
+            for i in 0..arr.len() {
+                add(&arr.get(&i, 0).map_err(err)?);
+            }
+        }
+        Ok(parts)
     }
 
     /// The kernel-side counters, indexed like `inspector_common::Stat`.

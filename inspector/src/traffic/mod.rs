@@ -182,6 +182,29 @@ pub fn udp_send(client_ns: &Path, addr: SocketAddr, count: u32, size: usize) -> 
     })?
 }
 
+/// One UDP datagram of `size` bytes from `client_ns` to each port of `ports` at `ip` (nobody
+/// need listen): as many flows as ports, paced so no queue overflows.
+pub fn udp_ports(
+    client_ns: &Path,
+    ip: IpAddr,
+    ports: std::ops::Range<u16>,
+    size: usize,
+) -> io::Result<()> {
+    check_addr(ip)?;
+    run_in(client_ns, move || -> io::Result<()> {
+        let s = UdpSocket::bind(any_addr(SocketAddr::new(ip, 0)))?;
+        let payload = vec![0x5au8; size];
+        for (i, port) in ports.enumerate() {
+            // ICMP port-unreachable replies surface as errors on later sends: expected here.
+            let _ = s.send_to(&payload, SocketAddr::new(ip, port));
+            if i % 64 == 63 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    })?
+}
+
 /// `count` UDP datagrams of `size` bytes from `client_ns` to a receiver in `server_ns`.
 /// Returns how many arrived (the receiver stops 500 ms after the last one or at `count`).
 pub fn udp_burst(

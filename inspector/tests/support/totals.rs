@@ -30,6 +30,9 @@ fn totals(flows: &[serde_json::Value]) -> HashMap<(u64, String), [u64; 4]> {
     m
 }
 
+/// The ports of the many-flows part of the traffic.
+const SPREAD: std::ops::Range<u16> = 20_000..22_000;
+
 /// Runs `flows` (with `extra` flags) over a fresh bridge lab named after `tag` and checks
 /// the totals of all seven interfaces against the kernel's counters.
 pub fn check_totals(tag: &str, extra: &[&str]) {
@@ -101,6 +104,10 @@ pub fn check_totals(tag: &str, extra: &[&str]) {
     )
     .expect("udp burst");
     assert_eq!(n, 200, "every datagram arrived");
+    // Many flows at once: 2,000 ports, one datagram each, so that flows meet in the
+    // kernel's per-CPU flow cache (1,024 slots) and move its counts into the table.
+    inspector::traffic::udp_ports(&lab.a.path(), "198.18.0.4".parse().unwrap(), SPREAD, 32)
+        .expect("udp to many ports");
 
     let after = wait_quiet(&nss, Duration::from_millis(500));
     let out = insp.interrupt();
@@ -117,6 +124,13 @@ pub fn check_totals(tag: &str, extra: &[&str]) {
 
     let flows = json_lines(&out.stdout, "flow");
     assert!(!flows.is_empty(), "no flows reported");
+    let spread: std::collections::BTreeSet<u64> = flows
+        .iter()
+        .filter(|f| f["proto"] == "udp" && f["src"] == "198.18.0.2")
+        .filter_map(|f| f["dport"].as_u64())
+        .filter(|p| SPREAD.contains(&(*p as u16)))
+        .collect();
+    assert_eq!(spread.len(), SPREAD.len(), "a flow per port sent to");
     let got = totals(&flows);
     let mut checked = 0;
     for (i, ns) in nss.iter().enumerate() {
