@@ -29,3 +29,12 @@ pub(crate) fn read<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel never faults; a bad address yields an error.
     unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
 }
+
+/// A field of a kernel object reached from a `tp_btf` program's arguments: a plain load,
+/// which the verifier checks against the kernel's BTF (a fault reads as zero).
+#[inline(always)]
+pub(crate) fn field<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: `base` is a BTF-typed kernel pointer and `off` a field offset from the same
+    // BTF; the verifier refuses the program otherwise, and the kernel fixes up a fault.
+    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
+}

@@ -23,7 +23,7 @@ use inspector_common::{
 
 use crate::{
     config::conf,
-    kmem::KernelPacket,
+    kmem::{KernelPacket, field},
     maps::{GSEL, IFNS},
     observe::{Hook, count_fast_cached, count_flow, count_status, events_kernel},
     tp_stack::{ETH_HLEN, UNSET},
@@ -63,15 +63,6 @@ pub fn insp_gl_empty_tx(_ctx: BtfTracePointContext) -> i32 {
 
 /// The loopback device's ifindex, the same in every namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
-
-/// A field of a kernel object reached from the tracepoint's arguments: a plain load, which
-/// the verifier checks against the kernel's BTF (a fault reads as zero).
-#[inline(always)]
-fn field<T: Copy>(base: *const u8, off: u32) -> T {
-    // SAFETY: `base` is a BTF-typed kernel pointer and `off` a field offset from the same
-    // BTF; the verifier refuses the program otherwise, and the kernel fixes up a fault.
-    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
-}
 
 #[inline(always)]
 fn count(ctx: &BtfTracePointContext, dir: Direction) {

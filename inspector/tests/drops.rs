@@ -17,10 +17,22 @@ fn rule_packets(ns: &support::Netns, chain: &str) -> u64 {
         .unwrap()
 }
 
+/// Drops from `tp_btf/kfree_skb` (where the kernel's BTF has it: here, and on 6.1).
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn drops_are_counted_per_flow_with_their_reason() {
-    let lab = BridgeLab::new("dr");
+    check_drops("dr", &[]);
+}
+
+/// The same from the classic `skb:kfree_skb` tracepoint (kernels without BTF).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn drops_are_counted_per_flow_with_their_reason_classic_tracepoint() {
+    check_drops("dk", &["--classic-drops"]);
+}
+
+fn check_drops(tag: &str, extra: &[&str]) {
+    let lab = BridgeLab::new(tag);
     lab.c.exec(&[
         "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP",
     ]);
@@ -29,7 +41,20 @@ fn drops_are_counted_per_flow_with_their_reason() {
     for ns in lab.all() {
         args.extend(["--netns", ns.name.as_str()]);
     }
+    args.extend(extra);
     let insp = Inspector::start(&args);
+    let held = support::held_objects(insp.pid());
+    let want = if extra.is_empty() {
+        "insp_kfree_btf"
+    } else {
+        "insp_kfree_skb"
+    };
+    let progs = support::bpf_objects().progs;
+    let names: Vec<&String> = held.progs.iter().filter_map(|id| progs.get(id)).collect();
+    assert!(
+        names.iter().any(|n| *n == want),
+        "{want} not held: {names:?}"
+    );
     // 7 datagrams to a closed port, 4 to a port whose packets a firewall rule drops.
     inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:9".parse().unwrap(), 7, 32).unwrap();
     inspector::traffic::udp_send(&lab.b.path(), "198.18.0.4:9999".parse().unwrap(), 4, 32).unwrap();

@@ -172,6 +172,10 @@ pub struct FilterArgs {
     /// `bench overhead` measures per-hook cost against. Nothing is counted.
     #[arg(long, hide = true)]
     pub empty_programs: bool,
+    /// Count drops with the classic `skb:kfree_skb` tracepoint even where `tp_btf` is
+    /// available (what kernels without BTF get; lets the tests check it on any kernel).
+    #[arg(long, hide = true)]
+    pub classic_drops: bool,
 }
 
 impl FilterArgs {
@@ -209,6 +213,7 @@ impl FilterArgs {
             kernel_log: self.kernel_log,
             lifecycle: false,
             empty_programs: self.empty_programs,
+            classic_drops: self.classic_drops,
         })
     }
 

@@ -8,8 +8,8 @@ use inspector_common::config::{FLAG_EVENTS, FLAG_HOPTIME, FLAG_NETNS};
 
 use super::{
     GLOBAL_EMPTY, GLOBAL_HOOKS, MAP_EVENTS, MAP_FLOWS, MAP_FLOWS4, MAP_HOP_HIST, MAP_HOP_SEEN,
-    PROG_DROPS, PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS, PROG_LOG_INGRESS, Probe,
-    ProbeError, ProbeOptions, STACK_HOOKS, btf, clock,
+    PROG_DROPS, PROG_DROPS_BTF, PROG_EGRESS, PROG_EMPTY, PROG_INGRESS, PROG_LOG_EGRESS,
+    PROG_LOG_INGRESS, Probe, ProbeError, ProbeOptions, STACK_HOOKS, btf, clock,
     error::{load_error, program_err},
     preflight, program, sockets, tracefs,
 };
@@ -108,7 +108,7 @@ impl Probe {
                 .map_err(program_err(name))?;
             prog.load().map_err(|e| load_error(name, e))?;
         }
-        if opts.drops {
+        if opts.drops && (opts.classic_drops || !load_drops_btf(&mut ebpf)) {
             let prog: &mut TracePoint = program(&mut ebpf, PROG_DROPS)?
                 .try_into()
                 .map_err(program_err(PROG_DROPS))?;
@@ -199,6 +199,29 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Loads and attaches the `tp_btf` drop program where the kernel's BTF has the tracepoint;
+/// `false` (nothing held) where it does not, or the kernel refuses it: the classic
+/// tracepoint then counts the same drops.
+fn load_drops_btf(ebpf: &mut Ebpf) -> bool {
+    let Ok(btf) = aya::Btf::from_sys_fs() else {
+        return false;
+    };
+    let Ok(p) = program(ebpf, PROG_DROPS_BTF) else {
+        return false;
+    };
+    let Ok(p): Result<&mut aya::programs::BtfTracePoint, _> = p.try_into() else {
+        return false;
+    };
+    if p.load("kfree_skb", &btf).is_err() {
+        return false;
+    }
+    if p.attach().is_err() {
+        let _ = p.unload();
+        return false;
+    }
+    true
 }
 
 /// Loads (not attaches) the global hooks' programs; they are attached once the selection is

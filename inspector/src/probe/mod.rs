@@ -44,6 +44,9 @@ pub use sockets::SocketOwners;
 pub const PROG_INGRESS: &str = "insp_tc_ingress";
 pub const PROG_EGRESS: &str = "insp_tc_egress";
 pub const PROG_DROPS: &str = "insp_kfree_skb";
+/// The same drops from `tp_btf/kfree_skb` (plain loads instead of a read per field), used
+/// where the kernel's BTF has the tracepoint.
+pub const PROG_DROPS_BTF: &str = "insp_kfree_btf";
 /// A tc program that does nothing (`ProbeOptions::empty`): the baseline of per-hook cost.
 pub const PROG_EMPTY: &str = "insp_tc_empty";
 /// The tc programs that say, through aya-log, what the two above decided (`--kernel-log`).
@@ -150,6 +153,8 @@ pub struct ProbeOptions {
     /// Attach `PROG_EMPTY` instead of the observing programs (`bench overhead`'s baseline:
     /// what a tc program costs before it does anything). Nothing is counted then.
     pub empty: bool,
+    /// Count drops with the classic tracepoint even where `tp_btf/kfree_skb` is available.
+    pub classic_drops: bool,
 }
 
 impl Default for ProbeOptions {
@@ -166,6 +171,7 @@ impl Default for ProbeOptions {
             attach: None,
             global_unknown: inspector_common::config::UNKNOWN_SKIP,
             empty: false,
+            classic_drops: false,
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct Options {
     /// Attach a program that does nothing instead of the observing ones (`bench overhead`'s
     /// baseline); nothing is counted.
     pub empty_programs: bool,
+    /// Drops from the classic tracepoint even where `tp_btf` is available.
+    pub classic_drops: bool,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             kernel_log: None,
             lifecycle: false,
             empty_programs: false,
+            classic_drops: false,
         }
     }
 }

@@ -223,6 +223,7 @@ impl Session {
             kernel_log: opts.kernel_log,
             attach,
             empty: opts.empty_programs,
+            classic_drops: opts.classic_drops,
             global_unknown: global_unknown(&selection),
         })?;
         let mut changes: Vec<Change> = probe.warnings.iter().cloned().map(Change::Note).collect();
