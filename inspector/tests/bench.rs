@@ -356,3 +356,48 @@ fn bench_overhead_measures_the_iperf3_flood_too() {
         "the overhead lab was left behind"
     );
 }
+
+/// `bench overhead`'s drop storm: a flood to a closed port, its rate by the kernel's own
+/// `Udp NoPorts`, under each observer, the classic drop tracepoint among them; with
+/// `bpf_stats` the drop program's time per run, and a run count that covers every drop the
+/// kernel counted in the window.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn bench_overhead_times_the_drop_program_in_a_drop_storm() {
+    let secs = 0.5;
+    let samples = bench_json(
+        &[
+            "overhead",
+            "--workloads",
+            "udp-drops",
+            "--repeat",
+            "1",
+            "--run-secs",
+            "0.5",
+            "--bpf-stats",
+        ],
+        "overhead_sample",
+    );
+    let get = |o: &str| {
+        samples
+            .iter()
+            .find(|s| s["observer"] == o)
+            .unwrap_or_else(|| panic!("no {o} sample: {samples:?}"))
+    };
+    for s in &samples {
+        assert_eq!(s["workload"], "udp-drops");
+        assert!(s["value"].as_f64().unwrap() > 1000.0, "no drop storm: {s}");
+    }
+    for o in ["inspector", "inspector-classic-drops"] {
+        let s = get(o);
+        let ns = s["prog_ns_per_run"].as_f64().expect("drop program timed");
+        assert!(ns > 0.0, "{s}");
+        let runs = s["prog_runs"].as_f64().unwrap();
+        let drops = s["value"].as_f64().unwrap() * secs;
+        assert!(
+            runs >= drops * 0.99,
+            "{o}: the drop program ran {runs} times for {drops} drops"
+        );
+    }
+    assert!(get("none").get("prog_ns_per_run").is_none());
+}

@@ -19,19 +19,23 @@ pub enum LoadKind {
     /// The same flood as a user runs it: plain `iperf3 -u -l 64 -b 0`, unpinned, default
     /// socket buffers; counted received.
     Iperf3Udp,
+    /// The flood to a port nobody listens on: every datagram is dropped by the receiving
+    /// stack (`NO_SOCKET`), counted by the kernel's own `Udp NoPorts`. A drop storm.
+    UdpDrops,
 }
 
 impl LoadKind {
     /// The netperf-style tests `bench` runs over every mode.
     pub const TESTS: [Self; 4] = [Self::Rr, Self::Crr, Self::Stream, Self::UdpRr];
     /// Everything, in the order names are listed.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Rr,
         Self::Crr,
         Self::Stream,
         Self::UdpRr,
         Self::UdpFlood,
         Self::Iperf3Udp,
+        Self::UdpDrops,
     ];
 
     #[must_use]
@@ -43,6 +47,7 @@ impl LoadKind {
             Self::UdpRr => "udp-rr",
             Self::UdpFlood => "udp-flood",
             Self::Iperf3Udp => "iperf3-udp",
+            Self::UdpDrops => "udp-drops",
         }
     }
 
@@ -53,7 +58,7 @@ impl LoadKind {
             Self::Rr | Self::UdpRr => "trans/s",
             Self::Crr => "conn/s",
             Self::Stream => "Gbit/s",
-            Self::UdpFlood | Self::Iperf3Udp => "pkt/s",
+            Self::UdpFlood | Self::Iperf3Udp | Self::UdpDrops => "pkt/s",
         }
     }
 
@@ -64,7 +69,7 @@ impl LoadKind {
             Self::Rr | Self::UdpRr => "transaction",
             Self::Crr => "connection",
             Self::Stream => "MiB",
-            Self::UdpFlood | Self::Iperf3Udp => "datagram",
+            Self::UdpFlood | Self::Iperf3Udp | Self::UdpDrops => "datagram",
         }
     }
 
@@ -78,13 +83,14 @@ impl LoadKind {
             Self::Crr => 9103,
             Self::UdpRr => 9104,
             Self::Iperf3Udp => 9105,
+            Self::UdpDrops => 9106,
         }
     }
 
     #[must_use]
     pub const fn proto(self) -> &'static str {
         match self {
-            Self::UdpRr | Self::UdpFlood | Self::Iperf3Udp => "udp",
+            Self::UdpRr | Self::UdpFlood | Self::Iperf3Udp | Self::UdpDrops => "udp",
             _ => "tcp",
         }
     }
@@ -94,7 +100,7 @@ impl LoadKind {
     #[must_use]
     pub const fn packets_per_op(self) -> Option<f64> {
         match self {
-            Self::UdpFlood | Self::Iperf3Udp => Some(1.0),
+            Self::UdpFlood | Self::Iperf3Udp | Self::UdpDrops => Some(1.0),
             Self::Rr | Self::UdpRr => Some(2.0),
             Self::Stream | Self::Crr => None,
         }
@@ -126,7 +132,7 @@ impl LoadKind {
             .map(|w| (w, None))
             .ok_or_else(|| {
                 super::BenchError::Input(format!(
-                    "unknown workload '{s}': use rr, crr, stream, udp-rr, udp-flood or iperf3-udp"
+                    "unknown workload '{s}': use rr, crr, stream, udp-rr, udp-flood, iperf3-udp or udp-drops"
                 ))
             })
     }

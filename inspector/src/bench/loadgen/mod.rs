@@ -180,6 +180,7 @@ pub fn run_with(
         LoadKind::Stream => tcp::stream(ends, w, stop, tps),
         LoadKind::UdpFlood => udp::flood(ends, w, stop, busy_poll, tps),
         LoadKind::Iperf3Udp => iperf3::udp(ends, w, stop),
+        LoadKind::UdpDrops => udp::drops(ends, w, stop, tps),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The UDP tests: udp-rr (one request and answer at a time, each timed) and udp-flood
-//! (64-byte datagrams as fast as one sender pushes them, counted at the receiver).
+//! The UDP tests: udp-rr (one request and answer at a time, each timed), udp-flood
+//! (64-byte datagrams as fast as one sender pushes them, counted at the receiver) and
+//! udp-drops (the same flood to a closed port, counted by the kernel as it drops them).
 //!
 //! The flood calls `sendmmsg`/`recvmmsg` through `libc` directly: the message headers are
 //! built once and reused on every call of the hot loop (a safe wrapper that allocates or
@@ -158,23 +159,8 @@ pub(super) fn flood(
         pin(w.server_cpu);
         receive(&rx, &c2, &d2, busy_poll);
     });
-    let target = ends.target(LoadKind::UdpFlood);
-    let end = Instant::now() + w.warm + w.dur + Duration::from_millis(100);
-    let sender = spawn_in(&ends.client_ns, move || -> io::Result<()> {
-        pin(w.client_cpu);
-        let s = UdpSocket::bind(crate::traffic::any_addr(target))?;
-        s.connect(target)?;
-        send(&s, end);
-        Ok(())
-    })?;
-    std::thread::sleep(w.warm);
-    let (c0, (k0, _)) = (count.load(Ordering::Relaxed), cpu_ticks());
-    let t0 = Instant::now();
-    while t0.elapsed() < w.dur && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(20).min(w.dur.saturating_sub(t0.elapsed())));
-    }
-    let (c1, (k1, _)) = (count.load(Ordering::Relaxed), cpu_ticks());
-    let el = t0.elapsed().as_secs_f64();
+    let sender = sender(ends, w, LoadKind::UdpFlood)?;
+    let counted = window(w, stop, || Ok(count.load(Ordering::Relaxed)));
     let sent = sender
         .join()
         .map_err(|_| io::Error::other("flood sender panicked"));
@@ -183,14 +169,93 @@ pub(super) fn flood(
         .join()
         .map_err(|_| io::Error::other("flood receiver panicked"))?;
     sent???;
-    #[expect(clippy::cast_precision_loss, reason = "packet counts")]
-    let got = (c1 - c0) as f64;
-    #[expect(clippy::cast_precision_loss, reason = "tick counts")]
-    let busy = k1.saturating_sub(k0) as f64;
-    Ok(Run {
-        rate: got / el,
-        ops: got,
-        cpu_us_per_op: busy / tps * 1e6 / got.max(1.0),
-        ..Run::default()
+    Ok(counted?.run(tps))
+}
+
+/// The flood's sender: a thread in the client's namespace, pinned, sending to the
+/// workload's port until the window (warm-up included) is over.
+fn sender(
+    ends: &Ends,
+    w: Window,
+    kind: LoadKind,
+) -> io::Result<std::thread::JoinHandle<io::Result<io::Result<()>>>> {
+    let target = ends.target(kind);
+    let end = Instant::now() + w.warm + w.dur + Duration::from_millis(100);
+    spawn_in(&ends.client_ns, move || -> io::Result<()> {
+        pin(w.client_cpu);
+        let s = UdpSocket::bind(crate::traffic::any_addr(target))?;
+        s.connect(target)?;
+        send(&s, end);
+        Ok(())
     })
+}
+
+/// What a counter moved by over the measured window (after the warm-up), with the CPU
+/// ticks spent meanwhile.
+struct Counted {
+    got: u64,
+    secs: f64,
+    ticks: u64,
+}
+
+impl Counted {
+    fn run(&self, tps: f64) -> Run {
+        #[expect(clippy::cast_precision_loss, reason = "packet and tick counts")]
+        let (got, busy) = (self.got as f64, self.ticks as f64);
+        Run {
+            rate: got / self.secs,
+            ops: got,
+            cpu_us_per_op: busy / tps * 1e6 / got.max(1.0),
+            ..Run::default()
+        }
+    }
+}
+
+/// Waits out the warm-up, then reads `counter` before and after the window.
+fn window(
+    w: Window,
+    stop: &AtomicBool,
+    counter: impl Fn() -> io::Result<u64>,
+) -> io::Result<Counted> {
+    std::thread::sleep(w.warm);
+    let (c0, (k0, _)) = (counter()?, cpu_ticks());
+    let t0 = Instant::now();
+    while t0.elapsed() < w.dur && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20).min(w.dur.saturating_sub(t0.elapsed())));
+    }
+    let (c1, (k1, _)) = (counter()?, cpu_ticks());
+    Ok(Counted {
+        got: c1.saturating_sub(c0),
+        secs: t0.elapsed().as_secs_f64(),
+        ticks: k1.saturating_sub(k0),
+    })
+}
+
+/// The server namespace's `Udp NoPorts` (datagrams dropped for want of a socket), read from
+/// a thread inside it (`/proc/thread-self/net` is the thread's namespace's).
+fn no_ports(ends: &Ends) -> io::Result<u64> {
+    let snmp = run_in(&ends.server_ns, || {
+        std::fs::read_to_string("/proc/thread-self/net/snmp")
+    })??;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next(), udp.next());
+    names
+        .zip(values)
+        .and_then(|(n, v)| {
+            let i = n.split_whitespace().position(|c| c == "NoPorts")?;
+            v.split_whitespace().nth(i)?.parse().ok()
+        })
+        .ok_or_else(|| io::Error::other("no Udp NoPorts in /proc/net/snmp"))
+}
+
+/// The flood to a port nobody listens on: the rate is how many the receiving stack dropped
+/// per second, by its own count.
+pub(super) fn drops(ends: &Ends, w: Window, stop: &AtomicBool, tps: f64) -> io::Result<Run> {
+    // A port-unreachable answer fails one call now and then; `send` carries on.
+    let sender = sender(ends, w, LoadKind::UdpDrops)?;
+    let counted = window(w, stop, || no_ports(ends));
+    sender
+        .join()
+        .map_err(|_| io::Error::other("drop-storm sender panicked"))???;
+    Ok(counted?.run(tps))
 }

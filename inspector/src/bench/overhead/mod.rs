@@ -71,6 +71,9 @@ impl Options {
         if self.unselected {
             v.push(Observer::InspectorGlobalUnselected);
         }
+        if self.workloads.contains(&LoadKind::UdpDrops) {
+            v.push(Observer::InspectorClassicDrops);
+        }
         if self.per_hop {
             v.push(Observer::InspectorHops);
             v.push(Observer::InspectorHopEvents);
@@ -179,10 +182,11 @@ pub fn run(
                 let running = observer::start(obs, &netns, &hops, &opts.inspector_args)?;
                 let r = loadgen::run_with(w, &ends, opts.run_secs, CPUS, stop, opts.busy_poll)
                     .map_err(BenchError::io(format!("{} with {}", w.name(), obs.name())))?;
-                let prog = if opts.bpf_stats && running.0.len() == 1 {
-                    observer::tc_prog_stats(obs)
-                } else {
-                    None
+                let prog = match (opts.bpf_stats && running.0.len() == 1, w) {
+                    (false, _) => None,
+                    // A drop storm: what each drop costs the drop program.
+                    (true, LoadKind::UdpDrops) => observer::drop_prog_stats(),
+                    (true, _) => observer::tc_prog_stats(obs),
                 };
                 drop(running);
                 #[expect(clippy::cast_precision_loss, reason = "ns and run counts")]

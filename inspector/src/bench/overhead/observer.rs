@@ -36,6 +36,9 @@ pub enum Observer {
     EmptyTc,
     /// Do-nothing programs on the global hooks' tracepoints (their baseline).
     EmptyGlobal,
+    /// `inspector flows --classic-drops`: drops from the classic `skb:kfree_skb` tracepoint
+    /// (what kernels without BTF get) instead of `tp_btf` (for the `udp-drops` workload).
+    InspectorClassicDrops,
     Tcpdump,
 }
 
@@ -52,6 +55,7 @@ impl Observer {
             Self::InspectorGlobalUnselected => "inspector-global-unselected",
             Self::EmptyTc => "empty-tc",
             Self::EmptyGlobal => "empty-global",
+            Self::InspectorClassicDrops => "inspector-classic-drops",
             Self::Tcpdump => "tcpdump",
         }
     }
@@ -138,7 +142,8 @@ pub fn start(
         | Observer::InspectorHops
         | Observer::InspectorHopEvents
         | Observer::InspectorTc
-        | Observer::InspectorTcx => {
+        | Observer::InspectorTcx
+        | Observer::InspectorClassicDrops => {
             let mut args: Vec<String> = ["flows", "--duration", "86400", "-q"]
                 .map(String::from)
                 .to_vec();
@@ -154,6 +159,9 @@ pub fn start(
             }
             if obs == Observer::InspectorTcx {
                 args.extend(["--attach", "tcx"].map(String::from));
+            }
+            if obs == Observer::InspectorClassicDrops {
+                args.push("--classic-drops".into());
             }
             if obs == Observer::InspectorHopEvents {
                 args.extend(["--latency", "--latency-from", "events"].map(String::from));
@@ -218,20 +226,28 @@ pub fn tc_prog_stats(obs: Observer) -> Option<(u64, u64)> {
         GLOBAL_HOOKS[0].0,
         GLOBAL_HOOKS[1].0,
     ];
-    let with_log = [
-        PROG_INGRESS,
-        PROG_EGRESS,
-        GLOBAL_HOOKS[0].0,
-        GLOBAL_HOOKS[1].0,
-        PROG_LOG_INGRESS,
-        PROG_LOG_EGRESS,
-    ];
+    let mut with_log = observing.to_vec();
+    with_log.extend([PROG_LOG_INGRESS, PROG_LOG_EGRESS]);
     let (timed, counted): (&[&str], &[&str]) =
         if matches!(obs, Observer::EmptyTc | Observer::EmptyGlobal) {
             (&empty, &empty)
         } else {
             (&with_log, &observing)
         };
+    prog_stats(timed, counted)
+}
+
+/// Run time of the drop program (`tp_btf` or classic, whichever is loaded) and its runs:
+/// per `kfree_skb` call (`bpf_stats` must be on).
+#[must_use]
+pub fn drop_prog_stats() -> Option<(u64, u64)> {
+    let progs = [crate::probe::PROG_DROPS, crate::probe::PROG_DROPS_BTF];
+    prog_stats(&progs, &progs)
+}
+
+/// The summed run time of the programs named `timed` and the summed runs of those named
+/// `counted`, from `bpftool`.
+fn prog_stats(timed: &[&str], counted: &[&str]) -> Option<(u64, u64)> {
     let out = std::process::Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()

@@ -97,10 +97,12 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     let mut workloads = Vec::new();
     for w in &a.workloads {
         match LoadKind::parse(w)? {
-            (w @ (LoadKind::UdpFlood | LoadKind::Iperf3Udp), _) => anyhow::bail!(
-                "workload '{}' is for `bench overhead`: over the modes use rr, crr, stream or udp-rr",
-                w.name()
-            ),
+            (w @ (LoadKind::UdpFlood | LoadKind::Iperf3Udp | LoadKind::UdpDrops), _) => {
+                anyhow::bail!(
+                    "workload '{}' is for `bench overhead`: over the modes use rr, crr, stream or udp-rr",
+                    w.name()
+                )
+            }
             (w, note) => {
                 if let Some(n) = note {
                     eprintln!("inspector: note: {n}");

@@ -22,7 +22,9 @@ pub struct OverheadArgs {
     pub secs: Option<f64>,
     /// Workloads, comma-separated: udp-flood (built-in: pinned, sendmmsg, 32 MiB buffer),
     /// iperf3-udp (the same flood as a user runs it: plain iperf3, unpinned, default
-    /// buffers), rr, stream (crr and udp-rr too).
+    /// buffers), rr, stream (crr and udp-rr too); udp-drops (the flood to a closed port: a
+    /// drop storm, counted by the kernel as it drops; with --bpf-stats the drop program's
+    /// time per drop, the BTF tracepoint and the classic one side by side).
     #[arg(
         long,
         value_delimiter = ',',
