@@ -15,7 +15,7 @@ use core::ffi::c_void;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
     config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS},
-    flow::{IFNS_SLOTS, SNAP_LEN},
+    flow::{HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN},
     hop,
     parse::{self, ETH_P_IP, FAST_LEN, FastV4, Parsed, status},
 };
@@ -173,7 +173,13 @@ fn events(ctx: &TcContext, p: &Parsed, hook: &Hook, len: u32, mark: u32) {
 /// `frame` is where the frame starts, `linear` how many of its bytes are there.
 #[inline(always)]
 pub(crate) fn events_kernel(p: &Parsed, hook: &Hook, len: u32, mark: u32, frame: u64, linear: u32) {
-    let key = full_key(p, hook);
+    let mut key = full_key(p, hook);
+    // Named for where they are seen: the stack's receive and transmit tracepoints.
+    key.hook = if hook.direction == Direction::Ingress as u8 {
+        HOOK_RECEIVE
+    } else {
+        HOOK_START_XMIT
+    };
     if wanted(&key, p) {
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };

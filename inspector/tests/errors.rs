@@ -120,6 +120,22 @@ fn bad_filters_are_rejected_before_anything_happens() {
     );
     fails_with(&["trace", "--port", "70000"], &[], "bad port '70000'");
     fails_with(
+        &["trace", "--pcap"],
+        &[],
+        "required arguments were not provided: --write <FILE>",
+    );
+    fails_with(
+        &[
+            "trace",
+            "-w",
+            "/nonexistent-dir/x.pcapng",
+            "--duration",
+            "1",
+        ],
+        &[],
+        "cannot write /nonexistent-dir/x.pcapng",
+    );
+    fails_with(
         &["flows", "--duration=-3"],
         &[],
         "not a positive number of seconds",

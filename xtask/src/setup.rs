@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "sockperf",
     "tcpdump",
+    // Capture files are checked with Wireshark's own reader.
+    "tshark",
     // CRI client code generation.
     "protobuf-compiler",
     // Real container runtimes for the identity tests: dockerd (with its containerd and

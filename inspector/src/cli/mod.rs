@@ -114,12 +114,20 @@ fn normalize(mut argv: Vec<String>) -> Vec<String> {
 fn one_line(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue};
     let text = e.render().to_string();
-    let first = text
-        .lines()
+    let mut lines = text.lines();
+    let mut first = lines
         .next()
         .unwrap_or_default()
         .trim_start_matches("error: ")
         .to_owned();
+    // A heading ending in ':' lists what it means on the indented lines after it.
+    if first.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect();
+        first = format!("{first} {}", listed.join(", "));
+    }
     match e.get(ContextKind::ValidValue) {
         Some(ContextValue::Strings(v)) if !v.is_empty() => {
             format!("{first}: use {}", v.join(", "))

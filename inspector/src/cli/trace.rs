@@ -5,9 +5,15 @@ use std::time::{Duration, Instant};
 
 use super::args::{self, FilterArgs, Output};
 use crate::{
-    output::{self, Printer},
+    output::{
+        self, Printer,
+        capture::{About, Capture},
+    },
     probe::EventReader,
-    session::{Measure, Session, Ticker, trace::Tracer},
+    session::{
+        Measure, Session, Ticker,
+        trace::{TraceItem, Tracer},
+    },
 };
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +48,22 @@ pub struct Args {
     /// With --hops: tc hooks only, not the stack's tracepoints.
     #[arg(long, requires = "hops")]
     pub tc_only: bool,
+    /// Write the packets to this capture file instead of printing them (`-` for stdout, as
+    /// in `inspector trace -w - | tshark -r -`): pcapng, one interface per namespace and
+    /// device (`netns/ifname`), each packet at each hook with its direction and a comment
+    /// naming the hook, the workloads, the Service and the NAT. Up to 128 bytes of each
+    /// packet are kept (the original length is recorded). The end summary goes to stderr.
+    #[arg(
+        short = 'w',
+        long = "write",
+        value_name = "FILE",
+        conflicts_with = "hops"
+    )]
+    pub write: Option<std::path::PathBuf>,
+    /// With -w: classic pcap (nanosecond timestamps; no interfaces or comments) for tools
+    /// that cannot read pcapng.
+    #[arg(long, requires = "write")]
+    pub pcap: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -59,13 +81,30 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         hops: a.hops,
     };
     opts.lifecycle = a.events;
-    let (mut s, changes) = Session::start(&opts)?;
+    // The file first, so a path that cannot be written fails before anything is attached;
+    // if the session cannot start, the file goes again.
+    let mut capture = a
+        .write
+        .as_deref()
+        .map(|path| open_capture(path, a.pcap))
+        .transpose()?;
+    let (mut s, changes) = Session::start(&opts).inspect_err(|_| {
+        if let Some(path) = a.write.as_deref().filter(|p| p.as_os_str() != "-") {
+            let _ = std::fs::remove_file(path);
+        }
+    })?;
     args::log_changes(&changes, a.filter.quiet);
     let mut tracer = Tracer::new(&mut s, a.hops, a.count)?;
-    let mut p = Printer::stdout(a.out.output.into());
+    // With a capture file the text (the end summary) goes to stderr: stdout may be the file.
+    let text: Box<dyn std::io::Write> = if capture.is_some() {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mut p = Printer::new(a.out.output.into(), text);
     let mut ticker = Ticker::new(a.duration.map(Duration::from_secs_f64), a.filter.rescan())?;
     let start_ns = crate::sys::time::mono_now_ns();
-    if !a.hops {
+    if !a.hops && capture.is_none() {
         output::trace::header(&mut p)?;
     }
     while !ticker.stopped() && !tracer.done() {
@@ -77,9 +116,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             ticker.rescan_soon();
         }
         s.tick()?;
-        for item in tracer.poll(&s)? {
-            output::trace::render(&mut p, &item, start_ns)?;
-        }
+        emit(&mut p, capture.as_mut(), &tracer.poll(&s)?, start_ns)?;
         if ticker.rescan_due() {
             s.sync_clock();
             args::log_changes(&s.reconcile(), a.filter.quiet);
@@ -89,10 +126,54 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
         args::log_notes(&s);
     }
-    for item in tracer.finish(&s)? {
-        output::trace::render(&mut p, &item, start_ns)?;
+    emit(&mut p, capture.as_mut(), &tracer.finish(&s)?, start_ns)?;
+    if let (Some(c), Some(path), false) = (&capture, &a.write, a.filter.quiet) {
+        eprintln!(
+            "inspector: {} packets written to {}",
+            c.packets,
+            path.display()
+        );
     }
     output::drops::render(&mut p, &s.drops()?)?;
     output::stats::render(&mut p, &s.stats()?)?;
     Ok(())
+}
+
+/// Where packets go: printed, or written to the capture file.
+fn emit<W: std::io::Write>(
+    p: &mut Printer<W>,
+    capture: Option<&mut Capture<Box<dyn std::io::Write>>>,
+    items: &[TraceItem],
+    start_ns: u64,
+) -> anyhow::Result<()> {
+    let Some(c) = capture else {
+        for item in items {
+            output::trace::render(p, item, start_ns)?;
+        }
+        return Ok(());
+    };
+    for item in items {
+        if let TraceItem::Packet(x) = item {
+            c.write(x)?;
+        }
+    }
+    if !items.is_empty() {
+        c.flush()?;
+    }
+    Ok(())
+}
+
+/// The capture file (`-`: stdout), its header written.
+fn open_capture(
+    path: &std::path::Path,
+    classic: bool,
+) -> anyhow::Result<Capture<Box<dyn std::io::Write>>> {
+    let w: Box<dyn std::io::Write> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        let f = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    Ok(Capture::new(w, classic, &About::here())?)
 }

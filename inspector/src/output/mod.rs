@@ -6,6 +6,7 @@
 //! published in `docs/schema/<type>.json` (the tests validate every line they read).
 pub mod bench;
 pub mod bench_modes;
+pub mod capture;
 pub mod charts;
 pub mod cleanup;
 pub mod drops;

@@ -106,6 +106,10 @@ pub struct Packet {
     pub dst_endpoint: Option<Endpoint>,
     #[serde(flatten)]
     pub service: Option<ServiceOf>,
+    /// The bytes the kernel copied: up to `SNAP_LEN` from the frame's start (for capture
+    /// files; not in the record).
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
 }
 
 /// One hook of a stitched packet (`hops` of a `packet_hops` record).

@@ -272,6 +272,7 @@ fn packet(
         src_endpoint,
         dst_endpoint,
         service,
+        bytes: ev.snap[..usize::from(ev.snap_len).min(ev.snap.len())].to_vec(),
     }
 }
 

@@ -1,0 +1,259 @@
+//! Capture files (`trace -w`): what the inspector writes is what tcpdump captures on the same
+//! interface (the same frames, byte for byte, up to the 128 bytes kept), and tshark reads it:
+//! pcapng with an interface per (namespace, device) and a comment on every packet; classic
+//! pcap to stdout (`-w - --pcap`), read by `tshark -r -`.
+mod support;
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pcap_file::{
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption},
+};
+use support::{BridgeLab, Inspector};
+
+/// tcpdump on `ns`'s eth0, writing `file`, ready (its file header written) when this returns.
+fn tcpdump(ns: &str, file: &Path) -> std::process::Child {
+    let child = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "tcpdump", "-i", "eth0", "-n", "-s", "128", "-U", "-w",
+        ])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(file).map_or(0, |m| m.len()) < 24 {
+        assert!(Instant::now() < deadline, "tcpdump did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its file exists before the socket is bound everywhere: a moment more.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn stop(mut c: std::process::Child) {
+    // SAFETY: plain libc call on our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let _ = c.wait();
+}
+
+/// Bounded traffic from a: pings (small frames) and a TCP transfer (frames above 128 bytes).
+fn traffic(lab: &BridgeLab) {
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "4", "-i", "0.05", "-W", "2", "198.18.0.4"],
+    );
+    let got = inspector::traffic::tcp_transfer(
+        &lab.c.path(),
+        &lab.a.path(),
+        "198.18.0.4:7201".parse().unwrap(),
+        20_000,
+    )
+    .unwrap();
+    assert_eq!(got, 20_000);
+    support::wait_quiet(&lab.all(), Duration::from_millis(300));
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
+    let lab = BridgeLab::new("cw");
+    let dir = std::env::temp_dir().join(support::unique("capture"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ours, theirs) = (dir.join("ours.pcapng"), dir.join("tcpdump.pcap"));
+    let td = tcpdump(&lab.a.name, &theirs);
+    let insp = Inspector::start(&[
+        "trace",
+        "-w",
+        ours.to_str().unwrap(),
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.c.name,
+    ]);
+    traffic(&lab);
+    let out = insp.interrupt_ok();
+    stop(td);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "nothing on stdout with -w FILE");
+
+    // Ours: interfaces by id, frames per interface, a comment and a direction on each.
+    let mut r = PcapNgReader::new(std::fs::File::open(&ours).unwrap()).expect("pcapng");
+    let mut names: Vec<String> = Vec::new();
+    let mut frames: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut total = 0;
+    while let Some(b) = r.next_block() {
+        match b.expect("block") {
+            Block::InterfaceDescription(i) => {
+                let name = i.options.iter().find_map(|o| match o {
+                    pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                    _ => None,
+                });
+                names.push(name.expect("if_name"));
+            }
+            Block::EnhancedPacket(p) => {
+                total += 1;
+                let comment = p.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                    _ => None,
+                });
+                let comment = comment.expect("a comment on every packet");
+                let iface = &names[p.interface_id as usize];
+                assert!(comment.starts_with(&format!("hop {iface} ")), "{comment}");
+                assert!(
+                    p.options
+                        .iter()
+                        .any(|o| matches!(o, EnhancedPacketOption::Flags(1 | 2))),
+                    "direction in epb_flags"
+                );
+                assert!(p.data.len() <= 128 && p.original_len as usize >= p.data.len());
+                frames
+                    .entry(iface.clone())
+                    .or_default()
+                    .push(p.data.to_vec());
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        said.contains(&format!("{total} packets written")),
+        "summary on stderr: {said}"
+    );
+    let eth0 = format!("{}/eth0", lab.a.name);
+    assert!(names.contains(&eth0), "{names:?}");
+    assert!(names.contains(&format!("{}/eth0", lab.c.name)), "{names:?}");
+
+    // tcpdump's own capture of a's eth0 (both directions): the same frames. Only the IPv4
+    // frames between a and c (the traffic above, inside both windows) are compared; ours
+    // may hold fewer bytes than tcpdump's 128 when the head of a large packet is short (the
+    // global hooks copy the linear part), so each of ours must be the start of one of theirs.
+    let ours_a: Vec<Vec<u8>> = frames.remove(&eth0).unwrap_or_default();
+    let mut t = PcapReader::new(std::fs::File::open(&theirs).unwrap()).expect("pcap");
+    let mut reference = Vec::new();
+    // Raw packets: pcap-file 2.0's checked reader refuses a truncated packet (orig_len >
+    // snaplen), which tcpdump -s writes, as it should.
+    while let Some(p) = t.next_raw_packet() {
+        reference.push(p.expect("packet").data.to_vec());
+    }
+    let between = |f: &Vec<u8>| {
+        f.len() >= 34
+            && f[12..14] == [0x08, 0x00]
+            && [&f[26..30], &f[30..34]].contains(&&[198u8, 18, 0, 2][..])
+            && [&f[26..30], &f[30..34]].contains(&&[198u8, 18, 0, 4][..])
+    };
+    let mut theirs_ac: Vec<Vec<u8>> = reference.into_iter().filter(between).collect();
+    let ours_ac: Vec<Vec<u8>> = sorted(ours_a.into_iter().filter(between).collect());
+    assert!(
+        ours_ac.len() >= 8 + 10,
+        "too little traffic: {}",
+        ours_ac.len()
+    );
+    assert_eq!(
+        ours_ac.len(),
+        theirs_ac.len(),
+        "frames on {eth0}: ours vs tcpdump's"
+    );
+    for f in &ours_ac {
+        let i = theirs_ac
+            .iter()
+            .position(|t| t.starts_with(f) && (f.len() == 128 || f.len() >= 54))
+            .unwrap_or_else(|| panic!("a frame of ours is not in tcpdump's capture: {f:02x?}"));
+        theirs_ac.swap_remove(i);
+    }
+
+    // tshark reads it all: the same count, every packet on a named interface with a comment.
+    let fields = support::sh(&[
+        "tshark",
+        "-r",
+        ours.to_str().unwrap(),
+        "-T",
+        "fields",
+        "-e",
+        "frame.interface_name",
+        "-e",
+        "frame.comment",
+    ]);
+    let lines: Vec<&str> = fields.lines().collect();
+    assert_eq!(lines.len(), total, "tshark's packets: {fields}");
+    for l in &lines {
+        let (iface, comment) = l.split_once('\t').expect("two fields");
+        assert!(comment.starts_with(&format!("hop {iface} ")), "{l}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-w - --pcap`: classic pcap on stdout, which `tshark -r -` reads.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn classic_pcap_to_stdout_reads_in_tshark() {
+    let lab = BridgeLab::new("cp");
+    // Not `Inspector::start`: its stdout is read as text lines, and this one is binary.
+    let out_file = std::env::temp_dir().join(support::unique("stdout.pcap"));
+    let ready = std::env::temp_dir().join(support::unique("ready"));
+    let mut child = Command::new(support::bin())
+        .args([
+            "trace",
+            "-w",
+            "-",
+            "--pcap",
+            "--netns",
+            &lab.a.name,
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("inspector");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "inspector not ready");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "inspector exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "3", "-i", "0.05", "-W", "2", "198.18.0.4"],
+    );
+    support::wait_quiet(&lab.all(), Duration::from_millis(300));
+    stop(child);
+    let _ = std::fs::remove_file(&ready);
+    let bytes = std::fs::read(&out_file).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    let mut r = PcapReader::new(&bytes[..]).expect("classic pcap on stdout");
+    let mut n = 0;
+    while let Some(p) = r.next_raw_packet() {
+        p.expect("packet");
+        n += 1;
+    }
+    // 3 echo requests out and 3 replies in on a's eth0 (and ARP, if it was not cached).
+    assert!(n >= 6, "{n} packets");
+    let mut tshark = Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-e", "icmp.type"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark");
+    tshark.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let o = tshark.wait_with_output().unwrap();
+    let types = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(types.lines().filter(|l| *l == "8").count(), 3, "{types}");
+    assert_eq!(types.lines().filter(|l| *l == "0").count(), 3, "{types}");
+}
