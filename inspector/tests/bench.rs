@@ -167,9 +167,10 @@ fn bench_reports_every_mode_and_workload_and_cleans_up() {
             "insp-bn1"
         };
         let k = pair_from(entry(results, m, "rr"), &format!("{ns}-cli/eth0(out)"));
-        assert_eq!(
-            k.last().unwrap().1,
-            format!("{ns}-srv/eth0(in)"),
+        // The path reaches the server. (Not necessarily as the last transition listed: under
+        // load a packet whose bridge hop went untimed adds a transition that skips it.)
+        assert!(
+            k.iter().any(|(_, to)| *to == format!("{ns}-srv/eth0(in)")),
             "{m}: {k:?}"
         );
     }
