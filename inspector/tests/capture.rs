@@ -45,6 +45,23 @@ fn stop(mut c: std::process::Child) {
     let _ = c.wait();
 }
 
+/// Stops tcpdump once it has written all it received: it can lag the wire by hundreds of
+/// milliseconds, and what it has not written when stopped is lost. Its file must not have
+/// grown for half a second (bounded).
+fn stop_tcpdump(c: std::process::Child, file: &Path) {
+    let size = || std::fs::metadata(file).map_or(0, |m| m.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut since) = (size(), Instant::now());
+    while since.elapsed() < Duration::from_millis(500) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = size();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    stop(c);
+}
+
 /// Bounded traffic from a: pings (small frames) and a TCP transfer (frames above 128 bytes).
 fn traffic(lab: &BridgeLab) {
     support::in_ns(
@@ -86,7 +103,7 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     ]);
     traffic(&lab);
     let out = insp.interrupt_ok();
-    stop(td);
+    stop_tcpdump(td, &theirs);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.stdout.is_empty(), "nothing on stdout with -w FILE");
 
