@@ -212,7 +212,7 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `-w - --pcap`: classic pcap on stdout, which `tshark -r -` reads.
+/// `-w - --pcap -s 60`: classic pcap on stdout, cut at 60 bytes, which `tshark -r -` reads.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn classic_pcap_to_stdout_reads_in_tshark() {
@@ -226,6 +226,8 @@ fn classic_pcap_to_stdout_reads_in_tshark() {
             "-w",
             "-",
             "--pcap",
+            "-s",
+            "60",
             "--netns",
             &lab.a.name,
             "--ready-file",
@@ -256,7 +258,9 @@ fn classic_pcap_to_stdout_reads_in_tshark() {
     let mut r = PcapReader::new(&bytes[..]).expect("classic pcap on stdout");
     let mut n = 0;
     while let Some(p) = r.next_raw_packet() {
-        p.expect("packet");
+        let p = p.expect("packet");
+        // -s 60: at most 60 bytes kept, the whole length recorded (the pings' frames are 98).
+        assert!(p.incl_len <= 60 && p.orig_len >= p.incl_len, "{p:?}");
         n += 1;
     }
     // 3 echo requests out and 3 replies in on a's eth0 (and ARP, if it was not cached).

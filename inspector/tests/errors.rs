@@ -120,6 +120,11 @@ fn bad_filters_are_rejected_before_anything_happens() {
     );
     fails_with(&["trace", "--port", "70000"], &[], "bad port '70000'");
     fails_with(
+        &["trace", "-w", "-", "-s", "500"],
+        &[],
+        "'500' is not a snap length from 1 to 128",
+    );
+    fails_with(
         &["trace", "--pcap"],
         &[],
         "required arguments were not provided: --write <FILE>",

@@ -7,7 +7,7 @@ use super::args::{self, FilterArgs, Output};
 use crate::{
     output::{
         self, Printer,
-        capture::{About, Capture},
+        capture::{About, Capture, SNAP_LEN},
     },
     probe::EventReader,
     session::{
@@ -64,6 +64,19 @@ pub struct Args {
     /// that cannot read pcapng.
     #[arg(long, requires = "write")]
     pub pcap: bool,
+    /// With -w: keep at most this many bytes of each packet (1-128; the kernel copies at
+    /// most 128), as tcpdump's -s. The original length is recorded either way.
+    #[arg(short = 's', long, requires = "write", default_value_t = 128, value_parser = parse_snaplen)]
+    pub snaplen: u32,
+}
+
+fn parse_snaplen(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if (1..=SNAP_LEN).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a snap length from 1 to {SNAP_LEN} (the kernel copies at most {SNAP_LEN} bytes of a packet)"
+        )),
+    }
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -86,7 +99,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let mut capture = a
         .write
         .as_deref()
-        .map(|path| open_capture(path, a.pcap))
+        .map(|path| open_capture(path, a.pcap, a.snaplen))
         .transpose()?;
     let (mut s, changes) = Session::start(&opts).inspect_err(|_| {
         if let Some(path) = a.write.as_deref().filter(|p| p.as_os_str() != "-") {
@@ -167,6 +180,7 @@ fn emit<W: std::io::Write>(
 fn open_capture(
     path: &std::path::Path,
     classic: bool,
+    snaplen: u32,
 ) -> anyhow::Result<Capture<Box<dyn std::io::Write>>> {
     let w: Box<dyn std::io::Write> = if path.as_os_str() == "-" {
         Box::new(std::io::stdout())
@@ -175,5 +189,5 @@ fn open_capture(
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         Box::new(std::io::BufWriter::new(f))
     };
-    Ok(Capture::new(w, classic, &About::here())?)
+    Ok(Capture::new(w, classic, snaplen, &About::here())?)
 }

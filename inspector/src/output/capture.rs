@@ -75,6 +75,8 @@ pub struct Capture<W: Write> {
     sink: Sink<W>,
     /// (netns inode, ifname) -> interface id, in the order first seen.
     ifaces: HashMap<(u64, String), u32>,
+    /// Bytes kept of each packet (at most `SNAP_LEN`).
+    snaplen: u32,
     pub packets: u64,
 }
 
@@ -90,7 +92,8 @@ impl<W: Write> Capture<W> {
     ///
     /// # Errors
     /// The writer fails.
-    pub fn new(w: W, classic: bool, about: &About) -> std::io::Result<Self> {
+    pub fn new(w: W, classic: bool, snaplen: u32, about: &About) -> std::io::Result<Self> {
+        let snaplen = snaplen.clamp(1, SNAP_LEN);
         let out = Rc::new(RefCell::new(w));
         let w = Shared(Rc::clone(&out));
         let sink = if classic {
@@ -98,7 +101,7 @@ impl<W: Write> Capture<W> {
                 PcapWriter::with_header(
                     w,
                     PcapHeader {
-                        snaplen: SNAP_LEN,
+                        snaplen,
                         datalink: DataLink::ETHERNET,
                         ts_resolution: TsResolution::NanoSecond,
                         ..PcapHeader::default()
@@ -124,6 +127,7 @@ impl<W: Write> Capture<W> {
             out,
             sink,
             ifaces: HashMap::new(),
+            snaplen,
             packets: 0,
         })
     }
@@ -134,9 +138,10 @@ impl<W: Write> Capture<W> {
     /// The writer fails.
     pub fn write(&mut self, p: &Packet) -> std::io::Result<()> {
         let ts = Duration::from_nanos(p.time_unix_ns);
+        let data = &p.bytes[..p.bytes.len().min(self.snaplen as usize)];
         match &mut self.sink {
             Sink::Classic(w) => {
-                w.write_packet(&PcapPacket::new(ts, p.len, &p.bytes))
+                w.write_packet(&PcapPacket::new(ts, p.len, data))
                     .map_err(err)?;
             }
             Sink::Ng(w) => {
@@ -147,7 +152,7 @@ impl<W: Write> Capture<W> {
                     let id = u32::try_from(self.ifaces.len()).unwrap_or(u32::MAX);
                     w.write_pcapng_block(InterfaceDescriptionBlock {
                         linktype: DataLink::ETHERNET,
-                        snaplen: SNAP_LEN,
+                        snaplen: self.snaplen,
                         options: vec![
                             InterfaceDescriptionOption::IfName(Cow::Owned(format!(
                                 "{}/{}",
@@ -168,7 +173,7 @@ impl<W: Write> Capture<W> {
                     interface_id: id,
                     timestamp: ts,
                     original_len: p.len,
-                    data: Cow::Borrowed(&p.bytes),
+                    data: Cow::Borrowed(data),
                     options: vec![
                         EnhancedPacketOption::Flags(direction_flags(p.direction)),
                         EnhancedPacketOption::Comment(Cow::Owned(comment(p))),
