@@ -30,6 +30,12 @@ pub const UNKNOWN_COUNT_LO: u8 = 2;
 /// Bit in [`Config::flags`]: fault injection for tests; makes the program read out of bounds so
 /// the verifier must reject it. Never set outside the test of verifier-error reporting.
 pub const FLAG_FAULT_VERIFIER: u8 = 0x80;
+/// Bit in [`Config::flags`]: a pcap-filter expression is set (see `pcap`); only packets it
+/// matches are counted and traced.
+pub const FLAG_PCAP: u8 = 32;
+/// [`Config::off_skb_vlan_present`] on kernels without `sk_buff.vlan_present` (6.2+: a tag
+/// is present when `vlan_all` is not zero).
+pub const NO_VLAN_PRESENT: u32 = u32::MAX;
 
 /// Which packets produce events. Zero fields match anything. Flow counters ignore the filter:
 /// they always count every packet on every hook, so per-interface totals stay exact.
@@ -79,6 +85,10 @@ pub struct Config {
     /// also drains on a short timer); the others are submitted without a wake-up, which
     /// would cost more than the whole rest of the program.
     pub ring_wake_events: u32,
+    /// For the filter on the global hooks: `sk_buff.vlan_proto` (`vlan_tci` follows it), and
+    /// the bit offset of `sk_buff.vlan_present` or [`NO_VLAN_PRESENT`].
+    pub off_skb_vlan: u32,
+    pub off_skb_vlan_present: u32,
     /// Source or destination port, 0 = any.
     pub port: u16,
     /// IP protocol number, 0 = any.
@@ -95,7 +105,7 @@ pub struct Config {
     pub global_unknown: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 124);
+const _: () = assert!(core::mem::size_of::<Config>() == 132);
 
 impl Config {
     #[must_use]
@@ -124,6 +134,8 @@ impl Config {
             off_skb_mark: 0,
             hop_seen_mask: 0,
             ring_wake_events: 0,
+            off_skb_vlan: 0,
+            off_skb_vlan_present: 0,
             port: 0,
             proto: 0,
             host_family: 0,

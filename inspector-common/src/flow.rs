@@ -301,9 +301,14 @@ pub struct PacketEvent {
     pub snap_len: u16,
     pub tcp_flags: u8,
     pub status: u8,
+    /// A VLAN tag the skb held out of band (not in `snap`): its TPID (network order as
+    /// stored, 0 = none) and TCI. Userspace puts it back in the bytes, as `AF_PACKET` does.
+    pub vlan_tpid: u16,
+    pub vlan_tci: u16,
+    pub _pad: u32,
     pub snap: [u8; SNAP_LEN],
 }
-const _: () = assert!(core::mem::size_of::<PacketEvent>() == 72 + SNAP_LEN);
+const _: () = assert!(core::mem::size_of::<PacketEvent>() == 80 + SNAP_LEN);
 
 impl PacketEvent {
     #[must_use]
@@ -316,6 +321,9 @@ impl PacketEvent {
             snap_len: 0,
             tcp_flags: 0,
             status: 0,
+            vlan_tpid: 0,
+            vlan_tci: 0,
+            _pad: 0,
             snap: [0; SNAP_LEN],
         }
     }

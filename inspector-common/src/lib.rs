@@ -7,6 +7,7 @@ pub mod config;
 pub mod flow;
 pub mod hop;
 pub mod parse;
+pub mod pcap;
 
 pub use flow::{
     ClockSample, Direction, DropKey, FlowKey, FlowKey4, FlowStats, PacketEvent, SockKey, Stat,

@@ -2,6 +2,7 @@
 //! (`inspector_common::parse`). Every program only observes: its verdict is always "continue".
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod cg_sock_owner;
 mod config;
@@ -11,6 +12,7 @@ mod klog;
 mod kmem;
 mod maps;
 mod observe;
+mod pcap;
 mod skb;
 mod tc_egress;
 mod tc_empty;

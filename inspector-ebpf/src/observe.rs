@@ -14,7 +14,7 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
-    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS},
+    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS, FLAG_PCAP},
     flow::{HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN},
     hop,
     parse::{self, ETH_P_IP, FAST_LEN, FastV4, Parsed, status},
@@ -25,6 +25,7 @@ use crate::{
     fcache::{add_packet, count4},
     hoptime::{NO_SHIFT, hop_time},
     maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump, bump_get, precise_now},
+    pcap::{Tag, copy_frame},
     skb::Skb,
 };
 
@@ -50,6 +51,9 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             skb.mark,
         )
     };
+    if conf!(flags) & FLAG_PCAP != 0 && !crate::pcap::matches_tc(ctx, len, tc_tag(ctx)) {
+        return TC_ACT_UNSPEC;
+    }
     // A tag the driver or the stack moved into the skb metadata is not in the frame bytes.
     let meta_vlan = if vlan_present == 0 {
         0
@@ -162,17 +166,37 @@ fn events(ctx: &TcContext, p: &Parsed, hook: &Hook, len: u32, mark: u32) {
     if wanted(&key, p) {
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
-        emit(&key, p, len, len, mark, now, |to, n| {
-            // SAFETY: `to` is the event's snap buffer, `n` <= its size.
-            unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast::<c_void>(), 0, to, n) == 0 }
+        emit(&key, p, len, len, mark, now, tc_tag(ctx), |off, to, n| {
+            // SAFETY: `to` and `n` stay inside the event's snap buffer (`copy_frame`).
+            unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast::<c_void>(), off, to, n) == 0 }
         });
+    }
+}
+
+/// The VLAN tag a tc packet carries out of band.
+#[inline(always)]
+pub(crate) fn tc_tag(ctx: &TcContext) -> Tag {
+    // SAFETY: reading fields of the program's own __sk_buff.
+    let skb = unsafe { &*ctx.skb.skb };
+    if skb.vlan_present == 0 {
+        0
+    } else {
+        skb.vlan_proto & 0xffff | (skb.vlan_tci & 0xffff) << 16
     }
 }
 
 /// Per-packet event from a hook that has the frame in kernel memory (the global hooks):
 /// `frame` is where the frame starts, `linear` how many of its bytes are there.
 #[inline(always)]
-pub(crate) fn events_kernel(p: &Parsed, hook: &Hook, len: u32, mark: u32, frame: u64, linear: u32) {
+pub(crate) fn events_kernel(
+    p: &Parsed,
+    hook: &Hook,
+    len: u32,
+    mark: u32,
+    frame: u64,
+    linear: u32,
+    tag: Tag,
+) {
     let mut key = full_key(p, hook);
     // Named for where they are seen: the stack's receive and transmit tracepoints.
     key.hook = if hook.direction == Direction::Ingress as u8 {
@@ -184,10 +208,12 @@ pub(crate) fn events_kernel(p: &Parsed, hook: &Hook, len: u32, mark: u32, frame:
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
         let avail = if linear < len { linear } else { len };
-        emit(&key, p, len, avail, mark, now, |to, n| {
-            // SAFETY: bpf_probe_read_kernel never faults; `to` is the snap buffer, `n` <=
-            // its size.
-            unsafe { raw::bpf_probe_read_kernel(to, n, frame as *const c_void) == 0 }
+        emit(&key, p, len, avail, mark, now, tag, |off, to, n| {
+            // SAFETY: bpf_probe_read_kernel never faults; `to` and `n` stay inside the snap
+            // buffer (`copy_frame`).
+            unsafe {
+                raw::bpf_probe_read_kernel(to, n, (frame + u64::from(off)) as *const c_void) == 0
+            }
         });
     }
 }
@@ -438,8 +464,13 @@ fn copy_key(key: &FlowKey, to: *mut FlowKey) {
     }
 }
 
-/// Writes one event: `avail` of the packet's bytes can be copied, by `copy(to, n)`.
+/// Writes one event: `avail` of the packet's bytes can be read, by `load(offset, to, n)`;
+/// a tag held out of band goes with it (userspace puts it back in the bytes).
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per hook kind, all inlined"
+)]
 fn emit(
     key: &FlowKey,
     p: &Parsed,
@@ -447,18 +478,14 @@ fn emit(
     avail: u32,
     mark: u32,
     now: u64,
-    copy: impl FnOnce(*mut c_void, u32) -> bool,
+    tag: Tag,
+    load: impl Fn(u32, *mut c_void, u32) -> bool,
 ) {
     let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
         bump(Stat::EventsLost);
         return;
     };
     let ev = entry.as_mut_ptr();
-    let snap = if avail < SNAP_LEN as u32 {
-        avail
-    } else {
-        SNAP_LEN as u32
-    };
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size.
     unsafe {
         (*ev).ts_ns = now;
@@ -467,15 +494,10 @@ fn emit(
         (*ev).mark = mark;
         (*ev).tcp_flags = p.tcp_flags;
         (*ev).status = p.status;
-        let mut copied = 0u16;
-        // The size again as 1..=SNAP_LEN by arithmetic the verifier follows: Linux 6.1's does
-        // not carry `snap > 0` over to the register passed (LLVM tests one copy, passes
-        // another), and refuses a size that may be 0. Opaque, so LLVM cannot fold it back.
-        let n = (core::hint::black_box(snap).wrapping_sub(1) & (SNAP_LEN as u32 - 1)) + 1;
-        if snap > 0 && copy((&raw mut (*ev).snap).cast::<c_void>(), n) {
-            copied = n as u16;
-        }
-        (*ev).snap_len = copied;
+        (*ev).vlan_tpid = tag as u16;
+        (*ev).vlan_tci = (tag >> 16) as u16;
+        let to = (&raw mut (*ev).snap).cast::<u8>();
+        (*ev).snap_len = copy_frame::<{ SNAP_LEN as u32 }>(to, avail, 0, load) as u16;
     }
     submit(entry);
 }

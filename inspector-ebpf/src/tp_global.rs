@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use inspector_common::{
     Direction,
-    config::{FLAG_EVENTS, UNKNOWN_COUNT, UNKNOWN_COUNT_LO},
+    config::{FLAG_EVENTS, FLAG_PCAP, NO_VLAN_PRESENT, UNKNOWN_COUNT, UNKNOWN_COUNT_LO},
     flow::IFNS_SLOTS,
     parse::{self, FAST_LEN},
 };
@@ -102,8 +102,14 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
     } else {
         u64::from(nh)
     };
-    let framed =
-        mac != UNSET && u64::from(mac) + u64::from(ETH_HLEN) == l3 && l3 <= u64::from(tail);
+    // An Ethernet header, or one with one or two VLAN tags (the stack moves the network
+    // header past tags on transmit).
+    let link = l3.wrapping_sub(u64::from(mac));
+    let framed = mac != UNSET
+        && (link == u64::from(ETH_HLEN)
+            || link == u64::from(ETH_HLEN) + 4
+            || link == u64::from(ETH_HLEN) + 8)
+        && l3 <= u64::from(tail);
     if framed {
         let frame = head + u64::from(mac);
         let avail = tail - u32::from(mac);
@@ -114,6 +120,11 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
         } else {
             len
         };
+        if conf!(flags) & FLAG_PCAP != 0
+            && !crate::pcap::matches_kernel(frame, avail, len, vlan_tag(skb))
+        {
+            return;
+        }
         // SAFETY: bpf_probe_read_kernel never faults; bytes past `tail` are not trusted
         // (`avail` bounds what the fast path may use).
         if let Ok(h) = unsafe { bpf_probe_read_kernel(frame as *const [u8; FAST_LEN]) }
@@ -128,6 +139,7 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
                     field(skb, conf!(off_skb_mark)),
                     frame,
                     avail,
+                    vlan_tag(skb),
                 );
             }
             return;
@@ -146,12 +158,18 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
                 field(skb, conf!(off_skb_mark)),
                 frame,
                 avail,
+                // Read again here: kept across the parser, it would not fit the stack.
+                vlan_tag(skb),
             );
         }
         return;
     }
-    // No Ethernet header (a tunnel, a raw IP device): the network layer alone.
-    if l3 >= u64::from(tail) || (dir as u8 != Direction::Ingress as u8 && nh == UNSET) {
+    // No Ethernet header (a tunnel, a raw IP device): the network layer alone. An
+    // expression is compiled for Ethernet frames: such a packet never matches one.
+    if l3 >= u64::from(tail)
+        || (dir as u8 != Direction::Ingress as u8 && nh == UNSET)
+        || conf!(flags) & FLAG_PCAP != 0
+    {
         return;
     }
     let proto: u16 = u16::from_be(field(skb, conf!(off_skb_proto)));
@@ -174,7 +192,25 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
             field(skb, conf!(off_skb_mark)),
             at,
             tail - l3 as u32,
+            0,
         );
+    }
+}
+
+/// The VLAN tag the skb holds out of band (TPID as stored, TCI), if any.
+#[inline(always)]
+fn vlan_tag(skb: *const u8) -> crate::pcap::Tag {
+    let off = conf!(off_skb_vlan);
+    let at = conf!(off_skb_vlan_present);
+    let present = if at == NO_VLAN_PRESENT {
+        field::<u32>(skb, off) != 0
+    } else {
+        field::<u8>(skb, at / 8) >> (at % 8) & 1 != 0
+    };
+    if present {
+        u32::from(field::<u16>(skb, off)) | u32::from(field::<u16>(skb, off + 2)) << 16
+    } else {
+        0
     }
 }
 

@@ -7,60 +7,14 @@ mod support;
 use std::{
     collections::HashMap,
     io::Write as _,
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use pcap_file::{
-    pcap::PcapReader,
-    pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption},
+use support::{
+    BridgeLab, Inspector,
+    pcap::{pcap_frames, pcapng_packets, stop, stop_tcpdump, tcpdump},
 };
-use support::{BridgeLab, Inspector};
-
-/// tcpdump on `ns`'s eth0, writing `file`, ready (its file header written) when this returns.
-fn tcpdump(ns: &str, file: &Path) -> std::process::Child {
-    let child = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "tcpdump", "-i", "eth0", "-n", "-s", "128", "-U", "-w",
-        ])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(file).map_or(0, |m| m.len()) < 24 {
-        assert!(Instant::now() < deadline, "tcpdump did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Its file exists before the socket is bound everywhere: a moment more.
-    std::thread::sleep(Duration::from_millis(300));
-    child
-}
-
-fn stop(mut c: std::process::Child) {
-    // SAFETY: plain libc call on our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-    let _ = c.wait();
-}
-
-/// Stops tcpdump once it has written all it received: it can lag the wire by hundreds of
-/// milliseconds, and what it has not written when stopped is lost. Its file must not have
-/// grown for half a second (bounded).
-fn stop_tcpdump(c: std::process::Child, file: &Path) {
-    let size = || std::fs::metadata(file).map_or(0, |m| m.len());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut last, mut since) = (size(), Instant::now());
-    while since.elapsed() < Duration::from_millis(500) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = size();
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
-    stop(c);
-}
 
 /// Bounded traffic from a: pings (small frames) and a TCP transfer (frames above 128 bytes).
 fn traffic(lab: &BridgeLab) {
@@ -91,7 +45,7 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     let dir = std::env::temp_dir().join(support::unique("capture"));
     std::fs::create_dir_all(&dir).unwrap();
     let (ours, theirs) = (dir.join("ours.pcapng"), dir.join("tcpdump.pcap"));
-    let td = tcpdump(&lab.a.name, &theirs);
+    let td = tcpdump(&lab.a.name, "eth0", &["-s", "128"], &theirs);
     let insp = Inspector::start(&[
         "trace",
         "-w",
@@ -108,42 +62,23 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     assert!(out.stdout.is_empty(), "nothing on stdout with -w FILE");
 
     // Ours: interfaces by id, frames per interface, a comment and a direction on each.
-    let mut r = PcapNgReader::new(std::fs::File::open(&ours).unwrap()).expect("pcapng");
-    let mut names: Vec<String> = Vec::new();
+    let packets = pcapng_packets(&std::fs::read(&ours).unwrap());
+    let total = packets.len();
+    let mut names: Vec<String> = packets.iter().map(|p| p.iface.clone()).collect();
+    names.dedup();
     let mut frames: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    let mut total = 0;
-    while let Some(b) = r.next_block() {
-        match b.expect("block") {
-            Block::InterfaceDescription(i) => {
-                let name = i.options.iter().find_map(|o| match o {
-                    pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
-                    _ => None,
-                });
-                names.push(name.expect("if_name"));
-            }
-            Block::EnhancedPacket(p) => {
-                total += 1;
-                let comment = p.options.iter().find_map(|o| match o {
-                    EnhancedPacketOption::Comment(c) => Some(c.to_string()),
-                    _ => None,
-                });
-                let comment = comment.expect("a comment on every packet");
-                let iface = &names[p.interface_id as usize];
-                assert!(comment.starts_with(&format!("hop {iface} ")), "{comment}");
-                assert!(
-                    p.options
-                        .iter()
-                        .any(|o| matches!(o, EnhancedPacketOption::Flags(1 | 2))),
-                    "direction in epb_flags"
-                );
-                assert!(p.data.len() <= 128 && p.original_len as usize >= p.data.len());
-                frames
-                    .entry(iface.clone())
-                    .or_default()
-                    .push(p.data.to_vec());
-            }
-            _ => {}
-        }
+    for p in &packets {
+        let comment = p.comment.as_ref().expect("a comment on every packet");
+        assert!(
+            comment.starts_with(&format!("hop {} ", p.iface)),
+            "{comment}"
+        );
+        assert!(matches!(p.flags, Some(1 | 2)), "direction in epb_flags");
+        assert!(p.frame.data.len() <= 128 && p.frame.len as usize >= p.frame.data.len());
+        frames
+            .entry(p.iface.clone())
+            .or_default()
+            .push(p.frame.data.clone());
     }
     assert!(
         said.contains(&format!("{total} packets written")),
@@ -158,20 +93,16 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     // may hold fewer bytes than tcpdump's 128 when the head of a large packet is short (the
     // global hooks copy the linear part), so each of ours must be the start of one of theirs.
     let ours_a: Vec<Vec<u8>> = frames.remove(&eth0).unwrap_or_default();
-    let mut t = PcapReader::new(std::fs::File::open(&theirs).unwrap()).expect("pcap");
-    let mut reference = Vec::new();
-    // Raw packets: pcap-file 2.0's checked reader refuses a truncated packet (orig_len >
-    // snaplen), which tcpdump -s writes, as it should.
-    while let Some(p) = t.next_raw_packet() {
-        reference.push(p.expect("packet").data.to_vec());
-    }
+    let reference = pcap_frames(&std::fs::read(&theirs).unwrap())
+        .into_iter()
+        .map(|f| f.data);
     let between = |f: &Vec<u8>| {
         f.len() >= 34
             && f[12..14] == [0x08, 0x00]
             && [&f[26..30], &f[30..34]].contains(&&[198u8, 18, 0, 2][..])
             && [&f[26..30], &f[30..34]].contains(&&[198u8, 18, 0, 4][..])
     };
-    let mut theirs_ac: Vec<Vec<u8>> = reference.into_iter().filter(between).collect();
+    let mut theirs_ac: Vec<Vec<u8>> = reference.filter(between).collect();
     let ours_ac: Vec<Vec<u8>> = sorted(ours_a.into_iter().filter(between).collect());
     assert!(
         ours_ac.len() >= 8 + 10,
@@ -255,14 +186,15 @@ fn classic_pcap_to_stdout_reads_in_tshark() {
     let _ = std::fs::remove_file(&ready);
     let bytes = std::fs::read(&out_file).unwrap();
     let _ = std::fs::remove_file(&out_file);
-    let mut r = PcapReader::new(&bytes[..]).expect("classic pcap on stdout");
-    let mut n = 0;
-    while let Some(p) = r.next_raw_packet() {
-        let p = p.expect("packet");
+    let frames = pcap_frames(&bytes);
+    for f in &frames {
         // -s 60: at most 60 bytes kept, the whole length recorded (the pings' frames are 98).
-        assert!(p.incl_len <= 60 && p.orig_len >= p.incl_len, "{p:?}");
-        n += 1;
+        assert!(
+            f.data.len() <= 60 && f.len as usize >= f.data.len(),
+            "{f:?}"
+        );
     }
+    let n = frames.len();
     // 3 echo requests out and 3 replies in on a's eth0 (and ARP, if it was not cached).
     assert!(n >= 6, "{n} packets");
     let mut tshark = Command::new("tshark")

@@ -27,6 +27,8 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     // Capture files are checked with Wireshark's own reader.
     "tshark",
+    // pcap-filter expressions are compiled by libpcap (linked by the pcap crate).
+    "libpcap0.8-dev",
     // CRI client code generation.
     "protobuf-compiler",
     // Real container runtimes for the identity tests: dockerd (with its containerd and

@@ -91,6 +91,11 @@ impl IdentityArgs {
 /// Filters and attach scope shared by `trace` and `flows`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FilterArgs {
+    /// A pcap-filter expression, as tcpdump takes it (`'tcp port 80 and not host
+    /// 198.18.0.1'`; several words are joined): evaluated in the kernel, so a packet it
+    /// rejects is neither counted nor traced. See docs/filters.md.
+    #[arg(value_name = "EXPRESSION")]
+    pub expression: Vec<String>,
     /// Only this network namespace: inode, `ip netns` name, docker:<sandbox>, "host", or a
     /// path such as /proc/PID/ns/net. Repeatable.
     #[arg(long = "netns", value_name = "NS")]
@@ -189,6 +194,11 @@ impl FilterArgs {
             proto: self.proto.as_deref().map(ProtoFilter::parse).transpose()?,
             host: self.host.as_deref().map(filter::parse_host).transpose()?,
             port: self.port.as_deref().map(filter::parse_port).transpose()?,
+            expression: if self.expression.is_empty() {
+                None
+            } else {
+                Some(crate::probe::pcap::Filter::new(&self.expression.join(" "))?)
+            },
         })
     }
 

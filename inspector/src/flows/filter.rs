@@ -26,6 +26,9 @@ pub struct Filter {
     /// `--service NS/NAME`: only connections to that Service (decided in userspace, from
     /// conntrack; not part of the kernel-side filter).
     pub service: Option<String>,
+    /// A pcap-filter expression (the positional argument), compiled: evaluated in the
+    /// kernel, before counting and tracing.
+    pub expression: Option<crate::probe::pcap::Filter>,
 }
 
 /// A filter the user typed that makes no sense; the message names it and says what is allowed.

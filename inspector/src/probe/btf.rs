@@ -225,6 +225,15 @@ impl Btf {
 
     /// Byte offset of a dotted member path in a named struct, e.g. ("net", "ns.inum").
     pub fn offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        let bits = self.bit_offset(strukt, path)?;
+        if bits % 8 != 0 {
+            return Err(BtfError::Missing(format!("{strukt}.{path}")));
+        }
+        Ok(bits / 8)
+    }
+
+    /// Bit offset of a member path (a bit field's too).
+    pub fn bit_offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
         let missing = || BtfError::Missing(format!("{strukt}.{path}"));
         let mut ids = self.by_name.get(strukt).ok_or_else(missing)?.iter();
         // Prefer the definition that has members (not a forward declaration).
@@ -237,10 +246,7 @@ impl Btf {
             bits += off;
             id = ty;
         }
-        if bits % 8 != 0 {
-            return Err(missing());
-        }
-        Ok(bits / 8)
+        Ok(bits)
     }
 }
 
@@ -263,6 +269,10 @@ pub struct KernelOffsets {
     pub skb_mark: u32,
     pub skb_sk: u32,
     pub sk_net: u32,
+    /// `sk_buff.vlan_proto` (`vlan_tci` follows), and the bit offset of `vlan_present`
+    /// (`NO_VLAN_PRESENT` on 6.2+, which dropped it).
+    pub skb_vlan: u32,
+    pub skb_vlan_present: u32,
 }
 
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
@@ -282,6 +292,10 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         skb_mark: btf.offset("sk_buff", "mark")?,
         skb_sk: btf.offset("sk_buff", "sk")?,
         sk_net: btf.offset("sock", "__sk_common.skc_net.net")?,
+        skb_vlan: btf.offset("sk_buff", "vlan_proto")?,
+        skb_vlan_present: btf
+            .bit_offset("sk_buff", "vlan_present")
+            .unwrap_or(inspector_common::config::NO_VLAN_PRESENT),
     })
 }
 

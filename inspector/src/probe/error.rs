@@ -7,6 +7,8 @@ use super::btf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    #[error("cannot put the filter expression into the kernel programs: {0}")]
+    FilterPatch(String),
     #[error(
         "insufficient privileges (missing {0}): run as root, or grant CAP_BPF, CAP_PERFMON, \
          CAP_NET_ADMIN and CAP_SYS_ADMIN"

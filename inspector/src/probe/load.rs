@@ -39,6 +39,8 @@ impl Probe {
         config.off_skb_mark = off.skb_mark;
         config.off_skb_sk = off.skb_sk;
         config.off_sk_net = off.sk_net;
+        config.off_skb_vlan = off.skb_vlan;
+        config.off_skb_vlan_present = off.skb_vlan_present;
         config.flags |= FLAG_NETNS;
         let mut no_reason = false;
         let mut drop_reasons = std::collections::BTreeMap::new();
@@ -75,6 +77,16 @@ impl Probe {
             config.flags |= inspector_common::config::FLAG_GLOBAL;
             config.global_unknown = opts.global_unknown;
         }
+        let patched = match &opts.filter {
+            Some(code) => {
+                config.flags |= inspector_common::config::FLAG_PCAP;
+                Some(super::pcap::patch::patch(OBJECT, code).map_err(ProbeError::FilterPatch)?)
+            }
+            None => None,
+        };
+        let object = patched
+            .as_deref()
+            .map_or(OBJECT, |w| super::pcap::patch::bytes(w, OBJECT.len()));
         let level = opts.kernel_log.map_or(0u8, |l| l as u8);
         let mut ebpf = EbpfLoader::new()
             .override_global(inspector_common::config::CONFIG_GLOBAL, &config, true)
@@ -84,7 +96,7 @@ impl Probe {
             .map_max_entries(MAP_EVENTS, ring)
             .map_max_entries(MAP_FLOWS, opts.flow_entries)
             .map_max_entries(MAP_FLOWS4, opts.flow_entries)
-            .load(OBJECT)?;
+            .load(object)?;
         // The log ring is read from before any program can write to it.
         let logger = match opts.kernel_log {
             Some(_) => Some(super::log::KernelLogger::new(&mut ebpf)?),

@@ -22,6 +22,7 @@ pub mod legacy;
 mod legacy_guard;
 mod load;
 pub mod log;
+pub mod pcap;
 pub mod preflight;
 mod read;
 mod rtnl;
@@ -155,6 +156,9 @@ pub struct ProbeOptions {
     pub empty: bool,
     /// Count drops with the classic tracepoint even where `tp_btf/kfree_skb` is available.
     pub classic_drops: bool,
+    /// A pcap-filter expression's kernel code (`pcap::Filter::code`): only packets it
+    /// matches are counted and traced.
+    pub filter: Option<Vec<u64>>,
 }
 
 impl Default for ProbeOptions {
@@ -172,6 +176,7 @@ impl Default for ProbeOptions {
             global_unknown: inspector_common::config::UNKNOWN_SKIP,
             empty: false,
             classic_drops: false,
+            filter: None,
         }
     }
 }

@@ -224,6 +224,7 @@ impl Session {
             attach,
             empty: opts.empty_programs,
             classic_drops: opts.classic_drops,
+            filter: opts.filter.expression.as_ref().map(|f| f.code.clone()),
             global_unknown: global_unknown(&selection),
         })?;
         let mut changes: Vec<Change> = probe.warnings.iter().cloned().map(Change::Note).collect();

@@ -260,7 +260,7 @@ fn packet(
         time_unix_ns: s.clock.unix_ns(ev.ts_ns),
         hook: hook_name(ev.key.hook, ev.key.direction),
         direction: Direction::from_u8(ev.key.direction).as_str(),
-        len: ev.len,
+        len: ev.len + if ev.vlan_tpid == 0 { 0 } else { 4 },
         mark: ev.mark,
         netns: rec.netns,
         netns_name: rec.netns_name,
@@ -272,8 +272,23 @@ fn packet(
         src_endpoint,
         dst_endpoint,
         service,
-        bytes: ev.snap[..usize::from(ev.snap_len).min(ev.snap.len())].to_vec(),
+        bytes: frame(ev),
     }
+}
+
+/// The event's bytes as the wire carried them: a VLAN tag the skb held out of band goes
+/// back after the MAC addresses (as `AF_PACKET` shows it to tcpdump).
+fn frame(ev: &PacketEvent) -> Vec<u8> {
+    let snap = &ev.snap[..usize::from(ev.snap_len).min(ev.snap.len())];
+    if ev.vlan_tpid == 0 || snap.len() < 12 {
+        return snap.to_vec();
+    }
+    let mut f = Vec::with_capacity(snap.len() + 4);
+    f.extend_from_slice(&snap[..12]);
+    f.extend_from_slice(&ev.vlan_tpid.to_ne_bytes());
+    f.extend_from_slice(&ev.vlan_tci.to_be_bytes());
+    f.extend_from_slice(&snap[12..]);
+    f
 }
 
 fn packet_hops(s: &Session, r: &crate::identity::Resolver<'_>, evs: &[PacketEvent]) -> PacketHops {

@@ -6,6 +6,7 @@
 pub mod cri;
 pub mod docker;
 pub mod kube;
+pub mod pcap;
 pub mod prom;
 pub mod schema;
 pub mod totals;

@@ -1,0 +1,122 @@
+//! pcap-filter expressions in the kernel (see `inspector_common::pcap`): the packet's first
+//! bytes go to a per-CPU scratch buffer, and the placeholder subprogram, which userspace has
+//! overwritten with the translated expression, says whether the packet is wanted. Only
+//! reached when an expression is set (`FLAG_PCAP`, a load-time constant): otherwise the
+//! verifier prunes the call and removes the placeholder.
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel, bpf_skb_load_bytes},
+    macros::map,
+    maps::PerCpuArray,
+    programs::TcContext,
+};
+use core::ffi::c_void;
+use inspector_common::pcap::{Scratch, VIEW};
+
+#[map(name = "inspector_pcap")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_ALEN2: u32 = 12;
+
+/// The placeholder: `SLOTS` instructions userspace replaces. As compiled it matches nothing.
+/// Never inlined (userspace finds it by its symbol) and private, so the verifier checks it
+/// with its caller's argument types (a map value, two bounded lengths).
+#[inline(never)]
+fn insp_pcap_filter(scratch: *mut u8, caplen: u32, wirelen: u32) -> u32 {
+    let r: u32;
+    // SAFETY: jumps to the next instruction and a constant: no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            ".rept 4094",
+            "goto +0",
+            ".endr",
+            "r0 = 0",
+            in("r1") scratch,
+            in("r2") caplen,
+            in("r3") wirelen,
+            lateout("r0") r,
+            options(nostack, pure, readonly),
+        );
+    }
+    r
+}
+
+/// A bounded length for the helpers: 1..=`max` (a power of two), by arithmetic the
+/// verifier follows (Linux 6.1's does not carry a `> 0` test over to the register passed).
+#[inline(always)]
+fn bounded(n: u32, max: u32) -> u32 {
+    (core::hint::black_box(n).wrapping_sub(1) & (max - 1)) + 1
+}
+
+/// A VLAN tag the skb holds out of band: TPID as stored (network order) in the low half,
+/// TCI in the high half; 0 for none. (A plain integer: an `Option` leaves its payload
+/// undefined when `None`, and the verifier refuses to spill an undefined register.)
+pub(crate) type Tag = u32;
+
+/// Copies the first bytes of a frame to `to` (at most `CAP`, a power of two), with an
+/// out-of-band VLAN tag put back after the MAC addresses, as `AF_PACKET` shows it to
+/// tcpdump. `avail` is how many of the frame's bytes `load(offset, to, n)` can read.
+/// Returns how many bytes were written (0 if a read failed).
+#[inline(always)]
+pub(crate) fn copy_frame<const CAP: u32>(
+    to: *mut u8,
+    avail: u32,
+    tag: Tag,
+    load: impl Fn(u32, *mut c_void, u32) -> bool,
+) -> u32 {
+    if avail == 0 {
+        return 0;
+    }
+    if tag == 0 {
+        let n = bounded(if avail > CAP { CAP } else { avail }, CAP);
+        return if load(0, to.cast(), n) { n } else { 0 };
+    }
+    if avail < ETH_ALEN2 || !load(0, to.cast(), ETH_ALEN2) {
+        return 0;
+    }
+    let word = (tag & 0xffff | u32::from(((tag >> 16) as u16).to_be()) << 16).to_ne_bytes();
+    // SAFETY: CAP >= 16, so bytes 12..16 are inside `to`.
+    unsafe { core::ptr::write_unaligned(to.add(12).cast::<[u8; 4]>(), word) };
+    let rest = avail - ETH_ALEN2;
+    if rest == 0 {
+        return 16;
+    }
+    let n = bounded(if rest > CAP { CAP } else { rest }, CAP);
+    let n = if n > CAP - 16 { CAP - 16 } else { n };
+    // SAFETY: 16 + n <= CAP.
+    if load(ETH_ALEN2, unsafe { to.add(16) }.cast(), n) {
+        16 + n
+    } else {
+        16
+    }
+}
+
+/// Whether a tc packet matches.
+#[inline(always)]
+pub(crate) fn matches_tc(ctx: &TcContext, len: u32, tag: Tag) -> bool {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf = s.cast::<u8>();
+    let skb = ctx.skb.skb.cast::<c_void>();
+    let n = copy_frame::<{ VIEW as u32 }>(buf, len, tag, |off, to, n| {
+        // SAFETY: `to` and `n` stay inside the scratch buffer (`copy_frame`).
+        unsafe { bpf_skb_load_bytes(skb, off, to, n) == 0 }
+    });
+    n != 0 && insp_pcap_filter(buf, n, len + if tag == 0 { 0 } else { 4 }) != 0
+}
+
+/// Whether a packet in kernel memory matches (the global hooks): `frame` is where its
+/// Ethernet header starts, `linear` how many bytes are there, `len` its length.
+#[inline(always)]
+pub(crate) fn matches_kernel(frame: u64, linear: u32, len: u32, tag: Tag) -> bool {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf = s.cast::<u8>();
+    let avail = if linear < len { linear } else { len };
+    let n = copy_frame::<{ VIEW as u32 }>(buf, avail, tag, |off, to, n| {
+        // SAFETY: bpf_probe_read_kernel never faults; `to` and `n` stay inside the buffer.
+        unsafe { bpf_probe_read_kernel(to, n, (frame + u64::from(off)) as *const c_void) == 0 }
+    });
+    n != 0 && insp_pcap_filter(buf, n, len + if tag == 0 { 0 } else { 4 }) != 0
+}
