@@ -17,27 +17,31 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_ALEN2: u32 = 12;
 
-/// The placeholder: `SLOTS` instructions userspace replaces. As compiled it matches nothing.
-/// Never inlined (userspace finds it by its symbol) and private, so the verifier checks it
-/// with its caller's argument types (a map value, two bounded lengths).
-#[inline(never)]
+/// The placeholder: `SLOTS` instructions userspace replaces (see
+/// `inspector_common::pcap`). As compiled it matches nothing. Inlined where it is used: its
+/// returns are jumps to the instruction after it, not `exit`.
+#[inline(always)]
 fn insp_pcap_filter(scratch: *mut u8, caplen: u32, wirelen: u32) -> u32 {
-    let r: u32;
-    // SAFETY: jumps to the next instruction and a constant: no memory is touched.
+    let r: u64;
+    // SAFETY: a constant, jumps to the next instruction and a constant: no memory is
+    // touched. What userspace puts here reads the scratch buffer (r1) within its size.
     unsafe {
         core::arch::asm!(
+            "r0 = 0x5ca1ab1e",
             ".rept 4094",
             "goto +0",
             ".endr",
             "r0 = 0",
-            in("r1") scratch,
-            in("r2") caplen,
-            in("r3") wirelen,
+            inout("r1") scratch => _,
+            inout("r2") caplen => _,
+            inout("r3") wirelen => _,
+            out("r4") _,
+            out("r5") _,
             lateout("r0") r,
-            options(nostack, pure, readonly),
+            options(nostack),
         );
     }
-    r
+    r as u32
 }
 
 /// A bounded length for the helpers: 1..=`max` (a power of two), by arithmetic the

@@ -121,6 +121,44 @@ fn smoke_trace_filters_in_the_kernel() {
     );
 }
 
+/// A pcap-filter expression, translated into the kernel's programs (this kernel's verifier
+/// must take it): only what it matches becomes an event, and `events_sent` says so.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn smoke_expression_filters_in_the_kernel() {
+    let lab = BridgeLab::new("sx");
+    let insp = start(
+        &[
+            "trace",
+            "-o",
+            "json",
+            "udp dst port 7100 or (icmp and icmp[icmptype] = icmp-echo and len > 90)",
+        ],
+        &[&lab.a, &lab.br],
+    );
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "3", "-i", "0.1", "-W", "2", "198.18.0.4"],
+    );
+    let dst = |p: u16| std::net::SocketAddr::from(([198, 18, 0, 4], p));
+    inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), dst(7102), 5, 64).unwrap();
+    let n = inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), dst(7100), 10, 64).unwrap();
+    assert_eq!(n, 10);
+    support::wait_quiet(&lab.all(), Duration::from_millis(300));
+    let out = insp.interrupt_ok();
+    let pkts = json_lines(&out.stdout, "packet");
+    // 10 datagrams and 3 echo requests (98-byte frames), each at three hooks; no replies,
+    // no ARP, no datagram to 7102.
+    let udp = pkts
+        .iter()
+        .filter(|p| p["proto"] == "udp" && p["dport"] == 7100)
+        .count();
+    let echo = pkts.iter().filter(|p| p["proto"] == "icmp").count();
+    assert_eq!((udp, echo, pkts.len()), (30, 9, 39), "{pkts:#?}");
+    let stats = json_lines(&out.stdout, "stats");
+    assert_eq!(stats[0]["events_sent"].as_u64(), Some(39), "{stats:?}");
+}
+
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn smoke_drops_have_their_reason() {

@@ -1,16 +1,23 @@
-//! Writes a translated filter over the placeholder subprogram in the object file, before aya
-//! parses it. The placeholder is found by its symbol (`inspector_common::pcap::SYMBOL`) and
-//! checked to be what the eBPF crate compiles (`SLOTS` instructions: `ja +0`s, `r0 = 0`,
-//! `exit`), so a change there cannot be overwritten blindly. Same size, same place: nothing
-//! else in the object (relocations, BTF line and function info) moves.
-use inspector_common::pcap::{SLOTS, SYMBOL};
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+//! Writes a translated filter over every copy of the placeholder in the object file, before
+//! aya parses it. The placeholder is inline assembly in each program that filters (see
+//! `inspector_common::pcap`): found by its exact shape (`MARKER`, `SLOTS - 2` times `ja +0`,
+//! `r0 = 0`) in the object's sections, so a change there cannot be overwritten blindly.
+//! Same size, same place: nothing else in the object (relocations, BTF line and function
+//! information) moves.
+use inspector_common::pcap::{MARKER, SLOTS};
+use object::{Object as _, ObjectSection as _};
 
 const JA0: u64 = 0x05;
 const R0_0: u64 = 0xb7;
-const EXIT: u64 = 0x95;
 
-/// The object with `code` in the placeholder's place, in 8-aligned memory (as aya parses
+fn is_placeholder(w: &[u64]) -> bool {
+    w.len() == SLOTS
+        && w[0] == MARKER
+        && w[1..SLOTS - 1].iter().all(|&x| x == JA0)
+        && w[SLOTS - 1] == R0_0
+}
+
+/// The object with `code` in every placeholder's place, in 8-aligned memory (as aya parses
 /// it), or why not.
 pub(crate) fn patch(object: &[u8], code: &[u64]) -> Result<Vec<u64>, String> {
     if code.len() != SLOTS {
@@ -20,26 +27,6 @@ pub(crate) fn patch(object: &[u8], code: &[u64]) -> Result<Vec<u64>, String> {
         ));
     }
     let file = object::File::parse(object).map_err(|e| format!("parsing the object: {e}"))?;
-    let sym = file
-        .symbols()
-        .find(|s| s.name().is_ok_and(|n| n.contains(SYMBOL)))
-        .ok_or_else(|| format!("the object has no {SYMBOL}"))?;
-    let section = sym
-        .section_index()
-        .and_then(|i| file.section_by_index(i).ok())
-        .ok_or_else(|| format!("{SYMBOL} is in no section"))?;
-    let (start, _) = section
-        .file_range()
-        .ok_or_else(|| format!("{SYMBOL}'s section has no data"))?;
-    let at =
-        usize::try_from(start + sym.address()).map_err(|_| format!("{SYMBOL} is out of range"))?;
-    if sym.size() != (SLOTS * 8) as u64 || at % 8 != 0 || at + SLOTS * 8 > object.len() {
-        return Err(format!(
-            "{SYMBOL} is {} bytes, not {}",
-            sym.size(),
-            SLOTS * 8
-        ));
-    }
     let mut words: Vec<u64> = object
         .chunks(8)
         .map(|c| {
@@ -48,14 +35,32 @@ pub(crate) fn patch(object: &[u8], code: &[u64]) -> Result<Vec<u64>, String> {
             u64::from_le_bytes(w)
         })
         .collect();
-    let slot = &mut words[at / 8..at / 8 + SLOTS];
-    let expected = slot[..SLOTS - 2].iter().all(|&w| w == JA0)
-        && slot[SLOTS - 2] == R0_0
-        && slot[SLOTS - 1] == EXIT;
-    if !expected {
-        return Err(format!("{SYMBOL} is not the expected placeholder"));
+    let mut found = 0;
+    for section in file.sections() {
+        let Some((start, size)) = section.file_range() else {
+            continue;
+        };
+        let (Ok(start), Ok(size)) = (usize::try_from(start), usize::try_from(size)) else {
+            continue;
+        };
+        if start % 8 != 0 || start + size > object.len() {
+            continue;
+        }
+        let (first, end) = (start / 8, (start + size) / 8);
+        let mut i = first;
+        while i + SLOTS <= end {
+            if words[i] == MARKER && is_placeholder(&words[i..i + SLOTS]) {
+                words[i..i + SLOTS].copy_from_slice(code);
+                found += 1;
+                i += SLOTS;
+            } else {
+                i += 1;
+            }
+        }
     }
-    slot.copy_from_slice(code);
+    if found == 0 {
+        return Err("the object has no filter placeholder".to_owned());
+    }
     Ok(words)
 }
 

@@ -3,9 +3,11 @@
 //! converter, `bpf_convert_filter`, is for socket filters and is not exported); the mapping
 //! is the one the kernel and pwru's elibpcap use.
 //!
-//! The subprogram is called with r1 = the per-CPU scratch (`inspector_common::pcap::
-//! Scratch`: packet view, then classic BPF's 16 memory words), r2 = bytes in the view,
-//! r3 = the packet's length; it returns 0 to reject. Registers: A = w4, X = w5, r0 the
+//! The filter runs inline in each program with r1 = the per-CPU scratch
+//! (`inspector_common::pcap::Scratch`: packet view, then classic BPF's 16 memory words),
+//! r2 = bytes in the view, r3 = the packet's length; it leaves its verdict in r0 (0
+//! rejects) and jumps to the instruction after its [`SLOTS`] (a return is not `exit`, which
+//! would end the whole program). It may clobber r0-r5 only. Registers: A = w4, X = w5, r0 the
 //! scratch register of loads. A and X stay 32-bit (ALU32 ops, 32-bit jumps, zero-extending
 //! loads). Every packet load checks its end against r2 (the packet's bytes; a load past them
 //! rejects, as in libpcap) and against the view's size (for the verifier, which then knows
@@ -36,7 +38,6 @@ const J_JA: u8 = 0x00;
 const J_JEQ: u8 = 0x10;
 const J_JGT: u8 = 0x20;
 const J_JLT: u8 = 0xa0;
-const J_EXIT: u8 = 0x90;
 
 const R0: u8 = 0;
 const R_BUF: u8 = 1;
@@ -74,6 +75,8 @@ enum Out {
 enum Target {
     Classic(usize),
     Reject,
+    /// The instruction after the filter: its "return".
+    End,
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -110,7 +113,8 @@ fn reachable(prog: &[Insn]) -> Result<Vec<bool>, TranslateError> {
 }
 
 /// Translates `prog` into exactly [`SLOTS`] eBPF instructions (padded in front with
-/// `ja +0`, which the verifier removes), as little-endian words.
+/// `ja +0`, which the verifier removes), as little-endian words. Every path ends in a jump
+/// to the instruction after them.
 pub fn translate(prog: &[Insn]) -> Result<Vec<u64>, TranslateError> {
     let live = reachable(prog)?;
     let mut out: Vec<Out> = Vec::new();
@@ -283,7 +287,7 @@ pub fn translate(prog: &[Insn]) -> Result<Vec<u64>, TranslateError> {
                     cbpf::K => raw(&mut out, CLS_ALU | OP_MOV | SRC_K, R0, 0, 0, k as i32),
                     _ => return Err(unsupported()),
                 }
-                raw(&mut out, CLS_JMP | J_EXIT, 0, 0, 0, 0);
+                jump(&mut out, CLS_JMP | J_JA, 0, 0, Target::End);
             }
             cbpf::MISC => match i.code & 0xf8 {
                 cbpf::TAX => raw(&mut out, CLS_ALU | OP_MOV | SRC_X, R_X, R_A, 0, 0),
@@ -307,7 +311,7 @@ pub fn translate(prog: &[Insn]) -> Result<Vec<u64>, TranslateError> {
         )
     }) {
         raw(&mut out, CLS_ALU | OP_MOV | SRC_K, R0, 0, 0, 0);
-        raw(&mut out, CLS_JMP | J_EXIT, 0, 0, 0, 0);
+        jump(&mut out, CLS_JMP | J_JA, 0, 0, Target::End);
     }
     let total = out.len();
     if total > SLOTS {
@@ -328,6 +332,7 @@ pub fn translate(prog: &[Insn]) -> Result<Vec<u64>, TranslateError> {
                 let target = match to {
                     Target::Classic(n) => *starts.get(n).ok_or(TranslateError::BadJump(n))?,
                     Target::Reject => reject,
+                    Target::End => total,
                 };
                 let off = i16::try_from(target as isize - at as isize - 1)
                     .map_err(|_| TranslateError::TooLong(total))?;
@@ -413,7 +418,12 @@ mod tests {
         let w = translate(&prog).unwrap();
         assert_eq!(w.len(), SLOTS);
         assert_eq!(w[0], insn(CLS_JMP | J_JA, 0, 0, 0, 0));
-        assert_eq!(w[SLOTS - 1] & 0xff, u64::from(CLS_JMP | J_EXIT));
+        // The return: r0 = 262144, then a jump to the instruction after the filter.
+        assert_eq!(
+            w[SLOTS - 2],
+            insn(CLS_ALU | OP_MOV | SRC_K, R0, 0, 0, 262_144)
+        );
+        assert_eq!(w[SLOTS - 1], insn(CLS_JMP | J_JA, 0, 0, 0, 0));
     }
 
     #[test]
@@ -426,9 +436,10 @@ mod tests {
             i(cbpf::RET | cbpf::K, 0, 0, 0),
         ];
         let w = translate(&prog).unwrap();
-        // The last instruction is the second return's exit, not a reject block's.
+        // The last instructions are the second return's, not a reject block's; the first
+        // return jumps over them to the end.
         assert_eq!(w[SLOTS - 2], insn(CLS_ALU | OP_MOV | SRC_K, R0, 0, 0, 0));
-        assert_eq!(w[SLOTS - 3] & 0xff, u64::from(CLS_JMP | J_EXIT));
+        assert_eq!(w[SLOTS - 3], insn(CLS_JMP | J_JA, 0, 0, 2, 0));
     }
 
     #[test]
