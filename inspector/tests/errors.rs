@@ -119,6 +119,23 @@ fn bad_filters_are_rejected_before_anything_happens() {
         "bad address '198.18.0.0/40'",
     );
     fails_with(&["trace", "--port", "70000"], &[], "bad port '70000'");
+    // pcap-filter expressions: libpcap's message and the column, on one line.
+    let err = fails_with(
+        &["trace", "tcp and and udp"],
+        &[],
+        "invalid filter expression at column 9 ('and'): can't parse filter expression: syntax error",
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    fails_with(
+        &["flows", "tcp", "port", "99999"],
+        &[],
+        "invalid filter expression at column 10 ('99999'): illegal port number 99999 > 65535",
+    );
+    fails_with(
+        &["agent", "(tcp or udp"],
+        &[],
+        "invalid filter expression at column 12 (at its end)",
+    );
     fails_with(
         &["trace", "-w", "-", "-s", "500"],
         &[],
