@@ -210,3 +210,96 @@ fn classic_pcap_to_stdout_reads_in_tshark() {
     assert_eq!(types.lines().filter(|l| *l == "8").count(), 3, "{types}");
     assert_eq!(types.lines().filter(|l| *l == "0").count(), 3, "{types}");
 }
+
+/// `trace -r FILE`: a capture read back, filtered by an expression as tcpdump filters the
+/// same file, by `--netns` as tshark's interface names say, and written again with `-w`
+/// (comments kept) for tshark.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn read_back_selects_as_tcpdump_does() {
+    let lab = BridgeLab::new("cr");
+    let dir = std::env::temp_dir().join(support::unique("readback"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ours.pcapng");
+    let insp = Inspector::start(&[
+        "trace",
+        "-w",
+        file.to_str().unwrap(),
+        "--netns",
+        &lab.a.name,
+        "--netns",
+        &lab.br.name,
+    ]);
+    traffic(&lab);
+    insp.interrupt_ok();
+    let f = file.to_str().unwrap();
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["trace", "-r", f, "-o", "json"];
+        all.extend(args);
+        let out = support::run_inspector(&all, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        support::json_lines(&out.stdout, "packet")
+    };
+    let total = json(&[]).len();
+    assert!(total >= 30, "{total} packets");
+    for expr in [
+        "icmp",
+        "tcp[tcpflags] & tcp-syn != 0",
+        "tcp and len > 128",
+        "not tcp",
+    ] {
+        let td = support::sh(&["tcpdump", "-r", f, "-n", expr]);
+        assert_eq!(json(&[expr]).len(), td.lines().count(), "'{expr}'");
+    }
+    // --netns: the interfaces tshark names with that namespace.
+    let names = support::sh(&[
+        "tshark",
+        "-r",
+        f,
+        "-T",
+        "fields",
+        "-e",
+        "frame.interface_name",
+    ]);
+    let in_a = names
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}/", lab.a.name)))
+        .count();
+    let picked = json(&["--netns", &lab.a.name]);
+    assert_eq!(picked.len(), in_a);
+    assert!(
+        picked
+            .iter()
+            .all(|p| p["netns_name"] == lab.a.name.as_str())
+    );
+    // -r with -w: the selection written again, each packet with its comment as it was.
+    let again = dir.join("again.pcapng");
+    let out = support::run_inspector(
+        &["trace", "-r", f, "-w", again.to_str().unwrap(), "icmp"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = pcapng_packets(&std::fs::read(&file).unwrap());
+    let after = pcapng_packets(&std::fs::read(&again).unwrap());
+    let icmp_before: Vec<_> = before
+        .iter()
+        .filter(|p| {
+            p.frame.data.len() > 23 && p.frame.data[12..14] == [8, 0] && p.frame.data[23] == 1
+        })
+        .map(|p| (p.iface.clone(), p.frame.clone(), p.comment.clone()))
+        .collect();
+    let icmp_after: Vec<_> = after
+        .iter()
+        .map(|p| (p.iface.clone(), p.frame.clone(), p.comment.clone()))
+        .collect();
+    assert_eq!(icmp_after, icmp_before);
+    let _ = std::fs::remove_dir_all(&dir);
+}

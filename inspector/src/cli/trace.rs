@@ -12,6 +12,7 @@ use crate::{
     probe::EventReader,
     session::{
         Measure, Session, Ticker,
+        replay::{self, Selection},
         trace::{TraceItem, Tracer},
     },
 };
@@ -68,6 +69,12 @@ pub struct Args {
     /// most 128), as tcpdump's -s. The original length is recorded either way.
     #[arg(short = 's', long, requires = "write", default_value_t = 128, value_parser = parse_snaplen)]
     pub snaplen: u32,
+    /// Read packets from this capture file (pcapng or pcap; `-` for stdin) instead of the
+    /// kernel, and print them as `trace` does (or write them again with -w), with the same
+    /// filters: the expression, --proto/--host/--port, --netns and -i (against the
+    /// `netns/ifname` interface names of the inspector's files), -c. Needs no privileges.
+    #[arg(short = 'r', long = "read", value_name = "FILE", conflicts_with_all = ["hops", "events", "duration"])]
+    pub read: Option<std::path::PathBuf>,
 }
 
 fn parse_snaplen(s: &str) -> Result<u32, String> {
@@ -86,7 +93,76 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
     }
 }
 
+/// `-r FILE`: the file's packets, selected, printed or written again.
+fn replay(a: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    let filter = a.filter.filter()?;
+    let sel = Selection {
+        filter: &filter,
+        netns: &a.filter.netns,
+        interfaces: &a.filter.interface,
+    };
+    let mut capture = a
+        .write
+        .as_deref()
+        .map(|path| open_capture(path, a.pcap, a.snaplen))
+        .transpose()?;
+    let text: Box<dyn std::io::Write> = if capture.is_some() {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mut p = Printer::new(a.out.output.into(), text);
+    let mut start = None;
+    let mut shown = 0u64;
+    let mut failed = None;
+    let total = replay::read(path, &sel, |pkt| {
+        if a.count.is_some_and(|c| shown >= c) {
+            return Ok(false);
+        }
+        shown += 1;
+        if start.is_none()
+            && capture.is_none()
+            && let Err(e) = output::trace::header(&mut p)
+        {
+            failed = Some(e.into());
+            return Ok(false);
+        }
+        let start_ns = *start.get_or_insert(pkt.ts_ns);
+        let item = TraceItem::Packet(Box::new(pkt));
+        if let Err(e) = emit(
+            &mut p,
+            capture.as_mut(),
+            std::slice::from_ref(&item),
+            start_ns,
+        ) {
+            failed = Some(e);
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if shown == 0 && capture.is_none() {
+        output::trace::header(&mut p)?;
+    }
+    if !a.filter.quiet {
+        eprintln!(
+            "inspector: {shown} packets {} ({total} read from {})",
+            match &a.write {
+                Some(out) => format!("written to {}", out.display()),
+                None => "shown".to_owned(),
+            },
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if let Some(path) = &a.read {
+        return replay(a, path);
+    }
     let mut opts = a.filter.options()?;
     opts.measure = Measure::Events {
         ring_bytes: a.ring_kib * 1024,

@@ -229,6 +229,9 @@ fn endpoint(e: Option<&Endpoint>) -> String {
 /// What only the inspector knows about this copy of the packet, in one line.
 #[must_use]
 pub fn comment(p: &Packet) -> String {
+    if let Some(c) = &p.file_comment {
+        return c.clone();
+    }
     let mut parts = vec![
         format!("hop {}/{} {}", p.netns_name, p.ifname, p.hook),
         format!("src {}", endpoint(p.src_endpoint.as_ref())),

@@ -16,6 +16,7 @@ mod options;
 pub mod path;
 mod queries;
 pub mod records;
+pub mod replay;
 pub(crate) mod start;
 pub mod status;
 mod ticker;

@@ -110,6 +110,9 @@ pub struct Packet {
     /// files; not in the record).
     #[serde(skip)]
     pub bytes: Vec<u8>,
+    /// The comment a capture file gave this packet (`trace -r`), written again as it was.
+    #[serde(skip)]
+    pub file_comment: Option<String>,
 }
 
 /// One hook of a stitched packet (`hops` of a `packet_hops` record).

@@ -273,6 +273,7 @@ fn packet(
         dst_endpoint,
         service,
         bytes: frame(ev),
+        file_comment: None,
     }
 }
 
