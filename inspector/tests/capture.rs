@@ -303,3 +303,132 @@ fn read_back_selects_as_tcpdump_does() {
     assert_eq!(icmp_after, icmp_before);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The files of a rotated capture in order: FILE, FILE1, FILE2, ...
+fn series(first: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v = vec![first.to_path_buf()];
+    for i in 1.. {
+        let next = std::path::PathBuf::from(format!("{}{i}", first.display()));
+        if !next.exists() {
+            break;
+        }
+        v.push(next);
+    }
+    v
+}
+
+/// `-C 1`: a new file per million bytes. Every file opens in tshark, and the packets of all
+/// of them on a's eth0 are what the kernel counted there, per direction. `-G 1` with
+/// strftime fields: a file per second, named by its time.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn rotated_files_hold_every_packet_the_kernel_counted() {
+    let lab = BridgeLab::new("cz");
+    // No IPv6 of its own: only the test's packets, so the window's edges cannot cut any.
+    lab.a
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    let dir = std::env::temp_dir().join(support::unique("rotate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = dir.join("cap.pcapng");
+    support::wait_quiet(&lab.all(), Duration::from_millis(300));
+    let before = support::counters(&lab.a)["eth0"];
+    let insp = Inspector::start(&[
+        "trace",
+        "-w",
+        first.to_str().unwrap(),
+        "-C",
+        "1",
+        "--netns",
+        &lab.a.name,
+        "-i",
+        "eth0",
+        "--no-drops",
+    ]);
+    let dst = std::net::SocketAddr::from(([198, 18, 0, 4], 7300));
+    let sent = inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), dst, 8000, 64).unwrap();
+    assert_eq!(sent, 8000);
+    support::wait_quiet(&lab.all(), Duration::from_millis(300));
+    let out = insp.interrupt_ok();
+    let after = support::counters(&lab.a)["eth0"];
+    let files = series(&first);
+    assert!(files.len() >= 2, "{files:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("({} files)", files.len())), "{said}");
+    let (mut rx, mut tx) = (0, 0);
+    for f in &files {
+        let size = std::fs::metadata(f).unwrap().len();
+        // A file is closed at the first packet past 1,000,000 bytes.
+        assert!(
+            f == files.last().unwrap() || size >= 1_000_000,
+            "{f:?}: {size} bytes"
+        );
+        let fields = support::sh(&[
+            "tshark",
+            "-r",
+            f.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+        ]);
+        let packets = pcapng_packets(&std::fs::read(f).unwrap());
+        assert_eq!(
+            fields.lines().count(),
+            packets.len(),
+            "tshark reads all of {f:?}"
+        );
+        for p in &packets {
+            match p.flags {
+                Some(1) => rx += 1,
+                Some(2) => tx += 1,
+                other => panic!("direction {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        rx,
+        after.rx_packets - before.rx_packets,
+        "ingress vs rx_packets"
+    );
+    assert_eq!(
+        tx,
+        after.tx_packets - before.tx_packets,
+        "egress vs tx_packets"
+    );
+
+    // -G 1: files named by the second they were opened in.
+    let timed = dir.join("t-%H%M%S.pcapng");
+    let insp = Inspector::start(&[
+        "trace",
+        "-w",
+        timed.to_str().unwrap(),
+        "-G",
+        "1",
+        "--netns",
+        &lab.a.name,
+        "--no-drops",
+    ]);
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-c", "8", "-i", "0.3", "-W", "2", "198.18.0.4"],
+    );
+    insp.interrupt_ok();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("t-"))
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    for n in &names {
+        assert!(
+            n.len() == "t-HHMMSS.pcapng".len() && n[2..8].bytes().all(|b| b.is_ascii_digit()),
+            "{n}"
+        );
+        let path = dir.join(n);
+        assert!(
+            !pcapng_packets(&std::fs::read(&path).unwrap()).is_empty(),
+            "{n}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,8 @@ use super::args::{self, FilterArgs, Output};
 use crate::{
     output::{
         self, Printer,
-        capture::{About, Capture, SNAP_LEN},
+        capture::SNAP_LEN,
+        files::{Files, Rotate},
     },
     probe::EventReader,
     session::{
@@ -73,6 +74,15 @@ pub struct Args {
     /// kernel, and print them as `trace` does (or write them again with -w), with the same
     /// filters: the expression, --proto/--host/--port, --netns and -i (against the
     /// `netns/ifname` interface names of the inspector's files), -c. Needs no privileges.
+    /// With -w FILE: start a new file once the current one holds this many million bytes
+    /// (as tcpdump's -C): FILE, FILE1, FILE2, ...
+    #[arg(short = 'C', long = "file-size", value_name = "MB", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    pub file_size: Option<u64>,
+    /// With -w FILE: start a new file when a packet comes this many seconds after the
+    /// current one was opened (as tcpdump's -G). FILE may hold strftime fields (%Y %m %d
+    /// %H %M %S, UTC); without any, files are numbered as with -C.
+    #[arg(short = 'G', long = "rotate-seconds", value_name = "SECS", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rotate_seconds: Option<u64>,
     #[arg(short = 'r', long = "read", value_name = "FILE", conflicts_with_all = ["hops", "events", "duration"])]
     pub read: Option<std::path::PathBuf>,
 }
@@ -101,11 +111,7 @@ fn replay(a: &Args, path: &std::path::Path) -> anyhow::Result<()> {
         netns: &a.filter.netns,
         interfaces: &a.filter.interface,
     };
-    let mut capture = a
-        .write
-        .as_deref()
-        .map(|path| open_capture(path, a.pcap, a.snaplen))
-        .transpose()?;
+    let mut capture = open_capture(a)?;
     let text: Box<dyn std::io::Write> = if capture.is_some() {
         Box::new(std::io::stderr())
     } else {
@@ -149,8 +155,8 @@ fn replay(a: &Args, path: &std::path::Path) -> anyhow::Result<()> {
     if !a.filter.quiet {
         eprintln!(
             "inspector: {shown} packets {} ({total} read from {})",
-            match &a.write {
-                Some(out) => format!("written to {}", out.display()),
+            match &capture {
+                Some(c) => format!("written to {}", written_to(c)),
                 None => "shown".to_owned(),
             },
             path.display()
@@ -172,16 +178,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     opts.lifecycle = a.events;
     // The file first, so a path that cannot be written fails before anything is attached;
     // if the session cannot start, the file goes again.
-    let mut capture = a
-        .write
-        .as_deref()
-        .map(|path| open_capture(path, a.pcap, a.snaplen))
-        .transpose()?;
-    let (mut s, changes) = Session::start(&opts).inspect_err(|_| {
-        if let Some(path) = a.write.as_deref().filter(|p| p.as_os_str() != "-") {
-            let _ = std::fs::remove_file(path);
+    let mut capture = open_capture(a)?;
+    let (mut s, changes) = match Session::start(&opts) {
+        Ok(started) => started,
+        Err(e) => {
+            if let Some(c) = capture {
+                c.discard();
+            }
+            return Err(e.into());
         }
-    })?;
+    };
     args::log_changes(&changes, a.filter.quiet);
     let mut tracer = Tracer::new(&mut s, a.hops, a.count)?;
     // With a capture file the text (the end summary) goes to stderr: stdout may be the file.
@@ -216,11 +222,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         args::log_notes(&s);
     }
     emit(&mut p, capture.as_mut(), &tracer.finish(&s)?, start_ns)?;
-    if let (Some(c), Some(path), false) = (&capture, &a.write, a.filter.quiet) {
+    if let (Some(c), false) = (&capture, a.filter.quiet) {
         eprintln!(
             "inspector: {} packets written to {}",
             c.packets,
-            path.display()
+            written_to(c)
         );
     }
     output::drops::render(&mut p, &s.drops()?)?;
@@ -231,7 +237,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 /// Where packets go: printed, or written to the capture file.
 fn emit<W: std::io::Write>(
     p: &mut Printer<W>,
-    capture: Option<&mut Capture<Box<dyn std::io::Write>>>,
+    capture: Option<&mut Files>,
     items: &[TraceItem],
     start_ns: u64,
 ) -> anyhow::Result<()> {
@@ -252,18 +258,31 @@ fn emit<W: std::io::Write>(
     Ok(())
 }
 
-/// The capture file (`-`: stdout), its header written.
-fn open_capture(
-    path: &std::path::Path,
-    classic: bool,
-    snaplen: u32,
-) -> anyhow::Result<Capture<Box<dyn std::io::Write>>> {
-    let w: Box<dyn std::io::Write> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        let f = std::fs::File::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        Box::new(std::io::BufWriter::new(f))
+/// The capture output of `-w` (`-`: stdout), its first header written; none without -w.
+fn open_capture(a: &Args) -> anyhow::Result<Option<Files>> {
+    let Some(path) = a.write.as_deref() else {
+        return Ok(None);
     };
-    Ok(Capture::new(w, classic, snaplen, &About::here())?)
+    let rotate = Rotate {
+        secs: a.rotate_seconds,
+        bytes: a.file_size.map(|m| m * 1_000_000),
+    };
+    if path.as_os_str() == "-" && (rotate.secs.is_some() || rotate.bytes.is_some()) {
+        anyhow::bail!("-C and -G rotate files: give -w a file name, not '-'");
+    }
+    Ok(Some(Files::open(path, a.pcap, a.snaplen, rotate)?))
+}
+
+/// "FILE" or "FILE .. FILE3 (4 files)", or "stdout".
+fn written_to(c: &Files) -> String {
+    match c.files.as_slice() {
+        [] => "stdout".to_owned(),
+        [one] => one.display().to_string(),
+        [first, .., last] => format!(
+            "{} .. {} ({} files)",
+            first.display(),
+            last.display(),
+            c.files.len()
+        ),
+    }
 }

@@ -11,6 +11,7 @@ pub mod charts;
 pub mod cleanup;
 pub mod drops;
 pub mod explain;
+pub mod files;
 pub mod flows;
 pub mod lab;
 pub mod latency;
