@@ -402,3 +402,57 @@ fn bench_overhead_times_the_drop_program_in_a_drop_storm() {
     }
     assert!(get("none").get("prog_ns_per_run").is_none());
 }
+
+/// `bench capture` at a small scale: each writer's files hold what the kernel counted on the
+/// two interfaces, less what it lost, and the inspector's own `events_lost` is that loss
+/// exactly (tcpdump's "dropped by kernel" is its own count); the files and the lab go.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn bench_capture_counts_loss_exactly_and_cleans_up() {
+    let all: Vec<&str> = [
+        "-o",
+        "json",
+        "bench",
+        "capture",
+        "--repeat",
+        "1",
+        "--run-secs",
+        "0.5",
+    ]
+    .to_vec();
+    let out = support::run_inspector(&all, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = support::json_lines(&out.stdout, "capture_sample");
+    let summary = support::json_lines(&out.stdout, "capture_summary");
+    assert_eq!(samples.len(), 3, "{samples:#?}");
+    assert_eq!(summary.len(), 3, "{summary:#?}");
+    for s in &samples {
+        if s["writer"] == "none" {
+            continue;
+        }
+        let (counted, written) = (
+            s["counted"].as_u64().unwrap(),
+            s["written"].as_u64().unwrap(),
+        );
+        assert!(counted > 1000, "{s}");
+        assert_eq!(
+            s["lost"].as_i64().unwrap(),
+            counted as i64 - written as i64,
+            "{s}"
+        );
+        assert!(s["bytes"].as_u64().unwrap() > written * 40, "{s}");
+        if s["writer"] == "inspector" {
+            assert_eq!(s["says_lost"].as_i64(), s["lost"].as_i64(), "{s}");
+        }
+    }
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("inspector-bench-capture-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -296,7 +296,7 @@ pub fn run(
         args.extend(["--netns".to_owned(), ns.clone()]);
     }
     args.extend(o.agent_args.iter().cloned());
-    let agent = observer::start_inspector(&args, Stdio::null())?;
+    let agent = observer::start_inspector(&args, Stdio::null(), Stdio::null())?;
     let pid = agent.0[0].id();
     // Two rounds to settle after the start.
     std::thread::sleep(Duration::from_secs_f64(o.interval * 2.0 + 1.0));

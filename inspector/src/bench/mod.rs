@@ -2,10 +2,12 @@
 //! by side (`modes`), what the inspector itself costs next to no observer and tcpdump
 //! (`overhead`), identity and attach time for many workloads (`scale`), parse time of a big
 //! cluster's Service rules (`services`), the userspace per-packet pipeline (`pipeline`), and
-//! the agent's own footprint (`agent`).
+//! the agent's own footprint (`agent`), and capture files written at the flood's rate
+//! (`capture`).
 //! The workloads (`workload`) and their generator (`loadgen`) are shared; medians and
 //! spreads are computed once (`stats`). Reports are rendered by `output`.
 pub mod agent;
+pub mod capture;
 pub mod loadgen;
 pub mod modes;
 pub mod overhead;

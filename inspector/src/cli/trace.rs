@@ -33,8 +33,10 @@ pub struct Args {
     pub count: Option<u64>,
     /// Size of the kernel -> userspace ring buffer in KiB (a power of two, at least 4).
     /// When it fills, events are lost, counted, and reported as `events_lost`.
-    #[arg(long, default_value_t = 8192, value_parser = parse_ring_kib)]
-    pub ring_kib: u32,
+    /// Default 8192, and 65536 with -w (a capture writes every event: a deeper ring rides
+    /// out the moments its writer is not scheduled).
+    #[arg(long, value_parser = parse_ring_kib)]
+    pub ring_kib: Option<u32>,
     /// Also print lifecycle events: namespaces and links appearing and disappearing, each
     /// named with the container, pod or lab workload that owns it.
     #[arg(long)]
@@ -171,7 +173,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     }
     let mut opts = a.filter.options()?;
     opts.measure = Measure::Events {
-        ring_bytes: a.ring_kib * 1024,
+        ring_bytes: a
+            .ring_kib
+            .unwrap_or(if a.write.is_some() { 65536 } else { 8192 })
+            * 1024,
         stack: a.hops && !a.tc_only,
         hops: a.hops,
     };
@@ -190,6 +195,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
     args::log_changes(&changes, a.filter.quiet);
     let mut tracer = Tracer::new(&mut s, a.hops, a.count)?;
+    if capture.is_some() {
+        tracer.reuse();
+    }
     // With a capture file the text (the end summary) goes to stderr: stdout may be the file.
     let text: Box<dyn std::io::Write> = if capture.is_some() {
         Box::new(std::io::stderr())
@@ -248,8 +256,10 @@ fn emit<W: std::io::Write>(
         return Ok(());
     };
     for item in items {
-        if let TraceItem::Packet(x) = item {
-            c.write(x)?;
+        match item {
+            TraceItem::Packet(x) => c.write(x)?,
+            TraceItem::Again(first, again) => c.write_again(first, again)?,
+            TraceItem::Hops(_) => {}
         }
     }
     if !items.is_empty() {

@@ -5,6 +5,7 @@ use std::io::Write;
 use super::{Printer, Table};
 use crate::bench::{
     agent::AgentPhase,
+    capture::{CaptureSummary, Writer},
     overhead::{Observer, PerHopCheck, Summary, TargetCheck},
     pipeline::{self, Paced, ThroughputSummary},
     scale::{ScaleSample, StepSummary},
@@ -304,4 +305,41 @@ pub fn pipeline<W: Write>(
 struct PacedLine<'a> {
     met: bool,
     result: &'a Paced,
+}
+
+/// `bench capture`: per writer, the rate kept, what it wrote, and what it lost.
+pub fn capture<W: Write>(p: &mut Printer<W>, summary: &[CaptureSummary]) -> std::io::Result<()> {
+    if p.json() {
+        for s in summary {
+            p.record("capture_summary", s)?;
+        }
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "WRITER",
+        "RATE PKT/S",
+        "MIN",
+        "MAX",
+        "RATIO",
+        "EVENTS/S",
+        "MB/S",
+        "LOST",
+        "LOST %",
+    ]);
+    for s in summary {
+        let none = s.writer == Writer::None;
+        let dash = |v: String| if none { "-".to_owned() } else { v };
+        t.row(vec![
+            s.writer.name().into(),
+            format!("{:.0}", s.rate),
+            format!("{:.0}", s.rate_min),
+            format!("{:.0}", s.rate_max),
+            format!("{:.4}", s.ratio),
+            dash(format!("{:.0}", s.events_per_sec)),
+            dash(format!("{:.1}", s.bytes_per_sec / 1e6)),
+            dash(s.lost.to_string()),
+            dash(format!("{:.3}%", s.lost_share * 100.0)),
+        ]);
+    }
+    p.text(&t.render())
 }

@@ -23,7 +23,13 @@ use pcap_file::{
     },
 };
 
-use crate::{identity::Endpoint, session::records::Packet};
+use crate::{
+    identity::Endpoint,
+    session::{records::Packet, trace::Again},
+};
+
+/// Cached comments at most (then the cache starts again).
+const COMMENTS_MAX: usize = 8192;
 
 /// The most bytes of a packet the kernel copies into an event.
 pub const SNAP_LEN: u32 = inspector_common::flow::SNAP_LEN as u32;
@@ -73,8 +79,13 @@ enum Sink<W: Write> {
 pub struct Capture<W: Write> {
     out: Rc<RefCell<W>>,
     sink: Sink<W>,
-    /// (netns inode, ifname) -> interface id, in the order first seen.
-    ifaces: HashMap<(u64, String), u32>,
+    /// (netns inode, ifindex) -> (ifname, interface id), ids in the order first seen (a
+    /// file read back has no inodes or ifindexes: its interfaces differ by name only).
+    ifaces: HashMap<(u64, u32), Vec<(String, u32)>>,
+    next_iface: u32,
+    /// Comments of flows written with `write_again`, by their first packet (kept alive
+    /// here, so the address is not reused while cached).
+    comments: rustc_hash::FxHashMap<*const Packet, (Rc<Packet>, Rc<str>)>,
     /// Bytes kept of each packet (at most `SNAP_LEN`).
     snaplen: u32,
     pub packets: u64,
@@ -127,6 +138,8 @@ impl<W: Write> Capture<W> {
             out,
             sink,
             ifaces: HashMap::new(),
+            next_iface: 0,
+            comments: rustc_hash::FxHashMap::default(),
             snaplen,
             packets: 0,
         })
@@ -137,46 +150,87 @@ impl<W: Write> Capture<W> {
     /// # Errors
     /// The writer fails.
     pub fn write(&mut self, p: &Packet) -> std::io::Result<()> {
-        let ts = Duration::from_nanos(p.time_unix_ns);
-        let data = &p.bytes[..p.bytes.len().min(self.snaplen as usize)];
+        let comment = comment(p);
+        self.block(p, p.time_unix_ns, p.len, &p.bytes, &comment)
+    }
+
+    /// Writes another packet of a flow whose first packet at this hook is `first`: its
+    /// interface and comment are worked out once (per file, while `first` is in the cache).
+    ///
+    /// # Errors
+    /// The writer fails.
+    pub fn write_again(&mut self, first: &Rc<Packet>, a: &Again) -> std::io::Result<()> {
+        if self.comments.len() >= COMMENTS_MAX {
+            self.comments.clear();
+        }
+        let key = Rc::as_ptr(first);
+        let comment = if let Some((_, c)) = self.comments.get(&key) {
+            Rc::clone(c)
+        } else {
+            let c: Rc<str> = comment(first).into();
+            self.comments.insert(key, (Rc::clone(first), Rc::clone(&c)));
+            c
+        };
+        self.block(first, a.time_unix_ns, a.len, &a.bytes, &comment)
+    }
+
+    /// The interface `p` was seen on, described in the file the first time.
+    fn iface(&mut self, p: &Packet) -> std::io::Result<u32> {
+        let Sink::Ng(w) = &mut self.sink else {
+            return Ok(0);
+        };
+        let named = self.ifaces.entry((p.netns, p.ifindex)).or_default();
+        if let Some((_, id)) = named.iter().find(|(n, _)| *n == p.ifname) {
+            return Ok(*id);
+        }
+        let id = self.next_iface;
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: self.snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Owned(format!(
+                    "{}/{}",
+                    p.netns_name, p.ifname
+                ))),
+                InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
+                    "netns {} ({}), ifindex {}",
+                    p.netns_name, p.netns, p.ifindex
+                ))),
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        })
+        .map_err(err)?;
+        named.push((p.ifname.clone(), id));
+        self.next_iface += 1;
+        Ok(id)
+    }
+
+    /// One packet block: `p` says where (interface, direction), the rest what.
+    fn block(
+        &mut self,
+        p: &Packet,
+        time_unix_ns: u64,
+        len: u32,
+        bytes: &[u8],
+        comment: &str,
+    ) -> std::io::Result<()> {
+        let ts = Duration::from_nanos(time_unix_ns);
+        let data = &bytes[..bytes.len().min(self.snaplen as usize)];
+        let id = self.iface(p)?;
         match &mut self.sink {
             Sink::Classic(w) => {
-                w.write_packet(&PcapPacket::new(ts, p.len, data))
+                w.write_packet(&PcapPacket::new(ts, len, data))
                     .map_err(err)?;
             }
             Sink::Ng(w) => {
-                let key = (p.netns, p.ifname.clone());
-                let id = if let Some(id) = self.ifaces.get(&key) {
-                    *id
-                } else {
-                    let id = u32::try_from(self.ifaces.len()).unwrap_or(u32::MAX);
-                    w.write_pcapng_block(InterfaceDescriptionBlock {
-                        linktype: DataLink::ETHERNET,
-                        snaplen: self.snaplen,
-                        options: vec![
-                            InterfaceDescriptionOption::IfName(Cow::Owned(format!(
-                                "{}/{}",
-                                p.netns_name, p.ifname
-                            ))),
-                            InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
-                                "netns {} ({}), ifindex {}",
-                                p.netns_name, p.netns, p.ifindex
-                            ))),
-                            InterfaceDescriptionOption::IfTsResol(9),
-                        ],
-                    })
-                    .map_err(err)?;
-                    self.ifaces.insert(key, id);
-                    id
-                };
                 w.write_pcapng_block(EnhancedPacketBlock {
                     interface_id: id,
                     timestamp: ts,
-                    original_len: p.len,
+                    original_len: len,
                     data: Cow::Borrowed(data),
                     options: vec![
                         EnhancedPacketOption::Flags(direction_flags(p.direction)),
-                        EnhancedPacketOption::Comment(Cow::Owned(comment(p))),
+                        EnhancedPacketOption::Comment(Cow::Borrowed(comment)),
                     ],
                 })
                 .map_err(err)?;

@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::capture::{About, Capture};
-use crate::session::records::Packet;
+use crate::session::{records::Packet, trace::Again};
 
 /// When to start a new file.
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,6 +186,24 @@ impl Files {
     /// # Errors
     /// A file cannot be written or created.
     pub fn write(&mut self, p: &Packet) -> std::io::Result<()> {
+        self.rotate_if_due()?;
+        self.current.write(p)?;
+        self.packets += 1;
+        Ok(())
+    }
+
+    /// Writes another packet of a flow already written (see `Capture::write_again`).
+    ///
+    /// # Errors
+    /// A file cannot be written or created.
+    pub fn write_again(&mut self, first: &Rc<Packet>, a: &Again) -> std::io::Result<()> {
+        self.rotate_if_due()?;
+        self.current.write_again(first, a)?;
+        self.packets += 1;
+        Ok(())
+    }
+
+    fn rotate_if_due(&mut self) -> std::io::Result<()> {
         if self.due()
             && let Some(base) = &self.base
         {
@@ -197,8 +215,6 @@ impl Files {
             self.opened_at = Instant::now();
             self.files.push(next);
         }
-        self.current.write(p)?;
-        self.packets += 1;
         Ok(())
     }
 

@@ -38,6 +38,8 @@ pub use table::Table;
 pub const KINDS: &[&str] = &[
     "agent_phase",
     "bench",
+    "capture_sample",
+    "capture_summary",
     "cleanup",
     "drop",
     "explain",

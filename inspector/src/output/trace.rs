@@ -30,6 +30,11 @@ pub fn render<W: Write>(
         TraceItem::Hops(x) if p.json() => p.record("packet_hops", x),
         TraceItem::Packet(x) => p.line(&packet_line(x, start_ns)),
         TraceItem::Hops(x) => p.line(&hops_line(x, start_ns)),
+        TraceItem::Again(first, again) => render(
+            p,
+            &TraceItem::Packet(Box::new(again.packet(first))),
+            start_ns,
+        ),
     }
 }
 

@@ -9,9 +9,11 @@
 use std::{
     collections::{HashSet, VecDeque},
     os::fd::BorrowedFd,
+    rc::Rc,
 };
 
-use inspector_common::{Direction, PacketEvent, flow::hook_name};
+use inspector_common::{Direction, FlowKey, PacketEvent, flow::hook_name};
+use rustc_hash::FxHashMap;
 
 use super::{
     Session, SessionError,
@@ -46,6 +48,33 @@ const HOLD_MAX: usize = 1 << 16;
 pub enum TraceItem {
     Packet(Box<Packet>),
     Hops(Box<PacketHops>),
+    /// Another packet of a flow already described at this hook (when writing a capture:
+    /// see [`Tracer::reuse`]): the first packet's record, and what differs.
+    Again(std::rc::Rc<Packet>, Again),
+}
+
+/// What differs between packets of one flow at one hook.
+#[derive(Clone, Debug)]
+pub struct Again {
+    pub ts_ns: u64,
+    pub time_unix_ns: u64,
+    pub len: u32,
+    pub tcp_flags: u8,
+    pub bytes: Vec<u8>,
+}
+
+impl Again {
+    /// The whole record: the first packet's, with this one's own fields.
+    #[must_use]
+    pub fn packet(&self, first: &Packet) -> Packet {
+        let mut p = first.clone();
+        p.ts_ns = self.ts_ns;
+        p.time_unix_ns = self.time_unix_ns;
+        p.len = self.len;
+        p.tcp_flags = crate::flows::tcp_flags(self.tcp_flags);
+        p.bytes.clone_from(&self.bytes);
+        p
+    }
 }
 
 /// Counting packets for `count` in per-hook mode.
@@ -69,6 +98,8 @@ pub struct Tracer {
     shown: u64,
     /// Events waiting for their device to be named (see `HOLD_NS`), in ring order.
     held: VecDeque<PacketEvent>,
+    /// Describe each (flow, hook) once per poll and send its other packets as `Again`.
+    reuse: bool,
 }
 
 impl Tracer {
@@ -87,7 +118,15 @@ impl Tracer {
             counted: Counted::default(),
             shown: 0,
             held: VecDeque::new(),
+            reuse: false,
         })
+    }
+
+    /// Describes each flow at each hook once per poll (names, workloads, Service), and its
+    /// other packets in that poll as [`TraceItem::Again`]: what a capture file needs at a
+    /// million events per second, where describing every packet afresh costs microseconds.
+    pub fn reuse(&mut self) {
+        self.reuse = true;
     }
 
     /// The ring's descriptor (readable when the kernel woke readers).
@@ -165,8 +204,32 @@ impl Tracer {
                     }
                 }
             } else {
+                let mut memo: FxHashMap<FlowKey, Option<Rc<Packet>>> = FxHashMap::default();
                 s.with_resolver(|r| {
                     for ev in &batch {
+                        if self.reuse {
+                            let first = memo.entry(ev.key).or_insert_with(|| {
+                                let at = of(ev);
+                                let wanted = want
+                                    .is_none_or(|w| at.as_ref().is_some_and(|a| a.ns_name() == w));
+                                wanted.then(|| Rc::new(packet(s, r, ev, at)))
+                            });
+                            let Some(first) = first.clone() else {
+                                continue;
+                            };
+                            if !self.counts(ev) {
+                                continue;
+                            }
+                            let again = Again {
+                                ts_ns: ev.ts_ns,
+                                time_unix_ns: s.clock.unix_ns(ev.ts_ns),
+                                len: ev.len + if ev.vlan_tpid == 0 { 0 } else { 4 },
+                                tcp_flags: ev.tcp_flags,
+                                bytes: frame(ev),
+                            };
+                            out.push(TraceItem::Again(first, again));
+                            continue;
+                        }
                         let at = of(ev);
                         if want.is_some_and(|w| at.as_ref().is_none_or(|a| a.ns_name() != w)) {
                             continue;

@@ -24,7 +24,7 @@ use crate::{
 const HOOKS_PER_PACKET: f64 = 4.0;
 
 /// Client on CPU 0, server on CPU 1: the sender's CPU carries the whole veth/bridge path.
-const CPUS: Cpus = Cpus {
+pub(crate) const CPUS: Cpus = Cpus {
     client: 0,
     server: 1,
 };
@@ -121,7 +121,7 @@ pub struct Summary {
 }
 
 /// The lab's ends and every interface on its path (for tcpdump).
-fn ends_and_hops(plan: &Plan) -> Result<(Ends, Vec<(PathBuf, String)>), BenchError> {
+pub(crate) fn ends_and_hops(plan: &Plan) -> Result<(Ends, Vec<(PathBuf, String)>), BenchError> {
     let cli = plan.workload("cli")?;
     let srv = plan.workload("srv")?;
     let ip = srv

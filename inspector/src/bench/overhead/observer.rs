@@ -63,7 +63,11 @@ impl Observer {
 
 /// Starts `inspector` (this binary) with `args` and `--ready-file`, and waits until it has
 /// attached everything.
-pub fn start_inspector(args: &[String], stdout: Stdio) -> Result<Children, BenchError> {
+pub fn start_inspector(
+    args: &[String],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Children, BenchError> {
     let ready = std::env::temp_dir().join(format!("inspector-bench-{}.ready", std::process::id()));
     let _ = std::fs::remove_file(&ready);
     let exe = std::env::current_exe().map_err(BenchError::io("finding this program"))?;
@@ -72,7 +76,7 @@ pub fn start_inspector(args: &[String], stdout: Stdio) -> Result<Children, Bench
         .arg("--ready-file")
         .arg(&ready)
         .stdout(stdout)
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(BenchError::io("starting the observed inspector"))?;
     let mut running = Children(vec![child]);
@@ -166,7 +170,7 @@ pub fn start(
             if obs == Observer::InspectorHopEvents {
                 args.extend(["--latency", "--latency-from", "events"].map(String::from));
             }
-            start_inspector(&args, Stdio::null())
+            start_inspector(&args, Stdio::null(), Stdio::null())
         }
         Observer::InspectorGlobalUnselected => {
             let mut args: Vec<String> = [
@@ -182,7 +186,7 @@ pub fn start(
             .map(String::from)
             .to_vec();
             args.extend(extra.iter().cloned());
-            start_inspector(&args, Stdio::null())
+            start_inspector(&args, Stdio::null(), Stdio::null())
         }
         Observer::EmptyTc | Observer::EmptyGlobal => {
             let mut args: Vec<String> = [
@@ -203,7 +207,7 @@ pub fn start(
             if obs == Observer::EmptyGlobal {
                 args.extend(["--attach", "global"].map(String::from));
             }
-            start_inspector(&args, Stdio::null())
+            start_inspector(&args, Stdio::null(), Stdio::null())
         }
         Observer::Tcpdump => tcpdump(hops),
     }

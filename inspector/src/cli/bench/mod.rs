@@ -4,6 +4,7 @@
 //! times everything runs), `--run-secs` (one run's length), `--workloads` (rr, crr, stream,
 //! udp-rr, udp-flood).
 mod agent;
+mod capture;
 mod modes;
 mod overhead;
 mod pipeline;
@@ -53,6 +54,11 @@ pub enum What {
     /// nft JSON, programmed into a scratch namespace and dumped back); medians over
     /// repetitions.
     Services(services::ServicesArgs),
+    /// Capture files written at the small-packet flood's rate: the inspector (`trace -w`)
+    /// and tcpdump (`-w`) on the same two interfaces, side by side with no observer; rate
+    /// kept, events and bytes written per second, loss counted exactly against the
+    /// kernel's interface counters.
+    Capture(capture::CaptureArgs),
     /// The agent's own footprint: CPU and memory at rest, with many flows, under the
     /// small-packet flood; the time of a scrape of /metrics (ours, and as ps and curl say).
     Agent(agent::AgentArgs),
@@ -66,6 +72,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(What::Services(s)) => services::run(s, fmt),
         Some(What::Agent(s)) => agent::run(s, fmt),
         Some(What::Pipeline(p)) => pipeline::run(p, fmt),
+        Some(What::Capture(c)) => capture::run(c, fmt),
         Some(What::Modes(m)) => modes::run(m, fmt),
         None => modes::run(&a.modes, fmt),
     }
