@@ -432,3 +432,99 @@ fn rotated_files_hold_every_packet_the_kernel_counted() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pod's connection to a Service (kube-proxy's iptables rules on a lab node), captured at
+/// every hop: tshark shows each packet's comment, and every hop of the connection names the
+/// Service, the backend and the NAT, and the client pod at its end.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn tshark_shows_service_backend_and_nat_at_every_hop() {
+    use support::kube::{connect_n, lab_up, start_servers};
+    let lab = support::unique("cs");
+    let net = 80;
+    let _guard = lab_up(&lab, "iptables", net);
+    let _servers = start_servers(&lab);
+    let dir = std::env::temp_dir().join(support::unique("svccap"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("svc.pcapng");
+    let ns = |w: &str| format!("{lab}-{w}");
+    let mut args = vec![
+        "trace".to_owned(),
+        "-w".to_owned(),
+        file.display().to_string(),
+        "tcp port 80 or tcp port 8080".to_owned(),
+    ];
+    for w in ["client", "node", "web1", "web2", "web3"] {
+        args.extend(["--netns".to_owned(), ns(w)]);
+    }
+    let insp = Inspector::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        connect_n(&ns("client"), &format!("198.18.{}.10:80", net + 2), 1),
+        1
+    );
+    support::wait_quiet_in(&[&ns("client"), &ns("node")], Duration::from_millis(300));
+    insp.interrupt_ok();
+    let fields = support::sh(&[
+        "tshark",
+        "-r",
+        file.to_str().unwrap(),
+        "-T",
+        "fields",
+        "-e",
+        "frame.interface_name",
+        "-e",
+        "tcp.flags.syn",
+        "-e",
+        "frame.comment",
+    ]);
+    let lines: Vec<(&str, &str, &str)> = fields
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            Some((f.next()?, f.next()?, f.next()?))
+        })
+        .collect();
+    assert!(lines.len() >= 8, "{fields}");
+    // Every packet of the connection, at every hop: the Service, its backend, the NAT.
+    let backend = format!("198.18.{net}.");
+    for (iface, _, comment) in &lines {
+        assert!(
+            comment.contains("service shop/web:http -> backend ")
+                && comment.contains(&backend)
+                && comment.contains("; nat "),
+            "{iface}: {comment}"
+        );
+        assert!(
+            comment.starts_with(&format!("hop {iface} ")),
+            "{iface}: {comment}"
+        );
+    }
+    // The SYN at each hop: the client's eth0, the node's two veths, the backend pod's eth0.
+    let syn_hops: Vec<&str> = lines
+        .iter()
+        .filter(|(_, syn, _)| *syn == "1" || *syn == "True")
+        .map(|(i, _, _)| *i)
+        .collect();
+    let client_eth0 = format!("{}/eth0", ns("client"));
+    assert!(syn_hops.contains(&client_eth0.as_str()), "{syn_hops:?}");
+    assert!(
+        syn_hops
+            .iter()
+            .filter(|i| i.starts_with(&format!("{}/", ns("node"))))
+            .count()
+            >= 2,
+        "{syn_hops:?}"
+    );
+    assert!(
+        syn_hops
+            .iter()
+            .any(|i| i.starts_with(&format!("{lab}-web")) && i.ends_with("/eth0")),
+        "{syn_hops:?}"
+    );
+    let client_syn = lines
+        .iter()
+        .find(|(i, syn, _)| *i == client_eth0 && (*syn == "1" || *syn == "True"))
+        .unwrap();
+    assert!(client_syn.2.contains("src client"), "{}", client_syn.2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
