@@ -124,3 +124,45 @@ pub(crate) fn matches_kernel(frame: u64, linear: u32, len: u32, tag: Tag) -> boo
     });
     n != 0 && insp_pcap_filter(buf, n, len + if tag == 0 { 0 } else { 4 }) != 0
 }
+
+/// Whether a packet that has no Ethernet header (a drop before the link layer, a device
+/// without one) matches: the filter sees a made-up Ethernet header (zero addresses, the
+/// skb's protocol) before its network header at `l3`, as libpcap sees a cooked capture's
+/// packets; `len` is counted from the network header.
+#[inline(always)]
+pub(crate) fn matches_l3(l3: u64, avail: u32, len: u32, proto: u16) -> bool {
+    const ROOM: u32 = VIEW as u32 - 16;
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf = s.cast::<u8>();
+    // SAFETY: bytes 0..14 are inside the scratch buffer.
+    unsafe {
+        core::ptr::write_bytes(buf, 0, 12);
+        core::ptr::write_unaligned(buf.add(12).cast::<u16>(), proto.to_be());
+    }
+    if avail == 0 {
+        return false;
+    }
+    let n = bounded(if avail > ROOM { ROOM } else { avail }, VIEW as u32);
+    let n = if n > ROOM { ROOM } else { n };
+    // SAFETY: bpf_probe_read_kernel never faults; 14 + n <= VIEW.
+    let ok = unsafe { bpf_probe_read_kernel(buf.add(14).cast(), n, l3 as *const c_void) == 0 };
+    if !ok {
+        return false;
+    }
+    if proto == 0 {
+        // Not set yet (a packet the host sends, before the IP layer's output sets it): the
+        // IP version says.
+        // SAFETY: byte 14 was just written (n >= 1); bytes 12..14 are inside the buffer.
+        unsafe {
+            let ethertype: u16 = match *buf.add(14) >> 4 {
+                4 => 0x0800,
+                6 => 0x86dd,
+                _ => 0,
+            };
+            core::ptr::write_unaligned(buf.add(12).cast::<u16>(), ethertype.to_be());
+        }
+    }
+    insp_pcap_filter(buf, 14 + n, len + 14) != 0
+}

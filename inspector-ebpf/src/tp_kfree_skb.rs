@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use inspector_common::{
     DropKey, FlowStats,
-    config::NO_DROP_REASON,
+    config::{FLAG_PCAP, NO_DROP_REASON},
     parse::{self, FAST_LEN},
 };
 
@@ -68,6 +68,12 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Option<()> {
     let location: u64 = unsafe { ctx.read_at(off_location) }.unwrap_or(0);
     let s = SkbView {
         head: read(skb + u64::from(conf!(off_skb_head)))?,
+        // Only the filter needs it (a load-time constant: no read otherwise).
+        data: if conf!(flags) & FLAG_PCAP == 0 {
+            0
+        } else {
+            read(skb + u64::from(conf!(off_skb_data))).unwrap_or(0)
+        },
         nh: read(skb + u64::from(conf!(off_skb_nh)))?,
         mac: read(skb + u64::from(conf!(off_skb_mac)))?,
         tail: read(skb + u64::from(conf!(off_skb_tail)))?,
@@ -114,6 +120,7 @@ pub fn insp_kfree_btf(ctx: BtfTracePointContext) -> i32 {
     };
     let s = SkbView {
         head: field(skb, conf!(off_skb_head)),
+        data: field(skb, conf!(off_skb_data)),
         nh: field(skb, conf!(off_skb_nh)),
         mac: field(skb, conf!(off_skb_mac)),
         tail: field(skb, conf!(off_skb_tail)),
@@ -124,9 +131,42 @@ pub fn insp_kfree_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Whether the expression (`FLAG_PCAP`) matches the dropped packet: from its Ethernet header
+/// (one or two VLAN tags before the network header allowed) where it has one, else from its
+/// network header behind a made-up Ethernet header; never when neither is set.
+#[inline(always)]
+fn filtered(s: &SkbView) -> bool {
+    if s.nh == UNSET || u32::from(s.nh) >= s.tail {
+        return false;
+    }
+    let link = u32::from(s.nh).wrapping_sub(u32::from(s.mac));
+    if s.mac != UNSET
+        && (link == u32::from(ETH_HLEN)
+            || link == u32::from(ETH_HLEN) + 4
+            || link == u32::from(ETH_HLEN) + 8)
+    {
+        // `len` counts from `data`: the frame's length adds what lies before it.
+        let at = s.data.wrapping_sub(s.head);
+        let len = if at > u64::from(s.mac) && at - u64::from(s.mac) <= u64::from(link) {
+            s.len + (at - u64::from(s.mac)) as u32
+        } else {
+            s.len
+        };
+        let avail = s.tail - u32::from(s.mac);
+        return crate::pcap::matches_kernel(s.head + u64::from(s.mac), avail, len, 0);
+    }
+    crate::pcap::matches_l3(
+        s.head + u64::from(s.nh),
+        s.tail - u32::from(s.nh),
+        s.len,
+        s.proto,
+    )
+}
+
 /// What a drop record needs of the skb.
 struct SkbView {
     head: u64,
+    data: u64,
     nh: u16,
     mac: u16,
     tail: u32,
@@ -142,6 +182,9 @@ fn record(reason: u32, location: u64, netns: u32, ifindex: u32, s: &SkbView) {
     let framed = s.mac != UNSET
         && u32::from(s.mac) + u32::from(ETH_HLEN) == u32::from(s.nh)
         && u32::from(s.nh) < s.tail;
+    if conf!(flags) & FLAG_PCAP != 0 && !filtered(s) {
+        return;
+    }
     let fast = if framed {
         // SAFETY: bpf_probe_read_kernel never faults; `avail` bounds what the parser uses.
         unsafe { bpf_probe_read_kernel((s.head + u64::from(s.mac)) as *const [u8; FAST_LEN]) }

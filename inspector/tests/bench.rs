@@ -25,6 +25,16 @@ const MODES: [&str; 9] = [
 ];
 const WORKLOADS: [&str; 4] = ["rr", "crr", "stream", "udp-rr"];
 
+/// `bench overhead` and `bench capture` build the same lab (`insp-bench`, removed as stale
+/// by the next run's start): their tests take turns.
+static OVERHEAD_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn overhead_lab() -> std::sync::MutexGuard<'static, ()> {
+    OVERHEAD_LAB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn bench_namespaces() -> Vec<String> {
     std::fs::read_dir("/run/netns")
         .map(|d| {
@@ -319,6 +329,7 @@ fn bench_agent_measures_three_phases_and_cleans_up() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn bench_overhead_measures_the_iperf3_flood_too() {
+    let _lab = overhead_lab();
     let samples = bench_json(
         &[
             "overhead",
@@ -365,6 +376,7 @@ fn bench_overhead_measures_the_iperf3_flood_too() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn bench_overhead_times_the_drop_program_in_a_drop_storm() {
+    let _lab = overhead_lab();
     let secs = 0.5;
     let samples = bench_json(
         &[
@@ -409,6 +421,7 @@ fn bench_overhead_times_the_drop_program_in_a_drop_storm() {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn bench_capture_counts_loss_exactly_and_cleans_up() {
+    let _lab = overhead_lab();
     let all: Vec<&str> = [
         "-o",
         "json",

@@ -96,3 +96,51 @@ fn check_drops(tag: &str, extra: &[&str]) {
     );
     assert_eq!(firewalled, 4);
 }
+
+/// With a pcap-filter expression, only the drops it matches are counted: the frames a rule
+/// drops on input, against the rule's counter; the drops to the closed port, which it does
+/// not match, are not counted (the kernel's `NoPorts` still counts them).
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn drops_follow_the_expression() {
+    for (tag, extra) in [("dx", None), ("dy", Some("--classic-drops"))] {
+        let lab = BridgeLab::new(tag);
+        lab.c.exec(&[
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP",
+        ]);
+        let noports0 = support::udp_noports(&lab.c);
+        let mut args = vec!["flows", "-o", "json", "--duration", "300"];
+        for ns in lab.all() {
+            args.extend(["--netns", ns.name.as_str()]);
+        }
+        args.extend(extra);
+        args.push("udp dst port 9999");
+        let insp = Inspector::start(&args);
+        inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:9".parse().unwrap(), 7, 32)
+            .unwrap();
+        inspector::traffic::udp_send(&lab.b.path(), "198.18.0.4:9999".parse().unwrap(), 4, 32)
+            .unwrap();
+        support::wait_quiet(&lab.all(), Duration::from_millis(300));
+        let out = insp.interrupt_ok();
+        let drops = json_lines(&out.stdout, "drop");
+        let sum = |dport: u64| -> u64 {
+            drops
+                .iter()
+                .filter(|d| d["dport"].as_u64() == Some(dport) && d["proto"] == "udp")
+                .map(|d| d["packets"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(support::udp_noports(&lab.c) - noports0, 7, "{extra:?}");
+        assert_eq!(
+            sum(9),
+            0,
+            "{extra:?}: drops the expression does not match: {drops:#?}"
+        );
+        assert_eq!(
+            sum(9999),
+            rule_packets(&lab.c, "INPUT"),
+            "{extra:?}: {drops:#?}"
+        );
+        assert_eq!(sum(9999), 4, "{extra:?}");
+    }
+}

@@ -212,7 +212,7 @@ impl Tracer {
                                 let at = of(ev);
                                 let wanted = want
                                     .is_none_or(|w| at.as_ref().is_some_and(|a| a.ns_name() == w));
-                                wanted.then(|| Rc::new(packet(s, r, ev, at)))
+                                wanted.then(|| Rc::new(packet(s, r, ev, at, true)))
                             });
                             let Some(first) = first.clone() else {
                                 continue;
@@ -237,7 +237,8 @@ impl Tracer {
                         if !self.counts(ev) {
                             continue;
                         }
-                        out.push(TraceItem::Packet(Box::new(packet(s, r, ev, at))));
+                        // No bytes: they are for capture files, which `reuse` writes.
+                        out.push(TraceItem::Packet(Box::new(packet(s, r, ev, at, false))));
                     }
                 })?;
             }
@@ -315,6 +316,7 @@ fn packet(
     r: &crate::identity::Resolver<'_>,
     ev: &PacketEvent,
     service: Option<ServiceOf>,
+    with_bytes: bool,
 ) -> Packet {
     let rec = FlowRecord::of_event(ev, &s.names, s.clock);
     let (src_endpoint, dst_endpoint) = ends(r, &rec);
@@ -335,7 +337,7 @@ fn packet(
         src_endpoint,
         dst_endpoint,
         service,
-        bytes: frame(ev),
+        bytes: if with_bytes { frame(ev) } else { Vec::new() },
         file_comment: None,
     }
 }
