@@ -72,7 +72,7 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             vlan: meta_vlan,
             direction: dir as u8,
         };
-        count_fast(&f, &hook, len);
+        count_fast(&f, &hook, len, false);
         if conf!(flags) & FLAG_HOPTIME != 0 && wanted_fast(&f, hook.netns, hook.ifindex) {
             hop_time(
                 hop::fingerprint(&Linear(data), f.proto),
@@ -103,30 +103,19 @@ pub(crate) fn observe(ctx: &TcContext, dir: Direction) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Counts a packet the fast path parsed (shared with the global hooks).
+/// Counts a packet the fast path parsed: into the LRU table (tc), or `cached` through the
+/// per-CPU flow cache (`fcache`), the global hooks' way. (The tc programs' stack, 504 of
+/// 512 bytes with both parsers inlined, has no room for the cache.) `cached` is a constant
+/// at each call: the other branch is not compiled in.
 #[inline(always)]
-pub(crate) fn count_fast(f: &FastV4, hook: &Hook, len: u32) {
+pub(crate) fn count_fast(f: &FastV4, hook: &Hook, len: u32, cached: bool) {
     count_status(f.status);
-    update(
-        &FLOWS4,
-        &key4(f.src, f.dst, f.sport, f.dport, f.proto, hook),
-        f.tcp_flags,
-        f.status,
-        len,
-    );
-}
-
-/// The same through the per-CPU flow cache (`fcache`): the global hooks' way. (The tc
-/// programs' stack, 504 of 512 bytes with both parsers inlined, has no room for it.)
-#[inline(always)]
-pub(crate) fn count_fast_cached(f: &FastV4, hook: &Hook, len: u32) {
-    count_status(f.status);
-    count4(
-        &key4(f.src, f.dst, f.sport, f.dport, f.proto, hook),
-        f.tcp_flags,
-        f.status,
-        len,
-    );
+    let key = key4(f.src, f.dst, f.sport, f.dport, f.proto, hook);
+    if cached {
+        count4(&key, f.tcp_flags, f.status, len);
+    } else {
+        update(&FLOWS4, &key, f.tcp_flags, f.status, len);
+    }
 }
 
 /// The load-time filter for the fast path (`wanted`'s checks on its fields).

@@ -25,7 +25,7 @@ use crate::{
     config::conf,
     kmem::{KernelPacket, field},
     maps::{GSEL, IFNS},
-    observe::{Hook, count_fast_cached, count_flow, count_status, events_kernel},
+    observe::{Hook, count_fast, count_flow, count_status, events_kernel},
     tp_stack::{ETH_HLEN, UNSET},
 };
 
@@ -130,7 +130,7 @@ fn count(ctx: &BtfTracePointContext, dir: Direction) {
         if let Ok(h) = unsafe { bpf_probe_read_kernel(frame as *const [u8; FAST_LEN]) }
             && let Some(f) = parse::fast_v4(&h, avail as usize)
         {
-            count_fast_cached(&f, &hook, len);
+            count_fast(&f, &hook, len, true);
             if conf!(flags) & FLAG_EVENTS != 0 {
                 events_kernel(
                     &f.to_parsed(),

@@ -31,8 +31,14 @@ fn drops_are_counted_per_flow_with_their_reason_classic_tracepoint() {
     check_drops("dk", &["--classic-drops"]);
 }
 
-fn check_drops(tag: &str, extra: &[&str]) {
-    let lab = BridgeLab::new(tag);
+/// c drops UDP to port 9999 by an iptables rule; 7 datagrams go from a to c's closed port 9
+/// and 4 from b to 9999, under `inspector flows` with `extra` (`during` sees it running).
+/// Returns its drop records and how much c's `Udp NoPorts` grew meanwhile.
+fn drop_traffic(
+    lab: &BridgeLab,
+    extra: &[&str],
+    during: impl FnOnce(&Inspector),
+) -> (Vec<serde_json::Value>, u64) {
     lab.c.exec(&[
         "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP",
     ]);
@@ -43,24 +49,33 @@ fn check_drops(tag: &str, extra: &[&str]) {
     }
     args.extend(extra);
     let insp = Inspector::start(&args);
-    let held = support::held_objects(insp.pid());
+    during(&insp);
+    inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:9".parse().unwrap(), 7, 32).unwrap();
+    inspector::traffic::udp_send(&lab.b.path(), "198.18.0.4:9999".parse().unwrap(), 4, 32).unwrap();
+    support::wait_quiet(&lab.all(), Duration::from_millis(300));
+    let out = insp.interrupt_ok();
+    (
+        json_lines(&out.stdout, "drop"),
+        support::udp_noports(&lab.c) - noports0,
+    )
+}
+
+fn check_drops(tag: &str, extra: &[&str]) {
+    let lab = BridgeLab::new(tag);
     let want = if extra.is_empty() {
         "insp_kfree_btf"
     } else {
         "insp_kfree_skb"
     };
-    let progs = support::bpf_objects().progs;
-    let names: Vec<&String> = held.progs.iter().filter_map(|id| progs.get(id)).collect();
-    assert!(
-        names.iter().any(|n| *n == want),
-        "{want} not held: {names:?}"
-    );
-    // 7 datagrams to a closed port, 4 to a port whose packets a firewall rule drops.
-    inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:9".parse().unwrap(), 7, 32).unwrap();
-    inspector::traffic::udp_send(&lab.b.path(), "198.18.0.4:9999".parse().unwrap(), 4, 32).unwrap();
-    support::wait_quiet(&lab.all(), Duration::from_millis(300));
-    let out = insp.interrupt_ok();
-    let drops = json_lines(&out.stdout, "drop");
+    let (drops, noports) = drop_traffic(&lab, extra, |insp| {
+        let held = support::held_objects(insp.pid());
+        let progs = support::bpf_objects().progs;
+        let names: Vec<&String> = held.progs.iter().filter_map(|id| progs.get(id)).collect();
+        assert!(
+            names.iter().any(|n| *n == want),
+            "{want} not held: {names:?}"
+        );
+    });
     let find = |reason: &str, src: &str, dport: u64| -> u64 {
         drops
             .iter()
@@ -84,8 +99,7 @@ fn check_drops(tag: &str, extra: &[&str]) {
     let closed = find("NO_SOCKET", "198.18.0.2", 9);
     let firewalled = find("NETFILTER_DROP", "198.18.0.3", 9999);
     assert_eq!(
-        closed,
-        support::udp_noports(&lab.c) - noports0,
+        closed, noports,
         "NO_SOCKET drops vs the kernel's Udp NoPorts: {drops:#?}"
     );
     assert_eq!(closed, 7);
@@ -105,24 +119,9 @@ fn check_drops(tag: &str, extra: &[&str]) {
 fn drops_follow_the_expression() {
     for (tag, extra) in [("dx", None), ("dy", Some("--classic-drops"))] {
         let lab = BridgeLab::new(tag);
-        lab.c.exec(&[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP",
-        ]);
-        let noports0 = support::udp_noports(&lab.c);
-        let mut args = vec!["flows", "-o", "json", "--duration", "300"];
-        for ns in lab.all() {
-            args.extend(["--netns", ns.name.as_str()]);
-        }
-        args.extend(extra);
+        let mut args: Vec<&str> = extra.into_iter().collect();
         args.push("udp dst port 9999");
-        let insp = Inspector::start(&args);
-        inspector::traffic::udp_send(&lab.a.path(), "198.18.0.4:9".parse().unwrap(), 7, 32)
-            .unwrap();
-        inspector::traffic::udp_send(&lab.b.path(), "198.18.0.4:9999".parse().unwrap(), 4, 32)
-            .unwrap();
-        support::wait_quiet(&lab.all(), Duration::from_millis(300));
-        let out = insp.interrupt_ok();
-        let drops = json_lines(&out.stdout, "drop");
+        let (drops, noports) = drop_traffic(&lab, &args, |_| {});
         let sum = |dport: u64| -> u64 {
             drops
                 .iter()
@@ -130,7 +129,7 @@ fn drops_follow_the_expression() {
                 .map(|d| d["packets"].as_u64().unwrap())
                 .sum()
         };
-        assert_eq!(support::udp_noports(&lab.c) - noports0, 7, "{extra:?}");
+        assert_eq!(noports, 7, "{extra:?}");
         assert_eq!(
             sum(9),
             0,
