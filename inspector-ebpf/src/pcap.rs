@@ -94,35 +94,51 @@ pub(crate) fn copy_frame<const CAP: u32>(
     }
 }
 
-/// Whether a tc packet matches.
+/// Runs the filter on what `fill(scratch)` copied into the scratch buffer: it returns
+/// (bytes copied, the packet's length as the filter sees it), or `None`.
 #[inline(always)]
-pub(crate) fn matches_tc(ctx: &TcContext, len: u32, tag: Tag) -> bool {
+fn run(fill: impl FnOnce(*mut u8) -> Option<(u32, u32)>) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
     let buf = s.cast::<u8>();
+    match fill(buf) {
+        Some((n, len)) if n != 0 => insp_pcap_filter(buf, n, len) != 0,
+        _ => false,
+    }
+}
+
+/// The length the filter sees: the tag put back counts.
+#[inline(always)]
+const fn tagged_len(len: u32, tag: Tag) -> u32 {
+    if tag == 0 { len } else { len + 4 }
+}
+
+/// Whether a tc packet matches.
+#[inline(always)]
+pub(crate) fn matches_tc(ctx: &TcContext, len: u32, tag: Tag) -> bool {
     let skb = ctx.skb.skb.cast::<c_void>();
-    let n = copy_frame::<{ VIEW as u32 }>(buf, len, tag, |off, to, n| {
-        // SAFETY: `to` and `n` stay inside the scratch buffer (`copy_frame`).
-        unsafe { bpf_skb_load_bytes(skb, off, to, n) == 0 }
-    });
-    n != 0 && insp_pcap_filter(buf, n, len + if tag == 0 { 0 } else { 4 }) != 0
+    run(|buf| {
+        let n = copy_frame::<{ VIEW as u32 }>(buf, len, tag, |off, to, n| {
+            // SAFETY: `to` and `n` stay inside the scratch buffer (`copy_frame`).
+            unsafe { bpf_skb_load_bytes(skb, off, to, n) == 0 }
+        });
+        Some((n, tagged_len(len, tag)))
+    })
 }
 
 /// Whether a packet in kernel memory matches (the global hooks): `frame` is where its
 /// Ethernet header starts, `linear` how many bytes are there, `len` its length.
 #[inline(always)]
 pub(crate) fn matches_kernel(frame: u64, linear: u32, len: u32, tag: Tag) -> bool {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    let buf = s.cast::<u8>();
     let avail = if linear < len { linear } else { len };
-    let n = copy_frame::<{ VIEW as u32 }>(buf, avail, tag, |off, to, n| {
-        // SAFETY: bpf_probe_read_kernel never faults; `to` and `n` stay inside the buffer.
-        unsafe { bpf_probe_read_kernel(to, n, (frame + u64::from(off)) as *const c_void) == 0 }
-    });
-    n != 0 && insp_pcap_filter(buf, n, len + if tag == 0 { 0 } else { 4 }) != 0
+    run(|buf| {
+        let n = copy_frame::<{ VIEW as u32 }>(buf, avail, tag, |off, to, n| {
+            // SAFETY: bpf_probe_read_kernel never faults; `to` and `n` stay inside the buffer.
+            unsafe { bpf_probe_read_kernel(to, n, (frame + u64::from(off)) as *const c_void) == 0 }
+        });
+        Some((n, tagged_len(len, tag)))
+    })
 }
 
 /// Whether a packet that has no Ethernet header (a drop before the link layer, a device
@@ -132,37 +148,28 @@ pub(crate) fn matches_kernel(frame: u64, linear: u32, len: u32, tag: Tag) -> boo
 #[inline(always)]
 pub(crate) fn matches_l3(l3: u64, avail: u32, len: u32, proto: u16) -> bool {
     const ROOM: u32 = VIEW as u32 - 16;
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    let buf = s.cast::<u8>();
-    // SAFETY: bytes 0..14 are inside the scratch buffer.
-    unsafe {
-        core::ptr::write_bytes(buf, 0, 12);
-        core::ptr::write_unaligned(buf.add(12).cast::<u16>(), proto.to_be());
-    }
     if avail == 0 {
         return false;
     }
-    let n = bounded(if avail > ROOM { ROOM } else { avail }, VIEW as u32);
-    let n = if n > ROOM { ROOM } else { n };
-    // SAFETY: bpf_probe_read_kernel never faults; 14 + n <= VIEW.
-    let ok = unsafe { bpf_probe_read_kernel(buf.add(14).cast(), n, l3 as *const c_void) == 0 };
-    if !ok {
-        return false;
-    }
-    if proto == 0 {
-        // Not set yet (a packet the host sends, before the IP layer's output sets it): the
-        // IP version says.
-        // SAFETY: byte 14 was just written (n >= 1); bytes 12..14 are inside the buffer.
+    run(|buf| {
+        let n = bounded(if avail > ROOM { ROOM } else { avail }, VIEW as u32);
+        let n = if n > ROOM { ROOM } else { n };
+        // SAFETY: bpf_probe_read_kernel never faults; 14 + n <= VIEW.
+        if unsafe { bpf_probe_read_kernel(buf.add(14).cast(), n, l3 as *const c_void) } != 0 {
+            return None;
+        }
+        // An unset protocol (a packet the host sends, before the IP layer's output sets
+        // it): the IP version says.
+        // SAFETY: byte 14 was just written (n >= 1); bytes 0..14 are inside the buffer.
         unsafe {
-            let ethertype: u16 = match *buf.add(14) >> 4 {
-                4 => 0x0800,
-                6 => 0x86dd,
-                _ => 0,
+            let ethertype = match (proto, *buf.add(14) >> 4) {
+                (0, 4) => 0x0800,
+                (0, 6) => 0x86dd,
+                (p, _) => p,
             };
+            core::ptr::write_bytes(buf, 0, 12);
             core::ptr::write_unaligned(buf.add(12).cast::<u16>(), ethertype.to_be());
         }
-    }
-    insp_pcap_filter(buf, 14 + n, len + 14) != 0
+        Some((14 + n, len + 14))
+    })
 }

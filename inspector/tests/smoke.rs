@@ -93,15 +93,9 @@ fn smoke_flows_equal_interface_counters() {
     support::totals::check_totals("sm", &attach_args());
 }
 
-#[test]
-#[ignore = "privileged: run with `cargo xtask test`"]
-fn smoke_trace_filters_in_the_kernel() {
-    let lab = BridgeLab::new("st");
-    let insp = start(
-        &["trace", "-o", "json", "--proto", "udp", "--port", "7100"],
-        &[&lab.a, &lab.br],
-    );
-    // Noise the filter must drop in the kernel: ICMP, and UDP to another port.
+/// The filter tests' traffic from a to c: 3 pings, 5 datagrams to port 7102, 10 to 7100;
+/// then `insp`'s output once the lab is quiet.
+fn filter_traffic(lab: &BridgeLab, insp: Inspector) -> std::process::Output {
     support::in_ns(
         &lab.a.name,
         &["ping", "-c", "3", "-i", "0.1", "-W", "2", "198.18.0.4"],
@@ -111,7 +105,19 @@ fn smoke_trace_filters_in_the_kernel() {
     let n = inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), dst(7100), 10, 64).unwrap();
     assert_eq!(n, 10);
     support::wait_quiet(&lab.all(), Duration::from_millis(300));
-    let out = insp.interrupt_ok();
+    insp.interrupt_ok()
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn smoke_trace_filters_in_the_kernel() {
+    let lab = BridgeLab::new("st");
+    let insp = start(
+        &["trace", "-o", "json", "--proto", "udp", "--port", "7100"],
+        &[&lab.a, &lab.br],
+    );
+    // Noise the filter must drop in the kernel: ICMP, and UDP to another port.
+    let out = filter_traffic(&lab, insp);
     let pkts = json_lines(&out.stdout, "packet");
     // 10 datagrams at three hooks: a/eth0 out, br/va in, br/vc out.
     assert_eq!(pkts.len(), 30, "{pkts:#?}");
@@ -136,16 +142,7 @@ fn smoke_expression_filters_in_the_kernel() {
         ],
         &[&lab.a, &lab.br],
     );
-    support::in_ns(
-        &lab.a.name,
-        &["ping", "-c", "3", "-i", "0.1", "-W", "2", "198.18.0.4"],
-    );
-    let dst = |p: u16| std::net::SocketAddr::from(([198, 18, 0, 4], p));
-    inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), dst(7102), 5, 64).unwrap();
-    let n = inspector::traffic::udp_burst(&lab.c.path(), &lab.a.path(), dst(7100), 10, 64).unwrap();
-    assert_eq!(n, 10);
-    support::wait_quiet(&lab.all(), Duration::from_millis(300));
-    let out = insp.interrupt_ok();
+    let out = filter_traffic(&lab, insp);
     let pkts = json_lines(&out.stdout, "packet");
     // 10 datagrams and 3 echo requests (98-byte frames), each at three hooks; no replies,
     // no ARP, no datagram to 7102.

@@ -119,18 +119,6 @@ pub fn translate(prog: &[Insn]) -> Result<Vec<u64>, TranslateError> {
     let live = reachable(prog)?;
     let mut out: Vec<Out> = Vec::new();
     let mut starts = vec![0usize; prog.len()];
-    let raw = |out: &mut Vec<Out>, code: u8, dst: u8, src: u8, off: i16, imm: i32| {
-        out.push(Out::Raw(insn(code, dst, src, off, imm)));
-    };
-    let jump = |out: &mut Vec<Out>, code: u8, dst: u8, imm: i32, to: Target| {
-        out.push(Out::Jump {
-            code,
-            dst,
-            src: 0,
-            imm,
-            to,
-        });
-    };
     // A = X = 0, as the classic machine starts.
     raw(&mut out, CLS_ALU | OP_MOV | SRC_K, R_A, 0, 0, 0);
     raw(&mut out, CLS_ALU | OP_MOV | SRC_K, R_X, 0, 0, 0);
@@ -343,6 +331,22 @@ pub fn translate(prog: &[Insn]) -> Result<Vec<u64>, TranslateError> {
     Ok(words)
 }
 
+fn raw(out: &mut Vec<Out>, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+    out.push(Out::Raw(insn(code, dst, src, off, imm)));
+}
+
+/// A jump comparing `dst` with `imm` (or none, for `ja`), resolved later.
+fn jump(out: &mut Vec<Out>, code: u8, dst: u8, imm: i32, to: Target) {
+    out.push(Out::Jump {
+        code,
+        dst,
+        src: 0,
+        imm,
+        to,
+    });
+}
+
+/// A jump comparing `dst` with register `src`.
 fn jump_reg(out: &mut Vec<Out>, code: u8, dst: u8, src: u8, to: Target) {
     out.push(Out::Jump {
         code,
@@ -364,43 +368,32 @@ fn ebpf_size(n: u32) -> u8 {
 /// Network to host order for a load of `n` bytes (classic loads are big-endian).
 fn swap(out: &mut Vec<Out>, reg: u8, n: u32) {
     if n > 1 {
-        out.push(Out::Raw(insn(
-            CLS_ALU | OP_END | TO_BE,
-            reg,
-            0,
-            0,
-            (n * 8) as i32,
-        )));
+        raw(out, CLS_ALU | OP_END | TO_BE, reg, 0, 0, (n * 8) as i32);
     }
 }
 
 /// A load of `n` bytes at the constant offset `k` into `dst`.
 fn load_abs(out: &mut Vec<Out>, k: u32, n: u32, dst: u8) {
     if u64::from(k) + u64::from(n) > VIEW as u64 {
-        out.push(Out::Jump {
-            code: CLS_JMP | J_JA,
-            dst: 0,
-            src: 0,
-            imm: 0,
-            to: Target::Reject,
-        });
+        jump(out, CLS_JMP | J_JA, 0, 0, Target::Reject);
         return;
     }
     // Reject if the packet's bytes end before k + n.
-    out.push(Out::Jump {
-        code: CLS_JMP32 | J_JLT | SRC_K,
-        dst: R_CAPLEN,
-        src: 0,
-        imm: (k + n) as i32,
-        to: Target::Reject,
-    });
-    out.push(Out::Raw(insn(
+    jump(
+        out,
+        CLS_JMP32 | J_JLT | SRC_K,
+        R_CAPLEN,
+        (k + n) as i32,
+        Target::Reject,
+    );
+    raw(
+        out,
         CLS_LDX | MODE_MEM | ebpf_size(n),
         dst,
         R_BUF,
         k as i16,
         0,
-    )));
+    );
     swap(out, dst, n);
 }
 
