@@ -33,6 +33,9 @@ pub const FLAG_FAULT_VERIFIER: u8 = 0x80;
 /// Bit in [`Config::flags`]: a pcap-filter expression is set (see `pcap`); only packets it
 /// matches are counted and traced.
 pub const FLAG_PCAP: u8 = 32;
+/// Bit in [`Config::flags`]: events carry up to [`Config::snaplen`] bytes of the packet
+/// (more than `SNAP_LEN`: built in a per-CPU buffer, written with `bpf_ringbuf_output`).
+pub const FLAG_WHOLE: u8 = 64;
 /// [`Config::off_skb_vlan_present`] on kernels without `sk_buff.vlan_present` (6.2+: a tag
 /// is present when `vlan_all` is not zero).
 pub const NO_VLAN_PRESENT: u32 = u32::MAX;
@@ -89,6 +92,9 @@ pub struct Config {
     /// the bit offset of `sk_buff.vlan_present` or [`NO_VLAN_PRESENT`].
     pub off_skb_vlan: u32,
     pub off_skb_vlan_present: u32,
+    /// With [`FLAG_WHOLE`]: the most bytes of a packet an event carries (at most
+    /// `flow::SNAP_MAX`).
+    pub snaplen: u32,
     /// Source or destination port, 0 = any.
     pub port: u16,
     /// IP protocol number, 0 = any.
@@ -103,9 +109,13 @@ pub struct Config {
     /// Global hooks: what to do with a device userspace has not listed in `inspector_gsel`
     /// (one that appeared since its last look): one of the `UNKNOWN_*` values.
     pub global_unknown: u8,
-    pub _pad: u8,
+    /// Workload selection: the kinds of selector given (`wsel::ANY | FROM | TO` bits), 0 =
+    /// none. Events then also pass `wsel::pass` on the `inspector_wns`/`inspector_waddr`
+    /// entries of their namespace and addresses; a namespace not listed there (one that
+    /// appeared since userspace last looked) passes, and userspace decides.
+    pub wsel: u8,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 132);
+const _: () = assert!(core::mem::size_of::<Config>() == 136);
 
 impl Config {
     #[must_use]
@@ -136,13 +146,14 @@ impl Config {
             ring_wake_events: 0,
             off_skb_vlan: 0,
             off_skb_vlan_present: 0,
+            snaplen: 0,
             port: 0,
             proto: 0,
             host_family: 0,
             flags: 0,
             hop_sample_shift: 0,
             global_unknown: UNKNOWN_SKIP,
-            _pad: 0,
+            wsel: 0,
         }
     }
 

@@ -287,6 +287,27 @@ const _: () = assert!(core::mem::size_of::<SockKey>() == 24);
 /// Bytes of each packet copied into a [`PacketEvent`] (headers, for display and pcap).
 pub const SNAP_LEN: usize = 128;
 
+/// Most bytes of a packet a capture can hold (`trace -w -s N`, N > [`SNAP_LEN`]): the
+/// kernel builds such an event in a per-CPU buffer ([`WholeEvent`]), and a per-CPU map
+/// value can be at most 32 KiB (`PCPU_MIN_UNIT_SIZE`); a power of two below that. Whole
+/// frames up to jumbo MTUs; GRO/GSO super-packets are cut here (their length is kept).
+pub const SNAP_MAX: usize = 16384;
+
+/// A [`PacketEvent`] whose `snap` goes on for [`SNAP_MAX`] bytes: the per-CPU buffer a
+/// whole-packet event is built in; the ring gets its first `80 + snap_len` bytes (records
+/// of other lengths than a `PacketEvent`'s: userspace reads `snap_len` bytes from offset
+/// 80 whatever the record's length).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WholeEvent {
+    pub ev: PacketEvent,
+    pub more: [u8; SNAP_MAX - SNAP_LEN],
+}
+const _: () = assert!(core::mem::size_of::<WholeEvent>() == 80 + SNAP_MAX);
+/// Where `snap` starts in a ring record.
+pub const SNAP_OFFSET: usize = 80;
+const _: () = assert!(core::mem::offset_of!(PacketEvent, snap) == SNAP_OFFSET);
+
 /// One packet at one hook, sent over the ring buffer when per-packet events are on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -353,10 +374,13 @@ pub enum Stat {
     HopSlotsFull = 8,
     /// Hop-to-hop transitions timed (the rate that per-hop timing's sampling is set by).
     HopTimed = 9,
+    /// Flow records created in the flow tables (a flow evicted and seen again is created
+    /// again): with the tables' entries, how many were evicted.
+    FlowsCreated = 10,
 }
 
 /// Number of slots in `inspector_stats`.
-pub const STAT_SLOTS: u32 = 10;
+pub const STAT_SLOTS: u32 = 11;
 
 impl Stat {
     pub const ALL: [Self; STAT_SLOTS as usize] = [
@@ -370,6 +394,7 @@ impl Stat {
         Self::ExtLimit,
         Self::HopSlotsFull,
         Self::HopTimed,
+        Self::FlowsCreated,
     ];
 
     #[must_use]
@@ -385,6 +410,7 @@ impl Stat {
             Self::ExtLimit => "ipv6_ext_limit",
             Self::HopSlotsFull => "hop_slots_full",
             Self::HopTimed => "hop_timed",
+            Self::FlowsCreated => "flows_created",
         }
     }
 }

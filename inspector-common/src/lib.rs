@@ -8,6 +8,7 @@ pub mod flow;
 pub mod hop;
 pub mod parse;
 pub mod pcap;
+pub mod wsel;
 
 pub use flow::{
     ClockSample, Direction, DropKey, FlowKey, FlowKey4, FlowStats, PacketEvent, SockKey, Stat,

@@ -396,12 +396,15 @@ fn parse_ipv6<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
     out.status |= status::EXT_LIMIT;
 }
 
+/// Reads the L4 header at `off`. `l4_off` is set only where the frame reaches (an IPv6
+/// extension header can claim to end past it: then the packet is truncated, its L4 header
+/// not reached).
 #[inline(always)]
 fn parse_l4<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
-    out.l4_off = off as u16;
     match out.proto {
         IPPROTO_TCP => {
             if let Some(tcp) = pkt.read::<20>(off) {
+                out.l4_off = off as u16;
                 out.sport = be16([tcp[0], tcp[1]]);
                 out.dport = be16([tcp[2], tcp[3]]);
                 out.tcp_flags = tcp[13];
@@ -415,6 +418,7 @@ fn parse_l4<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
         }
         IPPROTO_UDP | IPPROTO_UDPLITE => {
             if let Some(udp) = pkt.read::<8>(off) {
+                out.l4_off = off as u16;
                 out.sport = be16([udp[0], udp[1]]);
                 out.dport = be16([udp[2], udp[3]]);
             } else {
@@ -428,6 +432,7 @@ fn parse_l4<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
                 out.status |= status::TRUNCATED;
                 return;
             };
+            out.l4_off = off as u16;
             let (ty, code) = (icmp[0], icmp[1]);
             out.dport = (u16::from(ty) << 8) | u16::from(code);
             let echo = if out.proto == IPPROTO_ICMP {
@@ -439,7 +444,13 @@ fn parse_l4<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
                 out.sport = be16([icmp[4], icmp[5]]);
             }
         }
-        _ => {}
+        _ => {
+            if pkt.read::<1>(off).is_some() {
+                out.l4_off = off as u16;
+            } else {
+                out.status |= status::TRUNCATED;
+            }
+        }
     }
 }
 
@@ -447,6 +458,7 @@ fn parse_l4<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
 #[inline(always)]
 fn read_ports<P: Packet + ?Sized>(pkt: &P, off: u32, out: &mut Parsed) {
     if let Some(p) = pkt.read::<4>(off) {
+        out.l4_off = off as u16;
         out.sport = be16([p[0], p[1]]);
         out.dport = be16([p[2], p[3]]);
     } else {

@@ -90,8 +90,11 @@ fn spill(map: &LruPerCpuHashMap<FlowKey4, FlowStats>, key: &FlowKey4, s: &FlowSt
         }
         return;
     }
-    // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
-    if map.insert(key, s, u64::from(BPF_ANY)).is_err() {
+    // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot
+    // (and both count it created: a second insert to tell would not fit the stack).
+    if map.insert(key, s, u64::from(BPF_ANY)).is_ok() {
+        bump(Stat::FlowsCreated);
+    } else {
         bump(Stat::FlowUpdateFailed);
     }
 }

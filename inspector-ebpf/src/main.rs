@@ -20,6 +20,7 @@ mod tc_ingress;
 mod tp_global;
 mod tp_kfree_skb;
 mod tp_stack;
+mod wsel;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use inspector_common::{
     ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, SockKey,
-    flow::{CACHE_SLOTS, FlowSlot, IFNS_SLOTS, IfInfo, STAT_SLOTS},
+    flow::{CACHE_SLOTS, FlowSlot, IFNS_SLOTS, IfInfo, STAT_SLOTS, WholeEvent},
     hop::{HopHist, HopSeen},
 };
 
@@ -132,3 +132,22 @@ pub(crate) static ATTACHED: HashMap<u64, u8> = HashMap::with_max_entries(65536, 
 /// listed itself. See `tp_global`.
 #[map(name = "inspector_gsel")]
 pub(crate) static GSEL: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Workload selection: namespace inode -> `wsel` bits, for every namespace userspace has
+/// placed (0: none of the selected workloads is in it). See `wsel`.
+#[map(name = "inspector_wns")]
+pub(crate) static WSEL_NS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Where the workload selection copies a packet's two addresses to look them up (a map
+/// value as the key: the stack has no room, and a key read in place on the stack makes
+/// LLVM write IPv4 zero tails with `memset` calls, frames Linux 6.1's verifier counts).
+#[map(name = "inspector_wkey")]
+pub(crate) static WSEL_KEY: PerCpuArray<[[u8; 16]; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Workload selection: address (as in `FlowKey`: IPv4 in the first 4 bytes) -> `wsel` bits.
+#[map(name = "inspector_waddr")]
+pub(crate) static WSEL_ADDR: HashMap<[u8; 16], u8> = HashMap::with_max_entries(16384, 0);
+
+/// Whole-packet events (`FLAG_WHOLE`) are built here, then copied to the ring.
+#[map(name = "inspector_whole")]
+pub(crate) static WHOLE: PerCpuArray<WholeEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -14,8 +14,10 @@ use aya_ebpf::{
 use core::ffi::c_void;
 use inspector_common::{
     Direction, FlowKey, FlowKey4, FlowStats, PacketEvent, Stat,
-    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS, FLAG_PCAP},
-    flow::{HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN},
+    config::{FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_NETNS, FLAG_PCAP, FLAG_WHOLE},
+    flow::{
+        HOOK_RECEIVE, HOOK_START_XMIT, IFNS_SLOTS, SNAP_LEN, SNAP_MAX, SNAP_OFFSET, WholeEvent,
+    },
     hop,
     parse::{self, ETH_P_IP, FAST_LEN, FastV4, Parsed, status},
 };
@@ -24,7 +26,7 @@ use crate::{
     config::conf,
     fcache::{add_packet, count4},
     hoptime::{NO_SHIFT, hop_time},
-    maps::{EVENTS, FLOWS, FLOWS4, IFNS, bump, bump_get, precise_now},
+    maps::{EVENTS, FLOWS, FLOWS4, IFNS, WHOLE, bump, bump_get, precise_now},
     pcap::{Tag, copy_frame},
     skb::Skb,
 };
@@ -380,15 +382,23 @@ pub(crate) fn update<K>(
         _pad16: 0,
         _pad32: 0,
     };
-    // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot.
-    if map.insert(key, v, u64::from(BPF_ANY)).is_err() {
+    // BPF_ANY: if another CPU created the entry meanwhile, this only sets this CPU's slot
+    // (and both count it created: a second insert to tell would not fit the stack).
+    if map.insert(key, v, u64::from(BPF_ANY)).is_ok() {
+        bump(Stat::FlowsCreated);
+    } else {
         bump(Stat::FlowUpdateFailed);
     }
 }
 
-/// The load-time event filter. Zero fields match anything.
+/// The load-time event filter (zero fields match anything), then the workload selection.
 #[inline(always)]
 pub(crate) fn wanted(key: &FlowKey, p: &Parsed) -> bool {
+    wanted_header(key, p) && (conf!(wsel) == 0 || crate::wsel::selected(key))
+}
+
+#[inline(always)]
+fn wanted_header(key: &FlowKey, p: &Parsed) -> bool {
     passes(
         key.netns,
         key.ifindex,
@@ -470,12 +480,39 @@ fn emit(
     tag: Tag,
     load: impl Fn(u32, *mut c_void, u32) -> bool,
 ) {
+    if conf!(flags) & FLAG_WHOLE != 0 {
+        emit_whole(key, p, len, avail, mark, now, tag, load);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
         bump(Stat::EventsLost);
         return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned ring-buffer slot of the right size.
+    unsafe {
+        fill_head(ev, key, p, len, mark, now, tag);
+        let to = (&raw mut (*ev).snap).cast::<u8>();
+        (*ev).snap_len = copy_frame::<{ SNAP_LEN as u32 }>(to, avail, 0, load) as u16;
+    }
+    submit(entry);
+}
+
+/// The fields of an event before its bytes.
+///
+/// # Safety
+/// `ev` points at a whole, exclusively owned `PacketEvent`.
+#[inline(always)]
+unsafe fn fill_head(
+    ev: *mut PacketEvent,
+    key: &FlowKey,
+    p: &Parsed,
+    len: u32,
+    mark: u32,
+    now: u64,
+    tag: Tag,
+) {
+    // SAFETY: the caller's.
     unsafe {
         (*ev).ts_ns = now;
         copy_key(key, &raw mut (*ev).key);
@@ -485,10 +522,55 @@ fn emit(
         (*ev).status = p.status;
         (*ev).vlan_tpid = tag as u16;
         (*ev).vlan_tci = (tag >> 16) as u16;
-        let to = (&raw mut (*ev).snap).cast::<u8>();
-        (*ev).snap_len = copy_frame::<{ SNAP_LEN as u32 }>(to, avail, 0, load) as u16;
     }
-    submit(entry);
+}
+
+/// A whole-packet event (`FLAG_WHOLE`): up to `snaplen` bytes, built in this CPU's
+/// `inspector_whole` buffer and copied to the ring at its length (`bpf_ringbuf_output`:
+/// `reserve` takes only constant sizes). A tag held out of band goes with it, as with
+/// `emit` (userspace puts it back in the bytes).
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per hook kind, all inlined"
+)]
+fn emit_whole(
+    key: &FlowKey,
+    p: &Parsed,
+    len: u32,
+    avail: u32,
+    mark: u32,
+    now: u64,
+    tag: Tag,
+    load: impl Fn(u32, *mut c_void, u32) -> bool,
+) {
+    let Some(w) = WHOLE.get_ptr_mut(0) else {
+        bump(Stat::EventsLost);
+        return;
+    };
+    let ev = w.cast::<PacketEvent>();
+    let cap = conf!(snaplen);
+    let avail = if avail > cap { cap } else { avail };
+    // SAFETY: `w` is this CPU's buffer (BH off: no other user on this CPU); `snap` goes on
+    // for SNAP_MAX bytes in it (`WholeEvent`).
+    let n = unsafe {
+        fill_head(ev, key, p, len, mark, now, tag);
+        let to = (&raw mut (*ev).snap).cast::<u8>();
+        let n = copy_frame::<{ SNAP_MAX as u32 }>(to, avail, 0, load);
+        (*ev).snap_len = n as u16;
+        n
+    };
+    let size = SNAP_OFFSET + (n as usize & (SNAP_MAX * 2 - 1));
+    let size = if size > size_of::<WholeEvent>() {
+        size_of::<WholeEvent>()
+    } else {
+        size
+    };
+    // SAFETY: `size` bytes of this CPU's buffer, all written above.
+    let bytes = unsafe { core::slice::from_raw_parts(w.cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
+        bump(Stat::EventsLost);
+    }
 }
 
 /// Submits an event. Waking the consumer (`irq_work`) costs microseconds in a VM, and even
@@ -496,12 +578,17 @@ fn emit(
 /// lines): wake it once every `ring_wake_events` events per CPU; it also drains on a timer.
 #[inline(always)]
 pub(crate) fn submit(entry: RingBufEntry<PacketEvent>) {
+    entry.submit(wake_flags());
+}
+
+/// Counts an event sent, and says whether this one wakes the consumer.
+#[inline(always)]
+fn wake_flags() -> u64 {
     let sent = bump_get(Stat::EventsSent);
     let every = u64::from(conf!(ring_wake_events)).max(1);
-    let flags = if sent.is_multiple_of(every) {
+    if sent.is_multiple_of(every) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
-    };
-    entry.submit(flags);
+    }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod explain;
 pub mod flows;
+pub mod fuzzing;
 pub mod identity;
 pub mod lab;
 pub mod net;

@@ -14,7 +14,7 @@ fn main() {
     let code = match inspector::cli::run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("inspector: error: {e:#}");
+            eprintln!("inspector: error: {}", inspector::cli::error_line(&e));
             1
         }
     };

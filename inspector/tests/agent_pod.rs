@@ -376,15 +376,36 @@ fn the_daemonsets_pod_through_cri_counts_what_the_kernel_counted() {
         }
         v
     };
+    // Quiet: two reads equal with at least two whole agent rounds between them (a loaded
+    // machine can stall the agent's thread past any fixed pause).
+    let rounds = || {
+        get("/metrics")
+            .map(|r| r.1)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("inspector_rounds_total")?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
     let stable = || {
+        // The rounds are read after the earlier read and before the later one, so two of
+        // them completed wholly in between.
         let mut last = read();
-        for _ in 0..60 {
+        let mut r0 = rounds();
+        for _ in 0..90 {
             std::thread::sleep(Duration::from_millis(1500));
+            let r1 = rounds();
             let now = read();
-            if now == last {
+            if r1 >= r0 + 2 && now == last {
                 return now;
             }
             last = now;
+            r0 = rounds();
         }
         panic!("never quiet: {last:?}");
     };

@@ -1,5 +1,5 @@
 //! Capture files (`trace -w`): what the inspector writes is what tcpdump captures on the same
-//! interface (the same frames, byte for byte, up to the 128 bytes kept), and tshark reads it:
+//! interface (the same frames, byte for byte: whole, up to 16384 bytes), and tshark reads it:
 //! pcapng with an interface per (namespace, device) and a comment on every packet; classic
 //! pcap to stdout (`-w - --pcap`), read by `tshark -r -`.
 mod support;
@@ -11,16 +11,33 @@ use std::{
     time::{Duration, Instant},
 };
 
+use inspector_common::flow::SNAP_MAX;
 use support::{
     BridgeLab, Inspector,
     pcap::{pcap_frames, pcapng_packets, stop, stop_tcpdump, tcpdump},
 };
 
-/// Bounded traffic from a: pings (small frames) and a TCP transfer (frames above 128 bytes).
+/// Bounded traffic from a: pings (small frames, and 1442-byte ones) and a TCP transfer
+/// (frames above 128 bytes, segments the stack hands over in pages).
 fn traffic(lab: &BridgeLab) {
     support::in_ns(
         &lab.a.name,
         &["ping", "-c", "4", "-i", "0.05", "-W", "2", "198.18.0.4"],
+    );
+    support::in_ns(
+        &lab.a.name,
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.05",
+            "-s",
+            "1400",
+            "-W",
+            "2",
+            "198.18.0.4",
+        ],
     );
     let got = inspector::traffic::tcp_transfer(
         &lab.c.path(),
@@ -45,18 +62,27 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     let dir = std::env::temp_dir().join(support::unique("capture"));
     std::fs::create_dir_all(&dir).unwrap();
     let (ours, theirs) = (dir.join("ours.pcapng"), dir.join("tcpdump.pcap"));
-    let td = tcpdump(&lab.a.name, "eth0", &["-s", "128"], &theirs);
-    let insp = Inspector::start(&[
-        "trace",
-        "-w",
-        ours.to_str().unwrap(),
-        "--netns",
-        &lab.a.name,
-        "--netns",
-        &lab.c.name,
-    ]);
+    let ours_tcx = dir.join("ours-tcx.pcapng");
+    let td = tcpdump(&lab.a.name, "eth0", &[], &theirs);
+    let start = |file: &std::path::Path, attach: &[&str]| {
+        let mut args = vec![
+            "trace",
+            "-w",
+            file.to_str().unwrap(),
+            "--netns",
+            &lab.a.name,
+            "--netns",
+            &lab.c.name,
+        ];
+        args.extend_from_slice(attach);
+        Inspector::start(&args)
+    };
+    let insp = start(&ours, &[]);
+    let tcx = start(&ours_tcx, &["--attach", "tcx"]);
     traffic(&lab);
     let out = insp.interrupt_ok();
+    let out_tcx = tcx.interrupt_ok();
+    assert!(out_tcx.status.success());
     stop_tcpdump(td, &theirs);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.stdout.is_empty(), "nothing on stdout with -w FILE");
@@ -74,7 +100,7 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
             "{comment}"
         );
         assert!(matches!(p.flags, Some(1 | 2)), "direction in epb_flags");
-        assert!(p.frame.data.len() <= 128 && p.frame.len as usize >= p.frame.data.len());
+        assert!(p.frame.data.len() <= SNAP_MAX && p.frame.len as usize >= p.frame.data.len());
         frames
             .entry(p.iface.clone())
             .or_default()
@@ -88,38 +114,67 @@ fn capture_file_holds_what_tcpdump_captures_and_tshark_reads_it() {
     assert!(names.contains(&eth0), "{names:?}");
     assert!(names.contains(&format!("{}/eth0", lab.c.name)), "{names:?}");
 
-    // tcpdump's own capture of a's eth0 (both directions): the same frames. Only the IPv4
-    // frames between a and c (the traffic above, inside both windows) are compared; ours
-    // may hold fewer bytes than tcpdump's 128 when the head of a large packet is short (the
-    // global hooks copy the linear part), so each of ours must be the start of one of theirs.
+    // tcpdump's own capture of a's eth0 (both directions, whole frames): the same frames.
+    // Only the IPv4 frames between a and c (the traffic above, inside every window) are
+    // compared.
+    // - TCX copies paged data too: each of ours is one of theirs, whole (up to SNAP_MAX).
+    // - The global hooks copy the linear part: each of ours is the start of one of theirs,
+    //   whole when the stack built it in one piece (the pings, 1442 bytes included).
     let ours_a: Vec<Vec<u8>> = frames.remove(&eth0).unwrap_or_default();
-    let reference = pcap_frames(&std::fs::read(&theirs).unwrap())
-        .into_iter()
-        .map(|f| f.data);
     let between = |f: &Vec<u8>| {
         f.len() >= 34
             && f[12..14] == [0x08, 0x00]
             && [&f[26..30], &f[30..34]].contains(&&[198u8, 18, 0, 2][..])
             && [&f[26..30], &f[30..34]].contains(&&[198u8, 18, 0, 4][..])
     };
-    let mut theirs_ac: Vec<Vec<u8>> = reference.filter(between).collect();
-    let ours_ac: Vec<Vec<u8>> = sorted(ours_a.into_iter().filter(between).collect());
-    assert!(
-        ours_ac.len() >= 8 + 10,
-        "too little traffic: {}",
-        ours_ac.len()
-    );
+    let theirs_ac: Vec<Vec<u8>> = pcap_frames(&std::fs::read(&theirs).unwrap())
+        .into_iter()
+        .map(|f| f.data)
+        .filter(between)
+        .collect();
+    let icmp = |f: &Vec<u8>| f[23] == 1;
     assert_eq!(
-        ours_ac.len(),
-        theirs_ac.len(),
-        "frames on {eth0}: ours vs tcpdump's"
-    );
-    for f in &ours_ac {
-        let i = theirs_ac
+        theirs_ac
             .iter()
-            .position(|t| t.starts_with(f) && (f.len() == 128 || f.len() >= 54))
-            .unwrap_or_else(|| panic!("a frame of ours is not in tcpdump's capture: {f:02x?}"));
-        theirs_ac.swap_remove(i);
+            .filter(|f| icmp(f) && f.len() == 1442)
+            .count(),
+        4,
+        "tcpdump saw the large pings whole"
+    );
+    let tcx_a: Vec<Vec<u8>> = pcapng_packets(&std::fs::read(&ours_tcx).unwrap())
+        .into_iter()
+        .filter(|p| p.iface == eth0)
+        .map(|p| p.frame.data)
+        .collect();
+    for (who, ours_x, whole) in [("global", ours_a, false), ("tcx", tcx_a, true)] {
+        let ours_ac: Vec<Vec<u8>> = sorted(ours_x.into_iter().filter(between).collect());
+        assert!(
+            ours_ac.len() >= 12 + 10,
+            "{who}: too little traffic: {}",
+            ours_ac.len()
+        );
+        assert_eq!(
+            ours_ac.len(),
+            theirs_ac.len(),
+            "{who}: frames on {eth0}: ours vs tcpdump's"
+        );
+        let mut left = theirs_ac.clone();
+        for f in &ours_ac {
+            let i = left
+                .iter()
+                .position(|t| {
+                    let cut = &t[..t.len().min(SNAP_MAX)];
+                    if whole || icmp(t) {
+                        cut == f.as_slice()
+                    } else {
+                        t.starts_with(f) && f.len() >= 54
+                    }
+                })
+                .unwrap_or_else(|| {
+                    panic!("{who}: a frame of ours is not in tcpdump's capture: {f:02x?}")
+                });
+            left.swap_remove(i);
+        }
     }
 
     // tshark reads it all: the same count, every packet on a named interface with a comment.
@@ -246,6 +301,31 @@ fn read_back_selects_as_tcpdump_does() {
     };
     let total = json(&[]).len();
     assert!(total >= 30, "{total} packets");
+    // From stdin, read as it streams: the same packets; something else is one line.
+    let piped = Command::new(support::bin())
+        .args(["trace", "-r", "-", "-o", "json"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(support::json_lines(&piped.stdout, "packet").len(), total);
+    let not = Command::new(support::bin())
+        .args(["trace", "-r", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"hello, not a capture")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&not.stderr);
+    assert!(!not.status.success());
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("not a pcap or pcapng capture file"),
+        "{err}"
+    );
     for expr in [
         "icmp",
         "tcp[tcpflags] & tcp-syn != 0",

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, io::Write as _, time::Duration};
 use serde_json::Value;
 use support::{
     Inspector,
-    docker::{Dockerd, SOCKET},
+    docker::{Dockerd, SOCKET, docker},
     json_lines, unique,
 };
 
@@ -538,6 +538,99 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
                 by.iter().any(|b| b.starts_with(n.as_str())),
                 "{n} not in {by:?}"
             );
+        }
+    }
+}
+
+/// Attribution at observation time, as a user met it: `web` serves :80, `side` (in
+/// `--network container:web`) serves :81; a client talks to both, then `web` restarts
+/// (Docker gives it a new namespace and leaves `side` in the old one, without eth0). Every
+/// flow seen before the restart keeps the names it had then: :81 is `side`'s (its socket),
+/// the old namespace is `web`'s; after, `web` in its new namespace. No container's
+/// namespace is called by a process (`pid:...`) or a sandbox id: by its owner.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn docker_restart_keeps_the_names_flows_were_seen_with() {
+    let mut d = Dockerd::start();
+    let t = unique("r");
+    let [web, side, cli, net] = ["web", "side", "cli", "net"].map(|n| format!("{t}-{n}"));
+    d.network(&net, "198.19.4.0/24");
+    d.run(
+        &web,
+        &["--network", &net],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    d.run(
+        &side,
+        &["--network", &format!("container:{web}")],
+        &["httpd", "-f", "-p", "81", "-h", "/www"],
+    );
+    d.run(&cli, &["--network", &net], &[]);
+    let (web_ip, old_ns, cli_ns) = (ip_of(&web), netns_of(&web), netns_of(&cli));
+    let (web_x, side_x, cli_x) = (expected(&web), expected(&side), expected(&cli));
+    let insp = Inspector::start(&[
+        "-o",
+        "json",
+        "flows",
+        "-q",
+        "--rescan-ms",
+        "200",
+        "--docker-socket",
+        SOCKET,
+    ]);
+    let url = |port: u16| format!("wget -q -O /dev/null http://{web_ip}:{port}/");
+    assert!(Dockerd::exec(&cli, &url(81)), "cli -> side:81");
+    assert!(Dockerd::exec(&cli, &url(80)), "cli -> web:80");
+    docker(&["restart", "-t", "1", &web]);
+    let (new_ip, new_ns) = (ip_of(&web), netns_of(&web));
+    assert_ne!(new_ns, old_ns, "a restart gives web a new namespace");
+    // The sidecar stayed behind in the old namespace, with loopback only.
+    assert_eq!(netns_of(&side), old_ns);
+    let after = format!("wget -q -O /dev/null http://{new_ip}:80/");
+    assert!(
+        support::eventually(Duration::from_secs(10), || Dockerd::exec(&cli, &after)),
+        "cli -> web:80 after the restart"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let out = insp.interrupt_ok();
+    let flows = json_lines(&out.stdout, "flow");
+    let tcp: Vec<&Value> = flows.iter().filter(|f| f["proto"] == "tcp").collect();
+    let to = |port: u64, ns_pick: &dyn Fn(u64) -> bool| -> Vec<&Value> {
+        tcp.iter()
+            .copied()
+            .filter(|f| f["dport"].as_u64() == Some(port) && ns_pick(f["netns"].as_u64().unwrap()))
+            .collect()
+    };
+    let to_side = to(81, &|_| true);
+    assert!(to_side.len() >= 2, "{tcp:#?}");
+    for f in &to_side {
+        container_end(f, "dst_endpoint", &side_x);
+        container_end(f, "src_endpoint", &cli_x);
+    }
+    // Port 80 before the restart: web in the old namespace; after: web in the new one.
+    let old80 = to(80, &|ns| ns == old_ns);
+    let new80 = to(80, &|ns| ns == new_ns);
+    assert!(!old80.is_empty() && !new80.is_empty(), "{tcp:#?}");
+    for f in old80
+        .iter()
+        .chain(&new80)
+        .chain(&to(80, &|ns| ns == cli_ns))
+    {
+        container_end(f, "dst_endpoint", &web_x);
+    }
+    // Namespaces by their owners: the old one as web's when its flows were seen.
+    for f in &flows {
+        let (ns, name) = (
+            f["netns"].as_u64().unwrap(),
+            f["netns_name"].as_str().unwrap(),
+        );
+        let want = match ns {
+            n if n == old_ns || n == new_ns => Some(web.as_str()),
+            n if n == cli_ns => Some(cli.as_str()),
+            _ => None,
+        };
+        if let Some(want) = want {
+            assert_eq!(name, want, "{f}");
         }
     }
 }

@@ -136,10 +136,49 @@ fn bad_filters_are_rejected_before_anything_happens() {
         &[],
         "invalid filter expression at column 12 (at its end)",
     );
+    // Workload selectors: checked before anything is attached.
     fails_with(
-        &["trace", "-w", "-", "-s", "500"],
+        &["trace", "--pod", "web"],
         &[],
-        "'500' is not a snap length from 1 to 128",
+        "bad pod 'web': use NAMESPACE/NAME",
+    );
+    fails_with(
+        &["flows", "-l", "app"],
+        &[],
+        "bad label selector 'app': use key=value[,key=value...]",
+    );
+    fails_with(
+        &["agent", "--to-container", "a b"],
+        &[],
+        "bad container 'a b'",
+    );
+    fails_with(
+        &[
+            "path",
+            "--from-pod",
+            "demo",
+            "--to-pod",
+            "demo/web-0",
+            "--port",
+            "80",
+        ],
+        &[],
+        "bad pod 'demo': use NAMESPACE/NAME",
+    );
+    fails_with(
+        &["path", "web", "198.18.0.1:80", "--port", "80"],
+        &[],
+        "--port goes with --to-pod or --to-container",
+    );
+    fails_with(
+        &["trace", "--namespace", "Shop"],
+        &[],
+        "bad Kubernetes namespace 'Shop'",
+    );
+    fails_with(
+        &["trace", "-w", "-", "-s", "20000"],
+        &[],
+        "'20000' is not a snap length from 1 to 16384",
     );
     fails_with(
         &["trace", "--pcap"],

@@ -467,9 +467,10 @@ fn corpus(tag: &str, mode: &[&str], batch: usize) {
                 .into_iter()
                 .map(|p| p.frame)
                 .collect();
-            // Ours keep up to 128 bytes of each frame; tcpdump's capture keeps all of it.
+            // Ours keep whole frames up to SNAP_MAX bytes (these are up to 600 bytes, built
+            // in one piece: the global hooks read them whole too).
             let cut = |f: &Frame| Frame {
-                data: f.data[..f.data.len().min(128)].to_vec(),
+                data: f.data[..f.data.len().min(inspector_common::flow::SNAP_MAX)].to_vec(),
                 len: f.len,
             };
             let mut want: Vec<Frame> = theirs.iter().map(cut).collect();

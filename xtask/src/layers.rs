@@ -28,6 +28,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("output", 8),
     ("agent", 9),
     ("cli", 9),
+    ("fuzzing", 9),
 ];
 
 /// One source file: its module path (`session::path::report`) and its text.

@@ -1,6 +1,7 @@
 //! `cargo xtask setup | demo | test | bench | ci`: everything that needs more than `cargo`.
 //! `setup` installs what the project needs, idempotently, one line per step; `demo`, `test`
 //! and `bench` run it first, so each works on a fresh machine of this kind.
+mod fuzz;
 mod layers;
 mod setup;
 mod vmtest;
@@ -18,6 +19,7 @@ fn usage() -> &'static str {
      \x20 vmtest  the kernel matrix: the smoke suite on the host (TCX, legacy tc) and on Linux 6.1 under qemu\n\
      \x20 image   the agent's image: target/image/inspector-0.1.0.tar (ctr images import, docker load)\n\
      \x20 layers  check that no module imports one above it in the data flow, and no circle\n\
+     \x20 fuzz    [--secs N] [--runs N] [--asan] [TARGET...]: the cargo-fuzz targets, one after the other\n\
      \x20 ci      clippy + rustfmt check + test"
 }
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("ci") => ci(),
+        Some("fuzz") => setup::run().and_then(|()| fuzz::run(&args[1..])),
         Some("image") => image(),
         Some("vmtest") => require_root("the kernel matrix")
             .and_then(|()| setup::run())
@@ -111,6 +114,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .args(["--", "--include-ignored", "--test-threads=2"])
         .args(["--skip", "smoke_", "--skip", "ipvs_mode"])
         .args(extra))?;
+    // Every fuzz target for a short while (the recorded long run is `cargo xtask fuzz`).
+    fuzz::run(&["--secs".into(), "5".into()])?;
     // The kernel matrix: host TCX, host legacy tc, Linux 6.1 under qemu. A VM that cannot
     // start fails the suite.
     vmtest::run(&[])

@@ -219,5 +219,29 @@ pub fn run() -> anyhow::Result<()> {
     step("nightly rust-src", rust_src)?;
     step("bpf-linker", bpf_linker)?;
     step("kubernetes-validate", kubernetes_validate)?;
+    step("cargo-fuzz", cargo_fuzz)?;
     Ok(())
+}
+
+/// cargo-fuzz (libFuzzer targets on nightly), for `cargo xtask fuzz` and the short runs of
+/// `cargo xtask test`.
+fn cargo_fuzz() -> anyhow::Result<String> {
+    const VERSION: &str = "0.13.2";
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if have.as_deref().is_some_and(|v| v.contains(VERSION)) {
+        return Ok(format!("cargo-fuzz {VERSION} present"));
+    }
+    crate::run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        VERSION,
+    ]))?;
+    Ok(format!("installed cargo-fuzz {VERSION}"))
 }

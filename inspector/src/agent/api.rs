@@ -2,15 +2,27 @@
 //! (the same functions and the same `-o json` records as the CLI's `flows`, `topology`,
 //! `services` and `events`). A request's query string is its filter: `proto`, `host`,
 //! `port` and `service` as the CLI's flags, plus `netns` (a namespace's name) and
-//! `workload` (either end's name). Unknown keys and bad values are a one-line 400.
+//! `workload` (either end's name); the workload selectors `pod`, `container`, `selector`,
+//! `namespace`, `from_pod`, `to_pod`, `from_container`, `to_container` as the CLI's flags
+//! (resolved against the workloads known now); and `expr`, a pcap-filter expression asked
+//! of each flow's and drop's headers (`flows::frame`). Unknown keys and bad values are a
+//! one-line 400.
 use std::collections::{HashMap, VecDeque};
 
 use crate::{
-    flows::filter::{self, Filter, ProtoFilter},
-    identity::{lifecycle::Event, map},
+    flows::{
+        Header,
+        filter::{self, Filter, ProtoFilter},
+        frame,
+    },
+    identity::{
+        lifecycle::Event,
+        map,
+        select::{self, Resolved, Selectors},
+    },
     output::{self, Format, Printer},
     services::read,
-    session::{Session, SessionError},
+    session::{Flow, FlowTable, Session, SessionError},
     topology::view,
 };
 
@@ -31,9 +43,26 @@ pub struct ApiFilter {
     packet: Filter,
     netns: Option<String>,
     workload: Option<String>,
+    select: Selectors,
 }
 
-const KEYS: [&str; 6] = ["proto", "host", "port", "service", "netns", "workload"];
+const KEYS: [&str; 15] = [
+    "proto",
+    "host",
+    "port",
+    "service",
+    "netns",
+    "workload",
+    "pod",
+    "container",
+    "selector",
+    "namespace",
+    "from_pod",
+    "to_pod",
+    "from_container",
+    "to_container",
+    "expr",
+];
 
 impl ApiFilter {
     /// # Errors
@@ -53,6 +82,36 @@ impl ApiFilter {
                 }
                 "netns" => f.netns = Some(v.clone()),
                 "workload" => f.workload = Some(v.clone()),
+                "pod" => f.select.either.push(select::parse_pod(v).map_err(str_err)?),
+                "container" => {
+                    f.select
+                        .either
+                        .push(select::parse_container(v).map_err(str_err)?);
+                }
+                "selector" => f
+                    .select
+                    .labels
+                    .push(select::parse_labels(v).map_err(str_err)?),
+                "namespace" => f
+                    .select
+                    .namespaces
+                    .push(select::parse_namespace(v).map_err(str_err)?),
+                "from_pod" => f.select.from.push(select::parse_pod(v).map_err(str_err)?),
+                "to_pod" => f.select.to.push(select::parse_pod(v).map_err(str_err)?),
+                "from_container" => {
+                    f.select
+                        .from
+                        .push(select::parse_container(v).map_err(str_err)?);
+                }
+                "to_container" => {
+                    f.select
+                        .to
+                        .push(select::parse_container(v).map_err(str_err)?);
+                }
+                "expr" => {
+                    f.packet.expression =
+                        Some(crate::probe::pcap::Filter::new(v).map_err(str_err)?);
+                }
                 other => {
                     return Err(format!("unknown filter '{other}': use {}", KEYS.join(", ")));
                 }
@@ -76,6 +135,27 @@ impl ApiFilter {
     fn netns(&self, name: &str) -> bool {
         self.netns.as_ref().is_none_or(|n| n == name)
     }
+
+    /// The per-query packet filter, selectors and expression on a flow's or drop's record.
+    fn record(
+        &self,
+        (netns, netns_name): (u64, &str),
+        hdr: &Header,
+        vlan: Option<u16>,
+        selected: Option<&Resolved>,
+    ) -> bool {
+        self.packet.matches_header(hdr)
+            && self.netns(netns_name)
+            && selected.is_none_or(|r| r.verdict_at(netns, hdr.src, hdr.dst) == Some(true))
+            && self.packet.expression.as_ref().is_none_or(|e| {
+                let frame = frame::of_header(hdr, vlan);
+                e.matches(&frame, u32::try_from(frame.len()).unwrap_or(u32::MAX))
+            })
+    }
+}
+
+fn str_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 /// The last lifecycle events (for `/api/events`), at most `EVENTS_KEPT`.
@@ -101,6 +181,54 @@ pub fn services(f: &ApiFilter) -> anyhow::Result<String> {
     }))
 }
 
+/// Whether a flow is wanted by the request (`selected`: its selectors, resolved now).
+pub(super) fn wants_flow(f: &ApiFilter, x: &Flow, selected: Option<&Resolved>) -> bool {
+    f.record(
+        (x.rec.netns, &x.rec.netns_name),
+        &x.rec.hdr,
+        x.rec.vlan,
+        selected,
+    ) && f.ends(x.src_endpoint.as_ref(), x.dst_endpoint.as_ref())
+        && f.packet
+            .service
+            .as_ref()
+            .is_none_or(|want| x.service.as_ref().is_some_and(|sv| &sv.ns_name() == want))
+}
+
+/// The request's workload selectors resolved now (`None` without any).
+pub(super) fn selectors_now(s: &Session, f: &ApiFilter) -> Option<Resolved> {
+    (!f.select.is_empty()).then(|| s.resolve_selectors(&f.select))
+}
+
+/// Writes the flows of `flows` the request wants, in chunks of about `chunk` bytes, to
+/// `sink` (each record named as it is written).
+///
+/// # Errors
+/// The session cannot name the flows, or `sink` refuses a chunk.
+pub fn write_flows<E: From<SessionError>>(
+    s: &Session,
+    flows: &FlowTable<'_>,
+    f: &ApiFilter,
+    chunk: usize,
+    mut sink: impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let selected = selectors_now(s, f);
+    let mut p = Printer::new(Format::Json, Vec::new());
+    flows.each(|x| {
+        if wants_flow(f, &x, selected.as_ref()) {
+            // Writing to memory does not fail.
+            let _ = p.record("flow", &x);
+            if p.get_ref().len() >= chunk {
+                let full = std::mem::replace(&mut p, Printer::new(Format::Json, Vec::new()));
+                sink(full.into_inner())?;
+            }
+        }
+        Ok::<(), E>(())
+    })?;
+    let rest = p.into_inner();
+    if rest.is_empty() { Ok(()) } else { sink(rest) }
+}
+
 /// Answers one request with NDJSON records.
 ///
 /// # Errors
@@ -113,28 +241,25 @@ pub fn answer(
 ) -> Result<String, SessionError> {
     Ok(match ask {
         Ask::Flows => {
-            let flows = s.flows()?;
-            render(|p| {
-                for x in flows.iter().filter(|x| {
-                    f.packet.matches_header(&x.rec.hdr)
-                        && f.netns(&x.rec.netns_name)
-                        && f.ends(x.src_endpoint.as_ref(), x.dst_endpoint.as_ref())
-                        && f.packet.service.as_ref().is_none_or(|want| {
-                            x.service.as_ref().is_some_and(|sv| &sv.ns_name() == want)
-                        })
-                }) {
-                    p.record("flow", x)?;
-                }
-                Ok(())
-            })
+            // Whole (the agent streams it instead: `stream::flows`).
+            let mut out = Vec::new();
+            write_flows(s, &s.flow_table()?, f, usize::MAX, |chunk| {
+                out.extend(chunk);
+                Ok::<(), SessionError>(())
+            })?;
+            String::from_utf8(out).unwrap_or_default()
         }
         Ask::Drops => {
             let drops = s.drops()?;
+            let selected = selectors_now(s, f);
             render(|p| {
                 for d in drops.iter().filter(|d| {
-                    f.packet.matches_header(&d.rec.hdr)
-                        && f.netns(&d.rec.netns_name)
-                        && f.ends(d.src_endpoint.as_ref(), d.dst_endpoint.as_ref())
+                    f.record(
+                        (d.rec.netns, &d.rec.netns_name),
+                        &d.rec.hdr,
+                        None,
+                        selected.as_ref(),
+                    ) && f.ends(d.src_endpoint.as_ref(), d.dst_endpoint.as_ref())
                 }) {
                     p.record("drop", d)?;
                 }

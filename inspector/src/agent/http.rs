@@ -41,11 +41,21 @@ pub struct Published {
     pub exposition: Option<super::metrics::Exposition>,
 }
 
+/// A piece of a streamed answer; an empty one ends it (a stream that ends without it was
+/// cut, and its body ends in an error).
+pub type Chunk = axum::body::Bytes;
+
+/// An answer: whole, or records streamed as the session thread writes them.
+pub enum Answer {
+    Whole(String),
+    Records(tokio::sync::mpsc::Receiver<Chunk>),
+}
+
 /// A request for the session thread, and where its answer goes.
 pub struct Request {
     pub ask: Ask,
     pub filter: ApiFilter,
-    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
 }
 
 /// Everything the handlers share.
@@ -117,7 +127,22 @@ async fn ask(s: S, what: Ask, q: HashMap<String, String>) -> Response {
     }
     let _ = (&s.wake).write(&[1]);
     match tokio::time::timeout(ANSWER_WITHIN, rx).await {
-        Ok(Ok(Ok(body))) => ndjson(body),
+        Ok(Ok(Ok(Answer::Whole(body)))) => ndjson(body),
+        Ok(Ok(Ok(Answer::Records(rx)))) => {
+            let chunks = futures::stream::unfold(Some(rx), |rx| async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Some(c) if c.is_empty() => None,
+                    Some(c) => Some((Ok(c), Some(rx))),
+                    None => Some((Err(std::io::Error::other("the answer was cut off")), None)),
+                }
+            });
+            (
+                [(header::CONTENT_TYPE, "application/x-ndjson")],
+                axum::body::Body::from_stream(chunks),
+            )
+                .into_response()
+        }
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,6 +195,8 @@ fn path_options(s: &Shared, q: &HashMap<String, String>) -> Result<PathOptions, 
     Ok(PathOptions {
         src: need("src")?,
         dst: need("dst")?,
+        src_pick: None,
+        dst_pick: None,
         proto,
         watch: false,
         timeout: Duration::from_secs_f64(timeout),

@@ -130,9 +130,11 @@ pub struct Metrics {
     service_sets: HashSet<ServiceLabels>,
     folded: Counter,
     events_lost: Counter,
+    flows_evicted: Counter,
     attached: Gauge,
     scan_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     rss: Gauge,
+    rounds: Counter,
     flow_records: Gauge,
     drop_records: Gauge,
     max_series: usize,
@@ -141,6 +143,7 @@ pub struct Metrics {
     labelled_at: std::time::Instant,
     last_drop: HashMap<DropId, u64>,
     last_lost: u64,
+    last_evicted: u64,
     traffic_sets: HashSet<TrafficLabels>,
     drop_sets: HashSet<DropLabels>,
 }
@@ -220,6 +223,12 @@ impl Metrics {
             "Kernel events lost (ring buffer full)",
             events_lost.clone(),
         );
+        let flows_evicted = Counter::default();
+        registry.register(
+            "flows_evicted",
+            "Flow records the kernel's full flow tables evicted (least recently seen first; see --max-flows)",
+            flows_evicted.clone(),
+        );
         let attached = Gauge::default();
         registry.register(
             "interfaces_attached",
@@ -237,6 +246,12 @@ impl Metrics {
             "resident_memory_bytes",
             "The agent's resident set size",
             rss.clone(),
+        );
+        let rounds = Counter::default();
+        registry.register(
+            "rounds",
+            "Rounds completed (each folds the kernel's counters into these metrics)",
+            rounds.clone(),
         );
         let (flow_records, drop_records) = (Gauge::default(), Gauge::default());
         registry.register(
@@ -268,15 +283,18 @@ impl Metrics {
             service_sets: HashSet::new(),
             folded,
             events_lost,
+            flows_evicted,
             attached,
             scan_seconds,
             rss,
+            rounds,
             max_series,
             last_flow: rustc_hash::FxHashMap::default(),
             round: 0,
             labelled_at: std::time::Instant::now(),
             last_drop: HashMap::new(),
             last_lost: 0,
+            last_evicted: 0,
             traffic_sets: HashSet::new(),
             drop_sets: HashSet::new(),
         }
@@ -544,9 +562,13 @@ impl Metrics {
             .set(i64::try_from(records.0).unwrap_or(i64::MAX));
         self.drop_records
             .set(i64::try_from(records.1).unwrap_or(i64::MAX));
-        let lost = stats.counters.get("events_lost").copied().unwrap_or(0);
-        self.events_lost.inc_by(lost.saturating_sub(self.last_lost));
-        self.last_lost = self.last_lost.max(lost);
+        catch_up(&self.events_lost, &mut self.last_lost, stats, "events_lost");
+        catch_up(
+            &self.flows_evicted,
+            &mut self.last_evicted,
+            stats,
+            "flows_evicted",
+        );
         self.attached
             .set(i64::try_from(stats.attached_interfaces).unwrap_or(i64::MAX));
         self.scan_seconds.set(scan.as_secs_f64());
@@ -559,6 +581,7 @@ impl Metrics {
             })
             .unwrap_or(0);
         self.rss.set(pages * 4096);
+        self.rounds.inc();
     }
 
     /// The exposition, for the HTTP side to encode on each scrape.
@@ -608,6 +631,13 @@ impl Exposition {
         }
         text
     }
+}
+
+/// Brings a counter up to the kernel's total of the stat `name` (last seen: `last`).
+fn catch_up(c: &Counter, last: &mut u64, stats: &Stats, name: &str) {
+    let now = stats.counters.get(name).copied().unwrap_or(0);
+    c.inc_by(now.saturating_sub(*last));
+    *last = (*last).max(now);
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod api;
 pub mod histogram;
 mod http;
 pub mod metrics;
+mod stream;
 
 use std::{
     collections::VecDeque,
@@ -90,8 +91,14 @@ pub fn run(sopts: &session::Options, a: &Options) -> anyhow::Result<()> {
         let mut buf = [0u8; 64];
         while (&wake_rx).read(&mut buf).is_ok_and(|n| n > 0) {}
         while let Ok(r) = req_rx.try_recv() {
-            let body = api::answer(&mut s, r.ask, &r.filter, &events).map_err(|e| e.to_string());
-            let _ = r.reply.send(body);
+            if r.ask == api::Ask::Flows {
+                stream::flows(&s, &r.filter, r.reply);
+            } else {
+                let body = api::answer(&mut s, r.ask, &r.filter, &events)
+                    .map(http::Answer::Whole)
+                    .map_err(|e| e.to_string());
+                let _ = r.reply.send(body);
+            }
         }
         if Instant::now() < next {
             continue;

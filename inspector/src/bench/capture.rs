@@ -50,6 +50,8 @@ pub struct Options {
     pub repeat: usize,
     pub run_secs: f64,
     pub stop: StopFlag,
+    /// `-s` for both writers; `None`: each one's default (whole packets).
+    pub snaplen: Option<u32>,
 }
 
 /// One measured run.
@@ -113,6 +115,7 @@ fn start(
     dir: &Path,
     netns: &[String],
     hops: &[(PathBuf, String)],
+    snaplen: Option<u32>,
 ) -> Result<Running, BenchError> {
     let mut r = Running {
         children: Children::default(),
@@ -134,6 +137,9 @@ fn start(
             for (_, ifname) in hops {
                 args.extend(["-i".to_owned(), ifname.clone()]);
             }
+            if let Some(n) = snaplen {
+                args.extend(["-s".to_owned(), n.to_string()]);
+            }
             let e =
                 std::fs::File::create(&err).map_err(BenchError::io("creating a stderr file"))?;
             r.children =
@@ -147,7 +153,9 @@ fn start(
                 let err = dir.join(format!("tcpdump{i}.err"));
                 let child = crate::sys::netns::command_in(ns, "tcpdump")
                     .map_err(BenchError::io(format!("entering {}", ns.display())))?
-                    .args(["-i", ifname, "-n", "-s", "128", "-w"])
+                    .args(["-i", ifname, "-n", "-s"])
+                    .arg(snaplen.map_or_else(|| "0".to_owned(), |n| n.to_string()))
+                    .arg("-w")
                     .arg(&file)
                     .stdout(Stdio::null())
                     .stderr(
@@ -261,7 +269,7 @@ pub fn run(
                 if opts.stop.raised() {
                     return Err(BenchError::Interrupted);
                 }
-                let mut running = start(w, &dir, &netns, &hops)?;
+                let mut running = start(w, &dir, &netns, &hops, opts.snaplen)?;
                 let sum = || -> Result<u64, BenchError> {
                     hops.iter().map(|(ns, i)| packets(ns, i)).sum()
                 };

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     flows::filter::{self, Filter, ProtoFilter},
-    identity::tracker,
+    identity::{select::Selectors, tracker},
     output::Format,
     session::{self, Change},
 };
@@ -88,6 +88,70 @@ impl IdentityArgs {
     }
 }
 
+/// Workload selectors shared by `trace`, `flows` and the agent (see `identity::select`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// Only this pod's traffic (NAMESPACE/NAME): in its namespace, and from or to its
+    /// addresses at every hop. A pod that starts later is followed. Repeatable.
+    #[arg(long = "pod", value_name = "NS/NAME")]
+    pub pod: Vec<String>,
+    /// Only this container's traffic (name, id, or 4+ characters of the id; a pod's
+    /// container selects its pod). Repeatable.
+    #[arg(long = "container", value_name = "NAME|ID")]
+    pub container: Vec<String>,
+    /// Only workloads with these labels (Docker labels, pod labels): key=value[,key=value]
+    /// (all of them). Repeatable (any of them).
+    #[arg(short = 'l', long = "selector", value_name = "KEY=VALUE")]
+    pub selector: Vec<String>,
+    /// Only pods of this Kubernetes namespace. Repeatable.
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespace: Vec<String>,
+    /// Only packets whose source is this pod's address. Repeatable.
+    #[arg(long = "from-pod", value_name = "NS/NAME")]
+    pub from_pod: Vec<String>,
+    /// Only packets whose destination is this pod's address. Repeatable.
+    #[arg(long = "to-pod", value_name = "NS/NAME")]
+    pub to_pod: Vec<String>,
+    /// Only packets whose source is this container's address. Repeatable.
+    #[arg(long = "from-container", value_name = "NAME|ID")]
+    pub from_container: Vec<String>,
+    /// Only packets whose destination is this container's address. Repeatable.
+    #[arg(long = "to-container", value_name = "NAME|ID")]
+    pub to_container: Vec<String>,
+}
+
+impl SelectArgs {
+    /// The selectors, checked (no kernel access).
+    pub fn selectors(&self) -> anyhow::Result<Selectors> {
+        use crate::identity::select::{parse_container, parse_labels, parse_namespace, parse_pod};
+        let picks = |pods: &[String], containers: &[String]| -> anyhow::Result<Vec<_>> {
+            let mut v = Vec::new();
+            for p in pods {
+                v.push(parse_pod(p)?);
+            }
+            for c in containers {
+                v.push(parse_container(c)?);
+            }
+            Ok(v)
+        };
+        Ok(Selectors {
+            either: picks(&self.pod, &self.container)?,
+            labels: self
+                .selector
+                .iter()
+                .map(|l| parse_labels(l))
+                .collect::<Result<_, _>>()?,
+            namespaces: self
+                .namespace
+                .iter()
+                .map(|n| parse_namespace(n))
+                .collect::<Result<_, _>>()?,
+            from: picks(&self.from_pod, &self.from_container)?,
+            to: picks(&self.to_pod, &self.to_container)?,
+        })
+    }
+}
+
 /// Filters and attach scope shared by `trace` and `flows`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FilterArgs {
@@ -146,6 +210,8 @@ pub struct FilterArgs {
     /// when it is full.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub max_flows: u32,
+    #[command(flatten)]
+    pub select: SelectArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Do not record socket owners (the `cgroup_skb` programs). Flows in namespaces shared
@@ -206,6 +272,7 @@ impl FilterArgs {
     pub fn options(&self) -> anyhow::Result<session::Options> {
         Ok(session::Options {
             filter: self.filter()?,
+            selectors: self.select.selectors()?,
             netns: self.netns.clone(),
             interfaces: self.interface.clone(),
             lo: self.lo,

@@ -36,6 +36,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let mut tracker = a.identity.tracker();
     let mut cache = NsidCache::default();
     let mut topo = topology::scan(&mut cache);
+    crate::identity::owners::name_namespaces(&tracker.identity, &mut topo);
     let mut ticker = Ticker::new(
         a.duration.map(Duration::from_secs_f64),
         Duration::from_millis(a.rescan_ms),
@@ -62,10 +63,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         if !ticker.rescan_due() {
             continue;
         }
-        let now = topology::scan(&mut cache);
+        let mut now = topology::scan(&mut cache);
         for n in tracker.refresh() {
             eprintln!("inspector: warning: {n}");
         }
+        crate::identity::owners::name_namespaces(&tracker.identity, &mut now);
         for e in tracker.drain_docker_events() {
             output::lifecycle::render(&mut p, &lifecycle::from_docker(&e, &tracker.identity))?;
         }

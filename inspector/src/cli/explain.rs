@@ -36,7 +36,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 a.workload
             )
         })?;
-    let topo = topology::scan(&mut NsidCache::default());
+    let mut topo = topology::scan(&mut NsidCache::default());
+    crate::identity::owners::name_namespaces(&tracker.identity, &mut topo);
     let ex = crate::explain::explain(&tracker.identity, &topo, &w);
     output::explain::render(&mut Printer::stdout(a.out.output.into()), &ex)?;
     Ok(())

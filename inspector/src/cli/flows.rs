@@ -93,9 +93,10 @@ fn measure(a: &Args) -> anyhow::Result<Measure> {
     })
 }
 
-/// One snapshot: flows (or paths), JSON-marked with its number.
+/// One snapshot: flows (or paths), JSON-marked with its number. Flows are named as they
+/// are written (memory stays flat with their number); paths need them all at once.
 fn snapshot(s: &Session, a: &Args, p: &mut Printer, seq: u64, last: bool) -> anyhow::Result<()> {
-    let mut flows = s.flows()?;
+    let mut flows = s.flow_table()?;
     if a.top > 0 {
         flows.truncate(a.top);
     }
@@ -107,7 +108,7 @@ fn snapshot(s: &Session, a: &Args, p: &mut Printer, seq: u64, last: bool) -> any
         records: flows.len(),
     };
     if a.paths {
-        let paths = s.paths_of(&flows);
+        let paths = s.paths_of(&flows.collect()?);
         mark.records = paths.len();
         output::flows::snapshot(p, &mark)?;
         output::paths::render(p, &paths, refresh)?;
@@ -154,6 +155,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             snapshot(&s, a, &mut p, seq, false)?;
         }
     }
+    args::log_changes(&s.settle(), a.filter.quiet);
     // Final snapshot: in --duration mode this is the result; interrupted refreshes get one too.
     snapshot(&s, a, &mut p, seq + 1, true)?;
     if let Some(rows) = s.latency_rows()? {

@@ -228,3 +228,37 @@ mod tests {
         }
     }
 }
+
+/// An error and its causes in one line, `a: b: c`, without a cause its message already
+/// says (many messages name their source, and the chain would repeat it).
+#[must_use]
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    #[test]
+    fn a_cause_the_message_names_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let named = anyhow::Error::from(crate::lab::LabError::Read {
+            path: "/nonexistent.toml".into(),
+            source: io,
+        });
+        let line = super::error_line(&named);
+        assert_eq!(line.matches("not found").count(), 1, "{line}");
+        let chained = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_line(&chained), "outer: inner");
+    }
+}

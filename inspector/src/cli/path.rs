@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::args::{self, IdentityArgs, Output};
 use crate::{
+    identity::select::{self, Pick},
     net::Proto,
     output::{self, Printer},
     session::path::{self as probe, PathOptions},
@@ -12,11 +13,35 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Where the connection starts: a container, pod or lab workload (name or id), or a
-    /// network namespace (`ip netns` name, /proc/PID/ns/net, inode, "host").
-    pub src: String,
+    /// network namespace (`ip netns` name, /proc/PID/ns/net, inode, "host"). Or give
+    /// --from-pod / --from-container.
+    #[arg(required_unless_present_any = ["from_pod", "from_container"])]
+    pub src: Option<String>,
     /// Where it goes: IP:PORT, a Service NAMESPACE/NAME[:PORT] (its `ClusterIP`), or a
-    /// workload NAME:PORT.
-    pub dst: String,
+    /// workload NAME:PORT. Or give --to-pod / --to-container with --port.
+    #[arg(required_unless_present_any = ["to_pod", "to_container"])]
+    pub dst: Option<String>,
+    /// The source: this pod (NAMESPACE/NAME), as the workload selectors name it.
+    #[arg(long, value_name = "NS/NAME", conflicts_with_all = ["src", "from_container"])]
+    pub from_pod: Option<String>,
+    /// The source: this container (name, id or 4+ characters of it; a pod's container:
+    /// its pod).
+    #[arg(long, value_name = "NAME|ID", conflicts_with = "src")]
+    pub from_container: Option<String>,
+    /// The destination: this pod's address, at --port.
+    #[arg(long, value_name = "NS/NAME", requires = "port", conflicts_with_all = ["dst", "to_container"])]
+    pub to_pod: Option<String>,
+    /// The destination: this container's address, at --port.
+    #[arg(
+        long,
+        value_name = "NAME|ID",
+        requires = "port",
+        conflicts_with = "dst"
+    )]
+    pub to_container: Option<String>,
+    /// The destination port with --to-pod / --to-container.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
     /// tcp or udp (any case).
     #[arg(long, default_value = "tcp", value_parser = parse_proto)]
     pub proto: Proto,
@@ -44,10 +69,33 @@ fn parse_proto(s: &str) -> Result<Proto, String> {
     }
 }
 
+/// A selector flag's workload, checked (no kernel access).
+fn pick(pod: Option<&String>, container: Option<&String>) -> anyhow::Result<Option<Pick>> {
+    Ok(match (pod, container) {
+        (Some(p), _) => Some(select::parse_pod(p)?),
+        (None, Some(c)) => Some(select::parse_container(c)?),
+        (None, None) => None,
+    })
+}
+
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let src_pick = pick(a.from_pod.as_ref(), a.from_container.as_ref())?;
+    let dst_pick = pick(a.to_pod.as_ref(), a.to_container.as_ref())?;
+    if a.port.is_some() && dst_pick.is_none() {
+        anyhow::bail!("--port goes with --to-pod or --to-container (else give DST as HOST:PORT)");
+    }
+    let port = a.port.unwrap_or(0);
     let report = probe::run(&PathOptions {
-        src: a.src.clone(),
-        dst: a.dst.clone(),
+        src: src_pick.as_ref().map_or_else(
+            || a.src.clone().unwrap_or_default(),
+            |p| p.name().to_owned(),
+        ),
+        dst: dst_pick.as_ref().map_or_else(
+            || a.dst.clone().unwrap_or_default(),
+            |p| format!("{}:{port}", p.name()),
+        ),
+        src_pick,
+        dst_pick: dst_pick.map(|p| (p, port)),
         proto: a.proto,
         watch: a.watch,
         timeout: Duration::from_secs_f64(a.timeout),

@@ -28,8 +28,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|spec| resolve_netns(spec, &all).map(|n| n.inode))
         .collect::<Result<_, _>>()?;
-    let topo = topology::scan(&mut NsidCache::default());
+    let mut topo = topology::scan(&mut NsidCache::default());
     let tracker = a.identity.tracker();
+    crate::identity::owners::name_namespaces(&tracker.identity, &mut topo);
     let workloads: Vec<map::WorkloadView> = map::build(&tracker.identity, &topo)
         .into_iter()
         .filter(|w| want.is_empty() || w.netns.is_some_and(|n| want.contains(&n)))

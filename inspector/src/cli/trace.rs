@@ -7,7 +7,7 @@ use super::args::{self, FilterArgs, Output};
 use crate::{
     output::{
         self, Printer,
-        capture::SNAP_LEN,
+        capture::SNAP_MAX,
         files::{Files, Rotate},
     },
     probe::EventReader,
@@ -55,8 +55,8 @@ pub struct Args {
     /// Write the packets to this capture file instead of printing them (`-` for stdout, as
     /// in `inspector trace -w - | tshark -r -`): pcapng, one interface per namespace and
     /// device (`netns/ifname`), each packet at each hook with its direction and a comment
-    /// naming the hook, the workloads, the Service and the NAT. Up to 128 bytes of each
-    /// packet are kept (the original length is recorded). The end summary goes to stderr.
+    /// naming the hook, the workloads, the Service and the NAT. Whole packets up to 16384
+    /// bytes are kept (see -s). The end summary goes to stderr.
     #[arg(
         short = 'w',
         long = "write",
@@ -68,10 +68,13 @@ pub struct Args {
     /// that cannot read pcapng.
     #[arg(long, requires = "write")]
     pub pcap: bool,
-    /// With -w: keep at most this many bytes of each packet (1-128; the kernel copies at
-    /// most 128), as tcpdump's -s. The original length is recorded either way.
-    #[arg(short = 's', long, requires = "write", default_value_t = 128, value_parser = parse_snaplen)]
-    pub snaplen: u32,
+    /// With -w: keep at most this many bytes of each packet (1-16384, default 16384: whole
+    /// frames up to jumbo MTUs), as tcpdump's -s. The original length is recorded either
+    /// way. The kernel copies no more than this; up to 128 costs least (fixed-size
+    /// records). The global hooks read a packet's linear part only (its head; data in
+    /// pages past it is not copied): `--attach tcx` copies paged data too.
+    #[arg(short = 's', long, requires = "write", value_parser = parse_snaplen)]
+    pub snaplen: Option<u32>,
     /// Read packets from this capture file (pcapng or pcap; `-` for stdin) instead of the
     /// kernel, and print them as `trace` does (or write them again with -w), with the same
     /// filters: the expression, --proto/--host/--port, --netns and -i (against the
@@ -91,10 +94,22 @@ pub struct Args {
 
 fn parse_snaplen(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
-        Ok(v) if (1..=SNAP_LEN).contains(&v) => Ok(v),
+        Ok(v) if (1..=SNAP_MAX).contains(&v) => Ok(v),
         _ => Err(format!(
-            "'{s}' is not a snap length from 1 to {SNAP_LEN} (the kernel copies at most {SNAP_LEN} bytes of a packet)"
+            "'{s}' is not a snap length from 1 to {SNAP_MAX} (the kernel copies at most {SNAP_MAX} bytes of a packet)"
         )),
+    }
+}
+
+impl Args {
+    /// Bytes kept of each packet: -s, or whole packets (up to `SNAP_MAX`) with -w; none
+    /// without -w (the text shows headers, which the fixed records hold).
+    fn snaplen(&self) -> u32 {
+        if self.write.is_some() {
+            self.snaplen.unwrap_or(SNAP_MAX)
+        } else {
+            0
+        }
     }
 }
 
@@ -179,6 +194,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             * 1024,
         stack: a.hops && !a.tc_only,
         hops: a.hops,
+        snaplen: a.snaplen(),
     };
     opts.lifecycle = a.events;
     // The file first, so a path that cannot be written fails before anything is attached;
@@ -229,6 +245,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
         args::log_notes(&s);
     }
+    args::log_changes(&s.settle(), a.filter.quiet);
     emit(&mut p, capture.as_mut(), &tracer.finish(&s)?, start_ns)?;
     if let (Some(c), false) = (&capture, a.filter.quiet) {
         eprintln!(
@@ -255,17 +272,21 @@ fn emit<W: std::io::Write>(
         }
         return Ok(());
     };
-    for item in items {
-        match item {
-            TraceItem::Packet(x) => c.write(x)?,
-            TraceItem::Again(first, again) => c.write_again(first, again)?,
-            TraceItem::Hops(_) => {}
+    let mut write = || -> std::io::Result<()> {
+        for item in items {
+            match item {
+                TraceItem::Packet(x) => c.write(x)?,
+                TraceItem::Again(first, again) => c.write_again(first, again)?,
+                TraceItem::Hops(_) => {}
+            }
         }
-    }
-    if !items.is_empty() {
-        c.flush()?;
-    }
-    Ok(())
+        if !items.is_empty() {
+            c.flush()?;
+        }
+        Ok(())
+    };
+    // A full disk or a closed pipe ends the trace with the file's name, in one line.
+    write().map_err(|e| anyhow::anyhow!("writing the capture {}: {e}", c.current_name()))
 }
 
 /// The capture output of `-w` (`-`: stdout), its first header written; none without -w.
@@ -280,7 +301,7 @@ fn open_capture(a: &Args) -> anyhow::Result<Option<Files>> {
     if path.as_os_str() == "-" && (rotate.secs.is_some() || rotate.bytes.is_some()) {
         anyhow::bail!("-C and -G rotate files: give -w a file name, not '-'");
     }
-    Ok(Some(Files::open(path, a.pcap, a.snaplen, rotate)?))
+    Ok(Some(Files::open(path, a.pcap, a.snaplen(), rotate)?))
 }
 
 /// "FILE" or "FILE .. FILE3 (4 files)", or "stdout".

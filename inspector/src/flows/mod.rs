@@ -4,6 +4,7 @@
 //! flow went to are added above this layer (`session`), from `identity` and `services`.
 pub mod drops;
 pub mod filter;
+pub mod frame;
 mod header;
 pub mod hops;
 pub mod path;

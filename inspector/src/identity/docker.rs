@@ -35,9 +35,7 @@ pub fn get(socket: &Path, path: &str) -> Result<Vec<u8>, Error> {
         "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: inspector\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| Error::io(what(), e))?;
-    let mut r = BufReader::new(s);
-    let (status, chunked, len) = read_head(&mut r).map_err(|e| Error::io(what(), e))?;
-    let body = read_body(&mut r, chunked, len).map_err(|e| Error::io(what(), e))?;
+    let (status, body) = read_response(&mut BufReader::new(s)).map_err(|e| Error::io(what(), e))?;
     if !(200..300).contains(&status) {
         let msg = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -46,6 +44,27 @@ pub fn get(socket: &Path, path: &str) -> Result<Vec<u8>, Error> {
         return Err(Error::Protocol(format!("GET {path}: HTTP {status}: {msg}")));
     }
     Ok(body)
+}
+
+/// The most of a body the daemon may send (the largest answer, a full container list of a
+/// busy node, is a few MiB): a length above it is garbage, not a reason to allocate.
+const MAX_BODY: usize = 256 << 20;
+
+/// Reads one HTTP/1.1 answer: (status, body), sized, chunked or to the end, at most
+/// [`MAX_BODY`] bytes.
+///
+/// # Errors
+/// Malformed status line, headers, chunk sizes or lengths; a body over the limit.
+pub fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<u8>)> {
+    let (status, chunked, len) = read_head(r)?;
+    Ok((status, read_body(r, chunked, len)?))
+}
+
+fn too_big() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("an HTTP body over {} MiB", MAX_BODY >> 20),
+    )
 }
 
 /// Reads the status line and headers: (status, chunked, content-length).
@@ -87,6 +106,9 @@ fn read_chunk(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
     }
     let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+    if size > MAX_BODY {
+        return Err(too_big());
+    }
     let mut buf = vec![0; size + 2];
     r.read_exact(&mut buf)?;
     buf.truncate(size);
@@ -97,13 +119,22 @@ fn read_body(r: &mut impl BufRead, chunked: bool, len: Option<usize>) -> std::io
     let mut body = Vec::new();
     if chunked {
         while let Some(c) = read_chunk(r)? {
+            if body.len() + c.len() > MAX_BODY {
+                return Err(too_big());
+            }
             body.extend_from_slice(&c);
         }
     } else if let Some(n) = len {
+        if n > MAX_BODY {
+            return Err(too_big());
+        }
         body.resize(n, 0);
         r.read_exact(&mut body)?;
     } else {
-        r.read_to_end(&mut body)?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(r, MAX_BODY as u64 + 1), &mut body)?;
+        if body.len() > MAX_BODY {
+            return Err(too_big());
+        }
     }
     Ok(body)
 }

@@ -11,8 +11,10 @@ pub mod docker;
 pub mod lab_records;
 pub mod lifecycle;
 pub mod map;
+pub mod owners;
 pub mod procfs;
 pub mod resolve;
+pub mod select;
 pub mod tracker;
 
 use std::{

@@ -22,7 +22,7 @@ pub use crate::probe::SocketOwners;
 use crate::topology::Topology;
 
 /// One end of a flow as users read it. Fields are `null` when unknown, never guessed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
     pub name: Option<String>,
     pub id: Option<String>,
@@ -163,7 +163,7 @@ impl<'a> Resolver<'a> {
 mod tests {
     use super::*;
     use crate::identity::Kind;
-    use crate::topology::{Addr, Link, LinkKind, Netns, NetnsKind, NsView};
+    use crate::topology::{NetnsKind, NsView};
 
     fn w(name: &str, mode: &str, netns: u64, ips: &[&str], cgroups: &[u64]) -> Workload {
         Workload {
@@ -185,35 +185,7 @@ mod tests {
         } else {
             NetnsKind::Process
         };
-        NsView {
-            netns: Netns {
-                inode,
-                dev: 0,
-                path: "/".into(),
-                name: format!("ns{inode}"),
-                kind,
-            },
-            links: vec![Link {
-                ifindex: 2,
-                name: "eth0".into(),
-                kind: LinkKind::Veth,
-                master: None,
-                peer_ifindex: None,
-                peer_netnsid: None,
-                up: true,
-                oper_state: "up".into(),
-                mtu: 1500,
-                mac: None,
-                addrs: addrs
-                    .iter()
-                    .map(|a| Addr {
-                        addr: a.parse().unwrap(),
-                        prefix: 24,
-                    })
-                    .collect(),
-                stats: crate::topology::LinkStats::default(),
-            }],
-        }
+        crate::topology::test_ns(inode, &format!("ns{inode}"), kind, addrs)
     }
 
     fn ip(s: &str) -> IpAddr {

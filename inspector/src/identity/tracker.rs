@@ -128,13 +128,25 @@ impl Tracker {
 
     /// Asks every provider again. Returns new error messages.
     pub fn refresh(&mut self) -> Vec<String> {
+        self.refresh_keeping().1
+    }
+
+    /// [`Self::refresh`], returning the identity it replaced too (for naming what was seen
+    /// under it).
+    pub fn refresh_keeping(&mut self) -> (Identity, Vec<String>) {
         let (mut now, errors) = super::collect(&mut self.providers);
         let procs = procfs::container_processes(self.v2.as_deref());
         let extra = procfs::enrich(&mut now, &procs);
         let asked: HashSet<&str> = self.providers.iter().map(|p| p.name()).collect();
+        // A container no provider named yet, of a runtime one of them serves (or of a
+        // runtime its cgroup does not tell: a CRI runtime under a custom cgroup parent),
+        // is waited for: its provider has not listed it yet.
         self.pending = extra
             .iter()
-            .filter(|w| asked.contains(provider_of(&w.runtime)))
+            .filter(|w| {
+                asked.contains(provider_of(&w.runtime))
+                    || (w.runtime == "unknown" && !asked.is_empty())
+            })
             .filter_map(|w| w.netns)
             .collect();
         self.refreshes += 1;
@@ -147,12 +159,15 @@ impl Tracker {
             .values()
             .cloned()
             .partition(|(at, _)| *at == self.refreshes);
-        self.identity =
-            Identity::with_departed(live.into_iter().map(|(_, w)| w).collect(), departed);
-        errors
+        let before = std::mem::replace(
+            &mut self.identity,
+            Identity::with_departed(live.into_iter().map(|(_, w)| w).collect(), departed),
+        );
+        let notes = errors
             .into_iter()
             .filter(|e| self.reported.insert(e.clone()))
-            .collect()
+            .collect();
+        (before, notes)
     }
 }
 

@@ -314,6 +314,8 @@ fn kube(
         let r = session::path::run(&session::path::PathOptions {
             src: src.into(),
             dst: dst.into(),
+            src_pick: None,
+            dst_pick: None,
             proto: Proto::Tcp,
             watch: false,
             timeout: Duration::from_secs(3),

@@ -73,26 +73,42 @@ pub fn exchange(protocol: isize, req: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     loop {
         buf.clear();
         let n = sock.recv(&mut buf, 0)?;
-        let mut b = &buf[..n.min(buf.len())];
-        while b.len() >= HEADER {
-            let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-            let ty = u16::from_ne_bytes([b[4], b[5]]);
-            if len < HEADER || len > b.len() {
-                break;
-            }
-            match ty {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
-                    return if code == 0 {
-                        Ok(out)
-                    } else {
-                        Err(io::Error::from_raw_os_error(-code))
-                    };
-                }
-                _ => out.push(b[HEADER..len].to_vec()),
-            }
-            b = &b[((len + 3) & !3).min(b.len())..];
+        if let Some(end) = replies(&buf[..n.min(buf.len())], &mut out) {
+            return end.map(|()| out);
         }
     }
+}
+
+/// Splits one datagram of replies: each message's payload (after the netlink header) is
+/// pushed to `out`. `Some` once the exchange is over (the dump's end, an acknowledgement,
+/// or the errno of an error); `None` while more is to come. A malformed message ends the
+/// datagram.
+pub fn replies(mut b: &[u8], out: &mut Vec<Vec<u8>>) -> Option<io::Result<()>> {
+    while b.len() >= HEADER {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let ty = u16::from_ne_bytes([b[4], b[5]]);
+        if len < HEADER || len > b.len() {
+            break;
+        }
+        match ty {
+            NLMSG_DONE => return Some(Ok(())),
+            NLMSG_ERROR => {
+                let Some(code) = b.get(HEADER..HEADER + 4).filter(|_| len >= HEADER + 4) else {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a netlink error message too short for its errno",
+                    )));
+                };
+                let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+                return Some(if code == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(code.saturating_neg()))
+                });
+            }
+            _ => out.push(b[HEADER..len].to_vec()),
+        }
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    None
 }

@@ -6,8 +6,8 @@
 //! the node, its kernel and the inspector. `--pcap` writes classic pcap instead (nanosecond
 //! timestamps, no interfaces or comments) for tools that read nothing else.
 //!
-//! The packet bytes are what the kernel copied into the event: up to `SNAP_LEN` bytes from
-//! the frame's start (the rest is counted in the original length, as a snap length would).
+//! The packet bytes are what the kernel copied into the event: up to the snap length (at
+//! most `SNAP_MAX`) from the frame's start (the rest is counted in the original length).
 use std::{borrow::Cow, cell::RefCell, collections::HashMap, io::Write, rc::Rc, time::Duration};
 
 use pcap_file::{
@@ -32,7 +32,7 @@ use crate::{
 const COMMENTS_MAX: usize = 8192;
 
 /// The most bytes of a packet the kernel copies into an event.
-pub const SNAP_LEN: u32 = inspector_common::flow::SNAP_LEN as u32;
+pub const SNAP_MAX: u32 = inspector_common::flow::SNAP_MAX as u32;
 
 /// What the file's section header says about where it was taken.
 pub struct About {
@@ -86,7 +86,7 @@ pub struct Capture<W: Write> {
     /// Comments of flows written with `write_again`, by their first packet (kept alive
     /// here, so the address is not reused while cached).
     comments: rustc_hash::FxHashMap<*const Packet, (Rc<Packet>, Rc<str>)>,
-    /// Bytes kept of each packet (at most `SNAP_LEN`).
+    /// Bytes kept of each packet (at most `SNAP_MAX`).
     snaplen: u32,
     pub packets: u64,
 }
@@ -104,7 +104,7 @@ impl<W: Write> Capture<W> {
     /// # Errors
     /// The writer fails.
     pub fn new(w: W, classic: bool, snaplen: u32, about: &About) -> std::io::Result<Self> {
-        let snaplen = snaplen.clamp(1, SNAP_LEN);
+        let snaplen = snaplen.clamp(1, SNAP_MAX);
         let out = Rc::new(RefCell::new(w));
         let w = Shared(Rc::clone(&out));
         let sink = if classic {

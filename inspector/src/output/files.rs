@@ -192,6 +192,14 @@ impl Files {
         Ok(())
     }
 
+    /// The file being written (`stdout` for `-w -`), for messages.
+    #[must_use]
+    pub fn current_name(&self) -> String {
+        self.files
+            .last()
+            .map_or_else(|| "stdout".to_owned(), |f| f.display().to_string())
+    }
+
     /// Writes another packet of a flow already written (see `Capture::write_again`).
     ///
     /// # Errors

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Printer, Table, labelled};
-use crate::session::{Flow, records::ServiceOf};
+use super::{Columns, Printer, labelled};
+use crate::session::{Flow, FlowTable, records::ServiceOf};
 
 /// Where one refresh of `flows` starts (`type: "snapshot"`, JSON only).
 #[derive(Serialize)]
@@ -40,55 +40,67 @@ pub fn snapshot<W: Write>(p: &mut Printer<W>, snap: &SnapshotMark) -> std::io::R
     Ok(())
 }
 
-/// Flow records: `flow` lines in JSON; a table otherwise (`refresh`: the screen is cleared
-/// first on a terminal, and a blank line follows).
-pub fn render<W: Write>(p: &mut Printer<W>, flows: &[Flow], refresh: bool) -> std::io::Result<()> {
+/// Flow records, each named as it is written: `flow` lines in JSON; a table otherwise,
+/// its widths measured in a first pass (`refresh`: the screen is cleared first on a
+/// terminal, and a blank line follows).
+///
+/// # Errors
+/// Writing fails, or the session cannot name the flows.
+pub fn render<W: Write>(
+    p: &mut Printer<W>,
+    flows: &FlowTable<'_>,
+    refresh: bool,
+) -> anyhow::Result<()> {
     if p.json() {
-        for f in flows {
-            p.record("flow", f)?;
-        }
-        return Ok(());
+        return flows.each(|f| Ok::<(), anyhow::Error>(p.record("flow", &f)?));
     }
-    let svc_col = flows.iter().any(|f| f.service.is_some());
+    let svc_col = flows.any_service();
     let mut header = vec![
         "NETNS", "IFACE", "DIR", "PROTO", "SRC", "DST", "PACKETS", "BYTES", "FLAGS",
     ];
     if svc_col {
         header.push("SERVICE -> BACKEND");
     }
-    let mut t = Table::new(&header);
-    for f in flows {
-        let r = &f.rec;
-        let flags: Vec<String> = [
-            r.hdr.icmp_name().unwrap_or_default(),
-            r.tcp_flags.clone(),
-            r.anomalies.clone(),
-        ]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect();
-        let mut row = vec![
-            r.netns_name.clone(),
-            r.ifname.clone(),
-            r.direction.into(),
-            r.hdr.proto.to_string(),
-            labelled(r.hdr.src_str(), f.src_endpoint.as_ref()),
-            labelled(r.hdr.dst_str(), f.dst_endpoint.as_ref()),
-            r.packets.to_string(),
-            r.bytes.to_string(),
-            flags.join(" "),
-        ];
-        if svc_col {
-            row.push(service_label(f.service.as_ref()));
-        }
-        t.row(row);
-    }
+    let mut cols = Columns::new(&header);
+    flows.each(|f| {
+        cols.measure(&row(&f, svc_col));
+        Ok::<(), anyhow::Error>(())
+    })?;
     if refresh && super::stdout_is_tty() {
         p.text("\x1b[2J\x1b[H")?;
     }
-    p.text(&t.render())?;
+    p.text(&cols.header())?;
+    flows.each(|f| Ok::<(), anyhow::Error>(p.text(&cols.line(&row(&f, svc_col)))?))?;
     if refresh {
         p.line("")?;
     }
     Ok(())
+}
+
+/// One flow's cells.
+fn row(f: &Flow, svc_col: bool) -> Vec<String> {
+    let r = &f.rec;
+    let flags: Vec<String> = [
+        r.hdr.icmp_name().unwrap_or_default(),
+        r.tcp_flags.clone(),
+        r.anomalies.clone(),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect();
+    let mut row = vec![
+        r.netns_name.clone(),
+        r.ifname.clone(),
+        r.direction.into(),
+        r.hdr.proto.to_string(),
+        labelled(r.hdr.src_str(), f.src_endpoint.as_ref()),
+        labelled(r.hdr.dst_str(), f.dst_endpoint.as_ref()),
+        r.packets.to_string(),
+        r.bytes.to_string(),
+        flags.join(" "),
+    ];
+    if svc_col {
+        row.push(service_label(f.service.as_ref()));
+    }
+    row
 }

@@ -31,7 +31,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-pub use table::Table;
+pub use table::{Columns, Table};
 
 /// Every record kind the renderers write (its `"type"`); each has a published schema,
 /// docs/schema/<kind>.json (a test holds the two lists together).
@@ -140,6 +140,11 @@ impl<W: Write> Printer<W> {
         self.w.write_all(s.as_bytes())?;
         self.w.write_all(b"\n")?;
         self.w.flush()
+    }
+
+    /// Where it writes.
+    pub fn get_ref(&self) -> &W {
+        &self.w
     }
 
     /// What was written (for tests and in-memory renders).

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::Printer;
-use crate::session::path::{PathReport, ProbeStep, StepKind};
+use crate::session::path::{Attempt, Fate, PathReport, ProbeStep, StepKind};
 
 pub fn render<W: Write>(p: &mut Printer<W>, r: &PathReport) -> std::io::Result<()> {
     if p.json() {
@@ -60,12 +60,58 @@ pub fn render<W: Write>(p: &mut Printer<W>, r: &PathReport) -> std::io::Result<(
         p.line(&format!("  dropped{place}{reason}{rule}"))?;
     }
     for h in &r.rules_hit {
+        let at = if h.node.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", h.node)
+        };
         p.line(&format!(
-            "  rule counted {} packet(s): {} {}",
+            "  rule counted {} packet(s){at}: {} {}",
             h.packets, h.table, h.rule
         ))?;
     }
+    if r.attempts.len() > 1 || r.attempts.iter().any(|a| a.fate != Fate::Answered) {
+        p.line("attempts:")?;
+        for a in &r.attempts {
+            attempt(p, a)?;
+        }
+    }
+    if let Some(c) = &r.cause {
+        p.line(&format!("cause: {c}"))?;
+    }
     Ok(())
+}
+
+/// `  #2 +1003 ms -> 198.18.30.4:8080 (web3)  dropped at node/veth (NETFILTER_DROP in
+/// nf_hook_slow+0x..., rule ...)`, then its hops.
+fn attempt<W: Write>(p: &mut Printer<W>, a: &Attempt) -> std::io::Result<()> {
+    let to = a.backend.as_ref().map_or_else(String::new, |b| {
+        let w = a
+            .backend_workload
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        format!(" -> DNAT {b}{w}")
+    });
+    let fate = match (a.fate, &a.drop) {
+        (Fate::Dropped, Some(d)) => {
+            let rule = d
+                .rule
+                .as_ref()
+                .map(|r| format!(", rule {r}"))
+                .unwrap_or_default();
+            format!(
+                "dropped at {}/{} ({} in {}{rule})",
+                d.netns_name, d.ifname, d.reason, d.location
+            )
+        }
+        (f, _) => serde_json::to_value(f)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    };
+    p.line(&format!("  #{} +{:.0} ms{to}: {fate}", a.n, a.after_ms))?;
+    p.line(&format!("      {}", a.hops.join(" > ")))
 }
 
 fn steps<W: Write>(p: &mut Printer<W>, steps: &[ProbeStep]) -> std::io::Result<()> {

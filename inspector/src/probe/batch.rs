@@ -67,9 +67,13 @@ pub fn per_cpu<K: aya::Pod, V: aya::Pod>(
     let mut read_any = false;
     let mut token: u32 = 0;
     let mut first = true;
+    // One pair of buffers for the whole read (grown on ENOSPC), not a pair per batch: a
+    // long-running session reads its tables every round.
+    let mut keys: Vec<u8> = Vec::new();
+    let mut values: Vec<u8> = Vec::new();
     loop {
-        let mut keys = vec![0u8; chunk * ksize];
-        let mut values = vec![0u8; chunk * cpus * vsize];
+        keys.resize(chunk * ksize, 0);
+        values.resize(chunk * cpus * vsize, 0);
         let mut next: u32 = 0;
         let mut attr = BatchAttr {
             in_batch: if first {

@@ -65,7 +65,9 @@ impl Btf {
         Self::parse(&data).ok_or_else(|| BtfError::Format(path.display().to_string()))
     }
 
-    fn parse(b: &[u8]) -> Option<Self> {
+    /// Parses a BTF blob (`/sys/kernel/btf/vmlinux`); None when it is not one.
+    #[must_use]
+    pub fn parse(b: &[u8]) -> Option<Self> {
         if b.get(0..2)? != [0x9f, 0xeb] {
             return None;
         }

@@ -162,6 +162,7 @@ impl Probe {
         }
         Ok(Self {
             cache_held: std::cell::RefCell::default(),
+            evicted: std::cell::Cell::default(),
             clock: std::cell::RefCell::new(clock::JiffiesClock::new(
                 1_000_000_000 / clock::kernel_hz(),
             )),
@@ -176,6 +177,7 @@ impl Probe {
             empty: opts.empty,
             global_on: false,
             excluded: std::collections::HashSet::new(),
+            wsel: super::wsel::Written::default(),
             cgroup_links: sockets::Attached::new(),
             logger,
         })

@@ -28,6 +28,7 @@ mod read;
 mod rtnl;
 pub mod sockets;
 pub mod tracefs;
+mod wsel;
 
 use std::collections::HashMap;
 
@@ -37,7 +38,7 @@ use inspector_common::config::Config;
 pub use attach::AttachKey;
 pub use counts::Counts;
 pub use error::ProbeError;
-pub use events::EventReader;
+pub use events::{Event, EventReader};
 pub use sockets::SocketOwners;
 
 /// Names of the programs and maps in the object (`bpftool` shows them; maps all carry the
@@ -186,6 +187,8 @@ pub struct Probe {
     clock: std::cell::RefCell<clock::JiffiesClock>,
     /// Flows the flow cache held at the last read, as reported then (`fcache::merge`).
     cache_held: std::cell::RefCell<HashMap<inspector_common::FlowKey4, Counts>>,
+    /// Flow records evicted, as of the last flows read (see `Probe::flows_evicted`).
+    evicted: std::cell::Cell<u64>,
     ebpf: Ebpf,
     links: HashMap<AttachKey, attach::LinkPair>,
     /// Names of `enum skb_drop_reason` values, from the kernel's BTF or the tracepoint.
@@ -209,6 +212,8 @@ pub struct Probe {
     cgroup_links: sockets::Attached,
     /// The kernel's debug log, when on (it must live as long as the programs).
     logger: Option<log::KernelLogger>,
+    /// The workload selection as last written.
+    wsel: wsel::Written,
 }
 
 impl Probe {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use inspector_common::{
-    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats,
+    ClockSample, DropKey, FlowKey, FlowKey4, FlowStats, Stat,
     flow::{FlowSlot, STAT_SLOTS},
     hop::HopHist,
 };
@@ -50,6 +50,9 @@ impl Probe {
     /// full key.
     pub fn flows(&self) -> Result<Vec<(FlowKey, Counts)>, ProbeError> {
         let clock = self.clock()?;
+        // Read before the tables: a flow created meanwhile is then in the tables and not
+        // in this count, so what is missing is at least what was evicted (see `evicted`).
+        let created = self.stat(Stat::FlowsCreated)?;
         let mut out = Vec::new();
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| ProbeError::Batch {
             map: MAP_FLOWS,
@@ -84,6 +87,9 @@ impl Probe {
                 v4.insert(k, sum(per_cpu.iter(), &clock));
             }
         }
+        let entries = (out.len() + v4.len()) as u64;
+        self.evicted
+            .set(self.evicted.get().max(created.saturating_sub(entries)));
         let cache = self.cache_parts(cpus, &clock)?;
         fcache::merge(&mut v4, &cache, &mut self.cache_held.borrow_mut());
         out.extend(v4.into_iter().map(|(k, c)| (k.widen(), c)));
@@ -122,16 +128,30 @@ impl Probe {
         Ok(parts)
     }
 
+    /// Flow records the flow tables evicted (least recently seen first, when full), as of
+    /// the last [`Self::flows`] read: the records created minus those in the tables. At
+    /// least the truth, and above it only by a new flow two CPUs created at the same
+    /// instant (both count it).
+    #[must_use]
+    pub fn flows_evicted(&self) -> u64 {
+        self.evicted.get()
+    }
+
     /// The kernel-side counters, indexed like `inspector_common::Stat`.
     pub fn stats(&self) -> Result<[u64; STAT_SLOTS as usize], ProbeError> {
+        let mut out = [0u64; STAT_SLOTS as usize];
+        for (s, slot) in Stat::ALL.iter().zip(out.iter_mut()) {
+            *slot = self.stat(*s)?;
+        }
+        Ok(out)
+    }
+
+    /// One kernel-side counter, summed over CPUs.
+    fn stat(&self, s: Stat) -> Result<u64, ProbeError> {
         let err = map_err(MAP_STATS);
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map_ref(&self.ebpf, MAP_STATS)?).map_err(err)?;
-        let mut out = [0u64; STAT_SLOTS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = arr.get(&(i as u32), 0).map_err(err)?.iter().sum();
-        }
-        Ok(out)
+        Ok(arr.get(&(s as u32), 0).map_err(err)?.iter().sum())
     }
 
     /// Per-hop timing: every histogram in use, one per transition per CPU that recorded it

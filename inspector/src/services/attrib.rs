@@ -91,6 +91,8 @@ pub struct Services {
     nodes: Vec<NodeView>,
     rules_at: Option<Instant>,
     conntrack_at: Option<Instant>,
+    /// The last dump's time, `CLOCK_MONOTONIC` ns (what packet events are stamped with).
+    conntrack_ns: u64,
     /// Problems reading rules or conntrack (reported once by the caller).
     pub warnings: Vec<String>,
     /// Each node's change stamp when its rules were last read.
@@ -130,6 +132,7 @@ impl Services {
             nodes: Vec::new(),
             rules_at: None,
             conntrack_at: None,
+            conntrack_ns: 0,
             warnings: Vec::new(),
             stamps: HashMap::new(),
             dumps: 0,
@@ -198,6 +201,7 @@ impl Services {
             return;
         }
         self.conntrack_at = Some(Instant::now());
+        self.conntrack_ns = crate::sys::time::mono_now_ns();
         for n in &mut self.nodes {
             match conntrack::dump(n.node.netns.as_deref()) {
                 Ok(conns) => n.attribute(&conns, identity),
@@ -208,13 +212,19 @@ impl Services {
         }
     }
 
-    /// Like [`Self::refresh_conntrack`] but after only 10 ms: for packets whose connection
-    /// was not in the last dump.
-    pub fn refresh_conntrack_soon(&mut self, identity: Option<&crate::identity::Identity>) {
-        if self
-            .conntrack_at
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(10))
-        {
+    /// For a packet seen at `ts_ns` (monotonic) whose connection was not in the last dump:
+    /// dumps again unless the last dump was taken well after the packet (its entry, made as
+    /// the packet crossed the node, would be in it). So every connection new since the last
+    /// dump is looked for, however close together they come, and a packet that has no
+    /// entry (a rejected connection) does not make every batch dump again.
+    pub fn refresh_conntrack_for(
+        &mut self,
+        ts_ns: u64,
+        identity: Option<&crate::identity::Identity>,
+    ) {
+        /// How long after a packet its conntrack entry surely exists.
+        const SETTLED_NS: u64 = 20_000_000;
+        if self.conntrack_ns > ts_ns.saturating_add(SETTLED_NS) {
             return;
         }
         self.conntrack_at = None;

@@ -136,7 +136,8 @@ fn tuple(d: &[u8]) -> Tuple {
 }
 
 /// Decodes one ctnetlink message body (after the 4-byte nfgenmsg).
-fn conn(body: &[u8]) -> Conn {
+#[must_use]
+pub fn decode(body: &[u8]) -> Conn {
     let mut c = Conn::default();
     for (ty, v) in nl::attrs(body) {
         match ty {
@@ -166,7 +167,7 @@ pub fn dump_here() -> io::Result<Vec<Conn>> {
     Ok(replies
         .iter()
         .filter(|b| b.len() >= 4)
-        .map(|b| conn(&b[4..]))
+        .map(|b| decode(&b[4..]))
         .collect())
 }
 

@@ -18,6 +18,9 @@ pub struct RuleHit {
     /// The rule as iptables-save prints it.
     pub rule: String,
     pub packets: u64,
+    /// The node namespace whose rule it is (`host`, a lab's node), when read from several.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 /// Reads the counters in `netns` (None: here). Empty when iptables is unavailable.
@@ -82,6 +85,7 @@ impl RuleCounters {
                         .to_owned(),
                     rule: rule.clone(),
                     packets: now - was,
+                    node: String::new(),
                 })
             })
             .collect();

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::{Session, records::ServiceOf};
 use crate::{
-    flows::FlowRecord,
+    flows::{FlowRecord, Header},
     identity::{Endpoint, Resolver},
     services::attrib::Services,
 };
@@ -39,8 +39,14 @@ pub fn ends(r: &Resolver<'_>, rec: &FlowRecord) -> (Option<Endpoint>, Option<End
 /// The Service attribution of the connection a record with ports belongs to.
 #[must_use]
 pub fn service_of(s: &Services, rec: &FlowRecord) -> Option<ServiceOf> {
-    let (src, sport, dst, dport) = rec.hdr.tuple()?;
-    s.lookup(rec.hdr.ip_proto(), src, sport, dst, dport)
+    service_of_header(s, &rec.hdr)
+}
+
+/// [`service_of`] from the packet's headers alone.
+#[must_use]
+pub fn service_of_header(s: &Services, hdr: &Header) -> Option<ServiceOf> {
+    let (src, sport, dst, dport) = hdr.tuple()?;
+    s.lookup(hdr.ip_proto(), src, sport, dst, dport)
         .map(ServiceOf::from)
 }
 

@@ -108,7 +108,18 @@ impl Session {
     /// lifecycle events collected (when followed).
     pub fn reconcile(&mut self) -> Vec<Change> {
         let selection = &self.selection;
-        let topo = topology::scan_where(&mut self.cache, |inode| selection.wants_ns(inode));
+        let mut topo = topology::scan_where(&mut self.cache, |inode| selection.wants_ns(inode));
+        let (before, notes) = self.identity.refresh_keeping();
+        crate::identity::owners::name_namespaces(&self.identity.identity, &mut topo);
+        // Records seen under the old view keep its names where something changed hands.
+        if !self.topology.namespaces.is_empty() {
+            let moved = crate::identity::owners::moved(
+                (&before, &self.topology),
+                (&self.identity.identity, &topo),
+            );
+            self.keep_names(&before, &moved);
+        }
+        drop(before);
         self.names.learn(&topo);
 
         let mut changes = Vec::new();
@@ -150,7 +161,7 @@ impl Session {
             self.probe.detach(key);
             changes.push(self.attach_change(key, false));
         }
-        changes.extend(self.identity.refresh().into_iter().map(Change::Note));
+        changes.extend(notes.into_iter().map(Change::Note));
         let identity = &self.identity.identity;
         let owners: Vec<(u64, std::path::PathBuf)> = identity
             .live()
@@ -173,6 +184,7 @@ impl Session {
             l.events.extend(ready);
         }
         self.topology = topo;
+        changes.extend(self.reselect());
         if let Some(note) = self.recreated_pin(&changes) {
             changes.push(note);
         }

@@ -10,7 +10,9 @@
 //! above it: `output` renders what it returns.
 mod annotate;
 mod error;
+mod flow_table;
 mod follow;
+mod kept;
 pub mod latency;
 mod options;
 pub mod path;
@@ -21,6 +23,7 @@ pub(crate) mod start;
 pub mod status;
 mod ticker;
 pub mod trace;
+mod workloads;
 
 use std::{
     cell::RefCell,
@@ -30,6 +33,7 @@ use std::{
 };
 
 pub use error::SessionError;
+pub use flow_table::FlowTable;
 pub use follow::{Change, Selection};
 pub use options::{Measure, Options, Sampling};
 pub use records::{Drop, Flow, Path, ServiceOf, Stats};
@@ -65,6 +69,8 @@ pub struct Session {
     nf_rules: RefCell<HashMap<u64, (u64, Option<String>)>>,
     /// Lifecycle events of the last reconciles, when followed.
     lifecycle: Option<Lifecycle>,
+    /// Names of records seen before their namespace or address changed hands.
+    kept: RefCell<kept::Kept>,
     filter: Filter,
     /// The one interface whose ifindex the kernel-side filter checks, if it is exactly one.
     pinned: Option<(String, u32)>,
@@ -78,6 +84,8 @@ pub struct Session {
     latency: Option<latency::Latency>,
     /// The kernel's link and address announcements (None: could not subscribe).
     watch: Option<crate::topology::watch::LinkWatch>,
+    /// Workload selectors, resolved at each rescan (None: none given).
+    workloads: Option<workloads::Workloads>,
 }
 
 struct Lifecycle {
@@ -146,7 +154,7 @@ impl Session {
             .as_ref()
             .is_some_and(crate::topology::watch::LinkWatch::changed);
         // Both are drained every time (neither may stay readable and spin the wait).
-        self.identity.announced() | link
+        self.identity.announced() | link | self.selection_waits()
     }
 
     /// Warnings found while answering queries since the last call (each said once).
@@ -165,6 +173,16 @@ impl Session {
         &self,
         f: impl FnOnce(&crate::identity::Resolver<'_>) -> T,
     ) -> Result<T, SessionError> {
+        self.with_resolver_of(&self.identity.identity, &self.topology, f)
+    }
+
+    /// [`Self::with_resolver`] over a given identity and topology.
+    fn with_resolver_of<T>(
+        &self,
+        identity: &crate::identity::Identity,
+        topology: &Topology,
+        f: impl FnOnce(&crate::identity::Resolver<'_>) -> T,
+    ) -> Result<T, SessionError> {
         let mut cache = self.owners.borrow_mut();
         if cache
             .0
@@ -173,7 +191,7 @@ impl Session {
             cache.1 = self.probe.socket_owners()?;
             cache.0 = Some(Instant::now());
         }
-        let r = crate::identity::Resolver::new(&self.identity.identity, &cache.1, &self.topology);
+        let r = crate::identity::Resolver::new(identity, &cache.1, topology);
         Ok(f(&r))
     }
 }

@@ -2,7 +2,11 @@
 //! what the kernel measures, where identity comes from. Front-ends build it from their flags.
 use std::path::PathBuf;
 
-use crate::{flows::filter::Filter, identity::tracker, probe::log::Level};
+use crate::{
+    flows::filter::Filter,
+    identity::{select::Selectors, tracker},
+    probe::log::Level,
+};
 
 /// What the kernel programs measure besides per-flow counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -19,6 +23,9 @@ pub enum Measure {
         /// Stitched into hops and timed (`trace --hops`): attached per device by default,
         /// like per-hop timing, since where the hooks sit is what is timed.
         hops: bool,
+        /// Bytes of each packet the events carry: up to `SNAP_LEN` in the ring's fixed
+        /// records; more (at most `SNAP_MAX`) in records of their own length.
+        snaplen: u32,
     },
     /// Per-hop latency from per-packet events, stitched and aggregated in the session.
     LatencyFromEvents { ring_bytes: u32 },
@@ -40,6 +47,8 @@ pub enum Sampling {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub filter: Filter,
+    /// Workload selectors (`--pod`, `--container`, `-l`, ...); empty: every workload.
+    pub selectors: Selectors,
     /// `--netns` values (inode, `ip netns` name, docker:<id>, "host", a path); empty: all.
     pub netns: Vec<String>,
     /// Only these interfaces (any kind); empty: veths, bridges and bridge ports.
@@ -78,6 +87,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             filter: Filter::default(),
+            selectors: Selectors::default(),
             netns: Vec::new(),
             interfaces: Vec::new(),
             lo: false,

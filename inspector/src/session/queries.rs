@@ -6,7 +6,8 @@ use inspector_common::FlowKey;
 
 use super::{
     Session, SessionError,
-    annotate::{ends, ends_of, service_of},
+    annotate::{ends, ends_of},
+    kept::Kept,
     records::{Drop, Flow, Path, ServiceOf, Stats},
 };
 use crate::{
@@ -15,25 +16,46 @@ use crate::{
 };
 
 impl Session {
-    /// Current flow records that pass the filter (and `--service`), busiest first.
+    /// Current flow records that pass the filter (and `--service`), busiest first: all of
+    /// them named at once (to print many, name them as they are written: [`Self::flow_table`]).
     pub fn flows(&self) -> Result<Vec<Flow>, SessionError> {
-        let mut v: Vec<Flow> =
-            self.with_flow_counters(|raw, name| raw.iter().map(|(k, c)| name(k, c)).collect())?;
-        if let Some(s) = self.services_now() {
-            for f in &mut v {
-                f.service = service_of(&s, &f.rec);
-            }
-        }
-        if let Some(want) = &self.filter.service {
-            v.retain(|f| f.service.as_ref().is_some_and(|s| &s.ns_name() == want));
-        }
-        v.sort_by(|a, b| {
-            b.rec
-                .bytes
-                .cmp(&a.rec.bytes)
-                .then(a.rec.first_ns.cmp(&b.rec.first_ns))
-        });
-        Ok(v)
+        self.flow_table()?.collect()
+    }
+
+    /// The kernel's flow counters that pass the packet filter and the workload selectors.
+    pub(super) fn flow_counters(&self) -> Result<Vec<(FlowKey, Counts)>, SessionError> {
+        Ok(self
+            .probe
+            .flows()?
+            .into_iter()
+            .filter(|(k, s)| {
+                s.packets > 0 && self.filter.matches(k) && self.selected(k) == Some(true)
+            })
+            .collect())
+    }
+
+    /// Runs `f` with a way to name any flow counter (its record and both ends, no Service;
+    /// the names kept from the view it was seen in), the resolver held meanwhile.
+    pub(super) fn with_namer<T>(
+        &self,
+        f: impl FnOnce(&dyn Fn(&FlowKey, &Counts) -> Flow) -> T,
+    ) -> Result<T, SessionError> {
+        let kept = self.kept.borrow();
+        self.with_resolver(|r| {
+            let name = |k: &FlowKey, c: &Counts| {
+                let mut rec = FlowRecord::new(k, c, &self.names, self.clock);
+                let mut e = ends(r, &rec);
+                let n = kept.flows.get(&(*k, c.first_ns));
+                Kept::apply(n, &mut rec.netns_name, &mut rec.ifname, &mut e);
+                Flow {
+                    rec,
+                    src_endpoint: e.0,
+                    dst_endpoint: e.1,
+                    service: None,
+                }
+            };
+            f(&name)
+        })
     }
 
     /// The kernel's flow counters that pass the packet filter, unannotated, and a way to
@@ -43,25 +65,8 @@ impl Session {
         &self,
         f: impl FnOnce(&[(FlowKey, Counts)], &dyn Fn(&FlowKey, &Counts) -> Flow) -> T,
     ) -> Result<T, SessionError> {
-        let raw: Vec<(FlowKey, Counts)> = self
-            .probe
-            .flows()?
-            .into_iter()
-            .filter(|(k, s)| s.packets > 0 && self.filter.matches(k))
-            .collect();
-        self.with_resolver(|r| {
-            let name = |k: &FlowKey, c: &Counts| {
-                let rec = FlowRecord::new(k, c, &self.names, self.clock);
-                let (src_endpoint, dst_endpoint) = ends(r, &rec);
-                Flow {
-                    rec,
-                    src_endpoint,
-                    dst_endpoint,
-                    service: None,
-                }
-            };
-            f(&raw, &name)
-        })
+        let raw = self.flow_counters()?;
+        self.with_namer(|name| f(&raw, name))
     }
 
     /// Every connection to a Service that conntrack holds now (with `--service`, to that
@@ -132,25 +137,32 @@ impl Session {
                 })
                 .collect()
         };
+        let kept = self.kept.borrow();
         let mut v: Vec<Drop> = self.with_resolver(|r| {
             raw.iter()
                 .filter(|(k, _)| sel.netns.is_empty() || sel.netns.contains(&u64::from(k.netns)))
-                .filter(|(k, _)| self.filter.matches(&crate::flows::drops::flow_key(k)))
+                .filter(|(k, _)| {
+                    let key = crate::flows::drops::flow_key(k);
+                    self.filter.matches(&key) && self.selected(&key) == Some(true)
+                })
                 .map(|(k, st)| {
-                    let rec = DropRecord::new(
+                    let mut rec = DropRecord::new(
                         k,
                         st,
                         self.probe.drop_reason(k.reason),
                         &self.names,
                         self.clock,
                     );
-                    let (src_endpoint, dst_endpoint) = ends_of(
+                    let mut e = ends_of(
                         r,
                         (rec.hdr.src, rec.hdr.sport),
                         (rec.hdr.dst, rec.hdr.dport),
                         rec.hdr.ip_proto(),
                         rec.netns,
                     );
+                    let n = kept.drops.get(&(*k, st.first_ns));
+                    Kept::apply(n, &mut rec.netns_name, &mut rec.ifname, &mut e);
+                    let (src_endpoint, dst_endpoint) = e;
                     let rule = (rec.reason == "NETFILTER_DROP")
                         .then(|| rules.get(&rec.netns).cloned().flatten())
                         .flatten();
@@ -170,12 +182,15 @@ impl Session {
     /// Kernel-side counters (events sent and lost, parse anomalies, ...) and attach count.
     pub fn stats(&self) -> Result<Stats, SessionError> {
         let raw = self.probe.stats()?;
-        Ok(Stats {
-            attached_interfaces: self.attached(),
-            counters: inspector_common::Stat::ALL
+        let mut counters: std::collections::BTreeMap<&'static str, u64> =
+            inspector_common::Stat::ALL
                 .iter()
                 .map(|s| (s.name(), raw[*s as usize]))
-                .collect(),
+                .collect();
+        counters.insert("flows_evicted", self.probe.flows_evicted());
+        Ok(Stats {
+            attached_interfaces: self.attached(),
+            counters,
         })
     }
 

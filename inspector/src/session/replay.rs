@@ -192,6 +192,34 @@ fn to_ns(raw: u128, tsresol: Option<u8>) -> u64 {
 pub fn read(
     path: &Path,
     sel: &Selection<'_>,
+    each: impl FnMut(Packet) -> std::io::Result<bool>,
+) -> anyhow::Result<u64> {
+    if sel.filter.service.is_some() {
+        return Err(ReplayError::Service.into());
+    }
+    let name = path.display().to_string();
+    // Read as it comes (a capture can be larger than memory, or a pipe that never ends).
+    let input: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(path).map_err(|error| ReplayError::Open {
+                path: name.clone(),
+                error,
+            })?,
+        )
+    };
+    read_from(input, &name, sel, each)
+}
+
+/// [`read`] from any reader (`name` for messages).
+///
+/// # Errors
+/// Not a capture, a broken one, or what `each` returned.
+pub fn read_from(
+    mut input: Box<dyn Read + '_>,
+    name: &str,
+    sel: &Selection<'_>,
     mut each: impl FnMut(Packet) -> std::io::Result<bool>,
 ) -> anyhow::Result<u64> {
     if sel.filter.service.is_some() {
@@ -200,21 +228,31 @@ pub fn read(
     let filter = expression(sel.filter)
         .map(|e| pcap::Filter::new(&e))
         .transpose()?;
-    let name = path.display().to_string();
-    let mut bytes = Vec::new();
-    let opened = if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
-    };
-    opened.map_err(|error| ReplayError::Open {
+    let name = name.to_owned();
+    let open_err = |error| ReplayError::Open {
         path: name.clone(),
         error,
-    })?;
+    };
     let format = |what: String| ReplayError::Format {
         path: name.clone(),
         what,
     };
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(open_err(e).into()),
+        }
+    }
+    // 64 KiB: one read per 64 KiB streams at memory speed, and a small file pays for
+    // zeroing 64 KiB, not a MiB (the fuzz target reads thousands of small files a second).
+    let bytes = std::io::BufReader::with_capacity(
+        64 << 10,
+        std::io::Read::chain(std::io::Cursor::new(head), input),
+    );
     let wanted = |iface: &str, data: &[u8], len: u32| {
         let (ns, dev) = iface.split_once('/').unwrap_or(("", iface));
         (sel.netns.is_empty() || sel.netns.iter().any(|n| n == ns))
@@ -222,7 +260,7 @@ pub fn read(
             && filter.as_ref().is_none_or(|f| f.matches(data, len))
     };
     let mut total = 0u64;
-    let magic = bytes.get(0..4).unwrap_or_default();
+    let magic = &head[..got];
     let classic = [
         [0xd4, 0xc3, 0xb2, 0xa1],
         [0xa1, 0xb2, 0xc3, 0xd4],
@@ -230,13 +268,13 @@ pub fn read(
         [0xa1, 0xb2, 0x3c, 0x4d],
     ];
     if magic.len() < 4 {
-        return Err(format(format!("{} bytes", bytes.len())).into());
+        return Err(format(format!("{got} bytes")).into());
     }
     if magic != [0x0a, 0x0d, 0x0d, 0x0a] && !classic.iter().any(|m| m == magic) {
         return Err(format(format!("it starts with {magic:02x?}")).into());
     }
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
-        let mut r = PcapNgReader::new(&bytes[..]).map_err(|e| format(e.to_string()))?;
+        let mut r = PcapNgReader::new(bytes).map_err(|e| format(e.to_string()))?;
         let mut ifaces: Vec<(String, Option<u8>)> = Vec::new();
         while let Some(b) = r.next_block() {
             match b.map_err(|e| format(e.to_string()))? {
@@ -289,7 +327,7 @@ pub fn read(
             }
         }
     } else {
-        let mut r = PcapReader::new(&bytes[..]).map_err(|e| format(e.to_string()))?;
+        let mut r = PcapReader::new(bytes).map_err(|e| format(e.to_string()))?;
         let nano = r.header().ts_resolution == pcap_file::TsResolution::NanoSecond;
         while let Some(p) = r.next_raw_packet() {
             let p = p.map_err(|e| format(e.to_string()))?;

@@ -3,8 +3,12 @@
 //! nothing.
 use std::{cell::RefCell, collections::HashMap};
 
-use inspector_common::config::{
-    Config, FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_STACK, HOP_SHIFT_AUTO,
+use inspector_common::{
+    config::{
+        Config, FLAG_EVENTS, FLAG_FAULT_VERIFIER, FLAG_HOPTIME, FLAG_STACK, FLAG_WHOLE,
+        HOP_SHIFT_AUTO,
+    },
+    flow::{SNAP_LEN, SNAP_MAX},
 };
 
 use super::{
@@ -148,12 +152,17 @@ fn config(opts: &Options, sel: &Selection, pinned: Option<&(String, u32)>) -> Co
         cfg.netns = u32::try_from(sel.netns[0]).unwrap_or(0);
     }
     opts.filter.apply_to(&mut cfg);
+    cfg.wsel = opts.selectors.mode();
     match opts.measure {
         Measure::Flows => {}
-        Measure::Events { stack, .. } => {
+        Measure::Events { stack, snaplen, .. } => {
             cfg.flags |= FLAG_EVENTS;
             if stack {
                 cfg.flags |= FLAG_STACK;
+            }
+            if snaplen > SNAP_LEN as u32 {
+                cfg.flags |= FLAG_WHOLE;
+                cfg.snaplen = snaplen.min(SNAP_MAX as u32);
             }
         }
         Measure::LatencyFromEvents { .. } => cfg.flags |= FLAG_EVENTS,
@@ -248,6 +257,7 @@ impl Session {
             services: None,
             nf_counters: HashMap::new(),
             nf_rules: RefCell::default(),
+            kept: RefCell::default(),
             lifecycle: opts.lifecycle.then(|| Lifecycle {
                 namer: crate::identity::lifecycle::Namer::default(),
                 events: Vec::new(),
@@ -261,6 +271,8 @@ impl Session {
             latency: None,
             // Before the first scan: a change after it is heard.
             watch: crate::topology::watch::LinkWatch::new().ok(),
+            workloads: (!opts.selectors.is_empty())
+                .then(|| super::workloads::Workloads::new(opts.selectors.clone())),
         };
         if opts.services || opts.filter.service.is_some() {
             s.enable_services()?;
@@ -326,6 +338,7 @@ impl Session {
             services: None,
             nf_counters: HashMap::new(),
             nf_rules: RefCell::default(),
+            kept: RefCell::default(),
             lifecycle: None,
             filter: crate::flows::filter::Filter::default(),
             pinned: None,
@@ -335,6 +348,7 @@ impl Session {
             notes: RefCell::default(),
             latency: None,
             watch: None,
+            workloads: None,
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::{
         FlowRecord,
         hops::{Fingerprint, Stitcher, fingerprint},
     },
-    probe::EventReader,
+    probe::{Event, EventReader},
     services::attrib::Services,
     sys::time::mono_now_ns,
 };
@@ -40,6 +40,9 @@ const BATCH: usize = 4096;
 /// `start` event) triggers - tens of ms - at most this long, so it is shown with its names;
 /// events after it wait behind it, so the order is kept.
 const HOLD_NS: u64 = 250_000_000;
+/// How long a packet of a new namespace waits for the workload selectors' verdict (as
+/// long as the session waits for the namespace's owner).
+const HOLD_SELECT_NS: u64 = super::workloads::YOUNG.as_nanos() as u64;
 /// At most this many events wait (beyond, the oldest are shown as they are).
 const HOLD_MAX: usize = 1 << 16;
 
@@ -91,13 +94,13 @@ struct Counted {
 /// A running trace over a session started with `Measure::Events`.
 pub struct Tracer {
     ring: EventReader,
-    batch: Vec<PacketEvent>,
+    batch: Vec<Event>,
     stitcher: Option<Stitcher>,
     count: Option<u64>,
     counted: Counted,
     shown: u64,
     /// Events waiting for their device to be named (see `HOLD_NS`), in ring order.
-    held: VecDeque<PacketEvent>,
+    held: VecDeque<Event>,
     /// Describe each (flow, hook) once per poll and send its other packets as `Again`.
     reuse: bool,
 }
@@ -155,9 +158,12 @@ impl Tracer {
     /// may be shown (everything when `all`) into `batch`, at most `BATCH`.
     fn next_batch(&mut self, s: &Session, all: bool) {
         self.batch.clear();
-        self.ring.drain_into(&mut self.batch, BATCH);
-        self.held
-            .extend(self.batch.drain(..).filter(|ev| s.filter.matches(&ev.key)));
+        self.ring.drain_events(&mut self.batch, BATCH);
+        self.held.extend(
+            self.batch
+                .drain(..)
+                .filter(|ev| s.filter.matches(&ev.key) && s.selected(&ev.key) != Some(false)),
+        );
         let now = mono_now_ns();
         while self.batch.len() < BATCH
             && let Some(ev) = self.held.front()
@@ -166,10 +172,16 @@ impl Tracer {
             let named =
                 s.names.ifname((netns, ev.key.ifindex)).is_some() && !s.identity.pending(netns);
             let waited = now >= ev.ts_ns.saturating_add(HOLD_NS);
-            if !(all || named || waited || self.held.len() > HOLD_MAX) {
+            // A packet of a new namespace waits (longer) for the selectors' verdict on it.
+            let verdict = s.selected(&ev.key);
+            let decided = verdict.is_some() || now >= ev.ts_ns.saturating_add(HOLD_SELECT_NS);
+            let full = self.held.len() > HOLD_MAX;
+            if !(all || full || ((named || waited) && decided)) {
                 break;
             }
-            if let Some(ev) = self.held.pop_front() {
+            if let Some(ev) = self.held.pop_front()
+                && verdict == Some(true)
+            {
                 self.batch.push(ev);
             }
         }
@@ -186,9 +198,14 @@ impl Tracer {
             // Conntrack is re-read when a packet's connection is not in the last dump (its
             // entry appears as the first packet crosses the node).
             if let Some(mut sv) = svc
-                && self.batch.iter().any(|ev| needs_conntrack(&sv, ev))
+                && let Some(newest) = self
+                    .batch
+                    .iter()
+                    .filter(|ev| needs_conntrack(&sv, ev))
+                    .map(|ev| ev.ts_ns)
+                    .max()
             {
-                sv.refresh_conntrack_soon(Some(&s.identity.identity));
+                sv.refresh_conntrack_for(newest, Some(&s.identity.identity));
             }
             let svc = s.services.as_ref().map(|c| c.borrow());
             let want = s.filter.service.as_deref();
@@ -314,7 +331,7 @@ fn needs_conntrack(s: &Services, ev: &PacketEvent) -> bool {
 fn packet(
     s: &Session,
     r: &crate::identity::Resolver<'_>,
-    ev: &PacketEvent,
+    ev: &Event,
     service: Option<ServiceOf>,
     with_bytes: bool,
 ) -> Packet {
@@ -344,8 +361,8 @@ fn packet(
 
 /// The event's bytes as the wire carried them: a VLAN tag the skb held out of band goes
 /// back after the MAC addresses (as `AF_PACKET` shows it to tcpdump).
-fn frame(ev: &PacketEvent) -> Vec<u8> {
-    let snap = &ev.snap[..usize::from(ev.snap_len).min(ev.snap.len())];
+fn frame(ev: &Event) -> Vec<u8> {
+    let snap = ev.bytes();
     if ev.vlan_tpid == 0 || snap.len() < 12 {
         return snap.to_vec();
     }

@@ -44,6 +44,42 @@ impl Topology {
     }
 }
 
+/// A namespace with one veth `eth0` holding `addrs` (/24): for tests of what reads a
+/// topology.
+#[cfg(test)]
+#[must_use]
+pub fn test_ns(inode: u64, name: &str, kind: NetnsKind, addrs: &[&str]) -> NsView {
+    NsView {
+        netns: Netns {
+            inode,
+            dev: 0,
+            path: "/".into(),
+            name: name.into(),
+            kind,
+        },
+        links: vec![Link {
+            ifindex: 2,
+            name: "eth0".into(),
+            kind: LinkKind::Veth,
+            master: None,
+            peer_ifindex: None,
+            peer_netnsid: None,
+            up: true,
+            oper_state: "up".into(),
+            mtu: 1500,
+            mac: None,
+            addrs: addrs
+                .iter()
+                .map(|a| Addr {
+                    addr: a.parse().unwrap(),
+                    prefix: 24,
+                })
+                .collect(),
+            stats: LinkStats::default(),
+        }],
+    }
+}
+
 /// Remembers which nsid one namespace uses for another (stable while both live).
 #[derive(Default)]
 pub struct NsidCache(HashMap<(u64, u64), Option<i32>>);

@@ -28,7 +28,12 @@ pub struct Dockerd {
     networks: Vec<String>,
     /// Links before a daemon of ours started (its bridges are removed after it stops).
     links_before: Vec<String>,
+    /// One test of a process at a time has the daemon (another's drop would stop it under
+    /// this one); released after `drop` stopped it.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn docker_ok(args: &[&str]) -> bool {
     Command::new("docker")
@@ -73,6 +78,9 @@ fn link_exists(name: &str) -> bool {
 impl Dockerd {
     /// Uses the running daemon or starts one; imports the test image.
     pub fn start() -> Self {
+        let turn = TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut me = Self {
             child: None,
             data_root: None,
@@ -81,6 +89,7 @@ impl Dockerd {
             networks: Vec::new(),
             links_before: links(),
             containers: Vec::new(),
+            _turn: turn,
         };
         if docker_ok(&["version"]) {
             let subnet = docker(&[

@@ -13,6 +13,11 @@ pub struct CaptureArgs {
     /// Seconds of each measured run.
     #[arg(long, default_value_t = 3.0, value_parser = crate::cli::args::parse_secs)]
     pub run_secs: f64,
+    /// `-s` for both writers (1-16384); default: each one's own, whole packets (ours up to
+    /// 16384 bytes, tcpdump's up to 262144). 128 or less takes the inspector's fixed-size
+    /// records.
+    #[arg(short = 's', long, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    pub snaplen: Option<u32>,
 }
 
 pub fn run(a: &CaptureArgs, fmt: Format) -> anyhow::Result<()> {
@@ -21,10 +26,16 @@ pub fn run(a: &CaptureArgs, fmt: Format) -> anyhow::Result<()> {
         repeat: usize::from(a.repeat),
         run_secs: a.run_secs,
         stop: StopFlag::register()?,
+        snaplen: a.snaplen,
     };
     eprintln!(
-        "inspector: bench capture: {} repetitions x 3 writers x {:.1} s of the udp flood, captured on the server's veth and eth0",
-        opts.repeat, opts.run_secs
+        "inspector: bench capture: {} repetitions x 3 writers x {:.1} s of the udp flood, captured on the server's veth and eth0 (snap length {})",
+        opts.repeat,
+        opts.run_secs,
+        opts.snaplen.map_or_else(
+            || "each writer's default: whole packets".to_owned(),
+            |n| n.to_string()
+        )
     );
     let mut p = Printer::stdout(fmt);
     let (_, summary) = capture::run(&opts, |s| {

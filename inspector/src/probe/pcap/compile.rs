@@ -78,8 +78,23 @@ fn libpcap(expr: &str) -> Result<Vec<Insn>, String> {
         .collect()
 }
 
+/// The longest expression taken (tcpdump's are a line; the agent's API takes one per query,
+/// and placing an error compiles a prefix per token).
+pub const MAX_EXPR: usize = 4096;
+
+/// Tokens examined when placing an error (each costs a few compiles); beyond, the error is
+/// placed at the last one examined.
+const MAX_LOCATE: usize = 128;
+
 /// Compiles `expr` (optimised, as tcpdump does).
 pub fn compile(expr: &str) -> Result<Vec<Insn>, SyntaxError> {
+    if expr.len() > MAX_EXPR {
+        return Err(SyntaxError {
+            message: format!("longer than {MAX_EXPR} bytes"),
+            column: MAX_EXPR + 1,
+            near: "at its end".to_owned(),
+        });
+    }
     libpcap(expr).map_err(|message| locate(expr, message))
 }
 
@@ -124,8 +139,9 @@ fn locate(expr: &str, message: String) -> SyntaxError {
             .iter()
             .any(|c| libpcap(&format!("{prefix}{c}")).is_ok())
     };
-    for (start, end) in tokens(expr) {
-        if !viable(&expr[..end]) {
+    let tokens = tokens(expr);
+    for (i, &(start, end)) in tokens.iter().enumerate() {
+        if i + 1 == MAX_LOCATE || !viable(&expr[..end]) {
             return SyntaxError {
                 message,
                 column: expr[..start].chars().count() + 1,
@@ -146,6 +162,18 @@ mod tests {
 
     fn err(expr: &str) -> SyntaxError {
         compile(expr).expect_err(expr)
+    }
+
+    #[test]
+    fn hostile_lengths_are_bounded() {
+        let long = "tcp or ".repeat(MAX_EXPR / 7 + 1) + "udp";
+        let e = err(&long);
+        assert_eq!(e.message, format!("longer than {MAX_EXPR} bytes"));
+        // A thousand tokens, each prefix viable, the whole not: placed at the last token
+        // examined, not after compiling a thousand prefixes.
+        let bad = "tcp and ".repeat(500) + "and";
+        let e = err(&bad);
+        assert_eq!(e.column, 4 * (MAX_LOCATE - 1) + 1, "{e}");
     }
 
     #[test]

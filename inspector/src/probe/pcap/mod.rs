@@ -5,7 +5,7 @@
 pub mod cbpf;
 mod compile;
 pub(crate) mod patch;
-mod translate;
+pub mod translate;
 
 pub use compile::SyntaxError;
 pub use translate::TranslateError;

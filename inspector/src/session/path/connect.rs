@@ -20,6 +20,8 @@ pub(super) struct Seen {
     pub local: Option<SocketAddr>,
     pub verdict: Verdict,
     pub detail: String,
+    /// How long the connect took, when it completed.
+    pub connected_ms: Option<f64>,
 }
 
 /// Delivered, refused, unreachable or no answer, from a socket error.
@@ -77,10 +79,12 @@ pub(super) fn probe(
         sock.bind(&SockAddr::from(SocketAddr::new(src_ip, 0)))?;
         let local = sock.local_addr()?.as_socket();
         let started = Instant::now();
+        let mut connected_ms = None;
         let (verdict, detail) = if tcp {
             match sock.connect_timeout(&SockAddr::from(dst), timeout) {
                 Ok(()) => {
                     let ms = started.elapsed().as_secs_f64() * 1e3;
+                    connected_ms = Some(ms);
                     let mut st: std::net::TcpStream = sock.into();
                     let _ = st.set_read_timeout(Some(Duration::from_millis(300)));
                     let _ = st.write_all(b"inspector path probe\n");
@@ -106,6 +110,7 @@ pub(super) fn probe(
             local,
             verdict,
             detail,
+            connected_ms,
         })
     };
     crate::sys::netns::run_in(netns, run)
@@ -122,6 +127,7 @@ pub(super) fn watch(
     proto: Proto,
     timeout: Duration,
     ready: impl FnOnce() -> Result<(), SessionError>,
+    pump: &mut dyn FnMut(&Session) -> Result<(), SessionError>,
 ) -> Result<Seen, SessionError> {
     let old: HashSet<Tuple> = s
         .flows()?
@@ -132,6 +138,7 @@ pub(super) fn watch(
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+        pump(s)?;
         let flows = s.flows()?;
         let Some(f) = flows.iter().find(|f| {
             let r = &f.rec;
@@ -144,7 +151,10 @@ pub(super) fn watch(
             continue;
         };
         // Give the connection time to complete, then judge it from what was seen.
-        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(100));
+            pump(s)?;
+        }
         let r = &f.rec;
         let local = r
             .hdr
@@ -165,6 +175,7 @@ pub(super) fn watch(
             local,
             verdict,
             detail: detail.into(),
+            connected_ms: None,
         });
     }
     Err(PathError::NothingSeen {

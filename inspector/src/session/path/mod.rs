@@ -3,7 +3,9 @@
 //! kube-proxy's rules applied (Service chain -> endpoint chain -> pod), masquerade, and the
 //! verdict - delivered, refused, or dropped with the kernel's reason, the interface, and
 //! the rule when it can be known.
+mod attempts;
 mod connect;
+mod drop_times;
 mod report;
 mod target;
 
@@ -11,10 +13,17 @@ use std::{net::SocketAddr, time::Duration};
 
 use serde::Serialize;
 
-pub use report::{DropWhere, PathReport, ProbeStep, StepKind};
+pub use attempts::{Attempt, DropWhere, Fate};
+pub use report::{PathReport, ProbeStep, StepKind};
 
-use super::{Options, Session, SessionError, start::write_ready};
+use super::{
+    Measure, Options, Session, SessionError,
+    records::PacketHops,
+    start::write_ready,
+    trace::{TraceItem, Tracer},
+};
 use crate::{
+    flows::filter::{Filter, ProtoFilter},
     identity::{Tracker, tracker},
     net::Proto,
     services::{attrib::Services, counters, read},
@@ -27,6 +36,11 @@ pub struct PathOptions {
     pub src: String,
     /// IP:PORT, a Service NAMESPACE/NAME[:PORT], or a workload NAME:PORT.
     pub dst: String,
+    /// `--from-pod`/`--from-container`: the source, named as a selector names it (instead
+    /// of `src`, which then only labels it).
+    pub src_pick: Option<crate::identity::select::Pick>,
+    /// `--to-pod`/`--to-container` with `--port`: the destination, likewise.
+    pub dst_pick: Option<(crate::identity::select::Pick, u16)>,
     /// TCP or UDP.
     pub proto: Proto,
     /// Wait for the next real connection instead of making one.
@@ -89,6 +103,8 @@ pub enum PathError {
     Connect(std::io::Error),
     #[error("the probe socket had no local address")]
     NoLocalAddress,
+    #[error("the probe's thread panicked")]
+    ProbeThread,
 }
 
 /// Runs one path question: resolves source and destination, starts a session over every
@@ -100,14 +116,45 @@ pub fn run(o: &PathOptions) -> Result<PathReport, SessionError> {
     crate::probe::preflight::privileges()?;
     let (mut tracker, _) = Tracker::new(&o.identity);
     let _ = tracker.refresh();
-    let src = target::source(&o.src, &tracker)?;
+    let src = target::source(o, &tracker)?;
     let mut services = Services::new();
     services.refresh_rules(true);
     let dst = target::destination(o, &src, &tracker, &services)?;
-    let (session, _) = Session::start(&Options {
+    // Every packet of the protocol, each stitched across NAT into one record with its
+    // hops: how each attempt went.
+    let (mut session, _) = Session::start(&Options {
         identity: o.identity.clone(),
+        filter: Filter {
+            proto: Some(ProtoFilter::Ip {
+                proto: o.proto.number().unwrap_or(0),
+                v: None,
+            }),
+            ..Filter::default()
+        },
+        measure: Measure::Events {
+            ring_bytes: 8 << 20,
+            stack: false,
+            hops: true,
+            snaplen: u32::try_from(inspector_common::flow::SNAP_LEN).unwrap_or(128),
+        },
         ..Options::default()
     })?;
+    let mut tracer = Tracer::new(&mut session, true, None)?;
+    let mut packets: Vec<PacketHops> = Vec::new();
+    let mut drop_times = drop_times::DropTimes::default();
+    let mut pump = |s: &Session, all: bool| -> Result<(), SessionError> {
+        drop_times.sample(s)?;
+        let items = if all {
+            tracer.finish(s)?
+        } else {
+            tracer.poll(s)?
+        };
+        packets.extend(items.into_iter().filter_map(|i| match i {
+            TraceItem::Hops(h) => Some(*h),
+            _ => None,
+        }));
+        Ok(())
+    };
     let nodes = read::nodes();
     let before: Vec<_> = nodes
         .iter()
@@ -116,17 +163,34 @@ pub fn run(o: &PathOptions) -> Result<PathReport, SessionError> {
     // Ready once the connections already known are noted, so that the next one counts.
     let ready = || o.ready_file.as_deref().map_or(Ok(()), write_ready);
     let seen = if o.watch {
-        connect::watch(&session, &src, dst, o.proto, o.timeout, ready)?
+        connect::watch(&session, &src, dst, o.proto, o.timeout, ready, &mut |s| {
+            pump(s, false)
+        })?
     } else {
         ready()?;
-        connect::probe(&src.netns, o.proto, dst, o.timeout)?
+        let (netns, proto, timeout) = (src.netns.clone(), o.proto, o.timeout);
+        let probe = std::thread::spawn(move || connect::probe(&netns, proto, dst, timeout));
+        while !probe.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+            pump(&session, false)?;
+        }
+        probe
+            .join()
+            .map_err(|_| SessionError::from(PathError::ProbeThread))??
     };
     // Let the last packets (FIN, RST, ICMP) reach every hook and the drop tracepoint.
     std::thread::sleep(Duration::from_millis(250));
+    pump(&session, true)?;
     let rules_hit = nodes
         .iter()
         .zip(&before)
-        .flat_map(|(n, b)| counters::snapshot(n.netns.as_deref()).grown_since(b))
+        .flat_map(|(n, b)| {
+            let mut hits = counters::snapshot(n.netns.as_deref()).grown_since(b);
+            for h in &mut hits {
+                h.node.clone_from(&n.name);
+            }
+            hits
+        })
         .collect();
     let local = seen.local.ok_or(PathError::NoLocalAddress)?;
     report::build(&report::Inputs {
@@ -138,6 +202,9 @@ pub fn run(o: &PathOptions) -> Result<PathReport, SessionError> {
         proto: o.proto,
         verdict: seen.verdict,
         detail: seen.detail,
+        connected_ms: seen.connected_ms,
         rules_hit,
+        packets,
+        drop_times: &drop_times,
     })
 }

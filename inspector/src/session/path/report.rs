@@ -9,7 +9,11 @@ use std::{
 
 use serde::Serialize;
 
-use super::{Verdict, target::Source};
+use super::{
+    Verdict,
+    attempts::{DropWhere, drop_where},
+    target::Source,
+};
 use crate::{
     flows::Tuple,
     identity::Endpoint,
@@ -59,18 +63,6 @@ pub struct ProbeStep {
     pub time_unix_ns: Option<u64>,
 }
 
-/// Where a dropped packet died.
-#[derive(Clone, Debug, Serialize)]
-pub struct DropWhere {
-    pub reason: String,
-    /// The kernel function that freed the packet.
-    pub location: String,
-    pub netns_name: String,
-    pub ifname: String,
-    /// The rule or chain that decided, when it can be known.
-    pub rule: Option<String>,
-}
-
 /// The whole answer (`type: "probe"`).
 #[derive(Clone, Debug, Serialize)]
 pub struct PathReport {
@@ -101,6 +93,11 @@ pub struct PathReport {
     /// Every packet of this connection the kernel freed as a drop (also after a delivered
     /// exchange, e.g. a late segment to a closed socket).
     pub drops: Vec<DropWhere>,
+    /// Every attempt (each SYN; a UDP probe's datagram): its DNAT choice, hops and fate.
+    pub attempts: Vec<super::attempts::Attempt>,
+    /// Why it went as it did, from the kernel's reasons and the rules' counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 pub(super) struct Inputs<'a> {
@@ -112,7 +109,13 @@ pub(super) struct Inputs<'a> {
     pub proto: Proto,
     pub verdict: Verdict,
     pub detail: String,
+    /// How long the connect took, when it did.
+    pub connected_ms: Option<f64>,
     pub rules_hit: Vec<RuleHit>,
+    /// The session's stitched packets over the probe.
+    pub packets: Vec<crate::session::records::PacketHops>,
+    /// When each drop record's drops happened, as read during the probe.
+    pub drop_times: &'a super::drop_times::DropTimes,
 }
 
 fn rev((a, ap, b, bp): Tuple) -> Tuple {
@@ -181,7 +184,8 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
         hops.push(nat_step(at));
     }
     let reply_hops = pick(&back).into_iter().map(|f| iface_step(f, s)).collect();
-    // Drops of this connection's packets (either direction, either side of the NAT).
+    // Drops of this connection's packets (either direction, either side of the NAT; the
+    // client's own address and port whatever DNAT chose for each attempt).
     let drops: Vec<Drop> = s
         .drops()?
         .into_iter()
@@ -194,10 +198,28 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
                     .zip(r.hdr.dst.zip(r.hdr.dport))
                     .is_some_and(|((a, ap), (b, bp))| {
                         let k = (a, ap, b, bp);
-                        fwd.contains(&k) || back.contains(&k)
+                        fwd.contains(&k)
+                            || back.contains(&k)
+                            || (a, ap) == (t0.0, t0.1)
+                            || (b, bp) == (t0.0, t0.1)
                     })
         })
         .collect();
+    let attempts = s.with_resolver(|r| {
+        let owner = |ip: IpAddr| {
+            r.netns_of(ip, 0)
+                .and_then(|ns| s.identity().in_netns(ns).next().map(|w| w.name.clone()))
+        };
+        super::attempts::attempts(&super::attempts::Seen {
+            t0,
+            tcp: i.proto == Proto::Tcp,
+            packets: &i.packets,
+            drops: &drops,
+            drop_times: i.drop_times,
+            rules_hit: &i.rules_hit,
+            owner: &owner,
+        })
+    })?;
     let first = forward.first();
     let mut report = PathReport {
         proto: i.proto,
@@ -223,6 +245,8 @@ pub(super) fn build(i: &Inputs<'_>) -> Result<PathReport, SessionError> {
         drop: None,
         rules_hit: i.rules_hit.clone(),
         drops: Vec::new(),
+        cause: super::attempts::story(&attempts, i.connected_ms),
+        attempts,
     };
     if report.service.is_none() {
         // No DNAT happened (no endpoints, or refused before NAT): name the Service the
@@ -307,17 +331,11 @@ fn nat_step(at: &Attribution) -> ProbeStep {
     }
 }
 
-fn drop_where(d: &Drop, rule: Option<String>) -> DropWhere {
-    DropWhere {
-        reason: d.rec.reason.clone(),
-        location: d.rec.location.clone(),
-        netns_name: d.rec.netns_name.clone(),
-        ifname: d.rec.ifname.clone(),
-        rule,
-    }
-}
-
-/// Fills in drop reason, place and rule for refused / dropped probes.
+/// Fills in drop reason, place and rule for refused / dropped probes. The cause is the
+/// kernel's: its drop reason, and a rule only when the kernel says netfilter dropped the
+/// packet - the rule whose counter grew, or (rules without counters, as kube-proxy's
+/// nftables ones) the no-endpoints rule of the Service the packet was sent to. When the
+/// Service's shape suggests a rule that did not fire, the cause says so.
 fn explain_failure(
     r: &mut PathReport,
     drops: &[Drop],
@@ -336,16 +354,55 @@ fn explain_failure(
     if r.verdict == Verdict::Delivered {
         return;
     }
+    // A rule that counted, in the namespace the packet died in.
+    let counted = drops.first().and_then(|d| {
+        r.rules_hit
+            .iter()
+            .find(|h| h.node == d.rec.netns_name)
+            .map(|h| format!("{} {}: {}", h.table, h.chain, h.rule))
+    });
     let no_eps_rule =
         no_eps.map(|(_, e)| format!("{} ({} has no endpoints)", e.no_endpoints, e.spn()));
+    // The drop that decided: the last attempt's, else the first of the connection.
+    let last = r.attempts.last().and_then(|a| a.drop.clone());
     if let Some(d) = drops.first() {
-        let rule = no_eps_rule.or_else(|| {
-            r.rules_hit
-                .first()
-                .map(|h| format!("{} {}: {}", h.table, h.chain, h.rule))
-        });
-        r.drop_reason = Some(d.rec.reason.clone());
-        r.drop = Some(drop_where(d, rule));
+        let netfilter = d.rec.reason == "NETFILTER_DROP";
+        let rule = if netfilter {
+            last.as_ref()
+                .and_then(|l| l.rule.clone())
+                .or(counted)
+                .or_else(|| no_eps_rule.clone())
+        } else {
+            None
+        };
+        let mut at = last.unwrap_or_else(|| drop_where(d, None));
+        at.rule = rule;
+        r.drop_reason = Some(at.reason.clone());
+        if r.cause.is_none() {
+            r.cause = Some(if let Some(rule) = &at.rule {
+                format!(
+                    "netfilter dropped it at {}/{}: {rule}",
+                    at.netns_name, at.ifname
+                )
+            } else {
+                let mut c = format!(
+                    "the kernel dropped it at {}/{}: {} in {}",
+                    at.netns_name, at.ifname, at.reason, at.location
+                );
+                if at.reason == "IP_INNOROUTES" {
+                    let _ = write!(c, " (no route to {} there)", dst.ip());
+                }
+                if let Some(rule) = &no_eps_rule {
+                    let _ = write!(
+                        c,
+                        "; the Service's rule `{rule}` did not fire: the packet died before \
+                         reaching it"
+                    );
+                }
+                c
+            });
+        }
+        r.drop = Some(at);
         if r.verdict != Verdict::Refused {
             r.verdict = Verdict::Dropped;
         }

@@ -41,9 +41,17 @@ fn workload<'a>(t: &'a Tracker, key: &str) -> Option<&'a crate::identity::Worklo
         .or_else(|| t.identity.find(key))
 }
 
-pub(super) fn source(spec: &str, tracker: &Tracker) -> Result<Source, PathError> {
+pub(super) fn source(o: &PathOptions, tracker: &Tracker) -> Result<Source, PathError> {
+    let spec = o.src.as_str();
     let all = topology::netns::discover();
-    if let Some(w) = workload(tracker, spec) {
+    let named = match &o.src_pick {
+        Some(p) => Some(
+            p.find(&tracker.identity)
+                .ok_or_else(|| PathError::NoSource(spec.to_owned()))?,
+        ),
+        None => workload(tracker, spec),
+    };
+    if let Some(w) = named {
         let ns = w
             .netns
             .and_then(|ino| all.iter().find(|n| n.inode == ino))
@@ -70,6 +78,17 @@ pub(super) fn destination(
     tracker: &Tracker,
     services: &Services,
 ) -> Result<SocketAddr, PathError> {
+    if let Some((p, port)) = &o.dst_pick {
+        let w = p
+            .find(&tracker.identity)
+            .ok_or_else(|| PathError::NoDestination(o.dst.clone()))?;
+        let ip = w
+            .ips
+            .first()
+            .copied()
+            .ok_or_else(|| PathError::NoAddress(w.name.clone()))?;
+        return Ok(SocketAddr::new(ip, *port));
+    }
     let (host, port) = crate::net::split_port(&o.dst);
     let proto = o.proto.to_string();
     if let Ok(ip) = host.parse::<IpAddr>() {
