@@ -12,6 +12,14 @@ use std::{
 
 use support::{BridgeLab, Inspector, bpf_objects, eventually, run_inspector, unique};
 
+/// The tests that check no program of ours is left in the kernel take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A tmpfs of 64 KiB, unmounted on drop.
 struct SmallDisk(std::path::PathBuf);
 
@@ -44,6 +52,7 @@ impl Drop for SmallDisk {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn a_full_disk_ends_trace_w_in_one_line_and_leaves_nothing() {
+    let _turn = turn();
     let lab = BridgeLab::new("fd");
     let disk = SmallDisk::new();
     let file = disk.0.join("x.pcapng");
@@ -102,19 +111,21 @@ fn a_full_disk_ends_trace_w_in_one_line_and_leaves_nothing() {
     assert!(read.lines().count() >= 1, "tshark read nothing: {read}");
 }
 
-/// A socket at the Docker path that accepts and answers garbage, or never answers: the
-/// inspector says so in one warning and goes on without Docker (within its 10 s timeout).
+/// A socket given as Docker's or the CRI runtime's that accepts and answers garbage, or never
+/// answers: the inspector says so in one warning and goes on without that runtime (within
+/// its 10 s timeout).
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
-fn a_docker_socket_that_answers_garbage_or_hangs_is_one_warning() {
-    for (what, answer) in [
-        (
-            "garbage",
-            Some(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n[{\"x"[..]),
-        ),
-        ("hang", None),
+fn a_runtime_socket_that_answers_garbage_or_hangs_is_one_warning() {
+    let garbage = &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n[{\"x"[..];
+    for (flag, what, answer) in [
+        ("--docker-socket", "garbage", Some(garbage)),
+        ("--docker-socket", "hang", None),
+        ("--cri-socket", "garbage", Some(garbage)),
+        ("--cri-socket", "hang", None),
     ] {
-        let path = std::env::temp_dir().join(format!("{}.sock", unique(what)));
+        let what = format!("{flag} {what}");
+        let path = std::env::temp_dir().join(format!("{}.sock", unique("rt")));
         let listener = UnixListener::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -143,13 +154,7 @@ fn a_docker_socket_that_answers_garbage_or_hangs_is_one_warning() {
         };
         let t0 = Instant::now();
         let out = run_inspector(
-            &[
-                "topology",
-                "-o",
-                "json",
-                "--docker-socket",
-                path.to_str().unwrap(),
-            ],
+            &["topology", "-o", "json", flag, path.to_str().unwrap()],
             &[],
         );
         let took = t0.elapsed();
@@ -173,4 +178,64 @@ fn a_docker_socket_that_answers_garbage_or_hangs_is_one_warning() {
             "{what}: no topology without Docker"
         );
     }
+}
+
+/// The reader of the output goes away (`inspector trace -w - 2>&1 | head -c 100`): the
+/// inspector ends at its next write with status 141, as SIGPIPE would end it, says nothing,
+/// and leaves nothing attached. (The runtime sockets' SIGPIPE does not end it: the test
+/// above.)
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_reader_that_goes_away_ends_it_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let _turn = turn();
+    let lab = BridgeLab::new("rg");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = std::process::Command::new(support::bin())
+        .args([
+            "trace",
+            "-w",
+            "-",
+            "--netns",
+            &lab.a.name,
+            "--duration",
+            "60",
+        ])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    // Like `head -c 100`: read what comes first (the capture's headers), then close.
+    let mut reader = reader;
+    let mut first = [0u8; 100];
+    assert!(reader.read(&mut first).unwrap() > 0);
+    drop(reader);
+    let pid = child.id();
+    support::in_ns(
+        &lab.a.name,
+        &["ping", "-q", "-c", "50", "-i", "0.01", "198.18.0.3"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after its reader left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (status.code(), status.signal()),
+        (Some(141), None),
+        "{status}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !bpf_objects()
+            .progs
+            .values()
+            .any(|n| n.starts_with("insp_"))),
+        "programs left after the inspector {pid} ended"
+    );
 }

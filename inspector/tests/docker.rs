@@ -547,7 +547,9 @@ fn docker_four_modes_every_flow_end_is_the_right_container() {
 /// (Docker gives it a new namespace and leaves `side` in the old one, without eth0). Every
 /// flow seen before the restart keeps the names it had then: :81 is `side`'s (its socket),
 /// the old namespace is `web`'s; after, `web` in its new namespace. No container's
-/// namespace is called by a process (`pid:...`) or a sandbox id: by its owner.
+/// namespace is called by a process (`pid:...`) or a sandbox id: by its owner. The per-hop
+/// latency rows likewise: their hops in the old namespace stay `web`'s, never the `side`
+/// that holds it at the end.
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn docker_restart_keeps_the_names_flows_were_seen_with() {
@@ -573,6 +575,7 @@ fn docker_restart_keeps_the_names_flows_were_seen_with() {
         "json",
         "flows",
         "-q",
+        "--latency",
         "--rescan-ms",
         "200",
         "--docker-socket",
@@ -631,6 +634,28 @@ fn docker_restart_keeps_the_names_flows_were_seen_with() {
         };
         if let Some(want) = want {
             assert_eq!(name, want, "{f}");
+        }
+    }
+    let rows = json_lines(&out.stdout, "latency");
+    let web_hops = rows
+        .iter()
+        .flat_map(|r| [&r["from"], &r["to"]])
+        .filter(|h| {
+            h.as_str()
+                .is_some_and(|h| h.starts_with(&format!("{web}/")))
+        })
+        .count();
+    assert!(
+        web_hops > 0,
+        "no latency row through web's namespace: {rows:#?}"
+    );
+    for r in &rows {
+        for h in [&r["from"], &r["to"]] {
+            let h = h.as_str().unwrap();
+            assert!(
+                !h.starts_with(&format!("{side}/")) && !h.starts_with("pid:"),
+                "a latency hop named at print time: {r}"
+            );
         }
     }
 }

@@ -11,6 +11,7 @@
 mod support;
 
 use std::{
+    fmt::Write as _,
     net::UdpSocket,
     process::{Command, Stdio},
     sync::{
@@ -56,6 +57,24 @@ fn udp_in(ns: &str) -> (u64, u64) {
     (get("InDatagrams"), get("InErrors") + get("RcvbufErrors"))
 }
 
+/// Where a lost datagram could have died, from the kernel's counters: each namespace's
+/// interface counters (drops included) and the sender's and receiver's IP and UDP counters.
+fn kernel_view(lab: &BridgeLab) -> String {
+    let mut v = String::new();
+    for ns in lab.all() {
+        let _ = write!(v, "{}:\n{}", ns.name, ns.exec(&["ip", "-s", "-s", "link"]));
+    }
+    for ns in [&lab.a, &lab.b] {
+        let snmp = ns.exec(&["cat", "/proc/net/snmp"]);
+        let keep: Vec<&str> = snmp
+            .lines()
+            .filter(|l| l.starts_with("Ip:") || l.starts_with("Udp:"))
+            .collect();
+        let _ = writeln!(v, "{} snmp:\n{}", ns.name, keep.join("\n"));
+    }
+    v
+}
+
 /// What a run of kills measured.
 struct Run {
     sent: u64,
@@ -63,6 +82,8 @@ struct Run {
     delivered: u64,
     errors: u64,
     cleaned: usize,
+    /// [`kernel_view`] before and after.
+    kernel: (String, String),
 }
 
 /// The two tests take turns: each checks that no program of ours is in the kernel.
@@ -93,6 +114,7 @@ fn run_kills(modes: &[&[&str]], kills: u64) -> Run {
     );
     let lab = BridgeLab::new("ka");
     let (udp0, err0) = udp_in(&lab.b.name);
+    let view0 = kernel_view(&lab);
     // The workload: a datagram every 2 ms from a to b:9999, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, got) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -216,6 +238,7 @@ fn run_kills(modes: &[&[&str]], kills: u64) -> Run {
     sender.join().unwrap();
     receiver.join().unwrap();
     let (udp1, err1) = udp_in(&lab.b.name);
+    let view1 = kernel_view(&lab);
     let (sent, got) = (sent.load(Ordering::Relaxed), got.load(Ordering::Relaxed));
     eprintln!(
         "kill_anywhere: kills by stage {stages:?}; {sent} datagrams sent, {got} received, \
@@ -228,6 +251,7 @@ fn run_kills(modes: &[&[&str]], kills: u64) -> Run {
         delivered: udp1 - udp0,
         errors: err1 - err0,
         cleaned,
+        kernel: (view0, view1),
     }
 }
 
@@ -268,10 +292,18 @@ fn sigkill_anywhere_leaves_nothing_and_never_interrupts_traffic() {
     // yet found (docs/robustness.md). Bounded here, not zero, until it is.
     assert!(
         r.sent - r.got <= kills(12),
-        "{} lost over {} kills",
+        "{} lost over {} kills; the kernel's counters before:\n{}\nafter:\n{}",
         r.sent - r.got,
-        kills(12)
+        kills(12),
+        r.kernel.0,
+        r.kernel.1
     );
+    if r.sent != r.got {
+        eprintln!(
+            "kill_anywhere: the kernel's counters before:\n{}\nafter:\n{}",
+            r.kernel.0, r.kernel.1
+        );
+    }
 }
 
 /// Legacy tc (`--attach tc`, for kernels without TCX): what a killed run leaves - its

@@ -11,7 +11,7 @@ mod support;
 
 use std::{
     io::{Read as _, Write as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -38,27 +38,11 @@ fn send_flows(lab: &BridgeLab, n: u32) {
     .unwrap();
 }
 
-/// The release build (built here when not yet: cargo's lock is free while tests run).
-fn release_bin() -> PathBuf {
-    if let Ok(b) = std::env::var("INSPECTOR_BIN") {
-        return b.into();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-q", "-p", "inspector"])
-        .status()
-        .expect("cargo");
-    assert!(st.success(), "building the release binary failed");
-    root.join("target/release/inspector")
-}
-
 /// Starts the release build with `args` and a ready file, stdout to `out`, and waits until
 /// it is ready.
 fn start(args: &[&str], out: Stdio) -> Child {
     let ready = std::env::temp_dir().join(format!("{}.ready", support::unique("mem")));
-    let mut child = Command::new(release_bin())
+    let mut child = Command::new(support::release_bin())
         .args(args)
         .arg("--ready-file")
         .arg(&ready)

@@ -285,8 +285,11 @@ fn emit<W: std::io::Write>(
         }
         Ok(())
     };
-    // A full disk or a closed pipe ends the trace with the file's name, in one line.
-    write().map_err(|e| anyhow::anyhow!("writing the capture {}: {e}", c.current_name()))
+    // A full disk ends the trace with the file's name, in one line; a closed pipe too, and
+    // `main` ends quietly on it (the error keeps its cause).
+    write().map_err(|e| {
+        anyhow::Error::new(e).context(format!("writing the capture {}", c.current_name()))
+    })
 }
 
 /// The capture output of `-w` (`-`: stdout), its first header written; none without -w.

@@ -37,7 +37,8 @@ pub async fn channel(socket: &Path) -> Result<Channel, Error> {
     Endpoint::try_from("http://[::]:50051")
         .map_err(|e| proto("endpoint", e))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
+        // As Docker's: a runtime that takes no answer in 10 s is taken as gone.
+        .timeout(Duration::from_secs(10))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let p = path.clone();
             async move {

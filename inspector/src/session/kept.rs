@@ -5,6 +5,9 @@
 //! address was reused), the records it touches are named first, under the view they were
 //! seen in, and keep those names until the kernel lets them go.
 //!
+//! The latency rows' names (each hop's and each endpoint pair's) are kept the same way: the
+//! kernel's hop slots and the event aggregator's hops and pairs live as long as the session.
+//!
 //! Many records are kept at once (a namespace that goes takes its link-local multicast
 //! with it: tens of thousands of flow records on a busy bridge), and they share few names:
 //! each name and each end is held once, shared (`Rc`), so a kept record costs its key and
@@ -14,7 +17,7 @@ use std::{
     rc::Rc,
 };
 
-use inspector_common::{DropKey, FlowKey};
+use inspector_common::{DropKey, FlowKey, PacketEvent};
 
 use super::{Session, annotate::ends_of};
 use crate::{
@@ -60,11 +63,23 @@ impl Shared {
 }
 
 /// Names kept per flow and drop record (key and first packet's time: a record the kernel
-/// evicted and created again is another).
+/// evicted and created again is another), and per latency hop and pair.
 #[derive(Default)]
 pub(super) struct Kept {
     pub flows: HashMap<(FlowKey, u64), Names>,
     pub drops: HashMap<(DropKey, u64), Names>,
+    /// `netns/ifname(dir)` per hop ([`hop_id`]).
+    pub hops: HashMap<HopId, String>,
+    /// Source, destination and protocol per pair (the naming event's key).
+    pub pairs: HashMap<FlowKey, (String, String, crate::net::Proto)>,
+}
+
+/// A hop of the latency rows: namespace, ifindex, hook and direction.
+pub(super) type HopId = (u32, u32, u8, u8);
+
+/// The hop an event was seen at.
+pub(super) fn hop_id(ev: &PacketEvent) -> HopId {
+    (ev.key.netns, ev.key.ifindex, ev.key.hook, ev.key.direction)
 }
 
 impl Kept {
@@ -94,6 +109,7 @@ impl Session {
         let (Ok(flows), Ok(drops)) = (self.probe.flows(), self.probe.drops()) else {
             return;
         };
+        let (hop_events, pair_events) = self.latency_events();
         let _ = self.with_resolver_of(before, &self.topology, |r| {
             let mut kept = self.kept.borrow_mut();
             let shared = std::cell::RefCell::new(Shared::default());
@@ -122,6 +138,21 @@ impl Session {
                 |k| (k.netns, k.ifindex, Header::of_key(&flow_key(k))),
                 &name,
             );
+            for ev in &hop_events {
+                if moved.netns.contains(&u64::from(ev.key.netns)) {
+                    kept.hops
+                        .entry(hop_id(ev))
+                        .or_insert_with(|| self.hop_name_now(ev));
+                }
+            }
+            for ev in &pair_events {
+                let h = Header::of_key(&ev.key);
+                if moved.touches(u64::from(ev.key.netns), h.src, h.dst) {
+                    kept.pairs
+                        .entry(ev.key)
+                        .or_insert_with(|| self.pair_names_now(r, ev));
+                }
+            }
         });
     }
 }

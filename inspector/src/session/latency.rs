@@ -277,14 +277,56 @@ impl Session {
         Ok(Some(v))
     }
 
-    /// `netns/ifname(out|in)` (or the stack hook's name) of an event's hop.
+    /// The events the latency rows are named by: each hop's and each pair's (for keeping
+    /// their names when something changes hands, `kept.rs`).
+    pub(super) fn latency_events(&self) -> (Vec<PacketEvent>, Vec<PacketEvent>) {
+        match &self.latency {
+            Some(Latency::Events { agg, .. }) => {
+                (agg.hop_events().to_vec(), agg.pair_events().to_vec())
+            }
+            Some(Latency::Kernel { .. }) => {
+                let (mut hops, mut pairs) = (Vec::new(), Vec::new());
+                for (_, h) in self.probe.hop_hists().unwrap_or_default() {
+                    let [pair, from, to] = hops::transition_events(&h.tag);
+                    hops.extend([from, to]);
+                    pairs.push(pair);
+                }
+                (hops, pairs)
+            }
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// `netns/ifname(out|in)` (or the stack hook's name) of an event's hop: as kept when
+    /// its namespace changed hands, else as named now.
     fn hop_name(&self, ev: &PacketEvent) -> String {
+        if let Some(n) = self.kept.borrow().hops.get(&super::kept::hop_id(ev)) {
+            return n.clone();
+        }
+        self.hop_name_now(ev)
+    }
+
+    /// [`Self::hop_name`] under the names the session has now.
+    pub(super) fn hop_name_now(&self, ev: &PacketEvent) -> String {
         let rec = FlowRecord::of_event(ev, &self.names, self.clock);
         hook_label(&rec.netns_name, &rec.ifname, ev.key.hook, rec.direction)
     }
 
-    /// An event's two ends, by workload name where known (else the address), and protocol.
+    /// An event's two ends, by workload name where known (else the address), and protocol:
+    /// as kept when an end changed hands, else as named now.
     fn pair_names(
+        &self,
+        r: &crate::identity::Resolver<'_>,
+        ev: &PacketEvent,
+    ) -> (String, String, crate::net::Proto) {
+        if let Some(p) = self.kept.borrow().pairs.get(&ev.key) {
+            return p.clone();
+        }
+        self.pair_names_now(r, ev)
+    }
+
+    /// [`Self::pair_names`] under resolver `r`.
+    pub(super) fn pair_names_now(
         &self,
         r: &crate::identity::Resolver<'_>,
         ev: &PacketEvent,

@@ -270,12 +270,34 @@ pub fn bin() -> &'static str {
     })
 }
 
+/// The release build, as shipped, for measuring its resources: `INSPECTOR_BIN` when set,
+/// else built here when not yet (cargo's lock is free while tests run).
+pub fn release_bin() -> PathBuf {
+    if let Ok(b) = std::env::var("INSPECTOR_BIN") {
+        return b.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-q", "-p", "inspector"])
+        .status()
+        .expect("cargo");
+    assert!(st.success(), "building the release binary failed");
+    root.join("target/release/inspector")
+}
+
 impl Inspector {
     /// Starts `inspector ARGS --ready-file F` and waits (bounded) until F exists.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_bin(Path::new(bin()), args)
+    }
+
+    /// [`Inspector::start`] of another build of it.
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Self {
         let ready = std::env::temp_dir().join(format!("{}.ready", unique("insp")));
         let _ = std::fs::remove_file(&ready);
-        let mut child = Command::new(bin())
+        let mut child = Command::new(bin)
             .args(args)
             .arg("--ready-file")
             .arg(&ready)

@@ -290,6 +290,18 @@ impl Aggregator {
         }
     }
 
+    /// The events its hops are named by (one per hop).
+    #[must_use]
+    pub fn hop_events(&self) -> &[PacketEvent] {
+        &self.hop_events
+    }
+
+    /// The events its pairs are named by (the first of each pair).
+    #[must_use]
+    pub fn pair_events(&self) -> &[PacketEvent] {
+        &self.pair_events
+    }
+
     /// Percentiles per (pair, hop), named by `hop_name` and `pair_name` from an event of
     /// that hop / the first event of that pair; in a stable order.
     pub fn rows(
