@@ -9,6 +9,7 @@
 //! that raised it fails with `EPIPE` and its caller says so. Attachments are file
 //! descriptors: they go with the process however it ends.
 fn main() {
+    inspector::sys::heap::limit_arenas();
     let handler = nix::sys::signal::SigAction::new(
         nix::sys::signal::SigHandler::Handler(on_sigpipe),
         nix::sys::signal::SaFlags::SA_RESTART,

@@ -188,6 +188,9 @@ impl Session {
         if let Some(note) = self.recreated_pin(&changes) {
             changes.push(note);
         }
+        if !changes.is_empty() {
+            crate::sys::heap::give_back();
+        }
         changes
     }
 

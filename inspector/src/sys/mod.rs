@@ -6,6 +6,7 @@
 //! The bottom layer: it imports nothing of the crate.
 pub mod cgroup;
 pub mod cpu;
+pub mod heap;
 pub mod kallsyms;
 pub mod netns;
 pub mod nudge;

@@ -112,6 +112,24 @@ pub fn udp_noports(ns: &Netns) -> u64 {
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
+/// A bridge `br0` with address `cidr`, up, in `ns`. Without multicast snooping the bridge
+/// does not join 224.0.0.106 and so sends no IGMP reports of its own at random moments: the
+/// only traffic is the test's.
+pub fn bridge_in(ns: &Netns, cidr: &str) {
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+    ns.exec(&["ip", "addr", "add", cidr, "dev", "br0"]);
+    ns.exec(&["ip", "link", "set", "br0", "up"]);
+}
+
 /// Three workload namespaces (a, b, c) on a bridge that lives in a fourth ("br"), all
 /// addresses in 198.18.0.0/24: br0 .1, a .2, b .3, c .4.
 pub struct BridgeLab {
@@ -129,20 +147,7 @@ impl BridgeLab {
         let a = Netns::new(&format!("{prefix}a"));
         let b = Netns::new(&format!("{prefix}b"));
         let c = Netns::new(&format!("{prefix}c"));
-        // Without multicast snooping the bridge does not join 224.0.0.106 and so sends no
-        // IGMP reports of its own at random moments: the only traffic is the test's.
-        br.exec(&[
-            "ip",
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        br.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "br0"]);
-        br.exec(&["ip", "link", "set", "br0", "up"]);
+        bridge_in(&br, "198.18.0.1/24");
         for (i, ns) in [&a, &b, &c].into_iter().enumerate() {
             let host = format!("v{}", ["a", "b", "c"][i]);
             br.exec(&[
