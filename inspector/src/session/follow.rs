@@ -194,9 +194,20 @@ impl Session {
         changes
     }
 
-    fn attach_change(&self, key: AttachKey, attached: bool) -> Change {
-        let netns = self.names.netns_name(key.0).unwrap_or("?").to_owned();
-        let ifname = self.names.ifname(key).unwrap_or("?").to_owned();
+    fn attach_change(&mut self, key: AttachKey, attached: bool) -> Change {
+        let now = || {
+            (
+                self.names.netns_name(key.0).unwrap_or("?").to_owned(),
+                self.names.ifname(key).unwrap_or("?").to_owned(),
+            )
+        };
+        let (netns, ifname) = if attached {
+            let n = now();
+            self.attached_as.insert(key, n.clone());
+            n
+        } else {
+            self.attached_as.remove(&key).unwrap_or_else(now)
+        };
         if attached {
             Change::Attached {
                 netns,

@@ -75,6 +75,9 @@ pub struct Session {
     /// The one interface whose ifindex the kernel-side filter checks, if it is exactly one.
     pinned: Option<(String, u32)>,
     clock: WallClock,
+    /// Each attached interface's (namespace, interface) names when it was attached: its
+    /// detach is told by them (by then its namespace's inode may be another's).
+    attached_as: std::collections::HashMap<crate::probe::AttachKey, (String, String)>,
     /// Failures and notes already reported (each said once).
     reported: HashSet<String>,
     reported_services: RefCell<HashSet<String>>,
