@@ -155,18 +155,7 @@ fn churn_keeps_names_and_resources_flat_and_leaves_nothing() {
     assert!(rounds > WARM, "INSPECTOR_CHURN too small: {n}");
     let prefix = support::unique("ch");
     let hub = Netns::new(&format!("{prefix}hub"));
-    hub.exec(&[
-        "ip",
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "mcast_snooping",
-        "0",
-    ]);
-    hub.exec(&["ip", "addr", "add", "198.18.44.1/24", "dev", "br0"]);
-    hub.exec(&["ip", "link", "set", "br0", "up"]);
+    support::bridge_in(&hub, "198.18.44.1/24");
     let bin = support::release_bin();
     let flows = Inspector::start_bin(
         &bin,
