@@ -187,6 +187,13 @@ impl super::Probe {
         errors
     }
 
+    /// Whether the socket-owner programs watch any cgroup now (so some flow end is told by
+    /// its socket's owner).
+    #[must_use]
+    pub fn watching_sockets(&self) -> bool {
+        !self.cgroup_links.is_empty()
+    }
+
     /// Socket owners the kernel recorded.
     pub fn socket_owners(&self) -> Result<SocketOwners, ProbeError> {
         owners(&self.ebpf)

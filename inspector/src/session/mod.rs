@@ -29,7 +29,6 @@ use std::{
     cell::RefCell,
     collections::{HashMap, HashSet},
     path::PathBuf,
-    time::Instant,
 };
 
 pub use error::SessionError;
@@ -58,8 +57,9 @@ pub struct Session {
     /// Who owns which namespace, address and socket; refreshed with every rescan.
     identity: Tracker,
     cache: NsidCache,
-    /// Socket owners as last read (the map can hold 64k entries: read at most every 100 ms).
-    owners: RefCell<(Option<Instant>, SocketOwners)>,
+    /// Socket owners as last read, with when (monotonic ns; the map can hold 64k entries:
+    /// read at most every 100 ms for a resolver, see [`Session::owners_cover`]).
+    owners: RefCell<(Option<u64>, SocketOwners)>,
     /// kube-proxy's Services and their conntrack state (None: not looked at).
     services: Option<RefCell<Services>>,
     /// DROP/REJECT rule counters of the node namespaces at start, by namespace inode (for
@@ -186,15 +186,40 @@ impl Session {
         topology: &Topology,
         f: impl FnOnce(&crate::identity::Resolver<'_>) -> T,
     ) -> Result<T, SessionError> {
-        let mut cache = self.owners.borrow_mut();
-        if cache
-            .0
-            .is_none_or(|t| t.elapsed() > std::time::Duration::from_millis(100))
-        {
-            cache.1 = self.probe.socket_owners()?;
-            cache.0 = Some(Instant::now());
+        let now = crate::sys::time::mono_now_ns();
+        if self.owners.borrow().0.is_none_or(|t| now > t + 100_000_000) {
+            self.read_owners(now)?;
         }
+        let cache = self.owners.borrow();
         let r = crate::identity::Resolver::new(identity, &cache.1, topology);
         Ok(f(&r))
+    }
+
+    fn read_owners(&self, now: u64) -> Result<(), SessionError> {
+        let owners = self.probe.socket_owners()?;
+        *self.owners.borrow_mut() = (Some(now), owners);
+        Ok(())
+    }
+
+    /// Whether the socket owners as read cover a packet seen at `ts_ns` (monotonic): true
+    /// when no flow end is told by its socket owner, or they were read after it, or they
+    /// are read now (at most every 5 ms: a packet seen since waits for the next read).
+    /// Otherwise a trace would name a new connection's first packets in a shared
+    /// namespace "shared by ..." although the kernel had recorded its socket's owner.
+    pub fn owners_cover(&self, ts_ns: u64) -> bool {
+        if !self.probe.watching_sockets() {
+            return true;
+        }
+        let read = self.owners.borrow().0;
+        if read.is_some_and(|t| t >= ts_ns) {
+            return true;
+        }
+        let now = crate::sys::time::mono_now_ns();
+        if read.is_some_and(|t| now < t + 5_000_000) {
+            return false;
+        }
+        // A map that cannot be read names by namespace, as before.
+        let _ = self.read_owners(now);
+        true
     }
 }

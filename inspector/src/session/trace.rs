@@ -169,8 +169,9 @@ impl Tracer {
             && let Some(ev) = self.held.front()
         {
             let netns = u64::from(ev.key.netns);
-            let named =
-                s.names.ifname((netns, ev.key.ifindex)).is_some() && !s.identity.pending(netns);
+            let named = s.names.ifname((netns, ev.key.ifindex)).is_some()
+                && !s.identity.pending(netns)
+                && s.owners_cover(ev.ts_ns);
             let waited = now >= ev.ts_ns.saturating_add(HOLD_NS);
             // A packet of a new namespace waits (longer) for the selectors' verdict on it.
             let verdict = s.selected(&ev.key);
