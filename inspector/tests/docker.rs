@@ -659,3 +659,110 @@ fn docker_restart_keeps_the_names_flows_were_seen_with() {
         }
     }
 }
+
+/// Docker stops answering in the middle of a run, twice: frozen (SIGSTOP: its socket takes
+/// connections and nothing answers) and gone (its socket moved aside: connecting fails, as
+/// when the daemon is down). Each time: one warning; the containers seen keep their names
+/// (its last answer stands); the loop does not stall on it (pings to the container are
+/// printed within 3 s, where a rescan that waited on Docker took 10 s); and one "answers
+/// again" when it is back.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn docker_that_hangs_or_goes_away_mid_run_is_one_warning_and_names_stand() {
+    let mut d = Dockerd::start();
+    let a = format!("{}-a", unique("h"));
+    d.run(&a, &[], &[]);
+    let (ip, ns, want) = (ip_of(&a), netns_of(&a), expected(&a));
+    let insp = Inspector::start(&[
+        "-o",
+        "json",
+        "trace",
+        "--proto",
+        "icmp",
+        "--rescan-ms",
+        "200",
+        "--no-services",
+        "--docker-socket",
+        SOCKET,
+    ]);
+    // Echo replies leaving the container's eth0.
+    let replies = |evs: &[Value]| -> Vec<Value> {
+        evs.iter()
+            .filter(|p| {
+                p["type"] == "packet"
+                    && p["netns"].as_u64() == Some(ns)
+                    && p["direction"] == "egress"
+                    && p["icmp_type"].as_u64() == Some(0)
+            })
+            .cloned()
+            .collect()
+    };
+    let ping_printed = |n: usize, phase: &str| {
+        let st = std::process::Command::new("ping")
+            .args(["-c", "3", "-i", "0.2", "-W", "1", &ip])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("ping");
+        assert!(st.success(), "ping {ip} ({phase})");
+        assert!(
+            insp.wait_json(Duration::from_secs(3), |e| replies(e).len() >= n),
+            "the pings of {phase} were not printed within 3 s of their replies: {}",
+            insp.stderr_text()
+        );
+    };
+    ping_printed(3, "the start");
+    let agains = || {
+        insp.stderr_text()
+            .matches("warning: docker answers again")
+            .count()
+    };
+    {
+        let _frozen = d.freeze();
+        assert!(
+            insp.wait_stderr(
+                "warning: docker: no answer in 1 s: the names of its 1 workload(s) from its \
+                 last answer stand until it answers again",
+                Duration::from_secs(10)
+            ),
+            "{}",
+            insp.stderr_text()
+        );
+        // Rescans go on every 200 ms, with Docker still silent.
+        std::thread::sleep(Duration::from_secs(1));
+        ping_printed(6, "Docker frozen");
+    }
+    assert!(
+        support::eventually(Duration::from_secs(10), || agains() == 1),
+        "{}",
+        insp.stderr_text()
+    );
+    {
+        let _away = Dockerd::socket_away();
+        assert!(
+            insp.wait_stderr(
+                &format!("warning: docker: docker API at {SOCKET}: No such file or directory"),
+                Duration::from_secs(10)
+            ),
+            "{}",
+            insp.stderr_text()
+        );
+        ping_printed(9, "Docker's socket gone");
+    }
+    assert!(
+        support::eventually(Duration::from_secs(10), || agains() == 2),
+        "{}",
+        insp.stderr_text()
+    );
+    let out = insp.interrupt_ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("warning: docker:").count(),
+        2,
+        "one warning each time: {err}"
+    );
+    let all = replies(&support::json_lines_all(&out.stdout));
+    assert!(all.len() >= 9, "{all:#?}");
+    for p in &all {
+        container_end(p, "src_endpoint", &want);
+    }
+}

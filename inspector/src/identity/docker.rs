@@ -327,7 +327,18 @@ pub struct Docker {
     cache: HashMap<String, Workload>,
     changed: Arc<Mutex<HashSet<String>>>,
     stream_up: Arc<std::sync::atomic::AtomicBool>,
+    /// The event-following thread runs (it ends with the stream: dockerd went away).
+    following: Arc<std::sync::atomic::AtomicBool>,
+    /// Where events go (kept to follow the stream again when dockerd is back).
+    events: Option<mpsc::Sender<DockerEvent>>,
+    nudger: Option<Nudger>,
+    /// When the stream was last followed (again at most every [`FOLLOW_AGAIN`]).
+    followed_at: std::time::Instant,
 }
+
+/// How often an ended event stream is followed again, at most (a daemon that answers lists
+/// and not events must not cost a thread per rescan).
+const FOLLOW_AGAIN: Duration = Duration::from_secs(5);
 
 impl Docker {
     /// A provider on `socket`; `events` (if given) also receives each lifecycle event.
@@ -344,23 +355,32 @@ impl Docker {
             cache: HashMap::new(),
             changed: Arc::default(),
             stream_up: Arc::default(),
+            following: Arc::default(),
+            events,
+            nudger,
+            followed_at: std::time::Instant::now(),
         };
-        me.follow_events(events, nudger);
+        me.follow_events();
         Some(me)
     }
 
     /// Follows the event stream on a thread of its own: each event marks its container for
     /// re-inspection, is passed on (`events`), and wakes the follower (`nudger`) so a new
     /// container is named by a rescan at once, not at the next period.
-    fn follow_events(&self, events: Option<mpsc::Sender<DockerEvent>>, nudger: Option<Nudger>) {
-        let (socket, changed, up) = (
+    /// Run again by a list that answered after the stream ended (dockerd restarted).
+    fn follow_events(&self) {
+        let (socket, changed, up, following) = (
             self.socket.clone(),
             self.changed.clone(),
             self.stream_up.clone(),
+            self.following.clone(),
         );
+        let (events, nudger) = (self.events.clone(), self.nudger.clone());
+        following.store(true, std::sync::atomic::Ordering::Relaxed);
         let r = std::thread::Builder::new()
             .name("docker-events".into())
             .spawn(move || {
+                let _ended = Ended(following);
                 let Ok(mut s) = UnixStream::connect(&socket) else {
                     return;
                 };
@@ -399,7 +419,19 @@ impl Docker {
                 }
                 up.store(false, std::sync::atomic::Ordering::Relaxed);
             });
-        drop(r);
+        if r.is_err() {
+            self.following
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Clears "following" when the event thread ends, however it ends.
+struct Ended(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -411,6 +443,14 @@ impl Provider for Docker {
     fn list(&mut self) -> Result<Vec<Workload>, Error> {
         let listed: Vec<Listed> = serde_json::from_slice(&get(&self.socket, "/containers/json")?)
             .map_err(|e| Error::Protocol(format!("container list: {e}")))?;
+        // It answers: if its event stream ended (it went away and is back), follow anew.
+        // Until that stream is up, every container is inspected afresh.
+        if !self.following.load(std::sync::atomic::Ordering::Relaxed)
+            && self.followed_at.elapsed() >= FOLLOW_AGAIN
+        {
+            self.followed_at = std::time::Instant::now();
+            self.follow_events();
+        }
         let live: HashSet<&str> = listed.iter().map(|l| l.id.as_str()).collect();
         self.cache.retain(|id, _| live.contains(id.as_str()));
         let stale: HashSet<String> = if self.stream_up.load(std::sync::atomic::Ordering::Relaxed) {

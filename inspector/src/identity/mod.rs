@@ -5,6 +5,7 @@
 //! cgroup, and [`Identity::endpoint`] answers "who is this end of a flow" - or `None`, never a
 //! guess. When several workloads share a namespace (Docker's container mode, pods) and the
 //! socket owner is unknown, the answer names all of them ("shared by A, B").
+pub mod asking;
 pub mod cgroup;
 pub mod cri;
 pub mod docker;
@@ -289,18 +290,4 @@ impl Identity {
                     .flatten()
             })
     }
-}
-
-/// Collects from every provider; a provider that fails is reported once per call in
-/// `errors`, and the others still count.
-pub fn collect(providers: &mut [Box<dyn Provider + Send>]) -> (Vec<Workload>, Vec<String>) {
-    let mut all = Vec::new();
-    let mut errors = Vec::new();
-    for p in providers.iter_mut() {
-        match p.list() {
-            Ok(v) => all.extend(v),
-            Err(e) => errors.push(format!("{}: {e}", p.name())),
-        }
-    }
-    (all, errors)
 }

@@ -8,7 +8,7 @@ use std::{
     sync::mpsc,
 };
 
-use super::{Identity, Provider, Workload, cri, docker, lab_records, procfs};
+use super::{Identity, Provider, Workload, asking::Asker, cri, docker, lab_records, procfs};
 use crate::sys::nudge::Nudge;
 
 /// Where to look for runtimes.
@@ -24,7 +24,8 @@ pub struct Options {
 /// The providers and everything they said so far.
 #[derive(Default)]
 pub struct Tracker {
-    providers: Vec<Box<dyn Provider + Send>>,
+    /// Each provider on a thread of its own (a runtime that hangs never stalls a refresh).
+    providers: Vec<Asker>,
     v2: Option<PathBuf>,
     /// Every workload seen, with the number of the refresh that last saw it.
     seen: BTreeMap<(String, String), (u64, Workload)>,
@@ -36,8 +37,6 @@ pub struct Tracker {
     /// Namespaces of containers found in cgroups that a connected runtime has not described
     /// yet (it is starting them: its answer, with the name, comes with the next refresh).
     pending: HashSet<u64>,
-    /// Provider errors already reported (said once).
-    reported: HashSet<String>,
     pub identity: Identity,
 }
 
@@ -55,9 +54,9 @@ impl Tracker {
             vec![Box::new(lab_records::Labs::default())];
         if let Some(sock) = &opts.docker_socket {
             let (tx, rx) = mpsc::channel();
-            match docker::Docker::connect(sock, Some(tx), nudger) {
+            match docker::Docker::connect(sock, Some(tx), nudger.clone()) {
                 Some(d) => {
-                    providers.push(Box::new(d));
+                    providers.push(Box::new(d) as Box<dyn Provider + Send>);
                     docker_rx = Some(rx);
                 }
                 None if sock.as_path() != std::path::Path::new(docker::DEFAULT_SOCKET) => {
@@ -88,6 +87,10 @@ impl Tracker {
                 }
             }
         }
+        let providers = providers
+            .into_iter()
+            .map(|p| Asker::spawn(p, nudger.clone()))
+            .collect();
         let me = Self {
             providers,
             docker_rx,
@@ -134,13 +137,27 @@ impl Tracker {
     /// [`Self::refresh`], returning the identity it replaced too (for naming what was seen
     /// under it).
     pub fn refresh_keeping(&mut self) -> (Identity, Vec<String>) {
-        let (mut now, errors) = super::collect(&mut self.providers);
+        let (mut now, notes): (Vec<Workload>, Vec<String>) =
+            self.providers
+                .iter_mut()
+                .fold((Vec::new(), Vec::new()), |(mut all, mut notes), p| {
+                    let (v, note) = p.ask();
+                    all.extend(v);
+                    notes.extend(note);
+                    (all, notes)
+                });
         let procs = procfs::container_processes(self.v2.as_deref());
         let extra = procfs::enrich(&mut now, &procs);
-        let asked: HashSet<&str> = self.providers.iter().map(|p| p.name()).collect();
+        let asked: HashSet<&str> = self
+            .providers
+            .iter()
+            .filter(|p| p.answering())
+            .map(Asker::name)
+            .collect();
         // A container no provider named yet, of a runtime one of them serves (or of a
         // runtime its cgroup does not tell: a CRI runtime under a custom cgroup parent),
-        // is waited for: its provider has not listed it yet.
+        // is waited for: its provider has not listed it yet. Not if that provider does not
+        // answer now: no name is coming.
         self.pending = extra
             .iter()
             .filter(|w| {
@@ -163,10 +180,6 @@ impl Tracker {
             &mut self.identity,
             Identity::with_departed(live.into_iter().map(|(_, w)| w).collect(), departed),
         );
-        let notes = errors
-            .into_iter()
-            .filter(|e| self.reported.insert(e.clone()))
-            .collect();
         (before, notes)
     }
 }
@@ -179,3 +192,4 @@ fn provider_of(runtime: &str) -> &'static str {
         _ => "",
     }
 }
+

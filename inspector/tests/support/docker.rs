@@ -215,8 +215,57 @@ impl Dockerd {
         id
     }
 
+    /// The daemon's pid (ours, or the running one's).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or_else(
+            || {
+                sh(&["pidof", "-s", "dockerd"])
+                    .trim()
+                    .parse()
+                    .expect("pid of dockerd")
+            },
+            |c| c.id() as i32,
+        )
+    }
+
+    /// Freezes the daemon (SIGSTOP) until the guard goes: its socket still accepts
+    /// connections, and nothing answers them - a daemon that hangs.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self.pid();
+        // SAFETY: kill(2) with a pid of dockerd.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Frozen(pid)
+    }
+
+    /// Moves the daemon's socket aside until the guard goes: connecting fails as when no
+    /// daemon runs (the daemon keeps the socket, and answers again once it is back).
+    pub fn socket_away() -> SocketAway {
+        let away = format!("{SOCKET}.away-{}", std::process::id());
+        std::fs::rename(SOCKET, &away).expect("move the socket aside");
+        SocketAway(away)
+    }
+
     pub fn remove(name_or_id: &str) {
         let _ = docker_ok(&["rm", "-f", name_or_id]);
+    }
+}
+
+/// A frozen dockerd; thawed on drop (also on a panic).
+pub struct Frozen(i32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with the pid frozen.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// Docker's socket moved aside; put back on drop (also on a panic).
+pub struct SocketAway(String);
+
+impl Drop for SocketAway {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.0, SOCKET);
     }
 }
 
