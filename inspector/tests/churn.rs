@@ -20,7 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Inspector, Netns, bpf_objects, eventually, held_objects};
+use support::{
+    Inspector, Netns, bpf_objects, eventually,
+    usage::{Usage, back_after_round, usage},
+};
 
 /// Containers alive at once.
 const ROUND: usize = 50;
@@ -28,58 +31,6 @@ const ROUND: usize = 50;
 const WARM: usize = 4;
 /// The first source port: container `g` sends from `PORT0 + g`.
 const PORT0: u16 = 20_000;
-
-/// What /proc says of a process.
-#[derive(Clone, Copy, Debug)]
-struct Usage {
-    rss_kib: u64,
-    anon_kib: u64,
-    file_kib: u64,
-    threads: u64,
-    fds: usize,
-    links: usize,
-}
-
-fn usage(pid: i32) -> Usage {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |k: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{k} in /proc/{pid}/status"))
-    };
-    Usage {
-        rss_kib: field("VmRSS:"),
-        anon_kib: field("RssAnon:"),
-        file_kib: field("RssFile:"),
-        threads: field("Threads:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count(),
-        links: held_objects(pid).links.len(),
-    }
-}
-
-/// Descriptors, threads and links.
-fn held(u: &Usage) -> (usize, u64, usize) {
-    (u.fds, u.threads, u.links)
-}
-
-/// A sample whose descriptors, threads and links held still for 300 ms (within 10 s).
-fn steady(now: impl Fn() -> (Usage, Usage)) -> (Usage, Usage) {
-    let mut last = now();
-    for _ in 0..33 {
-        std::thread::sleep(Duration::from_millis(300));
-        let u = now();
-        if (held(&u.0), held(&u.1)) == (held(&last.0), held(&last.1)) {
-            return u;
-        }
-        last = u;
-    }
-    panic!("descriptors, threads or links never held still: {last:?}")
-}
 
 /// One container: its namespace (deleted on drop), name and inode.
 struct Container {
@@ -220,27 +171,7 @@ fn churn_keeps_names_and_resources_flat_and_leaves_nothing() {
         // Descriptors, threads and links back where they were after the first round (a
         // rescan in flight holds a namespace's descriptor for a moment).
         let now = || (usage(flows.pid()), usage(trace.pid()));
-        let u = match held_base {
-            None => {
-                let u = steady(now);
-                held_base = Some((held(&u.0), held(&u.1)));
-                u
-            }
-            Some(base) => {
-                let mut last = now();
-                let back = eventually(Duration::from_secs(10), || {
-                    last = now();
-                    (held(&last.0), held(&last.1)) == base
-                });
-                assert!(
-                    back,
-                    "round {round}: descriptors, threads or links (flows, trace) not back to \
-                     {base:?}: {:?}",
-                    (held(&last.0), held(&last.1))
-                );
-                last
-            }
-        };
+        let u = back_after_round(&mut held_base, round, now);
         eprintln!(
             "churn: round {round}: {g} made; flows {:?}; trace {:?}",
             u.0, u.1

@@ -148,6 +148,7 @@ impl Tracker {
                 });
         let procs = procfs::container_processes(self.v2.as_deref());
         let extra = procfs::enrich(&mut now, &procs);
+        self.carry_over(&mut now);
         let asked: HashSet<&str> = self
             .providers
             .iter()
@@ -184,6 +185,27 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// A container its runtime still lists whose processes are gone (it is stopping, being
+    /// removed or restarted) keeps the cgroups and namespace its processes had: the kernel's
+    /// socket owners still name those cgroups, and the records of its namespace may be named
+    /// with this view (when the namespace changes hands at the next rescan). Without them,
+    /// its connections in a shared namespace were named "shared by ..." from then on.
+    fn carry_over(&self, now: &mut [Workload]) {
+        for w in now.iter_mut().filter(|w| w.cgroups.is_empty()) {
+            let Some((_, prev)) = self.seen.get(&(w.runtime.clone(), w.id.clone())) else {
+                continue;
+            };
+            if w.netns.is_some() && w.netns != prev.netns {
+                continue;
+            }
+            w.netns = prev.netns;
+            w.cgroups.clone_from(&prev.cgroups);
+            w.cgroup_dirs.clone_from(&prev.cgroup_dirs);
+        }
+    }
+}
+
 /// The provider that describes containers of a runtime named in their cgroups.
 fn provider_of(runtime: &str) -> &'static str {
     match runtime {
@@ -193,3 +215,39 @@ fn provider_of(runtime: &str) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_container_keeps_the_cgroups_and_namespace_its_processes_had() {
+        let mut t = Tracker::default();
+        let ran = Workload {
+            name: "web".into(),
+            id: "w1".into(),
+            runtime: "docker".into(),
+            netns: Some(10),
+            cgroups: vec![7],
+            cgroup_dirs: vec!["/sys/fs/cgroup/web".into()],
+            ..Workload::default()
+        };
+        t.seen
+            .insert(("docker".into(), "w1".into()), (1, ran.clone()));
+        let gone = |netns| Workload {
+            netns,
+            cgroups: Vec::new(),
+            cgroup_dirs: Vec::new(),
+            ..ran.clone()
+        };
+        // Listed, its processes gone: what they had stands.
+        let mut now = vec![gone(None), gone(Some(10))];
+        t.carry_over(&mut now);
+        for w in &now {
+            assert_eq!((w.netns, w.cgroups.as_slice()), (Some(10), &[7][..]));
+        }
+        // Another incarnation (restarted: a new namespace) takes nothing of the old one.
+        let mut now = vec![gone(Some(11))];
+        t.carry_over(&mut now);
+        assert!(now[0].cgroups.is_empty());
+    }
+}

@@ -10,6 +10,7 @@ pub mod pcap;
 pub mod prom;
 pub mod schema;
 pub mod totals;
+pub mod usage;
 
 use std::{
     collections::HashMap,
