@@ -303,3 +303,100 @@ fn fake_missing_tracefs_is_explained() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A kernel without a hook (fault injected: `INSPECTOR_FAULT=no-hook:TP` makes every check
+/// of tracepoint TP find it missing, on a kernel that has it): each gets the degradation
+/// docs/robustness.md's table gives it, checked against the programs the process holds.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn fault_injected_kernel_without_a_hook_falls_back_or_says_so() {
+    let ns = Netns::new(&unique("nh"));
+    ns.exec(&[
+        "ip", "link", "add", "nha", "type", "veth", "peer", "name", "nhb",
+    ]);
+    ns.exec(&["ip", "link", "set", "nha", "up"]);
+    ns.exec(&["ip", "link", "set", "nhb", "up"]);
+    let bin = std::path::Path::new(support::bin());
+    let args = ["flows", "--netns", ns.name.as_str(), "--duration", "30"];
+    // Programs of ours the running process holds, by name; and its links.
+    let held = |envs: &[(&str, &str)]| -> (Vec<String>, usize, String) {
+        let insp = support::Inspector::start_env(bin, &args, envs);
+        let h = support::held_objects(insp.pid());
+        let names = bpf_objects().progs;
+        let mut progs: Vec<String> = h
+            .progs
+            .iter()
+            .filter_map(|id| names.get(id).cloned())
+            .collect();
+        progs.sort();
+        let out = insp.interrupt_ok();
+        (
+            progs,
+            h.links.len(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // With the hooks (the control): the global hooks, no per-device link.
+    let (progs, _, _) = held(&[]);
+    assert!(
+        progs.iter().any(|p| p == "insp_gl_xmit"),
+        "flows uses the global hooks here: {progs:?}"
+    );
+    // Without net_dev_start_xmit: per device (TCX links on both veth ends), no global hook.
+    let fault = [("INSPECTOR_FAULT", "no-hook:net_dev_start_xmit")];
+    let (progs, links, err) = held(&fault);
+    assert!(
+        !progs.iter().any(|p| p.starts_with("insp_gl_")) && links >= 2,
+        "no fallback to per-device hooks: {progs:?}, {links} links; {err}"
+    );
+    let status = run_inspector(&["status"], &fault);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("global-hooks") && l.contains(" no ")),
+        "status must name the missing hook: {text}"
+    );
+    // Asked for by name: one line, nothing attached.
+    fails_with(
+        &["flows", "--duration", "1", "--attach", "global"],
+        &fault,
+        "--attach global needs the kernel's BTF for tp_btf programs (no tracepoint \
+         net_dev_start_xmit: fault injected): use --attach tcx or tc",
+    );
+    // Without skb:kfree_skb: one line naming --no-drops, which then runs.
+    let fault = [("INSPECTOR_FAULT", "no-hook:kfree_skb")];
+    fails_with(
+        &["flows", "--duration", "1", "--netns", &ns.name],
+        &fault,
+        "run with --no-drops",
+    );
+    let out = run_inspector(
+        &[
+            "flows",
+            "--duration",
+            "0.3",
+            "--netns",
+            &ns.name,
+            "--no-drops",
+        ],
+        &fault,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a stack hook: trace --hops warns once what its hops lack, and runs.
+    let out = run_inspector(
+        &["trace", "--hops", "--duration", "0.3", "--netns", &ns.name],
+        &[("INSPECTOR_FAULT", "no-hook:net_dev_queue")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("warning: tp_btf/net_dev_queue is not traced")
+            .count(),
+        1,
+        "{err}"
+    );
+}

@@ -53,10 +53,24 @@ pub fn global_hooks(btf_path: &Path) -> bool {
 }
 
 fn has_global_hooks(btf: Option<&Btf>) -> bool {
-    btf.is_some_and(|b| {
-        super::GLOBAL_HOOKS
-            .iter()
-            .all(|(_, tp)| b.has_type(&format!("btf_trace_{tp}")))
+    super::GLOBAL_HOOKS
+        .iter()
+        .all(|(_, tp)| has_tp_btf(btf, tp))
+}
+
+/// The kernel's BTF has tracepoint `tp` as a BTF-enabled one (its `btf_trace_` typedef).
+fn has_tp_btf(btf: Option<&Btf>, tp: &str) -> bool {
+    !hook_missing(tp) && btf.is_some_and(|b| b.has_type(&format!("btf_trace_{tp}")))
+}
+
+/// Tracepoints a test has this kernel lack (`INSPECTOR_FAULT=no-hook:TP[,TP...]`, fault
+/// injection): what a kernel without a hook gets - the fallback, the warning or the one-line
+/// error - shown on a kernel that has them all. Every check of a hook asks this first.
+#[must_use]
+pub fn hook_missing(tp: &str) -> bool {
+    std::env::var("INSPECTOR_FAULT").is_ok_and(|f| {
+        f.strip_prefix("no-hook:")
+            .is_some_and(|l| l.split(',').any(|t| t == tp))
     })
 }
 
@@ -153,7 +167,7 @@ pub fn probe_all(btf_path: &Path) -> Vec<Feature> {
          attached, not from its first packet",
     ));
     for (_, tp, lost) in STACK_HOOKS {
-        let ok = btf.is_some_and(|b| b.has_type(&format!("btf_trace_{tp}")));
+        let ok = has_tp_btf(btf, tp);
         out.push(feature(
             &format!("tp_btf/{tp}"),
             ok,

@@ -57,6 +57,15 @@ pub struct KfreeSkbFormat {
 
 pub fn kfree_skb_format(tracefs: &std::path::Path) -> Result<KfreeSkbFormat, ProbeError> {
     let path = tracefs.join("events/skb/kfree_skb/format");
+    if super::features::hook_missing("kfree_skb") {
+        return Err(ProbeError::TracepointFormat {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such tracepoint (fault injected)",
+            ),
+        });
+    }
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(source) => return Err(ProbeError::TracepointFormat { path, source }),

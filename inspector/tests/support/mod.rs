@@ -301,9 +301,15 @@ impl Inspector {
 
     /// [`Inspector::start`] of another build of it.
     pub fn start_bin(bin: &Path, args: &[&str]) -> Self {
+        Self::start_env(bin, args, &[])
+    }
+
+    /// [`Inspector::start_bin`] with these environment variables set.
+    pub fn start_env(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let ready = std::env::temp_dir().join(format!("{}.ready", unique("insp")));
         let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(bin)
+            .envs(envs.iter().copied())
             .args(args)
             .arg("--ready-file")
             .arg(&ready)
