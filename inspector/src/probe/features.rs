@@ -60,18 +60,7 @@ fn has_global_hooks(btf: Option<&Btf>) -> bool {
 
 /// The kernel's BTF has tracepoint `tp` as a BTF-enabled one (its `btf_trace_` typedef).
 fn has_tp_btf(btf: Option<&Btf>, tp: &str) -> bool {
-    !hook_missing(tp) && btf.is_some_and(|b| b.has_type(&format!("btf_trace_{tp}")))
-}
-
-/// Tracepoints a test has this kernel lack (`INSPECTOR_FAULT=no-hook:TP[,TP...]`, fault
-/// injection): what a kernel without a hook gets - the fallback, the warning or the one-line
-/// error - shown on a kernel that has them all. Every check of a hook asks this first.
-#[must_use]
-pub fn hook_missing(tp: &str) -> bool {
-    std::env::var("INSPECTOR_FAULT").is_ok_and(|f| {
-        f.strip_prefix("no-hook:")
-            .is_some_and(|l| l.split(',').any(|t| t == tp))
-    })
+    !super::fault::hook_missing(tp) && btf.is_some_and(|b| b.has_type(&format!("btf_trace_{tp}")))
 }
 
 /// A part of the kernel that may be a module: built in (its struct `ty` is in vmlinux's

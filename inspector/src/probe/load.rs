@@ -199,7 +199,7 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
     };
     let mut warnings = Vec::new();
     for (prog, tp, lost) in STACK_HOOKS {
-        if super::features::hook_missing(tp) {
+        if super::fault::hook_missing(tp) {
             warnings.push(format!(
                 "tp_btf/{tp} is not traced (this kernel has no such tracepoint: fault \
                  injected): hops lack {lost}"
@@ -226,7 +226,7 @@ fn load_stack_hooks(ebpf: &mut Ebpf) -> Vec<String> {
 /// `false` (nothing held) where it does not, or the kernel refuses it: the classic
 /// tracepoint then counts the same drops.
 fn load_drops_btf(ebpf: &mut Ebpf) -> bool {
-    if super::features::hook_missing("kfree_skb") {
+    if super::fault::hook_missing("kfree_skb") {
         return false;
     }
     let Ok(btf) = aya::Btf::from_sys_fs() else {
@@ -253,7 +253,7 @@ fn load_drops_btf(ebpf: &mut Ebpf) -> bool {
 fn load_global_hooks(ebpf: &mut Ebpf, empty: bool) -> Result<(), ProbeError> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::GlobalBtf(e.to_string()))?;
     for (prog, tp) in if empty { GLOBAL_EMPTY } else { GLOBAL_HOOKS } {
-        if super::features::hook_missing(tp) {
+        if super::fault::hook_missing(tp) {
             return Err(ProbeError::GlobalBtf(format!(
                 "no tracepoint {tp}: fault injected"
             )));

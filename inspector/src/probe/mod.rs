@@ -15,6 +15,7 @@ pub mod clock;
 mod counts;
 mod error;
 pub mod events;
+mod fault;
 mod fcache;
 pub mod features;
 mod global;

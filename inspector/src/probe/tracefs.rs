@@ -57,7 +57,7 @@ pub struct KfreeSkbFormat {
 
 pub fn kfree_skb_format(tracefs: &std::path::Path) -> Result<KfreeSkbFormat, ProbeError> {
     let path = tracefs.join("events/skb/kfree_skb/format");
-    if super::features::hook_missing("kfree_skb") {
+    if super::fault::hook_missing("kfree_skb") {
         return Err(ProbeError::TracepointFormat {
             path,
             source: std::io::Error::new(
