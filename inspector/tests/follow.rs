@@ -339,3 +339,72 @@ fn global_hooks_trace_a_new_namespace_from_its_first_packet() {
         "{rst:?}"
     );
 }
+
+/// Docker's way of making a container's interface: a veth pair in one namespace, one end
+/// moved into the container's and renamed `eth0`. With TCX, links attached to that end before
+/// the move go with it: they are kept under its new name (not attached again, which the kernel
+/// refuses with `EEXIST`, nor let go, which would leave it unobserved until a later rescan),
+/// and the datagrams it sends are counted exactly, once.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_veth_end_moved_into_another_namespace_keeps_its_links() {
+    let hub = Netns::new(&unique("mh"));
+    let ctr = Netns::new(&unique("mc"));
+    let insp = node_flows(
+        "100",
+        &[
+            "--attach", "tcx", "--netns", &hub.name, "--netns", &ctr.name,
+        ],
+    );
+    hub.exec(&[
+        "ip", "link", "add", "mva", "type", "veth", "peer", "name", "mvb",
+    ]);
+    let before = format!("attached {}/mvb", hub.name);
+    assert!(
+        insp.wait_stderr(&before, Duration::from_secs(10)),
+        "{}",
+        insp.stderr_text()
+    );
+    let links_before = support::held_objects(insp.pid()).links.len();
+    hub.exec(&["ip", "link", "set", "mvb", "netns", &ctr.name]);
+    ctr.exec(&["ip", "link", "set", "mvb", "name", "eth0"]);
+    let after = format!("attached {}/eth0", ctr.name);
+    assert!(
+        insp.wait_stderr(&after, Duration::from_secs(10)),
+        "{}",
+        insp.stderr_text()
+    );
+    assert_eq!(
+        support::held_objects(insp.pid()).links.len(),
+        links_before,
+        "the moved end's links are the same two, not two more"
+    );
+    hub.exec(&["ip", "addr", "add", "198.18.9.5/30", "dev", "mva"]);
+    hub.exec(&["ip", "link", "set", "mva", "up"]);
+    ctr.exec(&["ip", "addr", "add", "198.18.9.6/30", "dev", "eth0"]);
+    ctr.exec(&["ip", "link", "set", "eth0", "up"]);
+    let n = 25u64;
+    inspector::sys::netns::run_in(&ctr.path(), move || {
+        let s = std::net::UdpSocket::bind(("198.18.9.6", 0)).unwrap();
+        for _ in 0..n {
+            s.send_to(b"moved", "198.18.9.5:9").unwrap();
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = insp.interrupt_ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("File exists"), "attached twice: {err}");
+    let counted: u64 = json_lines(&out.stdout, "flow")
+        .iter()
+        .filter(|f| {
+            f["netns"].as_u64() == Some(ctr.inode())
+                && f["ifname"] == "eth0"
+                && f["direction"] == "egress"
+                && f["proto"] == "udp"
+                && f["dport"] == 9
+        })
+        .map(|f| f["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, n, "{err}");
+}

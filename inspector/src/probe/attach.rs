@@ -33,7 +33,8 @@ pub type AttachKey = (u64, u32);
 /// The ingress and egress attachments of one interface (and the log programs' when
 /// logging); dropping it detaches them all.
 pub(super) struct LinkPair {
-    _links: Vec<OwnedFd>,
+    /// The TCX links (none with legacy tc or the global hooks).
+    pub(super) links: Vec<OwnedFd>,
     _filters: Option<super::legacy_guard::Filters>,
 }
 
@@ -177,19 +178,19 @@ fn run_job(job: &Job<'_>, progs: Progs) -> Vec<Outcome> {
                             Ok(())
                         })
                         .map(|()| LinkPair {
-                            _links: links,
+                            links,
                             _filters: None,
                         })
                 }
                 // Never here: global hooks select interfaces in `select_many`.
                 super::AttachMode::Global => Ok(LinkPair {
-                    _links: Vec::new(),
+                    links: Vec::new(),
                     _filters: None,
                 }),
                 super::AttachMode::Tc => {
                     super::legacy_guard::Filters::attach(&job.ns.netns.path, key, order).map(|f| {
                         LinkPair {
-                            _links: Vec::new(),
+                            links: Vec::new(),
                             _filters: Some(f),
                         }
                     })
@@ -314,7 +315,7 @@ impl Probe {
                     self.links.insert(
                         key,
                         LinkPair {
-                            _links: Vec::new(),
+                            links: Vec::new(),
                             _filters: None,
                         },
                     );
@@ -367,7 +368,7 @@ impl Probe {
 
     /// The namespace to record for `ifindex`: the only namespace in which it is (or is about
     /// to be) attached, or 0 if there are several.
-    fn ifns_value(&self, ifindex: u32, adding: &[u64]) -> u32 {
+    pub(super) fn ifns_value(&self, ifindex: u32, adding: &[u64]) -> u32 {
         let mut owners: std::collections::HashSet<u64> = self
             .links
             .keys()
@@ -383,7 +384,7 @@ impl Probe {
 
     /// Adds or removes an interface in `inspector_atch` (what the stack's tracepoints report).
     /// Best effort: an entry that cannot be written only loses those hooks' events there.
-    fn set_attached(&mut self, netns: u64, ifindex: u32, on: bool) {
+    pub(super) fn set_attached(&mut self, netns: u64, ifindex: u32, on: bool) {
         let Some(map) = self.ebpf.map_mut(super::MAP_ATTACHED) else {
             return;
         };
@@ -399,7 +400,7 @@ impl Probe {
         };
     }
 
-    fn set_ifns(&mut self, ifindex: u32, ns: u32) -> Result<(), ProbeError> {
+    pub(super) fn set_ifns(&mut self, ifindex: u32, ns: u32) -> Result<(), ProbeError> {
         if ifindex >= inspector_common::flow::IFNS_SLOTS {
             return Ok(());
         }

@@ -103,6 +103,17 @@ pub enum ProbeError {
     KernelLog(#[from] aya_log::Error),
 }
 
+impl ProbeError {
+    /// An attach that failed because its interface (or namespace) went between the scan
+    /// that listed it and the attach: nothing to report (a veth being moved into a
+    /// container, or removed with it); the next rescan sees where it is.
+    #[must_use]
+    pub fn interface_gone(&self) -> bool {
+        matches!(self, Self::Attach { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)))
+    }
+}
+
 /// The error for a failure on map `name`.
 pub(super) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError + Copy {
     move |source| ProbeError::Map { map: name, source }

@@ -23,6 +23,7 @@ pub mod legacy;
 mod legacy_guard;
 mod load;
 pub mod log;
+mod moved;
 pub mod pcap;
 pub mod preflight;
 mod read;

@@ -141,9 +141,55 @@ impl Session {
         {
             changes.push(Change::Failed(e));
         }
+        let mut gone: Vec<AttachKey> = self
+            .probe
+            .attached()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        let mut moved = Vec::new();
+        // A device that moved namespaces with our links on it (a container's eth0, made in
+        // the node's namespace and moved in) keeps them, filed under where it is now: one that
+        // left the namespace it was attached in, whose links are on a live device, which is
+        // the one new device here with that ifindex (and, for a veth, the same peer).
+        gone.retain(|&from| {
+            let left = topo
+                .namespaces
+                .iter()
+                .find(|n| n.netns.inode == from.0)
+                .is_none_or(|n| n.links.iter().all(|l| l.ifindex != from.1));
+            let Some(at) = left.then(|| self.probe.moved_to(from)).flatten() else {
+                return true;
+            };
+            let peer = self
+                .topology
+                .namespaces
+                .iter()
+                .find(|n| n.netns.inode == from.0)
+                .and_then(|n| n.links.iter().find(|l| l.ifindex == from.1))
+                .and_then(|l| l.peer_ifindex);
+            let mut to = todo.iter().flat_map(|(ns, links)| {
+                links
+                    .iter()
+                    .filter(|l| l.ifindex == at && (peer.is_none() || l.peer_ifindex == peer))
+                    .map(|_| (ns.netns.inode, at))
+                    .filter(|to| !self.probe.is_attached(*to))
+            });
+            let (Some(to), None) = (to.next(), to.next()) else {
+                return true;
+            };
+            self.probe.adopt_moved(from, to);
+            moved.push((from, to));
+            false
+        });
+        for (from, to) in moved {
+            changes.push(self.attach_change(from, false));
+            changes.push(self.attach_change(to, true));
+        }
         for r in self.probe.attach_many(&todo) {
             match r {
                 Ok(key) => changes.push(self.attach_change(key, true)),
+                Err(e) if e.interface_gone() => {}
                 Err(e) => {
                     if self.reported.insert(e.to_string()) {
                         changes.push(Change::Failed(e));
@@ -151,12 +197,6 @@ impl Session {
                 }
             }
         }
-        let gone: Vec<AttachKey> = self
-            .probe
-            .attached()
-            .filter(|k| !wanted.contains(k))
-            .copied()
-            .collect();
         for key in gone {
             self.probe.detach(key);
             changes.push(self.attach_change(key, false));
