@@ -766,3 +766,60 @@ fn docker_that_hangs_or_goes_away_mid_run_is_one_warning_and_names_stand() {
         container_end(p, "src_endpoint", &want);
     }
 }
+
+/// dockerd restarted under a running `events`: its event stream ends, and is followed again
+/// once the daemon answers, from just after the last event seen (Docker replays what came
+/// since). A container started right after the restart is reported, named, as before it.
+/// Needs a daemon of the test's own (the one CI starts); skipped with a message otherwise.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn docker_restarted_mid_run_has_its_events_followed_again() {
+    let mut d = Dockerd::start();
+    if !d.ours() {
+        eprintln!("skipped: a dockerd not started by this test runs here, and is not restarted");
+        return;
+    }
+    let t = unique("rs");
+    let [before, after] = ["before", "after"].map(|n| format!("{t}-{n}"));
+    let ev = Inspector::start(&["-o", "json", "events", "--docker-socket", SOCKET]);
+    let started = |name: &str| {
+        let name = name.to_owned();
+        move |evs: &[Value]| {
+            evs.iter().any(|e| {
+                e["type"] == "lifecycle"
+                    && e["object"] == "container"
+                    && e["action"] == "start"
+                    && e["workload"]["name"] == name.as_str()
+            })
+        }
+    };
+    d.run(&before, &[], &[]);
+    assert!(
+        ev.wait_json(Duration::from_secs(20), started(&before)),
+        "{}",
+        ev.stderr_text()
+    );
+    d.restart();
+    d.run(&after, &[], &[]);
+    assert!(
+        ev.wait_json(Duration::from_secs(30), started(&after)),
+        "no start event for {after} after dockerd restarted: {}",
+        ev.stderr_text()
+    );
+    let out = ev.interrupt_ok();
+    let evs = json_lines(&out.stdout, "lifecycle");
+    let starts = |name: &str| {
+        evs.iter()
+            .filter(|e| {
+                e["object"] == "container"
+                    && e["action"] == "start"
+                    && e["workload"]["name"] == name
+            })
+            .count()
+    };
+    assert_eq!(
+        (starts(&before), starts(&after)),
+        (1, 1),
+        "each start once (none replayed twice): {evs:#?}"
+    );
+}

@@ -334,6 +334,10 @@ pub struct Docker {
     nudger: Option<Nudger>,
     /// When the stream was last followed (again at most every [`FOLLOW_AGAIN`]).
     followed_at: std::time::Instant,
+    /// Unix time (ns) the stream is followed again from: just after the last event seen, or
+    /// when it was first followed. Docker replays what happened since, so nothing that
+    /// happened while it was away or coming back (a container started) is missed.
+    resume_ns: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How often an ended event stream is followed again, at most (a daemon that answers lists
@@ -359,6 +363,7 @@ impl Docker {
             events,
             nudger,
             followed_at: std::time::Instant::now(),
+            resume_ns: Arc::new(std::sync::atomic::AtomicU64::new(unix_now_ns())),
         };
         me.follow_events();
         Some(me)
@@ -376,6 +381,8 @@ impl Docker {
             self.following.clone(),
         );
         let (events, nudger) = (self.events.clone(), self.nudger.clone());
+        let resume = self.resume_ns.clone();
+        let since = resume.load(std::sync::atomic::Ordering::Relaxed);
         following.store(true, std::sync::atomic::Ordering::Relaxed);
         let r = std::thread::Builder::new()
             .name("docker-events".into())
@@ -384,7 +391,11 @@ impl Docker {
                 let Ok(mut s) = UnixStream::connect(&socket) else {
                     return;
                 };
-                let q = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D";
+                let q = format!(
+                    "/events?since={}.{:09}&filters=%7B%22type%22%3A%5B%22container%22%5D%7D",
+                    since / 1_000_000_000,
+                    since % 1_000_000_000
+                );
                 if write!(
                     s,
                     "GET {q} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
@@ -409,6 +420,7 @@ impl Docker {
                         if let Ok(mut c) = changed.lock() {
                             c.insert(ev.id.clone());
                         }
+                        resume.fetch_max(ev.time_ns + 1, std::sync::atomic::Ordering::Relaxed);
                         if let Some(tx) = &events {
                             let _ = tx.send(ev);
                         }
@@ -424,6 +436,13 @@ impl Docker {
                 .store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// Unix time now, in ns.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Clears "following" when the event thread ends, however it ends.

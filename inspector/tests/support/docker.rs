@@ -113,27 +113,38 @@ impl Dockerd {
             ));
             let root = std::env::temp_dir().join(format!("insp-docker-{}", std::process::id()));
             std::fs::create_dir_all(&root).expect("data root");
-            let log = std::fs::File::create(root.with_extension("log")).expect("log");
-            let child = Command::new("dockerd")
-                .args(["--bip", "198.19.0.1/24", "--data-root"])
-                .arg(&root)
-                .args(["-H", &format!("unix://{SOCKET}"), "--pidfile"])
-                .arg(root.with_extension("pid"))
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("dockerd (installed by `cargo xtask setup`)");
-            me.child = Some(child);
+            me.child = Some(spawn_daemon(&root));
             me.data_root = Some(root);
-            assert!(
-                eventually(Duration::from_mins(1), || docker_ok(&["version"])),
-                "dockerd did not answer within 60 s; its log: {}",
-                std::fs::read_to_string(me.data_root.as_ref().unwrap().with_extension("log"))
-                    .unwrap_or_default()
-            );
+            me.wait_answers();
         }
         Self::import_image();
         me
+    }
+
+    fn wait_answers(&self) {
+        assert!(
+            eventually(Duration::from_mins(1), || docker_ok(&["version"])),
+            "dockerd did not answer within 60 s; its log: {}",
+            self.data_root
+                .as_ref()
+                .and_then(|r| std::fs::read_to_string(r.with_extension("log")).ok())
+                .unwrap_or_default()
+        );
+    }
+
+    /// Whether the daemon is this test's own (started here, and so restartable).
+    pub fn ours(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops the daemon (SIGTERM: its containers stop with it) and starts it again on the same
+    /// data root; returns once it answers. Only for a daemon of ours.
+    pub fn restart(&mut self) {
+        let mut child = self.child.take().expect("a daemon of ours");
+        stop(&mut child);
+        let root = self.data_root.clone().expect("its data root");
+        self.child = Some(spawn_daemon(&root));
+        self.wait_answers();
     }
 
     fn import_image() {
@@ -250,6 +261,36 @@ impl Dockerd {
     }
 }
 
+/// A dockerd of ours with its bridge inside 198.18.0.0/15, its log beside its data root.
+fn spawn_daemon(root: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.with_extension("log"))
+        .expect("log");
+    Command::new("dockerd")
+        .args(["--bip", "198.19.0.1/24", "--data-root"])
+        .arg(root)
+        .args(["-H", &format!("unix://{SOCKET}"), "--pidfile"])
+        .arg(root.with_extension("pid"))
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("dockerd (installed by `cargo xtask setup`)")
+}
+
+/// SIGTERM, then (after 30 s) SIGKILL; reaped.
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A frozen dockerd; thawed on drop (also on a panic).
 pub struct Frozen(i32);
 
@@ -280,14 +321,7 @@ impl Drop for Dockerd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        stop(&mut child);
         if !self.had_default_netns && Path::new(DEFAULT_NETNS).exists() {
             let _ = Command::new("umount").arg(DEFAULT_NETNS).status();
             let _ = std::fs::remove_file(DEFAULT_NETNS);
