@@ -517,7 +517,24 @@ pub struct BpfObjects {
 
 pub fn bpf_objects() -> BpfObjects {
     let parse = |what: &str| -> Vec<serde_json::Value> {
-        let out = sh(&["bpftool", "-j", what, "show"]);
+        // An object freed while bpftool walks the ids (another test's inspector ending) fails
+        // the walk: it is tried again.
+        let mut tries = 0;
+        let out = loop {
+            let o = Command::new("bpftool")
+                .args(["-j", what, "show"])
+                .output()
+                .expect("bpftool");
+            tries += 1;
+            if o.status.success() || tries == 5 {
+                assert!(
+                    o.status.success(),
+                    "bpftool -j {what} show failed 5 times: {o:?}"
+                );
+                break String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         serde_json::from_str::<serde_json::Value>(&out)
             .ok()
             .and_then(|v| v.as_array().cloned())
