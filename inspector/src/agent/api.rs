@@ -183,16 +183,37 @@ pub fn services(f: &ApiFilter) -> anyhow::Result<String> {
 
 /// Whether a flow is wanted by the request (`selected`: its selectors, resolved now).
 pub(super) fn wants_flow(f: &ApiFilter, x: &Flow, selected: Option<&Resolved>) -> bool {
-    f.record(
-        (x.rec.netns, &x.rec.netns_name),
-        &x.rec.hdr,
-        x.rec.vlan,
-        selected,
-    ) && f.ends(x.src_endpoint.as_ref(), x.dst_endpoint.as_ref())
+    let r = &x.rec;
+    let ends = (x.src_endpoint.as_ref(), x.dst_endpoint.as_ref());
+    wants_place(f, (r.netns, &r.netns_name), &r.hdr, r.vlan, ends, selected)
         && f.packet
             .service
             .as_ref()
             .is_none_or(|want| x.service.as_ref().is_some_and(|sv| &sv.ns_name() == want))
+}
+
+/// Whether a drop is wanted by the request: as a flow, without a VLAN or a Service (a drop
+/// record has neither).
+fn wants_drop(f: &ApiFilter, d: &crate::session::Drop, selected: Option<&Resolved>) -> bool {
+    let r = &d.rec;
+    let ends = (d.src_endpoint.as_ref(), d.dst_endpoint.as_ref());
+    wants_place(f, (r.netns, &r.netns_name), &r.hdr, None, ends, selected)
+}
+
+/// What flows and drops are filtered by alike: where the record was seen, its header, and
+/// its two ends.
+fn wants_place(
+    f: &ApiFilter,
+    netns: (u64, &str),
+    hdr: &Header,
+    vlan: Option<u16>,
+    (src, dst): (
+        Option<&crate::identity::Endpoint>,
+        Option<&crate::identity::Endpoint>,
+    ),
+    selected: Option<&Resolved>,
+) -> bool {
+    f.record(netns, hdr, vlan, selected) && f.ends(src, dst)
 }
 
 /// The request's workload selectors resolved now (`None` without any).
@@ -253,14 +274,7 @@ pub fn answer(
             let drops = s.drops()?;
             let selected = selectors_now(s, f);
             render(|p| {
-                for d in drops.iter().filter(|d| {
-                    f.record(
-                        (d.rec.netns, &d.rec.netns_name),
-                        &d.rec.hdr,
-                        None,
-                        selected.as_ref(),
-                    ) && f.ends(d.src_endpoint.as_ref(), d.dst_endpoint.as_ref())
-                }) {
+                for d in drops.iter().filter(|d| wants_drop(f, d, selected.as_ref())) {
                     p.record("drop", d)?;
                 }
                 Ok(())

@@ -183,9 +183,7 @@ impl Tracker {
         );
         (before, notes)
     }
-}
 
-impl Tracker {
     /// A container its runtime still lists whose processes are gone (it is stopping, being
     /// removed or restarted) keeps the cgroups and namespace its processes had: the kernel's
     /// socket owners still name those cgroups, and the records of its namespace may be named
