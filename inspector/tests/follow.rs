@@ -365,7 +365,8 @@ fn a_veth_end_moved_into_another_namespace_keeps_its_links() {
         "{}",
         insp.stderr_text()
     );
-    let links_before = support::held_objects(insp.pid()).links.len();
+    let mut links_before = support::held_objects(insp.pid()).links;
+    links_before.sort_unstable();
     hub.exec(&["ip", "link", "set", "mvb", "netns", &ctr.name]);
     ctr.exec(&["ip", "link", "set", "mvb", "name", "eth0"]);
     let after = format!("attached {}/eth0", ctr.name);
@@ -374,10 +375,11 @@ fn a_veth_end_moved_into_another_namespace_keeps_its_links() {
         "{}",
         insp.stderr_text()
     );
+    let mut links_after = support::held_objects(insp.pid()).links;
+    links_after.sort_unstable();
     assert_eq!(
-        support::held_objects(insp.pid()).links.len(),
-        links_before,
-        "the moved end's links are the same two, not two more"
+        links_after, links_before,
+        "the moved end keeps its links (the same ids: not let go and made again)"
     );
     hub.exec(&["ip", "addr", "add", "198.18.9.5/30", "dev", "mva"]);
     hub.exec(&["ip", "link", "set", "mva", "up"]);

@@ -112,6 +112,15 @@ impl ProbeError {
         matches!(self, Self::Attach { source, .. }
             if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)))
     }
+
+    /// A TCX attach the kernel refused because our programs are on the device already:
+    /// only this process holds them, so it is a device we attached under another
+    /// namespace, seen in both by one scan while it moved (namespaces are listed one after
+    /// another). Its links go on counting; the next rescan files them under the new one.
+    #[must_use]
+    pub fn already_ours(&self) -> bool {
+        matches!(self, Self::Attach { source, .. } if source.raw_os_error() == Some(libc::EEXIST))
+    }
 }
 
 /// The error for a failure on map `name`.

@@ -189,7 +189,7 @@ impl Session {
         for r in self.probe.attach_many(&todo) {
             match r {
                 Ok(key) => changes.push(self.attach_change(key, true)),
-                Err(e) if e.interface_gone() => {}
+                Err(e) if e.interface_gone() || e.already_ours() => {}
                 Err(e) => {
                     if self.reported.insert(e.to_string()) {
                         changes.push(Change::Failed(e));
