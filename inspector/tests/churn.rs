@@ -98,10 +98,7 @@ fn names_by_port(
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn churn_keeps_names_and_resources_flat_and_leaves_nothing() {
-    let n: usize = std::env::var("INSPECTOR_CHURN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let n: usize = support::env_count("INSPECTOR_CHURN", 1000);
     let rounds = n.div_ceil(ROUND);
     assert!(rounds > WARM, "INSPECTOR_CHURN too small: {n}");
     let prefix = support::unique("ch");

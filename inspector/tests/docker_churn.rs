@@ -117,10 +117,7 @@ fn ends_by_port(out: &[u8], kind: &str, n: usize) -> Ends {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn docker_churn_keeps_names_and_resources_flat_and_leaves_nothing() {
-    let n: usize = std::env::var("INSPECTOR_DOCKER_CHURN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let n: usize = support::env_count("INSPECTOR_DOCKER_CHURN", 100);
     assert!(
         n.is_multiple_of(4) && n >= 4 * ROUND * 2,
         "INSPECTOR_DOCKER_CHURN: {n}"

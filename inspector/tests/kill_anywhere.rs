@@ -264,10 +264,7 @@ fn run_kills(modes: &[&[&str]], kills: u64) -> Run {
 }
 
 fn kills(default: u64) -> u64 {
-    std::env::var("INSPECTOR_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    support::env_count("INSPECTOR_KILLS", default)
 }
 
 /// The default global hooks, per-device TCX, a trace (ring buffer) and per-packet hops:

@@ -572,6 +572,14 @@ pub fn prog_map_ids(id: u64) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// A count a run can be sized by: environment variable `name` as a number, else `default`.
+pub fn env_count<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Polls `cond` until true or the limit passes.
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
