@@ -78,24 +78,8 @@ fn container_end(f: &Value, end: &str, want: &Expected) {
     );
 }
 
-/// (ifindex, peer ifindex) of eth0 in the container's namespace, as iproute2 reports it.
 fn eth0_of(name: &str) -> (u64, u64) {
-    let pid = Dockerd::inspect(name, "{{.State.Pid}}");
-    let out = support::sh(&[
-        "nsenter",
-        &format!("--net=/proc/{pid}/ns/net"),
-        "ip",
-        "-j",
-        "link",
-        "show",
-        "dev",
-        "eth0",
-    ]);
-    let v: Value = serde_json::from_str(&out).expect("ip -j");
-    (
-        v[0]["ifindex"].as_u64().expect("ifindex"),
-        v[0]["link_index"].as_u64().expect("link_index"),
-    )
+    Dockerd::eth0_of(name)
 }
 
 /// `inspector topology -o json` lists each container as `docker inspect` and the kernel's

@@ -42,26 +42,7 @@ fn fails_with(args: &[&str], envs: &[(&str, &str)], needle: &str) -> String {
 /// Links of ours made since `before`: none may stay. Another test of this file may be running
 /// an inspector meanwhile (its links go when it ends, a leak would not).
 fn nothing_of_ours_stays(before: &support::BpfObjects, what: &str) {
-    let ours = || -> Vec<u64> {
-        let after = bpf_objects();
-        after
-            .links
-            .iter()
-            .filter(|(k, prog)| {
-                !before.links.contains_key(k)
-                    && after
-                        .progs
-                        .get(prog)
-                        .is_some_and(|n| n.starts_with("insp_"))
-            })
-            .map(|(k, _)| *k)
-            .collect()
-    };
-    assert!(
-        support::eventually(std::time::Duration::from_secs(30), || ours().is_empty()),
-        "{what}: links were left attached: {:?}",
-        ours()
-    );
+    support::assert_no_links_of_ours_since(before, what);
 }
 
 #[test]

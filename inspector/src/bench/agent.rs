@@ -321,6 +321,8 @@ pub fn run(
         bind: addrs[1].1.into(),
         target: addrs[1].1.into(),
         port_offset: 0,
+        shift: 0,
+        user_port: None,
     };
     let flood = measure("flood", o, pid, listen, || {
         let r = loadgen::run(

@@ -74,6 +74,19 @@ impl Nl {
         })
     }
 
+    /// Deletes a link (a veth pair goes with either end).
+    pub fn delete(&self, name: &str) -> io::Result<()> {
+        let idx = self.index(name)?;
+        self.rt.block_on(async {
+            self.handle
+                .link()
+                .del(idx)
+                .execute()
+                .await
+                .map_err(|e| err(&format!("deleting {name}"), e))
+        })
+    }
+
     pub fn bridge(&self, name: &str) -> io::Result<()> {
         self.rt.block_on(async {
             self.handle

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, io::Write};
 use super::{Printer, Table};
 use crate::bench::{
     LoadKind,
-    modes::{Entry, HopTime, Report},
+    modes::{Entry, HopTime, Report, Runtime},
 };
 
 pub fn render<W: Write>(p: &mut Printer<W>, r: &Report) -> std::io::Result<()> {
@@ -48,6 +48,9 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(out, "load generator: {}", r.generator);
     for s in &r.setup {
         let _ = writeln!(out, "lab {}: {} (built in {:.0} ms)", s.lab, s.what, s.ms);
+    }
+    if let Some(e) = r.results.iter().find(|e| e.runtime == Runtime::Between) {
+        let _ = writeln!(out, "between: {}", e.what);
     }
     out.push('\n');
     let mut t = Table::new(&[
@@ -114,12 +117,13 @@ pub fn table(r: &Report) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "  {:<14} {p}: {} (sum {total:.1})",
+                "  {:<18} {p}: {} (sum {total:.1})",
                 e.mode,
                 chain.join(" | ")
             );
         }
     }
+    vs_lab(&mut out, r);
     if !r.ordering.is_empty() {
         out.push('\n');
         for o in &r.ordering {
@@ -137,4 +141,57 @@ pub fn table(r: &Report) -> String {
         }
     }
     out
+}
+
+/// Each real mode beside its lab twin: values, ratio, and whether the difference is beyond
+/// the spread over repetitions.
+fn vs_lab(out: &mut String, r: &Report) {
+    if r.vs_lab.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "lab vs real (ratio real/lab; BEYOND SPREAD: the ranges over repetitions do not overlap):"
+    );
+    let mut t = Table::new(&[
+        "WORKLOAD",
+        "REAL",
+        "LAB",
+        "REAL RATE",
+        "LAB RATE",
+        "RATIO",
+        "REAL P50",
+        "LAB P50",
+        "RATIO",
+        "DIFFERS",
+    ]);
+    let ratio = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+    let rate = |e: LoadKind, v: f64| {
+        if e == LoadKind::Stream {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.0}")
+        }
+    };
+    for v in &r.vs_lab {
+        t.row(vec![
+            v.workload.name().into(),
+            v.real.clone(),
+            v.lab.clone(),
+            rate(v.workload, v.real_rate),
+            rate(v.workload, v.lab_rate),
+            ratio(v.rate_ratio),
+            f1(v.real_p50_us),
+            f1(v.lab_p50_us),
+            ratio(v.p50_ratio),
+            if v.beyond_spread {
+                "BEYOND SPREAD"
+            } else {
+                "within spread"
+            }
+            .into(),
+        ]);
+    }
+    out.push_str(&t.render());
 }

@@ -1,5 +1,5 @@
 //! SVG charts of a `bench` report: latency by mode, throughput by mode, and connection
-//! setup against the number of Services.
+//! setup against the number of Services, and each real runtime's mode beside its lab twin.
 use super::svg;
 use crate::bench::{LoadKind, modes::Report};
 
@@ -105,6 +105,38 @@ pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<Vec<String>> 
                 "Services (target last)",
                 "microseconds",
                 &lines,
+            ),
+        )?;
+    }
+    // Lab vs real: each real mode's rr p50 beside its lab twin's (whisker: the slowest run).
+    let pairs: Vec<_> = r
+        .vs_lab
+        .iter()
+        .filter(|v| v.workload == LoadKind::Rr)
+        .collect();
+    if !pairs.is_empty() {
+        let p50_max = |mode: &str| {
+            r.results
+                .iter()
+                .find(|e| e.mode == mode && e.workload == LoadKind::Rr)
+                .and_then(|e| Some((e.p50_us?, e.p50_spread.map(|s| s.max))))
+        };
+        let cats: Vec<String> = pairs
+            .iter()
+            .map(|v| format!("{} / {}", v.real, v.lab))
+            .collect();
+        let vals: Vec<Vec<svg::Bar>> = pairs
+            .iter()
+            .map(|v| vec![p50_max(&v.real), p50_max(&v.lab)])
+            .collect();
+        write(
+            "lab-vs-real.svg",
+            svg::bars(
+                "TCP rr latency: real runtime vs its lab twin",
+                "microseconds, p50 (whisker: slowest repetition)",
+                &cats,
+                &["real".into(), "lab".into()],
+                &vals,
             ),
         )?;
     }

@@ -35,6 +35,17 @@ pub struct Dockerd {
 
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The daemon's turn without a daemon (for a test that starts its own, or none).
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether a dockerd answers on the default socket.
+pub fn answers() -> bool {
+    docker_ok(&["version"])
+}
+
 fn docker_ok(args: &[&str]) -> bool {
     Command::new("docker")
         .args(["-H", &format!("unix://{SOCKET}")])
@@ -196,6 +207,26 @@ impl Dockerd {
     /// `docker inspect -f FORMAT NAME`.
     pub fn inspect(name: &str, format: &str) -> String {
         docker(&["inspect", "-f", format, name])
+    }
+
+    /// (ifindex, peer ifindex) of eth0 in the container's namespace, as iproute2 reports it.
+    pub fn eth0_of(name: &str) -> (u64, u64) {
+        let pid = Self::inspect(name, "{{.State.Pid}}");
+        let out = sh(&[
+            "nsenter",
+            &format!("--net=/proc/{pid}/ns/net"),
+            "ip",
+            "-j",
+            "link",
+            "show",
+            "dev",
+            "eth0",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+        (
+            v[0]["ifindex"].as_u64().expect("ifindex"),
+            v[0]["link_index"].as_u64().expect("link_index"),
+        )
     }
 
     /// `docker exec NAME sh -c SCRIPT`, bounded by busybox `timeout`; returns its success.

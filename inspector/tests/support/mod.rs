@@ -562,6 +562,33 @@ pub fn bpf_objects() -> BpfObjects {
     o
 }
 
+/// Links of our programs (`insp_*`) the kernel holds now that were not in `before`.
+pub fn links_of_ours_since(before: &BpfObjects) -> Vec<u64> {
+    let after = bpf_objects();
+    after
+        .links
+        .iter()
+        .filter(|(k, prog)| {
+            !before.links.contains_key(k)
+                && after
+                    .progs
+                    .get(prog)
+                    .is_some_and(|n| n.starts_with("insp_"))
+        })
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+/// None of [`links_of_ours_since`] stays (within 30 s: a process's links go as it exits).
+pub fn assert_no_links_of_ours_since(before: &BpfObjects, what: &str) {
+    assert!(
+        eventually(Duration::from_secs(30), || links_of_ours_since(before)
+            .is_empty()),
+        "{what}: links were left attached: {:?}",
+        links_of_ours_since(before)
+    );
+}
+
 /// Ids of the maps a program uses (`bpftool prog show id N` lists them).
 pub fn prog_map_ids(id: u64) -> Vec<u64> {
     let out = sh(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]);

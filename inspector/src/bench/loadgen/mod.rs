@@ -47,11 +47,26 @@ pub struct Ends {
     /// Added to the test's port on the client side (published host ports differ from the
     /// container's, so they do not catch host-mode traffic).
     pub port_offset: u16,
+    /// Added to every workload's port on both sides (`bench --between` moves the block of
+    /// ports to one that is free in the server's namespace).
+    pub shift: u16,
+    /// The user's own server answers rr and crr on this port (`--between SRC DST:PORT`): no
+    /// server of ours is started.
+    pub user_port: Option<u16>,
 }
 
 impl Ends {
+    /// Where the client connects for `t`.
     fn target(&self, t: LoadKind) -> SocketAddr {
-        SocketAddr::new(self.target, t.port() + self.port_offset)
+        let port = self
+            .user_port
+            .unwrap_or_else(|| self.port(t) + self.port_offset);
+        SocketAddr::new(self.target, port)
+    }
+
+    /// The port the server of `t` listens on.
+    pub(super) const fn port(&self, t: LoadKind) -> u16 {
+        t.port() + self.shift
     }
 }
 

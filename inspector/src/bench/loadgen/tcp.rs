@@ -19,9 +19,14 @@ use crate::{
 };
 
 pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed> {
-    let port = LoadKind::Rr.port();
-    let listener = listen(ends, port)?;
+    let listener = match ends.user_port {
+        Some(_) => None,
+        None => Some(listen(ends, ends.port(LoadKind::Rr))?),
+    };
     let server = std::thread::spawn(move || -> io::Result<()> {
+        let Some(listener) = listener else {
+            return Ok(());
+        };
         pin(w.server_cpu);
         let mut s = accept_one(&listener)?;
         s.set_nodelay(true)?;
@@ -55,11 +60,16 @@ pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed>
 }
 
 pub(super) fn crr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed> {
-    let port = LoadKind::Crr.port();
-    let listener = listen(ends, port)?;
+    let listener = match ends.user_port {
+        Some(_) => None,
+        None => Some(listen(ends, ends.port(LoadKind::Crr))?),
+    };
     let done = Arc::new(AtomicBool::new(false));
     let d2 = Arc::clone(&done);
     let server = std::thread::spawn(move || -> io::Result<()> {
+        let Some(listener) = listener else {
+            return Ok(());
+        };
         pin(w.server_cpu);
         while !d2.load(Ordering::Relaxed) {
             let Ok((mut s, _)) = listener.accept() else {
@@ -101,8 +111,7 @@ pub(super) fn crr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed
 }
 
 pub(super) fn stream(ends: &Ends, w: Window, stop: &AtomicBool, tps: f64) -> io::Result<Run> {
-    let port = LoadKind::Stream.port();
-    let listener = listen(ends, port)?;
+    let listener = listen(ends, ends.port(LoadKind::Stream))?;
     let bytes = Arc::new(AtomicU64::new(0));
     let b2 = Arc::clone(&bytes);
     let server = std::thread::spawn(move || -> io::Result<()> {

@@ -26,7 +26,7 @@ use crate::{
 };
 
 pub(super) fn rr(ends: &Ends, w: Window, stop: &AtomicBool) -> io::Result<Timed> {
-    let port = LoadKind::UdpRr.port();
+    let port = ends.port(LoadKind::UdpRr);
     let bind = SocketAddr::new(ends.bind, port);
     let srv = run_in(&ends.server_ns, move || UdpSocket::bind(bind))??;
     srv.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -146,7 +146,7 @@ pub(super) fn flood(
     busy_poll: bool,
     tps: f64,
 ) -> io::Result<Run> {
-    let bind = SocketAddr::new(ends.bind, LoadKind::UdpFlood.port());
+    let bind = SocketAddr::new(ends.bind, ends.port(LoadKind::UdpFlood));
     let rx = run_in(&ends.server_ns, move || UdpSocket::bind(bind))??;
     // Root may exceed rmem_max: a deep queue, so the receiver's wake-ups lose nothing.
     nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::RcvBufForce, &(32 << 20))

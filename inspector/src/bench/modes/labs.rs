@@ -4,7 +4,8 @@
 //! each mode is reached once its lab is up.
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::catalogue::BenchMode;
+use super::{catalogue::BenchMode, target::Reach};
+use crate::identity::tracker;
 use crate::{
     bench::{BenchError, LoadKind, loadgen::Ends},
     lab::{
@@ -60,15 +61,6 @@ pub(super) fn kube_spec(nft: bool, services: u32, index: usize) -> LabSpec {
     s
 }
 
-/// How one mode is reached, once its lab is up.
-#[derive(Clone, Debug)]
-pub(super) struct Reach {
-    pub ends: Ends,
-    /// Namespaces the traced run attaches to, and whether lo is on the path.
-    pub trace_ns: Vec<String>,
-    pub lo: bool,
-}
-
 fn ns_of<'a>(plan: &'a Plan, workload: &str) -> Result<&'a str, BenchError> {
     Ok(plan.workload(workload)?.netns.as_str())
 }
@@ -90,9 +82,12 @@ pub(super) fn reach(mode: BenchMode, plan: &Plan) -> Result<Reach, BenchError> {
             bind: ip,
             target: ip,
             port_offset: 0,
+            shift: 0,
+            user_port: None,
         },
         trace_ns: vec![ns.to_owned()],
         lo,
+        identity: tracker::Options::default(),
     };
     Ok(match mode {
         BenchMode::Host => same(&plan.node_ns, IpAddr::V4(plan.gateway), true),
@@ -110,9 +105,12 @@ pub(super) fn reach(mode: BenchMode, plan: &Plan) -> Result<Reach, BenchError> {
                         IpAddr::V4(VIP)
                     },
                     port_offset: 0,
+                    shift: 0,
+                    user_port: None,
                 },
                 trace_ns: vec![cli, plan.node_ns.clone(), srv_ns],
                 lo: false,
+                identity: tracker::Options::default(),
             }
         }
         BenchMode::Container => Reach {
@@ -122,9 +120,12 @@ pub(super) fn reach(mode: BenchMode, plan: &Plan) -> Result<Reach, BenchError> {
                 bind: srv,
                 target: srv,
                 port_offset: 0,
+                shift: 0,
+                user_port: None,
             },
             trace_ns: vec![srv_ns],
             lo: true,
+            identity: tracker::Options::default(),
         },
         BenchMode::Dnat => {
             let ext = plan
@@ -138,9 +139,12 @@ pub(super) fn reach(mode: BenchMode, plan: &Plan) -> Result<Reach, BenchError> {
                     bind: srv,
                     target: IpAddr::V4(ext.node_ip),
                     port_offset: PUBLISH_OFFSET,
+                    shift: 0,
+                    user_port: None,
                 },
                 trace_ns: vec![ext.netns, plan.node_ns.clone(), srv_ns],
                 lo: false,
+                identity: tracker::Options::default(),
             }
         }
     })

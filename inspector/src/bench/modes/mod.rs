@@ -1,22 +1,28 @@
 //! `bench`: the same workloads over each network mode, side by side in one run.
 //!
-//! Modes are built as labs (see `labs`): one Docker-style lab gives host, bridge, container,
-//! none and bridge + published port (DNAT); one Kubernetes-node lab per (kube-proxy mode,
-//! Service count) gives `ClusterIP` through kube-proxy's exact rules, with the target Service
-//! last in `KUBE-SERVICES` (generated Services come first: the worst case for iptables'
-//! linear match). Runs are interleaved: every repetition runs every workload over every
-//! mode, the mode order rotating, so slow drifts of the machine spread evenly. After the
-//! measured runs, one short traced run per mode (`traced`) gives the in-kernel time between
-//! hops.
+//! Paths come from three places (`target`): the project's labs (see `labs`: one
+//! Docker-style lab gives host, bridge, container, none and bridge + published port (DNAT);
+//! one Kubernetes-node lab per (kube-proxy mode, Service count) gives `ClusterIP` through
+//! kube-proxy's exact rules, with the target Service last in `KUBE-SERVICES`); real
+//! containers of a real dockerd in each Docker mode (`docker`); and two workloads that
+//! already exist (`between`). Runs are interleaved: every repetition runs every workload over
+//! every path, the order rotating, so slow drifts of the machine spread evenly. After the
+//! measured runs, one short traced run per path (`traced`) gives the in-kernel time between
+//! hops. A real mode is set beside its lab twin in the report (`report::vs_lab`).
+pub mod between;
 pub mod catalogue;
+pub mod docker;
 mod labs;
 pub mod report;
+mod target;
 mod traced;
 
 use std::{collections::BTreeMap, time::Instant};
 
 pub use catalogue::{BenchMode, MAX_SERVICES, parse_modes};
-pub use report::{Entry, Expectation, HopTime, ModeSetup, Report, RunSample};
+pub use report::{Entry, Expectation, HopTime, ModeSetup, Report, RunSample, VsLab};
+pub use target::Runtime;
+use target::Target;
 
 use super::{BenchError, LoadKind, loadgen};
 use crate::{
@@ -27,7 +33,12 @@ use crate::{
 /// Options of `inspector bench`.
 #[derive(Clone)]
 pub struct Options {
+    /// Lab modes (empty: no lab runs).
     pub modes: Vec<BenchMode>,
+    /// Real dockerd containers (`--runtime docker`).
+    pub docker: Option<docker::DockerOptions>,
+    /// Two existing workloads (`--between`).
+    pub between: Option<between::Between>,
     pub workloads: Vec<LoadKind>,
     /// Seconds of each measured run.
     pub run_secs: f64,
@@ -41,6 +52,13 @@ pub struct Options {
 /// Which lab a mode runs on: the Docker-style one (None) or a Kubernetes node.
 type LabKey = Option<(bool, u32)>;
 
+fn lab_keys(modes: &[BenchMode]) -> Vec<LabKey> {
+    let mut labs: Vec<LabKey> = modes.iter().map(|m| m.kube_lab()).collect();
+    labs.sort_unstable();
+    labs.dedup();
+    labs
+}
+
 /// Builds every lab the modes need (into `labs`); reports each as a step.
 fn build_labs(
     opts: &Options,
@@ -48,14 +66,16 @@ fn build_labs(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(BTreeMap<LabKey, Plan>, Vec<ModeSetup>), BenchError> {
     let mut wanted: Vec<(LabKey, LabSpec)> = Vec::new();
-    if opts.modes.iter().any(|m| m.kube_lab().is_none()) {
-        wanted.push((None, labs::docker_spec()));
-    }
-    let mut kube: Vec<(bool, u32)> = opts.modes.iter().filter_map(|m| m.kube_lab()).collect();
-    kube.sort_unstable();
-    kube.dedup();
-    for (i, &(nft, n)) in kube.iter().enumerate() {
-        wanted.push((Some((nft, n)), labs::kube_spec(nft, n, i)));
+    let mut kube = 0;
+    for key in lab_keys(&opts.modes) {
+        let spec = match key {
+            None => labs::docker_spec(),
+            Some((nft, n)) => {
+                kube += 1;
+                labs::kube_spec(nft, n, kube - 1)
+            }
+        };
+        wanted.push((key, spec));
     }
     let mut plans = BTreeMap::new();
     let mut setup = Vec::new();
@@ -85,18 +105,38 @@ fn build_labs(
     Ok((plans, setup))
 }
 
-/// The steps a run takes (for the progress bar): labs, measured runs, traced runs.
+/// The lab modes as targets, once their labs are up.
+fn lab_targets(opts: &Options, plans: &BTreeMap<LabKey, Plan>) -> Result<Vec<Target>, BenchError> {
+    opts.modes
+        .iter()
+        .map(|&m| {
+            Ok(Target {
+                name: m.name(),
+                what: m.what(),
+                runtime: Runtime::Lab,
+                twin: None,
+                kube: m.kube_lab(),
+                reach: labs::reach(m, &plans[&m.kube_lab()])?,
+            })
+        })
+        .collect()
+}
+
+/// The paths a run measures (for the progress bar's count).
+fn path_count(opts: &Options) -> usize {
+    opts.modes.len()
+        + opts.docker.as_ref().map_or(0, |d| d.modes.len())
+        + usize::from(opts.between.is_some())
+}
+
+/// The steps a run takes (for the progress bar): labs and runtimes set up, measured runs,
+/// traced runs.
 fn steps(opts: &Options) -> usize {
-    let mut labs: Vec<LabKey> = opts.modes.iter().map(|m| m.kube_lab()).collect();
-    labs.sort_unstable();
-    labs.dedup();
-    labs.len()
-        + opts.repeat * opts.workloads.len() * opts.modes.len()
-        + if opts.hops_secs > 0.0 {
-            opts.modes.len()
-        } else {
-            0
-        }
+    let paths = path_count(opts);
+    lab_keys(&opts.modes).len()
+        + usize::from(opts.docker.is_some())
+        + opts.repeat * opts.workloads.len() * paths
+        + if opts.hops_secs > 0.0 { paths } else { 0 }
 }
 
 /// Runs the benchmark; `progress` gets (done, total, what) before every step.
@@ -107,72 +147,51 @@ pub fn run(
     if opts.repeat == 0 {
         return Err(BenchError::Input("--repeat must be at least 1".into()));
     }
+    if path_count(opts) == 0 {
+        return Err(BenchError::Input(
+            "nothing to measure: no mode of the runtimes given".into(),
+        ));
+    }
     let total = steps(opts);
     let mut done = 0;
+    // Checked before anything is made: a bad --between names no workload, or one that
+    // cannot be reached; a published port in use; a dockerd that does not answer.
+    let between = opts
+        .between
+        .as_ref()
+        .map(|b| b.resolve(&opts.workloads))
+        .transpose()?;
+    if let Some(d) = &opts.docker {
+        docker::preflight(d)?;
+    }
     let mut labs = LabGuard::default();
-    let (plans, setup) = build_labs(opts, &mut labs, &mut |what| {
+    let (plans, mut setup) = build_labs(opts, &mut labs, &mut |what| {
         progress(done, total, what);
         done += 1;
     })?;
-    let reaches: Vec<(BenchMode, labs::Reach)> = opts
-        .modes
-        .iter()
-        .map(|&m| labs::reach(m, &plans[&m.kube_lab()]).map(|r| (m, r)))
-        .collect::<Result<_, _>>()?;
-    let stop = opts.stop.flag();
-    // Prime ARP, routes and conntrack once per mode so no first run is special.
-    for (m, r) in &reaches {
-        loadgen::run(LoadKind::UdpRr, &r.ends, 0.05, opts.cpus, stop)
-            .map_err(BenchError::io(format!("priming {}", m.name())))?;
+    let mut targets = lab_targets(opts, &plans)?;
+    let mut containers = None;
+    if let Some(d) = &opts.docker {
+        progress(done, total, "starting the Docker containers");
+        let t0 = Instant::now();
+        let (c, t) = docker::up(d, &opts.stop)?;
+        setup.push(ModeSetup {
+            lab: c.describe(),
+            what: "real Docker containers, one per mode end".into(),
+            ms: t0.elapsed().as_secs_f64() * 1e3,
+        });
+        containers = Some(c);
+        targets.extend(t);
+        done += 1;
     }
-    let mut samples = Vec::new();
-    for rep in 0..opts.repeat {
-        for (ti, &t) in opts.workloads.iter().enumerate() {
-            let mut order: Vec<&(BenchMode, labs::Reach)> = reaches.iter().collect();
-            let n = order.len();
-            order.rotate_left((rep + ti) % n);
-            for (m, r) in order {
-                if opts.stop.raised() {
-                    return Err(BenchError::Interrupted);
-                }
-                let label = format!(
-                    "{} over {} (repetition {}/{})",
-                    t.name(),
-                    m.name(),
-                    rep + 1,
-                    opts.repeat
-                );
-                progress(done, total, &label);
-                let run = loadgen::run(t, &r.ends, opts.run_secs, opts.cpus, stop)
-                    .map_err(BenchError::io(format!("{} over {}", t.name(), m.name())))?;
-                samples.push(RunSample {
-                    repetition: rep,
-                    mode: m.name(),
-                    workload: t,
-                    run,
-                });
-                done += 1;
-            }
-        }
-    }
-    let mut hops: BTreeMap<BenchMode, Vec<HopTime>> = BTreeMap::new();
-    if opts.hops_secs > 0.0 {
-        for (m, r) in &reaches {
-            if opts.stop.raised() {
-                return Err(BenchError::Interrupted);
-            }
-            progress(
-                done,
-                total,
-                &format!("per-hop times of {} (traced rr)", m.name()),
-            );
-            hops.insert(*m, traced::hops(r, opts.hops_secs, opts.cpus, stop)?);
-            done += 1;
-        }
-    }
-    progress(total, total, "done");
+    targets.extend(between);
+    let result = measure(opts, &targets, &mut done, total, &mut progress);
+    // Removed before the report is made, also when a run failed or was interrupted.
+    drop(containers);
     drop(labs);
-    let results = report::summarize(opts, &samples, &hops);
+    let (samples, hops) = result?;
+    progress(total, total, "done");
+    let results = report::summarize(opts, &targets, &samples, &hops);
     let ordering = report::orderings(&results);
     Ok(Report {
         generator: report::GENERATOR.into(),
@@ -184,12 +203,86 @@ pub fn run(
             .trim()
             .to_owned(),
         pinned: opts.cpus,
-        modes: opts.modes.iter().map(|m| m.name()).collect(),
+        modes: targets.iter().map(|t| t.name.clone()).collect(),
         setup,
+        vs_lab: report::vs_lab(&results),
         results,
         samples,
         ordering,
     })
+}
+
+type Measured = (Vec<RunSample>, BTreeMap<String, Vec<HopTime>>);
+
+/// The measured runs, interleaved, then one traced run per path.
+fn measure(
+    opts: &Options,
+    targets: &[Target],
+    done: &mut usize,
+    total: usize,
+    progress: &mut impl FnMut(usize, usize, &str),
+) -> Result<Measured, BenchError> {
+    let stop = opts.stop.flag();
+    // Prime ARP, routes and conntrack once per path so no first run is special.
+    for t in targets {
+        // With the user's own server (`--between DST:PORT`), through it.
+        let prime = if t.reach.ends.user_port.is_some() {
+            LoadKind::Rr
+        } else {
+            LoadKind::UdpRr
+        };
+        loadgen::run(prime, &t.reach.ends, 0.05, opts.cpus, stop)
+            .map_err(BenchError::io(format!("priming {}", t.name)))?;
+    }
+    let mut samples = Vec::new();
+    for rep in 0..opts.repeat {
+        for (ti, &w) in opts.workloads.iter().enumerate() {
+            let mut order: Vec<&Target> = targets.iter().collect();
+            let n = order.len();
+            order.rotate_left((rep + ti) % n);
+            for t in order {
+                if opts.stop.raised() {
+                    return Err(BenchError::Interrupted);
+                }
+                let label = format!(
+                    "{} over {} (repetition {}/{})",
+                    w.name(),
+                    t.name,
+                    rep + 1,
+                    opts.repeat
+                );
+                progress(*done, total, &label);
+                let run = loadgen::run(w, &t.reach.ends, opts.run_secs, opts.cpus, stop)
+                    .map_err(BenchError::io(format!("{} over {}", w.name(), t.name)))?;
+                samples.push(RunSample {
+                    repetition: rep,
+                    mode: t.name.clone(),
+                    workload: w,
+                    run,
+                });
+                *done += 1;
+            }
+        }
+    }
+    let mut hops = BTreeMap::new();
+    if opts.hops_secs > 0.0 {
+        for t in targets {
+            if opts.stop.raised() {
+                return Err(BenchError::Interrupted);
+            }
+            progress(
+                *done,
+                total,
+                &format!("per-hop times of {} (traced rr)", t.name),
+            );
+            hops.insert(
+                t.name.clone(),
+                traced::hops(&t.reach, opts.hops_secs, opts.cpus, stop)?,
+            );
+            *done += 1;
+        }
+    }
+    Ok((samples, hops))
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Options, catalogue::BenchMode};
+use super::{
+    Options,
+    target::{Runtime, Target},
+};
 use crate::bench::{
     LoadKind, Spread,
     loadgen::{self, Run},
@@ -47,6 +50,12 @@ pub struct Entry {
     pub mode: String,
     pub workload: LoadKind,
     pub what: String,
+    /// Who built the path: the lab, a real runtime, or `--between`.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// A real mode's lab twin (the lab mode it is compared with).
+    #[serde(default)]
+    pub twin: Option<String>,
     pub runs: usize,
     pub unit: String,
     pub rate: f64,
@@ -86,6 +95,9 @@ pub struct Report {
     pub modes: Vec<String>,
     pub setup: Vec<ModeSetup>,
     pub results: Vec<Entry>,
+    /// Each real mode beside its lab twin (when both ran).
+    #[serde(default)]
+    pub vs_lab: Vec<VsLab>,
     pub samples: Vec<RunSample>,
     /// The orderings published results lead one to expect, as measured (not asserted).
     pub ordering: Vec<Expectation>,
@@ -98,19 +110,39 @@ pub struct Expectation {
     pub holds: Option<bool>,
 }
 
+/// One workload over a real mode and over its lab twin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VsLab {
+    pub workload: LoadKind,
+    pub real: String,
+    pub lab: String,
+    pub unit: String,
+    pub real_rate: f64,
+    pub lab_rate: f64,
+    /// real / lab.
+    pub rate_ratio: Option<f64>,
+    pub real_p50_us: Option<f64>,
+    pub lab_p50_us: Option<f64>,
+    pub p50_ratio: Option<f64>,
+    /// The two ranges over repetitions do not overlap (the headline value: p50 for the
+    /// transactional workloads, the rate for stream): a difference beyond the spread.
+    pub beyond_spread: bool,
+}
+
 pub const GENERATOR: &str = "built-in, netperf-style (TCP_RR, TCP_CRR, TCP_STREAM, UDP_RR), client and server threads pinned (see pinned), every transaction timed";
 
 pub(super) fn summarize(
     opts: &Options,
+    targets: &[Target],
     samples: &[RunSample],
-    hops: &BTreeMap<BenchMode, Vec<HopTime>>,
+    hops: &BTreeMap<String, Vec<HopTime>>,
 ) -> Vec<Entry> {
     let mut out = Vec::new();
-    for &m in &opts.modes {
+    for m in targets {
         for &t in &opts.workloads {
             let runs: Vec<&Run> = samples
                 .iter()
-                .filter(|s| s.mode == m.name() && s.workload == t)
+                .filter(|s| s.mode == m.name && s.workload == t)
                 .map(|s| &s.run)
                 .collect();
             let col = |f: fn(&Run) -> Option<f64>| -> Vec<f64> {
@@ -123,9 +155,11 @@ pub(super) fn summarize(
             let con99 = Spread::of(&col(|r| r.connect_p99_us));
             let cpu = Spread::of(&col(|r| Some(r.cpu_us_per_op)));
             out.push(Entry {
-                mode: m.name(),
+                mode: m.name.clone(),
                 workload: t,
-                what: m.what(),
+                what: m.what.clone(),
+                runtime: m.runtime,
+                twin: m.twin.clone(),
                 runs: runs.len(),
                 unit: t.unit().into(),
                 rate: rate.map_or(0.0, |s| s.median),
@@ -143,25 +177,74 @@ pub(super) fn summarize(
                 rate_vs_host: None,
                 p50_vs_host: None,
                 kube_proxy: m
-                    .kube_lab()
+                    .kube
                     .map(|(nft, _)| if nft { "nftables" } else { "iptables" }.to_owned()),
-                services: m.kube_lab().map(|(_, n)| n),
-                hops: hops.get(&m).cloned().unwrap_or_default(),
+                services: m.kube.map(|(_, n)| n),
+                hops: hops.get(&m.name).cloned().unwrap_or_default(),
             });
         }
     }
-    let host: Vec<(LoadKind, f64, Option<f64>)> = out
+    // Each runtime's modes against its own host mode (a lab mode against the lab's).
+    let host_of = |r: Runtime| {
+        if r == Runtime::Docker {
+            "docker-host"
+        } else {
+            "host"
+        }
+    };
+    let host: Vec<(&'static str, LoadKind, f64, Option<f64>)> = out
         .iter()
-        .filter(|e| e.mode == "host")
-        .map(|e| (e.workload, e.rate, e.p50_us))
+        .filter(|e| e.mode == host_of(e.runtime))
+        .map(|e| (host_of(e.runtime), e.workload, e.rate, e.p50_us))
         .collect();
     for e in &mut out {
-        if let Some(&(_, rate, p50)) = host.iter().find(|h| h.0 == e.workload) {
+        let mine = host_of(e.runtime);
+        if let Some(&(_, _, rate, p50)) = host.iter().find(|h| h.0 == mine && h.1 == e.workload) {
             e.rate_vs_host = (rate > 0.0).then(|| e.rate / rate);
             e.p50_vs_host = p50.zip(e.p50_us).map(|(h, v)| v / h);
         }
     }
     out
+}
+
+/// Whether two ranges over repetitions do not overlap.
+fn apart(a: Option<Spread>, b: Option<Spread>) -> bool {
+    a.zip(b)
+        .is_some_and(|(a, b)| a.max < b.min || b.max < a.min)
+}
+
+/// Each real mode's entries beside its lab twin's.
+#[must_use]
+pub fn vs_lab(results: &[Entry]) -> Vec<VsLab> {
+    results
+        .iter()
+        .filter_map(|real| {
+            let twin = real.twin.as_deref()?;
+            let lab = results.iter().find(|e| {
+                e.runtime == Runtime::Lab && e.mode == twin && e.workload == real.workload
+            })?;
+            let ratio = |a: Option<f64>, b: Option<f64>| {
+                a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
+            };
+            Some(VsLab {
+                workload: real.workload,
+                real: real.mode.clone(),
+                lab: lab.mode.clone(),
+                unit: real.unit.clone(),
+                real_rate: real.rate,
+                lab_rate: lab.rate,
+                rate_ratio: ratio(Some(real.rate), Some(lab.rate)),
+                real_p50_us: real.p50_us,
+                lab_p50_us: lab.p50_us,
+                p50_ratio: ratio(real.p50_us, lab.p50_us),
+                beyond_spread: if real.p50_us.is_some() {
+                    apart(real.p50_spread, lab.p50_spread)
+                } else {
+                    apart(real.rate_spread, lab.rate_spread)
+                },
+            })
+        })
+        .collect()
 }
 
 pub(super) fn orderings(results: &[Entry]) -> Vec<Expectation> {

@@ -3,7 +3,7 @@
 //! order. Kept apart from the measured runs, so tracing never touches their numbers.
 use std::sync::atomic::AtomicBool;
 
-use super::{labs::Reach, report::HopTime};
+use super::{report::HopTime, target::Reach};
 use crate::{
     bench::{
         BenchError, LoadKind,
@@ -34,6 +34,7 @@ pub(super) fn hops(
         lo: r.lo,
         services: false,
         drops: false,
+        identity: r.identity.clone(),
         // Every packet: this run is not measured, and full counts keep a connection's first
         // packets (routed differently, see docs) from passing for the main path.
         measure: Measure::HopTiming {

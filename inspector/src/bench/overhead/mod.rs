@@ -135,6 +135,8 @@ pub(crate) fn ends_and_hops(plan: &Plan) -> Result<(Ends, Vec<(PathBuf, String)>
         bind: ip.into(),
         target: ip.into(),
         port_offset: 0,
+        shift: 0,
+        user_port: None,
     };
     let hops = vec![
         (named(&cli.netns), "eth0".into()),

@@ -62,6 +62,19 @@ pub enum What {
     /// The agent's own footprint: CPU and memory at rest, with many flows, under the
     /// small-packet flood; the time of a scrape of /metrics (ours, and as ps and curl say).
     Agent(agent::AgentArgs),
+    /// Keeps a container of `bench --runtime docker` alive (its one process) until stopped.
+    #[command(hide = true)]
+    Hold,
+}
+
+/// The process of a bench container: waits for SIGTERM or SIGINT (as PID 1 it needs the
+/// handlers to be stopped by them at all).
+fn hold() -> anyhow::Result<()> {
+    let stop = crate::sys::signals::StopFlag::register()?;
+    while !stop.raised() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
@@ -74,6 +87,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(What::Pipeline(p)) => pipeline::run(p, fmt),
         Some(What::Capture(c)) => capture::run(c, fmt),
         Some(What::Modes(m)) => modes::run(m, fmt),
+        Some(What::Hold) => hold(),
         None => modes::run(&a.modes, fmt),
     }
 }

@@ -18,9 +18,26 @@ use crate::{
 pub struct ModesArgs {
     /// Modes, comma-separated: host, bridge, container, none, dnat (bridge + published
     /// port), iptables, nftables (cluster IP at each --services count), iptables-N,
-    /// nftables-N, clusterip (both), all.
+    /// nftables-N, clusterip (both), all; with --runtime docker also user-bridge (a
+    /// user-defined bridge network; Docker only).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub modes: Vec<String>,
+    /// What the modes run on, comma-separated: lab (the project's own labs), docker (real
+    /// containers of a real dockerd, side by side with their lab twins when lab is given
+    /// too). Default: lab, or nothing but --between when that is given.
+    #[arg(long, value_delimiter = ',', value_name = "RUNTIME")]
+    pub runtime: Vec<String>,
+    /// With --runtime docker: start a dockerd of the run's own (data root in a temporary
+    /// directory, bridge 198.19.64.1/24) and stop it at the end.
+    #[arg(long)]
+    pub private_dockerd: bool,
+    /// The workloads between two workloads that already exist: containers (name or id),
+    /// pods (NS/NAME), lab workloads (LAB/NAME) or host. DST:PORT: your own server answers
+    /// rr and crr there (64 bytes back for each 64-byte request, as an echo server does).
+    #[arg(long, num_args = 2, value_names = ["SRC", "DST[:PORT]"])]
+    pub between: Vec<String>,
+    #[command(flatten)]
+    pub identity: crate::cli::args::IdentityArgs,
     /// Service counts for the iptables / nftables modes (the target Service is the last).
     #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
     pub services: Vec<u32>,
@@ -93,7 +110,46 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     {
         anyhow::bail!("--services: each count must be 1..{}", modes::MAX_SERVICES);
     }
-    let mode_list = modes::parse_modes(&a.modes, &a.services)?;
+    let runtimes = runtimes(a)?;
+    let with_lab = runtimes.contains(&"lab");
+    let mode_list = if with_lab {
+        // user-bridge is Docker's alone; the lab measures the rest.
+        let lab: Vec<String> = a
+            .modes
+            .iter()
+            .filter(|m| !(runtimes.contains(&"docker") && m.as_str() == "user-bridge"))
+            .cloned()
+            .collect();
+        modes::parse_modes(&lab, &a.services)?
+    } else {
+        Vec::new()
+    };
+    let docker = runtimes
+        .contains(&"docker")
+        .then(|| -> anyhow::Result<modes::docker::DockerOptions> {
+            Ok(modes::docker::DockerOptions {
+                socket: a.identity.docker_socket.clone(),
+                private: a.private_dockerd,
+                modes: modes::docker::parse_modes(&a.modes, with_lab)?,
+            })
+        })
+        .transpose()?;
+    if a.private_dockerd && docker.is_none() {
+        anyhow::bail!("--private-dockerd is for --runtime docker");
+    }
+    let between = match a.between.as_slice() {
+        [] => None,
+        [src, dst] => {
+            let (dst, port) = modes::between::split_dst(dst)?;
+            Some(modes::between::Between {
+                src: src.clone(),
+                dst,
+                port,
+                identity: a.identity.options(),
+            })
+        }
+        _ => anyhow::bail!("--between takes two workloads: SRC DST[:PORT]"),
+    };
     let mut workloads = Vec::new();
     for w in &a.workloads {
         match LoadKind::parse(w)? {
@@ -119,6 +175,8 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     }
     let opts = modes::Options {
         modes: mode_list,
+        docker,
+        between,
         workloads,
         run_secs: crate::cli::compat::renamed(
             a.run_secs,
@@ -134,6 +192,34 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     let mut bar = Progress::default();
     let report = modes::run(&opts, |d, t, w| bar.show(d, t, w))?;
     show(&report, a, fmt)
+}
+
+/// `--runtime`, checked; the default is the lab, or nothing but `--between` when given.
+fn runtimes(a: &ModesArgs) -> anyhow::Result<Vec<&'static str>> {
+    if a.runtime.is_empty() {
+        return Ok(if a.between.is_empty() {
+            vec!["lab"]
+        } else {
+            Vec::new()
+        });
+    }
+    let mut out = Vec::new();
+    for r in &a.runtime {
+        let r = match r.as_str() {
+            "lab" => "lab",
+            "docker" => "docker",
+            "cri" => anyhow::bail!(
+                "--runtime cri is not built yet: measure pods with --between SRC-POD DST-POD (see docs/benchmarks.md)"
+            ),
+            other => {
+                anyhow::bail!("unknown runtime '{other}': use lab, docker, or both (lab,docker)")
+            }
+        };
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 fn show(report: &Report, a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {

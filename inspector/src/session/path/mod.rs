@@ -15,6 +15,7 @@ use serde::Serialize;
 
 pub use attempts::{Attempt, DropWhere, Fate};
 pub use report::{PathReport, ProbeStep, StepKind};
+pub use target::{Source, endpoint};
 
 use super::{
     Measure, Options, Session, SessionError,

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The source: a namespace to connect from, and what it is.
-pub(super) struct Source {
+pub struct Source {
     pub netns: PathBuf,
     pub label: String,
     pub ips: Vec<IpAddr>,
@@ -42,9 +42,22 @@ fn workload<'a>(t: &'a Tracker, key: &str) -> Option<&'a crate::identity::Worklo
 }
 
 pub(super) fn source(o: &PathOptions, tracker: &Tracker) -> Result<Source, PathError> {
-    let spec = o.src.as_str();
+    endpoint(&o.src, o.src_pick.as_ref(), tracker)
+}
+
+/// A workload (container or pod, named as `pick` names it, or by `spec`: its name or id, a
+/// lab workload) or a network namespace (`host`, an `ip netns` name, an inode, a path): its
+/// namespace and addresses.
+///
+/// # Errors
+/// Nothing of that name, or a workload without a namespace.
+pub fn endpoint(
+    spec: &str,
+    pick: Option<&crate::identity::select::Pick>,
+    tracker: &Tracker,
+) -> Result<Source, PathError> {
     let all = topology::netns::discover();
-    let named = match &o.src_pick {
+    let named = match pick {
         Some(p) => Some(
             p.find(&tracker.identity)
                 .ok_or_else(|| PathError::NoSource(spec.to_owned()))?,
