@@ -6,15 +6,13 @@
 //! Short runs: the numbers belong to `cargo xtask bench`, not to a test.
 mod support;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Output, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::docker::{Dockerd, SOCKET, docker};
+use support::{
+    bench::{Bench, entry, report},
+    docker::{Dockerd, SOCKET, docker},
+};
 
 const WORKLOADS: [&str; 4] = ["rr", "crr", "stream", "udp-rr"];
 const MODES: [&str; 6] = [
@@ -25,87 +23,6 @@ const MODES: [&str; 6] = [
     "docker-dnat",
     "docker-user-bridge",
 ];
-
-/// `inspector bench ARGS` running, its stderr collected line by line.
-struct Bench {
-    child: std::process::Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Bench {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(support::bin())
-            .arg("bench")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn inspector bench");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("stderr");
-        let reader = std::thread::spawn(move || {
-            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(l);
-            }
-        });
-        Self {
-            child,
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn said(&self, needle: &str) -> bool {
-        self.stderr
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    fn finish(mut self, limit: Duration) -> Output {
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
-        let mut out = support::wait_bounded(child, limit);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        out.stderr = self.stderr.lock().expect("lock").join("\n").into_bytes();
-        out
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn report(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim()).expect("one JSON report");
-    v
-}
-
-fn entry<'a>(r: &'a Value, mode: &str, w: &str) -> &'a Value {
-    r["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .find(|e| e["mode"] == mode && e["workload"] == w)
-        .unwrap_or_else(|| panic!("no result for {w} over {mode}"))
-}
 
 /// Every workload over `mode` has a rate, and the transactional ones their percentiles.
 fn check_numbers(r: &Value, mode: &str) {
@@ -214,7 +131,7 @@ fn every_docker_mode_runs_every_workload_and_bridge_hops_are_the_containers_veth
             }
         }),
         "the measured runs never started: {:?}",
-        b.stderr.lock().expect("lock")
+        b.stderr_text()
     );
     let ((cli_veth, cli_br), (srv_veth, srv_br)) = veths.expect("veths");
     assert_eq!((cli_br.as_str(), srv_br.as_str()), ("docker0", "docker0"));
@@ -287,18 +204,18 @@ fn sockets_in(container: &str) -> String {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn between_two_real_containers_reports_numbers_and_the_path_and_leaves_nothing() {
-    let mut d = Dockerd::start();
-    let (a, b) = (support::unique("bw-a"), support::unique("bw-b"));
-    d.run(&a, &[], &["sleep", "600"]);
-    d.run(&b, &[], &["sleep", "600"]);
+    let mut dockerd = Dockerd::start();
+    let (one, two) = (support::unique("bw-a"), support::unique("bw-b"));
+    dockerd.run(&one, &[], &["sleep", "600"]);
+    dockerd.run(&two, &[], &["sleep", "600"]);
     let none = support::unique("bw-none");
-    d.run(&none, &["--network", "none"], &["sleep", "600"]);
+    dockerd.run(&none, &["--network", "none"], &["sleep", "600"]);
     let before = support::bpf_objects();
-    let b_ip = Dockerd::inspect(&b, "{{.NetworkSettings.IPAddress}}");
+    let two_ip = Dockerd::inspect(&two, "{{.NetworkSettings.IPAddress}}");
     let out = Bench::start(&[
         "--between",
-        &a,
-        &b,
+        &one,
+        &two,
         "--docker-socket",
         SOCKET,
         "--run-secs",
@@ -321,7 +238,7 @@ fn between_two_real_containers_reports_numbers_and_the_path_and_leaves_nothing()
     }
     // The path: a's eth0 to b's eth0 through the node, each container by its name.
     let hops = entry(&r, "between", "rr")["hops"].to_string();
-    let (_, a_peer) = Dockerd::eth0_of(&a);
+    let (_, a_peer) = Dockerd::eth0_of(&one);
     let a_veth = support::sh(&["ip", "-j", "link", "show"]);
     let links: Value = serde_json::from_str(&a_veth).expect("ip -j");
     let a_veth = links
@@ -332,22 +249,22 @@ fn between_two_real_containers_reports_numbers_and_the_path_and_leaves_nothing()
         .and_then(|l| l["ifname"].as_str())
         .expect("a's veth")
         .to_owned();
-    assert!(hops.contains(&format!("{a}/eth0(out)")), "{hops}");
+    assert!(hops.contains(&format!("{one}/eth0(out)")), "{hops}");
     assert!(hops.contains(&format!("host/{a_veth}(in)")), "{hops}");
-    assert!(hops.contains(&format!("{b}/eth0(in)")), "{hops}");
+    assert!(hops.contains(&format!("{two}/eth0(in)")), "{hops}");
     assert!(
         entry(&r, "between", "rr")["what"]
             .as_str()
-            .is_some_and(|w| w.contains(&a) && w.contains(&b)),
+            .is_some_and(|w| w.contains(&one) && w.contains(&two)),
         "{r}"
     );
     // Nothing stays in either container, nor attached.
-    assert_eq!(sockets_in(&b), "", "sockets left in {b} ({b_ip})");
-    assert_eq!(sockets_in(&a), "", "sockets left in {a}");
+    assert_eq!(sockets_in(&two), "", "sockets left in {two} ({two_ip})");
+    assert_eq!(sockets_in(&one), "", "sockets left in {one}");
     support::assert_no_links_of_ours_since(&before, "bench --between");
 
     // A none-mode container as the far end: one line, nothing run.
-    let out = Bench::start(&["--between", &a, &none, "--docker-socket", SOCKET])
+    let out = Bench::start(&["--between", &one, &none, "--docker-socket", SOCKET])
         .finish(Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -373,7 +290,7 @@ fn between_two_real_containers_reports_numbers_and_the_path_and_leaves_nothing()
         "-o",
         "json",
     ])
-    .finish(Duration::from_secs(60));
+    .finish(Duration::from_mins(1));
     assert!(entry(&report(&out), "between", "rr")["rate"].as_f64() > Some(0.0));
 }
 
@@ -397,21 +314,8 @@ fn interrupting_a_lab_and_docker_run_leaves_no_container_network_lab_or_program(
         "20",
     ]);
     let pid = b.pid();
-    assert!(
-        support::eventually(Duration::from_mins(2), || b.said("over docker-")),
-        "the measured runs never started: {:?}",
-        b.stderr.lock().expect("lock")
-    );
-    assert!(
-        !leftovers(pid).is_empty(),
-        "the run made nothing to remove (the check below could not fail)"
-    );
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let out = b.finish(Duration::from_mins(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
+    b.wait_said("over docker-");
+    b.interrupt(&leftovers(pid));
     assert_eq!(leftovers(pid), Vec::<String>::new());
     let labs: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| {
@@ -433,7 +337,7 @@ fn bad_input_is_one_line_and_creates_nothing() {
     let one_line = |args: &[&str], want: &str| {
         let b = Bench::start(args);
         let pid = b.pid();
-        let out = b.finish(Duration::from_secs(60));
+        let out = b.finish(Duration::from_mins(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
@@ -495,9 +399,7 @@ fn a_private_dockerd_runs_the_modes_and_leaves_the_node_as_it_was() {
             iptables(),
             support::docker::nft_tables(),
             std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default(),
-            std::fs::read_dir("/sys/class/net")
-                .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).count())
-                .unwrap_or(0),
+            std::fs::read_dir("/sys/class/net").map_or(0, |d| d.filter_map(Result::ok).count()),
         )
     };
     let before = node();

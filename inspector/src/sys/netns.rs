@@ -186,3 +186,21 @@ pub fn list_with_prefix(prefix: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The default gateway of the namespace at `ns` (from its IPv4 routing table), if it has
+/// a default route.
+#[must_use]
+pub fn default_gateway(ns: &Path) -> Option<std::net::Ipv4Addr> {
+    let table = run_in(ns, || {
+        std::fs::read_to_string("/proc/thread-self/net/route")
+    })
+    .ok()?
+    .ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
+            .then(|| u32::from_str_radix(f.get(2)?, 16).ok())
+            .flatten()
+            .map(|g| std::net::Ipv4Addr::from(g.swap_bytes()))
+    })
+}

@@ -12,9 +12,9 @@ use std::{
 
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest, VersionRequest,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
     runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::Channel;
@@ -109,7 +109,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 r#"{{"cniVersion": "1.0.0", "name": "insp-{tag}", "plugins": [
   {{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": false, "hairpinMode": true,
     "ipam": {{"type": "host-local", "dataDir": "{d}/ipam",
-              "ranges": [[{{"subnet": "{SUBNET}", "gateway": "{GATEWAY}"}}]]}}}}]}}"#
+              "ranges": [[{{"subnet": "{SUBNET}", "gateway": "{GATEWAY}"}}]],
+              "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
             ),
         )
         .expect("cni config");
@@ -431,6 +432,43 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .expect("network namespace path")
             .to_owned();
         (ip, netns)
+    }
+
+    /// (namespace/name, IP) of every pod sandbox the runtime lists (made here or not).
+    pub fn listed(&self) -> Vec<(String, String)> {
+        let mut c = self.client.clone();
+        let items = self
+            .rt
+            .block_on(async move {
+                c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
+                    .await
+            })
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+        items
+            .into_iter()
+            .map(|p| {
+                let m = p.metadata.unwrap_or_default();
+                let mut c = self.client.clone();
+                let id = p.id.clone();
+                let ip = self
+                    .rt
+                    .block_on(async move {
+                        c.pod_sandbox_status(PodSandboxStatusRequest {
+                            pod_sandbox_id: id,
+                            verbose: false,
+                        })
+                        .await
+                    })
+                    .ok()
+                    .and_then(|r| r.into_inner().status)
+                    .and_then(|s| s.network)
+                    .map(|n| n.ip)
+                    .unwrap_or_default();
+                (format!("{}/{}", m.namespace, m.name), ip)
+            })
+            .collect()
     }
 
     /// Stops and removes one pod now (its namespace and veth go with it).

@@ -3,6 +3,7 @@
 //! read with `ip -s -j link` (the oracle), and the inspector binary run as a user would.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod bench;
 pub mod cri;
 pub mod docker;
 pub mod kube;

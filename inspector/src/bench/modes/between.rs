@@ -16,7 +16,7 @@ use crate::{
     identity::{Tracker, tracker},
     net::check_traffic_addr,
     session::path::{Source, endpoint},
-    sys::netns::{inode_of, run_in},
+    sys::netns::{default_gateway, inode_of, run_in},
 };
 
 /// What `--between` names.
@@ -45,22 +45,6 @@ pub fn split_dst(s: &str) -> Result<(String, Option<u16>), BenchError> {
         }
         _ => Ok((s.to_owned(), None)),
     }
-}
-
-/// The default gateway of the namespace at `ns` (from its IPv4 routing table).
-fn gateway(ns: &Path) -> Option<Ipv4Addr> {
-    let table = run_in(ns, || {
-        std::fs::read_to_string("/proc/thread-self/net/route")
-    })
-    .ok()?
-    .ok()?;
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
-            .then(|| u32::from_str_radix(f.get(2)?, 16).ok())
-            .flatten()
-            .map(|g| Ipv4Addr::from(g.swap_bytes()))
-    })
 }
 
 /// The first block of the workloads' ports (`shift` 0, 10, ... 500) free at `ip` in `ns`.
@@ -151,7 +135,7 @@ impl Between {
         } else if let Some(ip) = in_range(&dst) {
             ip
         } else if dst_host {
-            let gw = gateway(&src.netns).ok_or_else(|| {
+            let gw = default_gateway(&src.netns).ok_or_else(|| {
                 BenchError::Input(format!(
                     "--between: '{}' has no default route to the host",
                     self.src

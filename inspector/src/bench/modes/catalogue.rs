@@ -127,5 +127,16 @@ pub fn parse_modes(list: &[String], counts: &[u32]) -> Result<Vec<BenchMode>, Be
     Ok(out)
 }
 
+/// `modes` with each mode kept once, where it first came.
+pub(super) fn first_of_each<T: PartialEq + Copy>(modes: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(modes.len());
+    for m in modes {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
 /// Most Services a `ClusterIP` mode may program (the lab's limit plus the target).
 pub const MAX_SERVICES: u32 = 30_001;

@@ -11,6 +11,8 @@
 //! hops. A real mode is set beside its lab twin in the report (`report::vs_lab`).
 pub mod between;
 pub mod catalogue;
+pub mod cri;
+mod daemon;
 pub mod docker;
 mod labs;
 pub mod report;
@@ -37,6 +39,8 @@ pub struct Options {
     pub modes: Vec<BenchMode>,
     /// Real dockerd containers (`--runtime docker`).
     pub docker: Option<docker::DockerOptions>,
+    /// Real CRI pods (`--runtime cri`).
+    pub cri: Option<cri::CriOptions>,
     /// Two existing workloads (`--between`).
     pub between: Option<between::Between>,
     pub workloads: Vec<LoadKind>,
@@ -126,6 +130,7 @@ fn lab_targets(opts: &Options, plans: &BTreeMap<LabKey, Plan>) -> Result<Vec<Tar
 fn path_count(opts: &Options) -> usize {
     opts.modes.len()
         + opts.docker.as_ref().map_or(0, |d| d.modes.len())
+        + opts.cri.as_ref().map_or(0, |c| c.modes.len())
         + usize::from(opts.between.is_some())
 }
 
@@ -135,6 +140,7 @@ fn steps(opts: &Options) -> usize {
     let paths = path_count(opts);
     lab_keys(&opts.modes).len()
         + usize::from(opts.docker.is_some())
+        + usize::from(opts.cri.is_some())
         + opts.repeat * opts.workloads.len() * paths
         + if opts.hops_secs > 0.0 { paths } else { 0 }
 }
@@ -164,6 +170,9 @@ pub fn run(
     if let Some(d) = &opts.docker {
         docker::preflight(d)?;
     }
+    if let Some(c) = &opts.cri {
+        cri::preflight(c)?;
+    }
     let mut labs = LabGuard::default();
     let (plans, mut setup) = build_labs(opts, &mut labs, &mut |what| {
         progress(done, total, what);
@@ -184,9 +193,25 @@ pub fn run(
         targets.extend(t);
         done += 1;
     }
+    let mut pods = None;
+    if let Some(c) = &opts.cri {
+        progress(done, total, "starting the CRI pods");
+        let t0 = Instant::now();
+        let (p, t) = cri::up(c, &opts.stop)?;
+        setup.push(ModeSetup {
+            lab: p.describe(),
+            what: "real CRI pod sandboxes on the CNI bridge, kube-proxy rules for their Service"
+                .into(),
+            ms: t0.elapsed().as_secs_f64() * 1e3,
+        });
+        pods = Some(p);
+        targets.extend(t);
+        done += 1;
+    }
     targets.extend(between);
     let result = measure(opts, &targets, &mut done, total, &mut progress);
     // Removed before the report is made, also when a run failed or was interrupted.
+    drop(pods);
     drop(containers);
     drop(labs);
     let (samples, hops) = result?;

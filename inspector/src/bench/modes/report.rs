@@ -184,21 +184,33 @@ pub(super) fn summarize(
             });
         }
     }
-    // Each runtime's modes against its own host mode (a lab mode against the lab's).
-    let host_of = |r: Runtime| {
-        if r == Runtime::Docker {
-            "docker-host"
-        } else {
-            "host"
-        }
+    // Each runtime's modes against its own host mode (a lab mode against the lab's); CRI
+    // and --between have none.
+    let host_of = |r: Runtime| match r {
+        Runtime::Lab => Some("host"),
+        Runtime::Docker => Some("docker-host"),
+        Runtime::Cri | Runtime::Between => None,
     };
     let host: Vec<(&'static str, LoadKind, f64, Option<f64>)> = out
         .iter()
-        .filter(|e| e.mode == host_of(e.runtime))
-        .map(|e| (host_of(e.runtime), e.workload, e.rate, e.p50_us))
+        .filter(|e| host_of(e.runtime) == Some(e.mode.as_str()))
+        .map(|e| {
+            (
+                if e.runtime == Runtime::Docker {
+                    "docker-host"
+                } else {
+                    "host"
+                },
+                e.workload,
+                e.rate,
+                e.p50_us,
+            )
+        })
         .collect();
     for e in &mut out {
-        let mine = host_of(e.runtime);
+        let Some(mine) = host_of(e.runtime) else {
+            continue;
+        };
         if let Some(&(_, _, rate, p50)) = host.iter().find(|h| h.0 == mine && h.1 == e.workload) {
             e.rate_vs_host = (rate > 0.0).then(|| e.rate / rate);
             e.p50_vs_host = p50.zip(e.p50_us).map(|(h, v)| v / h);

@@ -13,6 +13,8 @@ pub enum Runtime {
     Lab,
     /// Real containers of a real dockerd.
     Docker,
+    /// Real pods of a CRI runtime (containerd) on its CNI network.
+    Cri,
     /// Two workloads that already existed (`--between`).
     Between,
 }
@@ -23,6 +25,7 @@ impl Runtime {
         match self {
             Self::Lab => "lab",
             Self::Docker => "docker",
+            Self::Cri => "cri",
             Self::Between => "between",
         }
     }

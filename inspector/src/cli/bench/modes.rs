@@ -23,14 +23,19 @@ pub struct ModesArgs {
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub modes: Vec<String>,
     /// What the modes run on, comma-separated: lab (the project's own labs), docker (real
-    /// containers of a real dockerd, side by side with their lab twins when lab is given
-    /// too). Default: lab, or nothing but --between when that is given.
+    /// containers of a real dockerd), cri (real pods of a CRI runtime, and kube-proxy rules
+    /// for their Service); a real mode is set beside its lab twin when lab is given too.
+    /// Default: lab, or nothing but --between when that is given.
     #[arg(long, value_delimiter = ',', value_name = "RUNTIME")]
     pub runtime: Vec<String>,
     /// With --runtime docker: start a dockerd of the run's own (data root in a temporary
     /// directory, bridge 198.19.64.1/24) and stop it at the end.
     #[arg(long)]
     pub private_dockerd: bool,
+    /// With --runtime cri: start a containerd of the run's own (CRI plugin, CNI bridge
+    /// 198.19.72.0/24, state in a temporary directory) and stop it at the end.
+    #[arg(long)]
+    pub private_containerd: bool,
     /// The workloads between two workloads that already exist: containers (name or id),
     /// pods (NS/NAME), lab workloads (LAB/NAME) or host. DST:PORT: your own server answers
     /// rr and crr there (64 bytes back for each 64-byte request, as an echo server does).
@@ -111,31 +116,44 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
         anyhow::bail!("--services: each count must be 1..{}", modes::MAX_SERVICES);
     }
     let runtimes = runtimes(a)?;
-    let with_lab = runtimes.contains(&"lab");
-    let mode_list = if with_lab {
-        // user-bridge is Docker's alone; the lab measures the rest.
+    let has = |r: &str| runtimes.contains(&r);
+    let others = |me: &str| runtimes.iter().any(|r| *r != me);
+    let mode_list = if has("lab") {
+        // Modes only a real runtime has (user-bridge: Docker's; pod: CRI's) are theirs.
         let lab: Vec<String> = a
             .modes
             .iter()
-            .filter(|m| !(runtimes.contains(&"docker") && m.as_str() == "user-bridge"))
+            .filter(|m| !(has("docker") && m.as_str() == "user-bridge"))
+            .filter(|m| !(has("cri") && m.as_str() == "pod"))
             .cloned()
             .collect();
         modes::parse_modes(&lab, &a.services)?
     } else {
         Vec::new()
     };
-    let docker = runtimes
-        .contains(&"docker")
+    let docker = has("docker")
         .then(|| -> anyhow::Result<modes::docker::DockerOptions> {
             Ok(modes::docker::DockerOptions {
                 socket: a.identity.docker_socket.clone(),
                 private: a.private_dockerd,
-                modes: modes::docker::parse_modes(&a.modes, with_lab)?,
+                modes: modes::docker::parse_modes(&a.modes, others("docker"))?,
+            })
+        })
+        .transpose()?;
+    let cri = has("cri")
+        .then(|| -> anyhow::Result<modes::cri::CriOptions> {
+            Ok(modes::cri::CriOptions {
+                socket: a.identity.cri_socket.clone(),
+                private: a.private_containerd,
+                modes: modes::cri::parse_modes(&a.modes, others("cri"))?,
             })
         })
         .transpose()?;
     if a.private_dockerd && docker.is_none() {
         anyhow::bail!("--private-dockerd is for --runtime docker");
+    }
+    if a.private_containerd && cri.is_none() {
+        anyhow::bail!("--private-containerd is for --runtime cri");
     }
     let between = match a.between.as_slice() {
         [] => None,
@@ -176,6 +194,7 @@ pub fn run(a: &ModesArgs, fmt: Format) -> anyhow::Result<()> {
     let opts = modes::Options {
         modes: mode_list,
         docker,
+        cri,
         between,
         workloads,
         run_secs: crate::cli::compat::renamed(
@@ -208,12 +227,10 @@ fn runtimes(a: &ModesArgs) -> anyhow::Result<Vec<&'static str>> {
         let r = match r.as_str() {
             "lab" => "lab",
             "docker" => "docker",
-            "cri" => anyhow::bail!(
-                "--runtime cri is not built yet: measure pods with --between SRC-POD DST-POD (see docs/benchmarks.md)"
+            "cri" => "cri",
+            other => anyhow::bail!(
+                "unknown runtime '{other}': use lab, docker, cri, or several (lab,docker,cri)"
             ),
-            other => {
-                anyhow::bail!("unknown runtime '{other}': use lab, docker, or both (lab,docker)")
-            }
         };
         if !out.contains(&r) {
             out.push(r);

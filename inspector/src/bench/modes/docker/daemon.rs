@@ -6,10 +6,8 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
-
-use std::os::unix::process::CommandExt as _;
 
 use super::cli::Cli;
 use crate::{bench::BenchError, sys::signals::StopFlag};
@@ -69,12 +67,6 @@ impl Private {
     pub(super) fn socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }
-
-    /// The last lines of the daemon's log, on one line.
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
-        log.lines().last().unwrap_or("no log").trim().to_owned()
-    }
 }
 
 /// Starts the daemon and waits (up to 60 s) until it answers.
@@ -101,64 +93,42 @@ pub(super) fn start(stop: &StopFlag) -> Result<Private, BenchError> {
     };
     let dir = std::env::temp_dir().join(format!("insp-bench-dockerd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
-    let log = std::fs::File::create(dir.join("dockerd.log"))
-        .map_err(BenchError::io("the private dockerd's log"))?;
-    // Its own process group: a Ctrl-C meant for the bench does not stop it under the
-    // containers; the bench stops it after removing them.
-    let child = Command::new("dockerd")
-        .process_group(0)
-        .args(["--bip", BIP, "--data-root"])
-        .arg(dir.join("data"))
-        .arg("--exec-root")
-        .arg(dir.join("exec"))
-        .arg("--pidfile")
-        .arg(dir.join("docker.pid"))
-        .arg("-H")
-        .arg(format!("unix://{}", dir.join("docker.sock").display()))
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(BenchError::io("the private dockerd's log"))?,
-        )
-        .stderr(log)
-        .spawn();
+    let child = super::super::daemon::spawn(
+        Command::new("dockerd")
+            .args(["--bip", BIP, "--data-root"])
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display())),
+        &dir.join("dockerd.log"),
+        "--private-dockerd: dockerd",
+    );
     let child = match child {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(BenchError::Input(format!(
-                "--private-dockerd: cannot start dockerd: {e}"
-            )));
+            return Err(e);
         }
     };
     let mut me = Private { child, dir, before };
     let cli = Cli::new(&me.socket());
-    let deadline = Instant::now() + Duration::from_mins(1);
-    while !cli.ok(&["version"]) {
-        if stop.raised() {
-            return Err(BenchError::Interrupted);
-        }
-        if me.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-            return Err(BenchError::Input(format!(
-                "--private-dockerd: dockerd did not start: {}",
-                me.log_tail()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let log = me.dir.join("dockerd.log");
+    super::super::daemon::wait(
+        &mut me.child,
+        stop,
+        &log,
+        "--private-dockerd: dockerd",
+        || cli.ok(&["version"]),
+    )?;
     Ok(me)
 }
 
 impl Drop for Private {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::super::daemon::stop(&mut self.child, Duration::from_secs(30));
         let b = &self.before;
         if !b.default_netns && Path::new(DEFAULT_NETNS).exists() {
             let _ = Command::new("umount").arg(DEFAULT_NETNS).status();
@@ -185,18 +155,7 @@ impl Drop for Private {
             let _ = p.wait();
         }
         let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &b.ip_forward);
-        // The host namespace dockerd bind-mounted under its exec root (and anything else
-        // still mounted there), deepest first.
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The host namespace dockerd bind-mounts under its exec root goes with the rest.
+        super::super::daemon::remove_dir(&self.dir);
     }
 }

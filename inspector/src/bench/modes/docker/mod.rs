@@ -92,12 +92,12 @@ impl DockerMode {
     }
 }
 
-/// Parses `--modes` for Docker. Kubernetes modes are the lab's: skipped when the lab runs
-/// too (`with_lab`), an error otherwise.
+/// Parses `--modes` for Docker. Modes of other runtimes (Kubernetes ones, pod) are skipped
+/// when one of them runs too (`with_others`), an error otherwise.
 ///
 /// # Errors
 /// An unknown mode, in one line.
-pub fn parse_modes(list: &[String], with_lab: bool) -> Result<Vec<DockerMode>, BenchError> {
+pub fn parse_modes(list: &[String], with_others: bool) -> Result<Vec<DockerMode>, BenchError> {
     let mut out = Vec::new();
     for m in list {
         match m.as_str() {
@@ -108,9 +108,11 @@ pub fn parse_modes(list: &[String], with_lab: bool) -> Result<Vec<DockerMode>, B
             "none" => out.push(DockerMode::None),
             "dnat" | "bridge-dnat" => out.push(DockerMode::Dnat),
             "user-bridge" => out.push(DockerMode::UserBridge),
-            k if with_lab
-                && (k.starts_with("iptables") || k.starts_with("nftables") || k == "clusterip") => {
-            }
+            k if with_others
+                && (k.starts_with("iptables")
+                    || k.starts_with("nftables")
+                    || k == "clusterip"
+                    || k == "pod") => {}
             other => {
                 return Err(BenchError::Input(format!(
                     "unknown Docker mode '{other}': use host, bridge, container, none, dnat, user-bridge or all"
@@ -118,14 +120,7 @@ pub fn parse_modes(list: &[String], with_lab: bool) -> Result<Vec<DockerMode>, B
             }
         }
     }
-    out.dedup();
-    let mut seen = Vec::new();
-    out.retain(|m| {
-        let new = !seen.contains(m);
-        seen.push(*m);
-        new
-    });
-    Ok(out)
+    Ok(super::catalogue::first_of_each(out))
 }
 
 /// Options of `--runtime docker`.
