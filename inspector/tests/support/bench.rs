@@ -111,6 +111,7 @@ pub fn report(out: &Output) -> Value {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(text.trim()).expect("one JSON report");
+    super::schema::check(&v);
     v
 }
 
