@@ -92,62 +92,60 @@ fn cri_pods_run_every_workload_pod_to_pod_and_through_both_kube_proxy_modes() {
         "json",
     ]);
     let pid = b.pid();
-    // While it runs: the two pods are the runtime's, and the rules send both ClusterIPs to
-    // the server pod.
-    let mut seen = None;
+    // While it runs: the two pods are the runtime's, and while each Service mode runs, its
+    // rules (and only its) send its ClusterIP to the server pod.
+    b.wait_said("over cri-");
+    let pods = lab.listed();
+    let srv = pods
+        .iter()
+        .find(|(n, _)| *n == format!("insp-bench/srv-{pid}"))
+        .map(|p| p.1.clone())
+        .expect("the server pod is listed by CRI");
+    assert!(
+        pods.iter()
+            .any(|(n, _)| *n == format!("insp-bench/cli-{pid}")),
+        "the client pod is listed by CRI: {pods:?}"
+    );
+    let mut ipt_seen = false;
+    let mut nft_seen = false;
+    let mut both = false;
+    let mut doubled = false;
     assert!(
         support::eventually(Duration::from_mins(2), || {
-            if !b.said("over cri-") {
-                return false;
+            // nft read before and after iptables: both in place only if nft's rules were
+            // there all along (a switch between modes in between shows as one missing).
+            let nft_on = || {
+                let nft = support::sh(&["nft", "list", "ruleset"]);
+                nft.contains("198.18.129.20") && nft.contains(&srv)
+            };
+            let n = nft_on();
+            let ipt = support::sh(&["iptables-save", "-t", "nat"]);
+            let i = ipt.contains(&format!("--to-destination {srv}:9101"))
+                && ipt.contains("-d 198.18.129.10/32");
+            both |= n && i && nft_on();
+            if i && !doubled {
+                // A second copy of a jump (as a second writer would add): the chain stays
+                // referenced after one delete, so the atomic undo is refused and the
+                // one-by-one undo must remove both.
+                doubled = std::process::Command::new("iptables")
+                    .args(["-t", "nat", "-I", "PREROUTING", "1", "-m", "comment"])
+                    .args([
+                        "--comment",
+                        "kubernetes service portals",
+                        "-j",
+                        "KUBE-SERVICES",
+                    ])
+                    .status()
+                    .is_ok_and(|s| s.success());
             }
-            let pods = lab.listed();
-            let srv = pods
-                .iter()
-                .find(|(n, _)| *n == format!("insp-bench/srv-{pid}"))
-                .map(|p| p.1.clone());
-            let cli = pods
-                .iter()
-                .any(|(n, _)| *n == format!("insp-bench/cli-{pid}"));
-            seen = Some((
-                srv,
-                cli,
-                support::sh(&["iptables-save", "-t", "nat"]),
-                support::sh(&["nft", "list", "table", "ip", "kube-proxy"]),
-            ));
-            true
+            ipt_seen |= i;
+            nft_seen |= n;
+            ipt_seen && nft_seen
         }),
-        "the measured runs never started: {}",
-        b.stderr_text()
+        "rules sending the ClusterIPs to {srv}: iptables {ipt_seen}, nftables {nft_seen}"
     );
-    let (srv, cli, ipt, nft) = seen.expect("seen");
-    // A second copy of a jump (as a second writer would add): the chain stays referenced
-    // after one delete, so the run's atomic undo is refused and its one-by-one undo must
-    // remove both.
-    support::sh(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-I",
-        "PREROUTING",
-        "1",
-        "-m",
-        "comment",
-        "--comment",
-        "kubernetes service portals",
-        "-j",
-        "KUBE-SERVICES",
-    ]);
-    let srv = srv.expect("the server pod is listed by CRI");
-    assert!(cli, "the client pod is listed by CRI");
-    assert!(
-        ipt.contains(&format!("--to-destination {srv}:9101"))
-            && ipt.contains("-d 198.18.129.10/32"),
-        "iptables rules do not send 198.18.129.10 to {srv}: {ipt}"
-    );
-    assert!(
-        nft.contains("198.18.129.20") && nft.contains(&srv),
-        "nft rules do not send 198.18.129.20 to {srv}: {nft}"
-    );
+    assert!(!both, "both kube-proxy modes' rules were in place at once");
+    assert!(doubled, "the second jump was never added");
     let r = report(&b.finish(Duration::from_mins(3)));
     for m in MODES {
         for w in WORKLOADS {

@@ -191,6 +191,7 @@ impl Between {
             runtime: Runtime::Between,
             twin: None,
             kube: None,
+            around: None,
             reach: Reach {
                 ends: Ends {
                     client_ns: src.netns.clone(),

@@ -120,6 +120,7 @@ fn lab_targets(opts: &Options, plans: &BTreeMap<LabKey, Plan>) -> Result<Vec<Tar
                 runtime: Runtime::Lab,
                 twin: None,
                 kube: m.kube_lab(),
+                around: None,
                 reach: labs::reach(m, &plans[&m.kube_lab()])?,
             })
         })
@@ -237,6 +238,17 @@ pub fn run(
     })
 }
 
+/// `f` with what the path needs only while it runs in place around it.
+fn around<T>(t: &Target, f: impl FnOnce() -> Result<T, BenchError>) -> Result<T, BenchError> {
+    let Some(a) = &t.around else {
+        return f();
+    };
+    a.before()?;
+    let r = f();
+    a.after();
+    r
+}
+
 type Measured = (Vec<RunSample>, BTreeMap<String, Vec<HopTime>>);
 
 /// The measured runs, interleaved, then one traced run per path.
@@ -256,8 +268,10 @@ fn measure(
         } else {
             LoadKind::UdpRr
         };
-        loadgen::run(prime, &t.reach.ends, 0.05, opts.cpus, stop)
-            .map_err(BenchError::io(format!("priming {}", t.name)))?;
+        around(t, || {
+            loadgen::run(prime, &t.reach.ends, 0.05, opts.cpus, stop)
+                .map_err(BenchError::io(format!("priming {}", t.name)))
+        })?;
     }
     let mut samples = Vec::new();
     for rep in 0..opts.repeat {
@@ -277,8 +291,10 @@ fn measure(
                     opts.repeat
                 );
                 progress(*done, total, &label);
-                let run = loadgen::run(w, &t.reach.ends, opts.run_secs, opts.cpus, stop)
-                    .map_err(BenchError::io(format!("{} over {}", w.name(), t.name)))?;
+                let run = around(t, || {
+                    loadgen::run(w, &t.reach.ends, opts.run_secs, opts.cpus, stop)
+                        .map_err(BenchError::io(format!("{} over {}", w.name(), t.name)))
+                })?;
                 samples.push(RunSample {
                     repetition: rep,
                     mode: t.name.clone(),
@@ -302,7 +318,9 @@ fn measure(
             );
             hops.insert(
                 t.name.clone(),
-                traced::hops(&t.reach, opts.hops_secs, opts.cpus, stop)?,
+                around(t, || {
+                    traced::hops(&t.reach, opts.hops_secs, opts.cpus, stop)
+                })?,
             );
             *done += 1;
         }

@@ -43,6 +43,15 @@ pub(super) struct Reach {
     pub identity: crate::identity::tracker::Options,
 }
 
+/// What must be in place only while a path's runs go (a CRI mode's kube-proxy rules: the
+/// other modes are measured on the node without them).
+pub(super) trait Around: Send + Sync {
+    /// Before each run over the path (priming, measured, traced).
+    fn before(&self) -> Result<(), super::super::BenchError>;
+    /// After each run; also when it failed.
+    fn after(&self);
+}
+
 /// One path the workloads run over.
 #[derive(Clone, Debug)]
 pub(super) struct Target {
@@ -55,4 +64,11 @@ pub(super) struct Target {
     /// (nftables, Services) of a `ClusterIP` mode.
     pub kube: Option<(bool, u32)>,
     pub reach: Reach,
+    pub around: Option<std::sync::Arc<dyn Around>>,
+}
+
+impl std::fmt::Debug for dyn Around {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Around")
+    }
 }

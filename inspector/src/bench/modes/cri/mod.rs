@@ -1,6 +1,7 @@
 //! `bench --runtime cri`: the workloads between real pods of a CRI runtime (containerd) on
 //! its CNI bridge: pod to pod, and pod to a `ClusterIP` Service whose kube-proxy rules
-//! (iptables and nftables mode, `services`) are installed for those pods on the node. The pods
+//! (iptables and nftables mode, `services`) are installed for those pods on the node while
+//! that mode's runs go (so no other mode is measured with them in place). The pods
 //! are sandboxes only (the sandbox image's one process holds the namespace); the load
 //! generator's threads enter their network namespaces and are pinned as in the lab runs. The
 //! runtime is the one at `--cri-socket`, or a private containerd (`daemon`). Every pod and
@@ -15,7 +16,7 @@ use std::{
     path::PathBuf,
 };
 
-use super::target::{Reach, Runtime, Target};
+use super::target::{Around, Reach, Runtime, Target};
 use crate::{
     bench::{BenchError, loadgen::Ends},
     net::check_traffic_addr,
@@ -107,7 +108,7 @@ const NAMESPACE: &str = "insp-bench";
 /// What the run made; removed on drop (the Service rules, the pods, then the private
 /// runtime).
 pub(super) struct Pods {
-    rules: Option<services::Installed>,
+    rules: Vec<std::sync::Arc<services::ServiceRules>>,
     client: Option<client::Client>,
     made: Vec<String>,
     daemon: Option<daemon::Private>,
@@ -132,7 +133,9 @@ impl Pods {
 
 impl Drop for Pods {
     fn drop(&mut self) {
-        self.rules.take();
+        for r in &self.rules {
+            r.off();
+        }
         if let Some(c) = &self.client {
             for id in &self.made {
                 c.remove(id);
@@ -206,7 +209,7 @@ pub(super) fn up(o: &CriOptions, stop: &StopFlag) -> Result<(Pods, Vec<Target>),
         None => socket_of(o)?,
     };
     let mut pods = Pods {
-        rules: None,
+        rules: Vec::new(),
         client: None,
         made: Vec::new(),
         daemon,
@@ -261,11 +264,12 @@ pub(super) fn up(o: &CriOptions, stop: &StopFlag) -> Result<(Pods, Vec<Target>),
             "pod {NAMESPACE}/cli-{pid} has no default route (its CNI network gives none), so no ClusterIP is reachable from it; measure --modes pod, or add a default route to the CNI config"
         )));
     }
-    if ipt || nft {
-        let o = srv.ip.octets();
-        let cidr = format!("{}/24", Ipv4Addr::new(o[0], o[1], o[2], 0));
-        pods.rules = Some(services::install(ipt, nft, srv.ip, cidr)?);
-    }
+    let o4 = srv.ip.octets();
+    let cidr = format!("{}/24", Ipv4Addr::new(o4[0], o4[1], o4[2], 0));
+    let rules_of =
+        |nft: bool| std::sync::Arc::new(services::ServiceRules::new(nft, srv.ip, cidr.clone()));
+    let (ipt_rules, nft_rules) = (rules_of(false), rules_of(true));
+    pods.rules = vec![ipt_rules.clone(), nft_rules.clone()];
     let targets = o
         .modes
         .iter()
@@ -284,6 +288,11 @@ pub(super) fn up(o: &CriOptions, stop: &StopFlag) -> Result<(Pods, Vec<Target>),
                     CriMode::Pod => None,
                     CriMode::Iptables => Some((false, 1)),
                     CriMode::Nftables => Some((true, 1)),
+                },
+                around: match m {
+                    CriMode::Pod => None,
+                    CriMode::Iptables => Some(ipt_rules.clone() as std::sync::Arc<dyn Around>),
+                    CriMode::Nftables => Some(nft_rules.clone() as std::sync::Arc<dyn Around>),
                 },
                 reach: Reach {
                     ends: Ends {

@@ -1,7 +1,8 @@
 //! The `ClusterIP` Service of the CRI modes: kube-proxy's own rules (`services::rules`, the
 //! same generator the Kubernetes labs use) for one Service whose endpoint is the server pod,
 //! installed in the node's namespace the way kube-proxy installs them (`iptables-restore
-//! --noflush`, `nft -f`), and removed exactly at the end: the jumps from the built-in chains
+//! --noflush`, `nft -f`) only while that mode's runs go (`ServiceRules`: the other modes, and
+//! the other kube-proxy mode, are measured on a node without them), and removed exactly: the jumps from the built-in chains
 //! deleted, the KUBE-* chains flushed and deleted, the table `ip kube-proxy` deleted. A node
 //! where kube-proxy already runs is refused (its chains would be ours to flush).
 use std::{
@@ -241,6 +242,57 @@ fn undo_each(undo: &str) {
                 break;
             }
         }
+    }
+}
+
+/// One kube-proxy mode's rules for the Service, put in place around each of its mode's runs.
+pub(super) struct ServiceRules {
+    nft: bool,
+    endpoint: Ipv4Addr,
+    cluster_cidr: String,
+    on: std::sync::Mutex<Option<Installed>>,
+}
+
+impl ServiceRules {
+    pub(super) fn new(nft: bool, endpoint: Ipv4Addr, cluster_cidr: String) -> Self {
+        Self {
+            nft,
+            endpoint,
+            cluster_cidr,
+            on: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Removes the rules if they are in place.
+    pub(super) fn off(&self) {
+        let taken = self
+            .on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(taken);
+    }
+}
+
+impl crate::bench::modes::target::Around for ServiceRules {
+    fn before(&self) -> Result<(), BenchError> {
+        let mut on = self
+            .on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if on.is_none() {
+            *on = Some(install(
+                !self.nft,
+                self.nft,
+                self.endpoint,
+                self.cluster_cidr.clone(),
+            )?);
+        }
+        Ok(())
+    }
+
+    fn after(&self) {
+        self.off();
     }
 }
 

@@ -454,6 +454,7 @@ fn start(
         runtime: Runtime::Docker,
         twin: Some(m.twin().into()),
         kube: None,
+        around: None,
         reach: Reach {
             ends,
             trace_ns,
