@@ -1,11 +1,12 @@
 //! `bench`: the same workloads over each network mode, side by side in one run.
 //!
-//! Paths come from three places (`target`): the project's labs (see `labs`: one
+//! Paths come from four places (`target`): the project's labs (see `labs`: one
 //! Docker-style lab gives host, bridge, container, none and bridge + published port (DNAT);
 //! one Kubernetes-node lab per (kube-proxy mode, Service count) gives `ClusterIP` through
 //! kube-proxy's exact rules, with the target Service last in `KUBE-SERVICES`); real
-//! containers of a real dockerd in each Docker mode (`docker`); and two workloads that
-//! already exist (`between`). Runs are interleaved: every repetition runs every workload over
+//! containers of a real dockerd in each Docker mode (`docker`); real CRI pods, pod to pod and
+//! to a `ClusterIP` through kube-proxy's rules (`cri`); and two workloads that already exist
+//! (`between`). Runs are interleaved: every repetition runs every workload over
 //! every path, the order rotating, so slow drifts of the machine spread evenly. After the
 //! measured runs, one short traced run per path (`traced`) gives the in-kernel time between
 //! hops. A real mode is set beside its lab twin in the report (`report::vs_lab`).
