@@ -439,3 +439,59 @@ fn a_private_dockerd_runs_the_modes_and_leaves_the_node_as_it_was() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!mounts.contains("insp-bench-dockerd"), "{mounts}");
 }
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_killed_runs_containers_and_namespace_are_removed_by_the_next_run() {
+    let _d = Dockerd::start();
+    let b = Bench::start(&[
+        "--runtime",
+        "docker",
+        "--docker-socket",
+        SOCKET,
+        "--modes",
+        "bridge,dnat",
+        "--workloads",
+        "rr",
+        "--run-secs",
+        "1",
+        "--repeat",
+        "30",
+    ]);
+    let pid = b.pid();
+    b.wait_said("over docker-");
+    // SAFETY: kill(2) on our own child; SIGKILL: nothing of it runs after this.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = b.finish(Duration::from_secs(30));
+    let left = leftovers(pid);
+    assert!(
+        left.iter().any(|l| l.starts_with("docker ps"))
+            && left.iter().any(|l| l.starts_with("namespace")),
+        "a killed run leaves its containers and namespace: {left:?}"
+    );
+    let out = Bench::start(&[
+        "--runtime",
+        "docker",
+        "--docker-socket",
+        SOCKET,
+        "--modes",
+        "none",
+        "--workloads",
+        "rr",
+        "--run-secs",
+        "0.1",
+        "--repeat",
+        "1",
+        "--hops-secs",
+        "0",
+        "-o",
+        "json",
+    ])
+    .finish(Duration::from_mins(2));
+    report(&out);
+    assert_eq!(
+        leftovers(pid),
+        Vec::<String>::new(),
+        "the next run removed what the killed one left"
+    );
+}

@@ -171,12 +171,16 @@ fn the_next_start_removes_what_a_killed_run_left() {
     let again = argv(&["flows", "--duration", "300"], &nss);
     let again: Vec<&str> = again.iter().map(String::as_str).collect();
     let next = Inspector::start(&again);
-    let said = next.stderr_text();
-    let lines = said
-        .lines()
-        .filter(|l| l.contains("removed a filter an inspector that died left"))
-        .count();
-    assert_eq!(lines, 14, "{said}");
+    // Said before it was ready; read from its pipe by the test's own thread, which may come
+    // a moment later (CI once read none of the 14 lines right at ready).
+    let lines = || {
+        next.stderr_text()
+            .lines()
+            .filter(|l| l.contains("removed a filter an inspector that died left"))
+            .count()
+    };
+    support::eventually(std::time::Duration::from_secs(5), || lines() >= 14);
+    assert_eq!(lines(), 14, "{}", next.stderr_text());
     for ns in [&lab.b, &lab.c] {
         assert!(ours(&filters(ns, "eth0", "ingress")).is_empty());
         assert!(

@@ -2,7 +2,7 @@
 //! the inspector binary links against, imported with `docker import` (no registry needed).
 //! The binary itself is bind-mounted read-only at run time, so one image serves every build;
 //! its tag is a hash of the libraries' paths and sizes. An image imported here is removed
-//! again at the end of the run.
+//! again at the end of the run (and one a killed run left, by the next run).
 use std::path::{Path, PathBuf};
 
 use super::cli::Cli;
@@ -55,8 +55,14 @@ impl Drop for Scratch {
 pub(super) fn ensure(cli: &Cli, exe: &Path) -> Result<(String, bool), BenchError> {
     let libs = libraries(exe);
     let tag = tag(&libs);
-    if cli.ok(&["image", "inspect", &tag]) {
-        return Ok((tag, false));
+    // An image of ours is labelled with the pid of the run that imported it: one a killed run
+    // left (its pid gone) is this run's to remove; one a running bench uses stays.
+    let label = format!("{{{{index .Config.Labels \"{}\"}}}}", super::LABEL);
+    if let Ok(owner) = cli.run(&["image", "inspect", "-f", &label, &tag]) {
+        let alive = owner
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
+        return Ok((tag, !alive));
     }
     let root =
         Scratch(std::env::temp_dir().join(format!("insp-bench-rootfs-{}", std::process::id())));
@@ -89,7 +95,8 @@ pub(super) fn ensure(cli: &Cli, exe: &Path) -> Result<(String, bool), BenchError
             String::from_utf8_lossy(&tar.stderr).trim()
         )));
     }
-    cli.run_with(&["import", "-", &tag], Some(&tar.stdout))?;
+    let change = format!("LABEL {}={}", super::LABEL, std::process::id());
+    cli.run_with(&["import", "-c", &change, "-", &tag], Some(&tar.stdout))?;
     Ok((tag, true))
 }
 

@@ -186,15 +186,12 @@ const USER_SUBNET: &str = "198.18.126.0/24";
 /// Containers (and networks) a run that was killed left behind: its pid is gone.
 fn remove_stale(cli: &Cli) {
     let stale = |kind: &str| -> Vec<String> {
-        let fmt = format!("{{{{.ID}}}} {{{{.Label \"{LABEL}\"}}}}");
-        let mut args = vec![kind, "ls", "-q", "--filter"];
+        let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL}\"}}}}");
         let filter = format!("label={LABEL}");
-        args.push(&filter);
+        let mut args = vec![kind, "ls", "--filter", &filter, "--format", &format];
         if kind == "container" {
             args.push("-a");
         }
-        args.extend(["--format", &fmt]);
-        let args: Vec<&str> = args.into_iter().filter(|a| *a != "-q").collect();
         cli.run(&args)
             .unwrap_or_default()
             .lines()
