@@ -263,6 +263,46 @@ fn between_two_real_containers_reports_numbers_and_the_path_and_leaves_nothing()
     assert_eq!(sockets_in(&one), "", "sockets left in {one}");
     support::assert_no_links_of_ours_since(&before, "bench --between");
 
+    // The user's own server on DST:PORT (busybox `nc -ll -e cat`: an echo server) answers rr
+    // and crr; nothing of ours listens beside it.
+    let echo = support::unique("bw-echo");
+    dockerd.run(&echo, &[], &["nc", "-ll", "-p", "7", "-e", "cat"]);
+    let out = Bench::start(&[
+        "--between",
+        &one,
+        &format!("{echo}:7"),
+        "--docker-socket",
+        SOCKET,
+        "--workloads",
+        "rr,crr",
+        "--run-secs",
+        "0.2",
+        "--repeat",
+        "1",
+        "--hops-secs",
+        "0",
+        "-o",
+        "json",
+    ])
+    .finish(Duration::from_mins(1));
+    let e = entry(&report(&out), "between", "rr").clone();
+    assert!(
+        e["rate"].as_f64() > Some(0.0) && e["p50_us"].as_f64() > Some(0.0),
+        "{e}"
+    );
+    assert!(
+        e["what"]
+            .as_str()
+            .is_some_and(|w| w.contains(":7 (its own server)")),
+        "{e}"
+    );
+    let left = sockets_in(&echo);
+    assert!(
+        left.lines()
+            .all(|l| l.contains(":7 ") || l.contains(":7\t")),
+        "sockets in {echo} besides the echo server's: {left}"
+    );
+
     // A none-mode container as the far end: one line, nothing run.
     let out = Bench::start(&["--between", &one, &none, "--docker-socket", SOCKET])
         .finish(Duration::from_secs(30));

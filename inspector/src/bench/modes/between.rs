@@ -15,7 +15,7 @@ use crate::{
     bench::{BenchError, LoadKind, loadgen::Ends},
     identity::{Tracker, tracker},
     net::check_traffic_addr,
-    session::path::{Source, endpoint},
+    session::path::{PathError, Source, endpoint},
     sys::netns::{default_gateway, inode_of, run_in},
 };
 
@@ -68,8 +68,16 @@ fn free_shift(ns: &Path, ip: IpAddr, workloads: &[LoadKind]) -> Result<u16, Benc
 }
 
 impl Between {
-    fn find(spec: &str, tracker: &Tracker) -> Result<Source, BenchError> {
-        endpoint(spec, None, tracker).map_err(|e| BenchError::Input(format!("--between: {e}")))
+    /// The end `spec` (`role`: "source" or "destination", as the message names it).
+    fn find(spec: &str, role: &str, tracker: &Tracker) -> Result<Source, BenchError> {
+        endpoint(spec, None, tracker).map_err(|e| {
+            BenchError::Input(match e {
+                PathError::NoSource(_) => format!(
+                    "--between: {role} '{spec}' is no running container, pod, lab workload or network namespace (see `inspector topology`)"
+                ),
+                e => format!("--between: {e}"),
+            })
+        })
     }
 
     /// The two ends, checked: both exist, DST can be reached from SRC, and (with `:PORT`) the
@@ -95,8 +103,8 @@ impl Between {
             let _ = t.refresh();
             (t, notes)
         };
-        let mut src = Self::find(&self.src, &tracker)?;
-        let mut dst = Self::find(&self.dst, &tracker)?;
+        let mut src = Self::find(&self.src, "source", &tracker)?;
+        let mut dst = Self::find(&self.dst, "destination", &tracker)?;
         let host = inode_of("/proc/self/ns/net");
         // A lab workload's host is its lab's node.
         let node = src.node.clone().or_else(|| dst.node.clone());
@@ -106,10 +114,10 @@ impl Between {
         };
         if let Some(n) = &node {
             if inode_of(&dst.netns) == host {
-                dst = Self::find(n, &tracker)?;
+                dst = Self::find(n, "destination", &tracker)?;
             }
             if inode_of(&src.netns) == host {
-                src = Self::find(n, &tracker)?;
+                src = Self::find(n, "source", &tracker)?;
             }
         }
         let (si, di) = (inode_of(&src.netns), inode_of(&dst.netns));
