@@ -16,6 +16,8 @@ use support::{
 const WORKLOADS: [&str; 4] = ["rr", "crr", "stream", "udp-rr"];
 const MODES: [&str; 3] = ["cri-pod", "cri-iptables", "cri-nftables"];
 
+const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
 /// One run at a time: each installs kube-proxy's rules on the node.
 static NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -188,6 +190,9 @@ fn cri_pods_run_every_workload_pod_to_pod_and_through_both_kube_proxy_modes() {
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn a_private_containerd_run_interrupted_leaves_nothing() {
     let _node = node();
+    // The CNI bridge plugin turns ip_forward on: off before, it must be off again after.
+    let was = std::fs::read_to_string(FORWARD).unwrap_or_default();
+    std::fs::write(FORWARD, "0").expect("ip_forward");
     let b = Bench::start(&[
         "--runtime",
         "cri",
@@ -207,6 +212,9 @@ fn a_private_containerd_run_interrupted_leaves_nothing() {
         "{:?}",
         leftovers(pid)
     );
+    let after = std::fs::read_to_string(FORWARD).unwrap_or_default();
+    std::fs::write(FORWARD, &was).expect("ip_forward");
+    assert_eq!(after.trim(), "0", "ip_forward was left on");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! verified recipe (design/cri-pods): root, state, runc root and socket in a temporary
 //! directory; the sandbox ("pause") image built here from busybox-static as an OCI layout and
 //! imported with `ctr`, so nothing is pulled. Stopped at the end with everything it made:
-//! its shims, mounts, bridge, cgroup parent and directory.
+//! its shims, mounts, bridge, cgroup parent and directory, and `ip_forward` as it was.
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command},
@@ -22,6 +22,8 @@ const IMAGE: &str = "docker.io/inspector-bench/pause:1";
 /// A running private containerd; stopped, and what it made removed, on drop.
 pub(super) struct Private {
     child: Child,
+    /// `ip_forward` before: the CNI bridge plugin (`isGateway`) turns it on.
+    ip_forward: String,
     pub dir: PathBuf,
     pub bridge: String,
     pub cgroup_parent: String,
@@ -171,6 +173,7 @@ fn import_image(dir: &Path, socket: &Path) -> Result<(), BenchError> {
 /// containerd or its tools missing, one that does not start, or Ctrl-C while waiting.
 pub(super) fn start(stop: &StopFlag) -> Result<Private, BenchError> {
     let pid = std::process::id();
+    let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("insp-bench-cri-{pid}"));
     let bridge = format!("ibc{pid}");
     std::fs::create_dir_all(dir.join("net.d")).map_err(io("its directory"))?;
@@ -193,6 +196,7 @@ pub(super) fn start(stop: &StopFlag) -> Result<Private, BenchError> {
     };
     let mut me = Private {
         child,
+        ip_forward,
         dir,
         bridge,
         cgroup_parent: format!("/insp-bench-cri-{pid}"),
@@ -224,6 +228,9 @@ impl Drop for Private {
             }
         }
         super::super::daemon::remove_dir(&self.dir);
+        if !self.ip_forward.is_empty() {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.ip_forward);
+        }
         if let Ok(nl) = crate::lab::netlink::Nl::new() {
             let _ = nl.delete(&self.bridge);
         }
