@@ -193,18 +193,9 @@ pub(super) fn summarize(
     };
     let host: Vec<(&'static str, LoadKind, f64, Option<f64>)> = out
         .iter()
-        .filter(|e| host_of(e.runtime) == Some(e.mode.as_str()))
-        .map(|e| {
-            (
-                if e.runtime == Runtime::Docker {
-                    "docker-host"
-                } else {
-                    "host"
-                },
-                e.workload,
-                e.rate,
-                e.p50_us,
-            )
+        .filter_map(|e| {
+            let h = host_of(e.runtime)?;
+            (h == e.mode).then_some((h, e.workload, e.rate, e.p50_us))
         })
         .collect();
     for e in &mut out {
